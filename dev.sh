@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One command per job on a fresh Debian machine (run as root, or with sudo):
+#   ./dev.sh demo   - install everything, then run `virtsdk demo` on the embedded default
+#   ./dev.sh test   - install everything, then run ruff and the whole test suite
+#                     (including the libvirt lab tests, which start and stop their own hosts)
+# Other jobs: ./dev.sh setup | bench | shell
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=${VIRTSDK_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+
+DEB_PACKAGES=(
+  # the two-host lab: libvirt + QEMU emulation, namespaces, guest image tools
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-dev pkg-config iproute2 cpio busybox-static
+  # disk transports and the tools they are benchmarked against
+  rsync openssh-client openssh-server netcat-openbsd zstd
+)
+
+apt_install() {
+  local missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo ">> apt-get install ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+venv_install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.virtsdk-installed"
+  local newest
+  newest=$(ls -t requirements-dev.txt setup.cfg drivers/*/setup.cfg contrib/*/setup.cfg | head -1)
+  if [ ! -f "$stamp" ] || [ "$newest" -nt "$stamp" ]; then
+    echo ">> pip install -r requirements-dev.txt (into $VENV)"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r requirements-dev.txt
+    touch "$stamp"
+  fi
+}
+
+setup() { apt_install; venv_install; }
+
+job=${1:-help}
+shift || true
+case "$job" in
+  setup) setup ;;
+  demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check .
+    exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+    ;;
+  bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
+  shell) setup; exec bash --rcfile <(echo "source $VENV/bin/activate") ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac

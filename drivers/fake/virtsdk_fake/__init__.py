@@ -1,0 +1,1 @@
+"""virtsdk-fake: an in-memory hypervisor for tests, demos and driver authors."""

@@ -1,0 +1,1 @@
+"""virtsdk-libvirt: a libvirt/QEMU driver for virtsdk."""

@@ -1,0 +1,1 @@
+"""The ``virtsdk`` command line."""

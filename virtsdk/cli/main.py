@@ -1,0 +1,58 @@
+"""``virtsdk`` entry point: sub-commands are plugins.
+
+Each sub-command registers itself through the entry-point group
+``virtsdk.cli_commands``: the target is a callable ``register(subparsers)`` that adds
+a parser and sets ``func`` (taking the parsed namespace, returning an exit code).
+The core's own commands (``drivers``, ``demo``) are registered the same way as a
+contrib's (``lab``), so the core never imports contrib code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stevedore import extension
+
+CLI_NAMESPACE = "virtsdk.cli_commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="virtsdk", description="Hypervisor-driver SDK: drivers, demo and tools."
+    )
+    parser.add_argument("--config-file", action="append", default=[],
+                        help="oslo.config file(s) to read")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    broken: list[str] = []
+
+    def on_failure(_mgr: object, ep: object, err: BaseException) -> None:
+        broken.append(f"{getattr(ep, 'name', ep)}: {err}")
+
+    mgr = extension.ExtensionManager(CLI_NAMESPACE, on_load_failure_callback=on_failure)
+    for ext in sorted(mgr, key=lambda e: e.name):
+        ext.plugin(sub)
+    for item in broken:
+        print(f"warning: command plugin {item}", file=sys.stderr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a CLI shows errors, not tracebacks
+        from virtsdk.exceptions import VirtSDKError
+
+        if not isinstance(exc, VirtSDKError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

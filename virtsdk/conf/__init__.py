@@ -1,0 +1,29 @@
+"""virtsdk's oslo.config options.
+
+Each module here declares the options of one area and a ``register_opts(conf)``;
+:func:`register_all` registers them all, and :mod:`virtsdk.conf.opts` lists them for
+``oslo-config-generator --namespace virtsdk``.  Driver options are not here: every
+driver declares its own group (``ComputeDriver.list_opts``).
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from virtsdk.conf import default
+
+CONF = cfg.CONF
+
+_MODULES = [default]
+
+
+def register_all(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
+    for module in _MODULES:
+        module.register_opts(conf)
+    return conf
+
+
+def add_module(module: object) -> None:
+    """Add an options module (one with ``register_opts`` and ``list_opts``)."""
+    if module not in _MODULES:
+        _MODULES.append(module)

@@ -1,0 +1,489 @@
+"""The ComputeDriver interface every hypervisor driver implements.
+
+Who calls what
+--------------
+A compute manager (:mod:`virtsdk.compute.manager`) runs on every host and owns exactly
+one driver instance, built by :func:`virtsdk.loader.load_driver` with that host's name
+and the global :class:`oslo_config.cfg.ConfigOpts`.  The manager calls the driver; a
+driver never calls the manager or another host's driver.  Anything one host must tell
+another travels in the return values listed below and is carried over RPC by the
+manager (so it must be a :class:`virtsdk.objects.VirtObject` or JSON-safe).
+
+Each method's docstring names the host it runs on ("source", "destination") and what
+it must guarantee.  Methods for features a driver does not offer keep the default
+implementation, which raises :class:`virtsdk.exceptions.NotSupported` naming the driver
+and the feature; the manager turns that into a clean rollback.
+
+Cold migration / resize (REFERENCE.md section 1)::
+
+    dest:   prepare_migrate_disk_target()          during prep_resize
+    source: migrate_disk_and_power_off()           resize_instance
+    dest:   finish_migration()                     finish_resize
+    then either
+    source: confirm_migration()                    confirm_resize
+    or
+    dest:   destroy()  +  source: finish_revert_migration()   revert_resize
+
+Live migration::
+
+    dest:   check_can_live_migrate_destination()
+    source: check_can_live_migrate_source()
+    dest:   cleanup_live_migration_destination_check()
+    dest:   pre_live_migration()                   RPC call from the source manager
+    source: live_migration()  -> post_method | recover_method (exactly one)
+    source: post_live_migration(), dest: post_live_migration_at_destination(),
+    source: post_live_migration_at_source()
+    or on failure
+    source: rollback_live_migration_at_source(), dest: rollback_live_migration_at_destination()
+    any time while running: live_migration_abort(), live_migration_force_complete()
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from oslo_config import cfg
+
+from virtsdk.context import RequestContext
+from virtsdk.exceptions import NotSupported
+from virtsdk.objects import (
+    BlockDeviceInfo,
+    ColdMigrateData,
+    DiskInfo,
+    Flavor,
+    HostResources,
+    ImageMeta,
+    Instance,
+    InstanceInfo,
+    JobStats,
+    LiveMigrateData,
+    Migration,
+    NetworkInfo,
+    TransferProgress,
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do.  Declared once per driver class; read by the manager,
+    the scheduler and ``virtsdk drivers show``."""
+
+    supports_cold_migration: bool = False
+    supports_resize: bool = False
+    supports_live_migration: bool = False
+    supports_block_migration: bool = False
+    supports_migrate_to_same_host: bool = False
+    supports_live_migration_abort: bool = False
+    supports_live_migration_force_complete: bool = False
+    supports_post_copy: bool = False
+    supports_auto_converge: bool = False
+    supports_shared_storage_detection: bool = False
+    has_imagecache: bool = False
+    image_formats: tuple[str, ...] = ("raw",)
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class PostMethod(Protocol):
+    """Called by a driver's ``live_migration`` once the guest runs on ``dest``."""
+
+    def __call__(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        block_migration: bool,
+        migrate_data: LiveMigrateData,
+    ) -> None: ...
+
+
+class RecoverMethod(Protocol):
+    """Called by a driver's ``live_migration`` when the guest stays on the source."""
+
+    def __call__(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        migrate_data: LiveMigrateData,
+    ) -> None: ...
+
+
+ProgressCallback = Callable[[JobStats], None]
+TransferCallback = Callable[[TransferProgress], None]
+
+
+@dataclass
+class DriverDescription:
+    """What ``virtsdk drivers show`` prints about a driver class."""
+
+    name: str
+    summary: str
+    capabilities: dict[str, object] = field(default_factory=dict)
+    implemented: list[str] = field(default_factory=list)
+
+
+class ComputeDriver(abc.ABC):
+    """Base class of every hypervisor driver.
+
+    Subclasses set :attr:`capabilities`, implement the abstract lifecycle methods and
+    override the migration methods they support.  A driver's options live in its own
+    oslo.config group, named after its entry point; it declares them in
+    :meth:`list_opts` and reads them through ``self.conf[self.config_group]``.
+    """
+
+    #: Set by the loader to the entry-point name; also the oslo.config group name.
+    name: ClassVar[str] = "base"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
+        self.conf = conf
+        self.host = host
+
+    # -- configuration & description ----------------------------------------------------
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        """The options of this driver's group (registered by the loader)."""
+        return []
+
+    @property
+    def config_group(self) -> cfg.ConfigOpts.GroupAttr:
+        return getattr(self.conf, self.name)
+
+    @classmethod
+    def implemented_methods(cls) -> list[str]:
+        """The optional interface methods this driver overrides (its feature matrix)."""
+        out = []
+        for attr in OPTIONAL_METHODS:
+            if getattr(cls, attr) is not getattr(ComputeDriver, attr):
+                out.append(attr)
+        return out
+
+    @classmethod
+    def describe(cls) -> DriverDescription:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return DriverDescription(
+            name=cls.name,
+            summary=doc[0] if doc else "",
+            capabilities=cls.capabilities.as_dict(),
+            implemented=cls.implemented_methods(),
+        )
+
+    def _unsupported(self, feature: str) -> NotSupported:
+        return NotSupported(self.name, feature)
+
+    # -- service lifecycle ---------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        """Called by the manager once when its service starts, before any other call."""
+
+    def cleanup_host(self, host: str) -> None:
+        """Called by the manager when its service stops."""
+
+    # -- instance lifecycle --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: ImageMeta,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Create and (by default) start ``instance`` on this host.
+
+        Called by the manager on the host the scheduler chose.  On failure the driver
+        must leave nothing behind (no domain, no files).
+        """
+
+    @abc.abstractmethod
+    def destroy(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        destroy_disks: bool = True,
+    ) -> None:
+        """Stop and remove ``instance`` from this host; keep its disks if asked to.
+
+        Idempotent: destroying an instance this host does not have is not an error.
+        """
+
+    @abc.abstractmethod
+    def power_off(self, instance: Instance, timeout: int = 0, retry_interval: int = 0) -> None:
+        """Stop the guest: ask it to shut down cleanly, resending the request every
+        ``retry_interval`` seconds for up to ``timeout`` seconds, then force it off.
+        ``timeout == 0`` forces it off at once.  Returns once it is off."""
+
+    @abc.abstractmethod
+    def power_on(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> None:
+        """Start a stopped guest; returns once it runs."""
+
+    @abc.abstractmethod
+    def get_info(self, instance: Instance) -> InstanceInfo:
+        """Report the instance's power state; raises InstanceNotFound if absent."""
+
+    @abc.abstractmethod
+    def list_instances(self) -> list[str]:
+        """Names of the instances this host runs or has defined."""
+
+    @abc.abstractmethod
+    def get_available_resource(self, nodename: str | None = None) -> HostResources:
+        """This host's capacity and current usage, for the scheduler."""
+
+    def instance_exists(self, instance: Instance) -> bool:
+        return instance.name in self.list_instances()
+
+    def get_instance_disk_info(
+        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+    ) -> list[DiskInfo]:
+        """The instance's local disks (volumes excluded)."""
+        raise self._unsupported("get_instance_disk_info")
+
+    def plug_vifs(self, instance: Instance, network_info: NetworkInfo) -> None:
+        """Connect the instance's VIFs on this host (may be a no-op)."""
+
+    def unplug_vifs(self, instance: Instance, network_info: NetworkInfo) -> None:
+        """Disconnect the instance's VIFs on this host (may be a no-op)."""
+
+    def cleanup(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Remove what is left of an instance on this host after it moved away."""
+        self.destroy(context, instance, network_info, block_device_info, destroy_disks)
+
+    # -- cold migration / resize ---------------------------------------------------------
+
+    def prepare_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+    ) -> ColdMigrateData:
+        """Destination, during ``prep_resize``: get ready to receive the disks.
+
+        Returns what the source needs to send them (a transport name and its ticket).
+        Must not touch anything the instance already has on this host.
+        """
+        return ColdMigrateData()
+
+    def abort_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, migrate_data: ColdMigrateData
+    ) -> None:
+        """Destination: undo :meth:`prepare_migrate_disk_target` after a failure."""
+
+    def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        flavor: Flavor,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        timeout: int = 0,
+        retry_interval: int = 0,
+        migrate_data: ColdMigrateData | None = None,
+        progress: TransferCallback | None = None,
+    ) -> list[DiskInfo]:
+        """Source, in ``resize_instance``: power off and send the disks to ``dest``.
+
+        Must refuse (raising :class:`~virtsdk.exceptions.ResizeShrinkNotAllowed`)
+        before touching anything when ``flavor`` would shrink a disk.  On any failure
+        the source instance must be left as it was, able to start again.  Returns the
+        disks sent, for ``finish_migration``.
+        """
+        raise self._unsupported("cold migration")
+
+    def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: list[DiskInfo],
+        network_info: NetworkInfo,
+        image_meta: ImageMeta,
+        resize_instance: bool,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Destination, in ``finish_resize``: build the instance from the received disks
+        (grown to ``instance.flavor`` when ``resize_instance``) and start it if asked."""
+        raise self._unsupported("cold migration")
+
+    def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance,
+        network_info: NetworkInfo,
+    ) -> None:
+        """Source, in ``confirm_resize``: delete the kept copy of the instance."""
+        raise self._unsupported("cold migration")
+
+    def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        migration: Migration,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Source, in ``revert_resize``: restore the kept copy and start it if asked.
+        Also used to recover the source after a failed ``migrate_disk_and_power_off``."""
+        raise self._unsupported("cold migration")
+
+    # -- live migration ------------------------------------------------------------------
+
+    def check_can_live_migrate_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        src_resources: HostResources,
+        dst_resources: HostResources,
+        block_migration: bool | None = None,
+        disk_over_commit: bool = False,
+    ) -> LiveMigrateData:
+        """Destination: can this host take the instance?  Returns the check data
+        (e.g. the name of a temporary file for the shared-storage test); raises
+        :class:`~virtsdk.exceptions.MigrationPreCheckError` if not."""
+        raise self._unsupported("live migration")
+
+    def cleanup_live_migration_destination_check(
+        self, context: RequestContext, dest_check_data: LiveMigrateData
+    ) -> None:
+        """Destination: remove what :meth:`check_can_live_migrate_destination` left."""
+
+    def check_can_live_migrate_source(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest_check_data: LiveMigrateData,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> LiveMigrateData:
+        """Source: completes the check data (shared storage seen from here, block
+        migration chosen when storage is not shared); raises MigrationPreCheckError."""
+        raise self._unsupported("live migration")
+
+    def pre_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        block_device_info: BlockDeviceInfo | None,
+        network_info: NetworkInfo,
+        disk_info: list[DiskInfo] | None,
+        migrate_data: LiveMigrateData,
+    ) -> LiveMigrateData:
+        """Destination, by RPC call from the source manager: prepare directories, disks,
+        volumes and VIFs; return ``migrate_data`` completed with this host's listen
+        addresses.  Must refuse an instance directory that already exists."""
+        raise self._unsupported("live migration")
+
+    def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        post_method: PostMethod,
+        recover_method: RecoverMethod,
+        block_migration: bool = False,
+        migrate_data: LiveMigrateData | None = None,
+        migration: Migration | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Source: move the running guest to ``dest``; blocks until the job ends.
+
+        Must validate ``dest`` before any hypervisor call, and must end by calling
+        exactly one of ``post_method`` (guest runs on dest) or ``recover_method``
+        (guest still runs here), then return (it re-raises the failure after
+        ``recover_method``).  ``progress`` receives job-stats samples.
+        """
+        raise self._unsupported("live migration")
+
+    def live_migration_abort(self, instance: Instance) -> None:
+        """Source, from another thread while :meth:`live_migration` runs: cancel."""
+        raise self._unsupported("aborting a live migration")
+
+    def live_migration_force_complete(self, instance: Instance) -> None:
+        """Source, while :meth:`live_migration` runs: make it finish now (post-copy or
+        pause the guest)."""
+        raise self._unsupported("forcing a live migration to complete")
+
+    def post_live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        block_device_info: BlockDeviceInfo | None,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Source, after success: disconnect volumes the instance used here."""
+
+    def post_live_migration_at_source(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo
+    ) -> None:
+        """Source, after success: unplug VIFs and remove what is left here."""
+
+    def post_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_migration: bool = False,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> None:
+        """Destination, after success: make the instance fully this host's (persistent
+        definition, bookkeeping)."""
+
+    def rollback_live_migration_at_source(
+        self, context: RequestContext, instance: Instance, migrate_data: LiveMigrateData
+    ) -> None:
+        """Source, after failure: the guest keeps running here; undo source-side prep."""
+
+    def rollback_live_migration_at_destination(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None,
+        destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Destination, after failure: remove everything pre_live_migration created,
+        leaving this host clean."""
+
+
+OPTIONAL_METHODS: tuple[str, ...] = (
+    "get_instance_disk_info",
+    "prepare_migrate_disk_target",
+    "migrate_disk_and_power_off",
+    "finish_migration",
+    "confirm_migration",
+    "finish_revert_migration",
+    "check_can_live_migrate_destination",
+    "check_can_live_migrate_source",
+    "cleanup_live_migration_destination_check",
+    "pre_live_migration",
+    "live_migration",
+    "live_migration_abort",
+    "live_migration_force_complete",
+    "post_live_migration",
+    "post_live_migration_at_source",
+    "post_live_migration_at_destination",
+    "rollback_live_migration_at_source",
+    "rollback_live_migration_at_destination",
+)

@@ -1,0 +1,207 @@
+"""Errors raised by virtsdk and by drivers.
+
+Every error a user can see derives from :class:`VirtSDKError` and carries a message
+that says what went wrong and, where it helps, what to do about it.  Drivers raise the
+most specific class that fits; the compute manager uses the class to decide between
+"roll back and restore the previous state" (:class:`MigrationPreCheckError`,
+:class:`NotSupported`, anything deriving from :class:`RollbackError`) and "set the
+instance to ERROR" (anything else).
+"""
+
+from __future__ import annotations
+
+
+class VirtSDKError(Exception):
+    """Base class of every virtsdk error."""
+
+
+# -- driver discovery -------------------------------------------------------------------
+
+
+class DriverError(VirtSDKError):
+    """Base class of driver discovery and loading errors."""
+
+
+class DriverNotFound(DriverError):
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        avail = ", ".join(self.available) or "none"
+        super().__init__(
+            f"no compute driver named {name!r} is installed "
+            f"(installed drivers: {avail})"
+        )
+
+
+class DriverLoadError(DriverError):
+    def __init__(self, name: str, target: str, cause: BaseException) -> None:
+        self.name = name
+        self.target = target
+        self.cause = cause
+        super().__init__(
+            f"compute driver {name!r} ({target}) failed to load: "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+class DriverTypeError(DriverError):
+    def __init__(self, name: str, obj: object) -> None:
+        self.name = name
+        super().__init__(
+            f"entry point {name!r} names {obj!r}, which is not a subclass of "
+            "virtsdk.driver.ComputeDriver"
+        )
+
+
+class DriverConflict(DriverError):
+    def __init__(self, name: str, distributions: list[str]) -> None:
+        self.name = name
+        self.distributions = sorted(distributions)
+        super().__init__(
+            f"compute driver name {name!r} is claimed by more than one distribution: "
+            f"{', '.join(self.distributions)}; uninstall all but one"
+        )
+
+
+class NotSupported(VirtSDKError):
+    """A driver does not offer a feature.  Names the driver and the feature."""
+
+    def __init__(self, driver: str, feature: str, reason: str = "") -> None:
+        self.driver = driver
+        self.feature = feature
+        msg = f"driver {driver!r} does not support {feature}"
+        if reason:
+            msg += f": {reason}"
+        super().__init__(msg)
+
+
+# -- input validation -------------------------------------------------------------------
+
+
+class Invalid(VirtSDKError):
+    """Bad input: rejected before anything was touched."""
+
+
+class InvalidHostname(Invalid):
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__(f"invalid hostname {hostname!r}")
+
+
+class UnsafePath(Invalid):
+    def __init__(self, path: str, root: str) -> None:
+        self.path = path
+        self.root = root
+        super().__init__(f"path {path!r} escapes the instances directory {root!r}")
+
+
+class UnsafeXML(Invalid):
+    """XML that the hardened parser refused (entities, DTDs, network access)."""
+
+
+class InvalidFlavor(Invalid):
+    pass
+
+
+class FlavorNotFound(Invalid):
+    pass
+
+
+class ResizeShrinkNotAllowed(Invalid):
+    pass
+
+
+class InstanceNotFound(VirtSDKError):
+    def __init__(self, instance: str, host: str | None = None) -> None:
+        self.instance = instance
+        where = f" on host {host!r}" if host else ""
+        super().__init__(f"instance {instance!r} not found{where}")
+
+
+class HostNotFound(Invalid):
+    pass
+
+
+class MigrationNotFound(VirtSDKError):
+    pass
+
+
+class InstanceInvalidState(Invalid):
+    def __init__(self, instance: str, attr: str, state: object, action: str) -> None:
+        self.state = state
+        super().__init__(
+            f"cannot {action} instance {instance!r} while {attr} is {state!r}"
+        )
+
+
+class Conflict(VirtSDKError):
+    """Another task already runs on the object (optimistic concurrency lost)."""
+
+
+class UnexpectedTaskState(Conflict):
+    def __init__(self, instance: str, expected: object, actual: object) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"instance {instance!r}: expected task_state {expected!r} but found "
+            f"{actual!r}; another request is already acting on it"
+        )
+
+
+# -- migration --------------------------------------------------------------------------
+
+
+class MigrationError(VirtSDKError):
+    """A migration failed."""
+
+
+class RollbackError(MigrationError):
+    """A failure after which the previous state was restored (Nova's rollback fault)."""
+
+
+class MigrationPreCheckError(RollbackError):
+    """A pre-check refused the migration before anything moved."""
+
+
+class NoValidHost(MigrationError):
+    pass
+
+
+class RescheduledError(MigrationError):
+    """A destination refused work in a way that lets the conductor try the next host."""
+
+
+class DestinationDiskExists(MigrationPreCheckError):
+    pass
+
+
+class InsufficientResources(RescheduledError):
+    pass
+
+
+class ComputeServiceUnavailable(MigrationPreCheckError):
+    pass
+
+
+class LiveMigrationAborted(MigrationError):
+    pass
+
+
+class MigrationTimeout(MigrationError):
+    pass
+
+
+class DiskTransferError(MigrationError):
+    """A disk transfer failed; the source disks are untouched."""
+
+
+class TransferAuthError(DiskTransferError):
+    pass
+
+
+class TransferIntegrityError(DiskTransferError):
+    pass
+
+
+class InjectedFault(VirtSDKError):
+    """Raised by a driver's fault injection (tests and demos only)."""

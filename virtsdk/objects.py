@@ -1,0 +1,377 @@
+"""Typed data objects passed between the manager and drivers, and over RPC.
+
+Every object is a dataclass deriving from :class:`VirtObject`, which gives it a
+lossless round trip through JSON-safe primitives (:meth:`VirtObject.to_primitive` /
+:func:`from_primitive`).  The RPC serializer uses that round trip on every argument,
+so an object that does not survive it cannot cross a process boundary either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
+
+_REGISTRY: dict[str, type[VirtObject]] = {}
+_TAG = "virtsdk_object"
+
+
+def _new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+@dataclass
+class VirtObject:
+    """Base of every data object; registers subclasses for :func:`from_primitive`."""
+
+    _registry_name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._registry_name = cls.__name__
+        _REGISTRY[cls.__name__] = cls
+
+    def to_primitive(self) -> dict[str, Any]:
+        """Return a JSON-safe dict tagged with the class name."""
+        data = {f.name: to_primitive(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {_TAG: self._registry_name, "data": data}
+
+    @classmethod
+    def from_primitive(cls, prim: dict[str, Any]) -> Self:
+        obj = from_primitive(prim)
+        if not isinstance(obj, cls):
+            raise TypeError(f"primitive holds {type(obj).__name__}, not {cls.__name__}")
+        return obj
+
+    def copy(self) -> Self:
+        return self.from_primitive(self.to_primitive())
+
+
+def to_primitive(value: Any) -> Any:
+    """Turn objects, enums and containers into JSON-safe primitives."""
+    if isinstance(value, VirtObject):
+        return value.to_primitive()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): to_primitive(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_primitive(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot serialise {type(value).__name__}: {value!r}")
+
+
+def from_primitive(value: Any) -> Any:
+    """Inverse of :func:`to_primitive` (enum fields are restored by their annotations)."""
+    if isinstance(value, dict):
+        name = value.get(_TAG)
+        if name is not None and set(value) == {_TAG, "data"}:
+            cls = _REGISTRY.get(name)
+            if cls is None:
+                raise TypeError(f"unknown object type {name!r}")
+            hints = typing.get_type_hints(cls)
+            kwargs = {}
+            names = {f.name for f in dataclasses.fields(cls)}
+            for key, raw in value["data"].items():
+                if key not in names:
+                    continue  # a newer peer sent a field this side does not know
+                kwargs[key] = _coerce(hints.get(key), from_primitive(raw))
+            return cls(**kwargs)
+        return {k: from_primitive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_primitive(v) for v in value]
+    return value
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if value is None or hint is None:
+        return value
+    for candidate in typing.get_args(hint) or (hint,):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate(value)
+    return value
+
+
+# -- flavors, images, networking -------------------------------------------------------
+
+
+@dataclass
+class Flavor(VirtObject):
+    """A size: memory, vCPUs and disks.  ``root_gb`` and ``ephemeral_gb`` are GiB."""
+
+    name: str
+    memory_mb: int
+    vcpus: int
+    root_gb: int
+    ephemeral_gb: int = 0
+    swap_mb: int = 0
+    flavorid: str = ""
+    extra_specs: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from virtsdk.exceptions import InvalidFlavor
+
+        if not self.name:
+            raise InvalidFlavor("a flavor needs a name")
+        for attr in ("memory_mb", "vcpus"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InvalidFlavor(f"flavor {self.name!r}: {attr} must be a positive int")
+        for attr in ("root_gb", "ephemeral_gb", "swap_mb"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidFlavor(f"flavor {self.name!r}: {attr} must be an int >= 0")
+        if not self.flavorid:
+            self.flavorid = self.name
+
+
+@dataclass
+class ImageMeta(VirtObject):
+    """The image an instance boots from.
+
+    ``location`` is driver-interpreted (a file path for libvirt, a name for fake).
+    """
+
+    id: str
+    name: str = ""
+    disk_format: str = "raw"
+    location: str = ""
+    size: int = 0
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VIF(VirtObject):
+    """One virtual network interface, matched across hosts by MAC address."""
+
+    id: str
+    address: str
+    network: str = ""
+    type: str = "user"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NetworkInfo(VirtObject):
+    vifs: list[VIF] = field(default_factory=list)
+
+
+@dataclass
+class BlockDeviceMapping(VirtObject):
+    """A volume attached to an instance (connection info is driver-interpreted)."""
+
+    device_name: str
+    volume_id: str
+    connection_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BlockDeviceInfo(VirtObject):
+    root_device_name: str = "vda"
+    block_device_mapping: list[BlockDeviceMapping] = field(default_factory=list)
+
+
+# -- instances and hosts ---------------------------------------------------------------
+
+
+@dataclass
+class Instance(VirtObject):
+    """A virtual machine as the manager records it."""
+
+    name: str
+    flavor: Flavor
+    uuid: str = field(default_factory=_new_uuid)
+    image: ImageMeta | None = None
+    host: str | None = None
+    node: str | None = None
+    vm_state: VMState = VMState.BUILDING
+    task_state: TaskState | None = None
+    power_state: PowerState = PowerState.NOSTATE
+    old_flavor: Flavor | None = None
+    new_flavor: Flavor | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    system_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class InstanceInfo(VirtObject):
+    """What a hypervisor reports about one instance (``ComputeDriver.get_info``)."""
+
+    state: PowerState
+    max_mem_kb: int = 0
+    mem_kb: int = 0
+    num_cpu: int = 0
+    cpu_time_ns: int = 0
+    internal_id: str = ""
+
+
+@dataclass
+class HostResources(VirtObject):
+    """A host's capacity and usage (``ComputeDriver.get_available_resource``)."""
+
+    hostname: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    vcpus_used: int = 0
+    memory_mb_used: int = 0
+    local_gb_used: int = 0
+    hypervisor_type: str = ""
+    hypervisor_version: int = 0
+    hypervisor_hostname: str = ""
+    cpu_info: dict[str, Any] = field(default_factory=dict)
+    disk_available_least: int | None = None
+
+    @property
+    def free_ram_mb(self) -> int:
+        return self.memory_mb - self.memory_mb_used
+
+    @property
+    def free_disk_gb(self) -> int:
+        return self.local_gb - self.local_gb_used
+
+    @property
+    def free_vcpus(self) -> int:
+        return self.vcpus - self.vcpus_used
+
+
+@dataclass
+class DiskInfo(VirtObject):
+    """One local disk of an instance (``ComputeDriver.get_instance_disk_info``).
+
+    Sizes are bytes.  ``virt_disk_size`` is what the guest sees; ``disk_size`` is what
+    the file occupies; ``over_committed_disk_size`` is the difference for thin disks.
+    ``path`` is relative to the instance directory when it crosses hosts.
+    """
+
+    path: str
+    type: str
+    virt_disk_size: int
+    disk_size: int
+    backing_file: str | None = None
+    over_committed_disk_size: int = 0
+    target: str = ""
+    checksum: str = ""
+
+
+# -- migrations -------------------------------------------------------------------------
+
+
+@dataclass
+class Migration(VirtObject):
+    """The record of one migration, its status and its progress."""
+
+    instance_uuid: str
+    source_host: str
+    migration_type: MigrationType
+    dest_host: str | None = None
+    source_node: str | None = None
+    dest_node: str | None = None
+    status: MigrationStatus = MigrationStatus.ACCEPTED
+    uuid: str = field(default_factory=_new_uuid)
+    id: int | None = None
+    old_flavor: Flavor | None = None
+    new_flavor: Flavor | None = None
+    progress: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+    error: str = ""
+
+
+@dataclass
+class ColdMigrateData(VirtObject):
+    """What the destination tells the source before ``migrate_disk_and_power_off``.
+
+    Produced on the destination by ``ComputeDriver.prepare_migrate_disk_target`` (during
+    ``prep_resize``) and handed to the source driver.  ``transport`` names a plugin of
+    the ``virtsdk.disk_transports`` group and ``ticket`` is that plugin's opaque,
+    JSON-safe data (address, port, one-time token, target directory...).
+    """
+
+    transport: str = ""
+    ticket: dict[str, Any] = field(default_factory=dict)
+    shared_storage: bool = False
+
+
+@dataclass
+class LiveMigrateData(VirtObject):
+    """Data gathered by the live-migration checks and ``pre_live_migration``.
+
+    Created on the destination by ``check_can_live_migrate_destination``, completed on
+    the source by ``check_can_live_migrate_source``, completed again on the destination
+    by ``pre_live_migration`` and finally consumed on the source by ``live_migration``.
+    Everything here crosses hosts: the receiving side must validate it (hostnames,
+    relative paths) before use.  ``driver_data`` is free-form JSON-safe data a driver
+    keeps for itself.
+    """
+
+    block_migration: bool | None = None
+    disk_over_commit: bool = False
+    is_shared_instance_path: bool | None = None
+    is_shared_block_storage: bool | None = None
+    instance_relative_path: str = ""
+    filename: str = ""
+    disk_available_mb: int = 0
+    graphics_listen_addr_vnc: str | None = None
+    graphics_listen_addr_spice: str | None = None
+    serial_listen_addr: str | None = None
+    serial_listen_ports: list[int] = field(default_factory=list)
+    target_connect_addr: str | None = None
+    vifs: list[VIF] = field(default_factory=list)
+    bdms: list[BlockDeviceMapping] = field(default_factory=list)
+    driver_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobStats(VirtObject):
+    """A sample of a running live migration (libvirt's job stats, byte counts).
+
+    ``job_type`` is one of ``none``, ``unbounded`` (running), ``completed``,
+    ``failed``, ``cancelled``.  ``postcopy`` is true once the guest runs on the
+    destination and pages are pulled from the source.
+    """
+
+    job_type: str = "none"
+    time_elapsed_ms: int = 0
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    memory_bps: int = 0
+    memory_dirty_rate: int = 0
+    memory_iteration: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+    downtime_ms: int = 0
+    setup_time_ms: int = 0
+    postcopy: bool = False
+
+    @property
+    def progress(self) -> float:
+        """Percent done, ``100 - remaining%`` (0 when nothing is known yet)."""
+        if self.data_total <= 0:
+            return 0.0
+        return max(0.0, min(100.0, 100.0 - 100.0 * self.data_remaining / self.data_total))
+
+
+@dataclass
+class TransferProgress(VirtObject):
+    """Progress of a disk transfer: bytes done of total and the current rate."""
+
+    bytes_done: int
+    bytes_total: int
+    rate_bps: float = 0.0
+    path: str = ""
