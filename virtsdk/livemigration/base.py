@@ -59,6 +59,11 @@ class ConvergencePolicy(abc.ABC):
 
     name: ClassVar[str] = "base"
 
+    def migration_flags(self) -> set[str]:
+        """Flags the job must start with for this policy (e.g. ``auto_converge``,
+        ``postcopy``: libvirt must be told before the migration starts)."""
+        return set()
+
     def start(self, data_gb: float) -> None:
         """Called once before the first sample with RAM + disk to move, in GiB."""
         self.data_gb = data_gb
