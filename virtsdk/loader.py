@@ -89,6 +89,11 @@ def load_driver_class(name: str, namespace: str = NAMESPACE) -> type[ComputeDriv
     def on_failure(_mgr: object, _ep: object, err: BaseException) -> None:
         failure.append(err)
 
+    # stevedore memoises entry points per namespace for the life of the process; drop
+    # that memo so a distribution added to sys.path since (a plugin installed while a
+    # cloud runs, or a test's throw-away driver) is seen.  Its on-disk cache is keyed
+    # on sys.path and file mtimes, so it stays valid.
+    sd_extension.ExtensionManager.ENTRY_POINT_CACHE.pop(namespace, None)
     try:
         mgr = sd_driver.DriverManager(
             namespace,
@@ -110,9 +115,8 @@ def register_driver_opts(conf: cfg.ConfigOpts, driver_cls: type[ComputeDriver]) 
     """Register the driver's options in its own group (named after the driver)."""
     group = cfg.OptGroup(driver_cls.name, title=f"Options of the {driver_cls.name} driver")
     conf.register_group(group)
-    opts = driver_cls.list_opts()
-    registered = conf[driver_cls.name]._group._opts  # noqa: SLF001 - idempotence check
-    conf.register_opts([o for o in opts if o.dest not in registered], group=group)
+    # registering an equal option twice is a no-op in oslo.config, so this is idempotent
+    conf.register_opts(driver_cls.list_opts(), group=group)
 
 
 def load_driver(name: str, conf: cfg.ConfigOpts, host: str) -> ComputeDriver:
