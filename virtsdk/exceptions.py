@@ -203,5 +203,28 @@ class TransferIntegrityError(DiskTransferError):
     pass
 
 
+class PolicyNotFound(Invalid):
+    """A convergence policy name that no installed entry point provides."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(
+            f"no convergence policy named {name!r} is installed "
+            f"(installed policies: {', '.join(self.available) or 'none'})"
+        )
+
+
+class PolicyLoadError(Invalid):
+    """A convergence policy that failed to import or to read its configuration."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.name = name
+        self.cause = cause
+        super().__init__(
+            f"convergence policy {name!r} failed to load: {type(cause).__name__}: {cause}"
+        )
+
+
 class InjectedFault(VirtSDKError):
     """Raised by a driver's fault injection (tests and demos only)."""

@@ -1,0 +1,275 @@
+"""The convergence policies shipped with virtsdk (entry-point group
+``virtsdk.convergence_policies``).
+
+Each policy is built for one migration (by :func:`virtsdk.livemigration.loader.load_policies`
+on the source host), started once with the GiB of RAM + disk to move, then asked by
+:func:`virtsdk.livemigration.monitor.monitor_migration` what to do with every job-stats
+sample.  Policies only decide; the monitor applies their :class:`Action` s to the job.
+Every constructor takes plain keyword arguments (for tests and other callers) and
+:meth:`from_conf` reads them from the ``[live_migration]`` group.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from oslo_config import cfg
+
+from virtsdk.livemigration.base import Action, ConvergencePolicy
+from virtsdk.objects import JobStats
+
+
+def _group(conf: cfg.ConfigOpts) -> cfg.ConfigOpts.GroupAttr:
+    return conf.live_migration
+
+
+class _Scheduled(ConvergencePolicy):
+    """A policy that walks a fixed schedule of (seconds, downtime ms) steps."""
+
+    def __init__(self, downtime_ms: int = 500, steps: int = 10, delay_s_per_gib: float = 75.0
+                 ) -> None:
+        if downtime_ms <= 0 or steps < 1 or delay_s_per_gib < 0:
+            raise ValueError(
+                f"{self.name}: downtime_ms must be > 0, steps >= 1 and delay >= 0 "
+                f"(got {downtime_ms}, {steps}, {delay_s_per_gib})"
+            )
+        self.downtime_ms = downtime_ms
+        self.steps = steps
+        self.delay_s_per_gib = delay_s_per_gib
+        self.data_gb = 0.0
+        self._plan: list[tuple[float, int]] = []
+        self._next = 0
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        g = _group(conf)
+        return cls(g.downtime, g.downtime_steps, g.downtime_delay)
+
+    def values(self) -> list[int]:
+        """The downtime (ms) of each step, in order."""
+        raise NotImplementedError
+
+    def step_times(self, data_gb: float) -> list[float]:
+        """Seconds into the migration at which each step applies: step i of N at
+        ``delay * data_gb * i / N`` (the first step at once)."""
+        n = len(self.values()) - 1 or 1
+        return [self.delay_s_per_gib * data_gb * i / n for i in range(len(self.values()))]
+
+    def schedule(self, data_gb: float) -> list[tuple[float, int]]:
+        """The whole schedule for ``data_gb``: ``[(seconds, downtime_ms), ...]``."""
+        return list(zip(self.step_times(data_gb), self.values(), strict=True))
+
+    def start(self, data_gb: float) -> None:
+        self.data_gb = data_gb
+        self._plan = self.schedule(data_gb)
+        self._next = 0
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        """Sets the downtime of the latest step whose time has come (once per step)."""
+        due = None
+        while self._next < len(self._plan) and self._plan[self._next][0] <= elapsed_s:
+            due = self._plan[self._next]
+            self._next += 1
+        if due is None:
+            return []
+        return [Action(Action.SET_DOWNTIME, due[1], f"{self.name} step at {due[0]:.1f}s")]
+
+
+class LinearDowntimeSteps(_Scheduled):
+    """Nova's schedule: N+1 steps from D/N up to D ms.
+
+    Step i (0..N) sets ``D/N + (D - D/N) / N * i`` ms (truncated); with D=500, N=10:
+    50, 95, 140, ... 500.
+    """
+
+    name = "linear_downtime"
+
+    def values(self) -> list[int]:
+        d, n = self.downtime_ms, self.steps
+        base = d / n
+        offset = (d - base) / n
+        return [int(base + offset * i) for i in range(n + 1)]
+
+
+class ExponentialDowntimeSteps(_Scheduled):
+    """oVirt VDSM's schedule: N steps growing exponentially up to D ms.
+
+    ``offset = D/N``, ``base = (D - offset) ** (1/(N-1))``, step i (0..N-1) sets
+    ``offset + base**i`` (truncated); with D=500, N=5: 101, 104, 120, 189, 500.
+    """
+
+    name = "exponential_downtime"
+
+    def __init__(self, downtime_ms: int = 500, steps: int = 5, delay_s_per_gib: float = 75.0
+                 ) -> None:
+        super().__init__(downtime_ms, steps, delay_s_per_gib)
+        if steps < 2:
+            raise ValueError("exponential_downtime needs at least 2 steps")
+
+    def values(self) -> list[int]:
+        d, n = self.downtime_ms, self.steps
+        offset = d / n
+        base = (d - offset) ** (1.0 / (n - 1))
+        # round away float noise before truncating (base**(n-1) == d - offset exactly)
+        return [int(round(offset + base**i, 9)) for i in range(n)]
+
+
+class CompletionTimeout(ConvergencePolicy):
+    """Gives a migration ``timeout_per_gib * data_gb`` seconds, then aborts it or
+    forces it to complete (post-copy if permitted, else pause).  Acts once."""
+
+    name = "completion_timeout"
+
+    def __init__(self, timeout_per_gib: float = 800.0, action: str = "abort",
+                 permit_post_copy: bool = False) -> None:
+        if action not in ("abort", "force_complete"):
+            raise ValueError(f"completion_timeout: unknown action {action!r} "
+                             "(expected 'abort' or 'force_complete')")
+        if timeout_per_gib < 0:
+            raise ValueError("completion_timeout: timeout_per_gib must be >= 0")
+        self.timeout_per_gib = timeout_per_gib
+        self.action = action
+        self.permit_post_copy = permit_post_copy
+        self.data_gb = 0.0
+        self._fired = False
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        g = _group(conf)
+        return cls(g.completion_timeout, g.timeout_action, g.permit_post_copy)
+
+    def migration_flags(self) -> set[str]:
+        if self.action == "force_complete" and self.permit_post_copy:
+            return {"postcopy"}
+        return set()
+
+    @property
+    def timeout_s(self) -> float:
+        """Seconds allowed for this migration (0: no limit)."""
+        return self.timeout_per_gib * self.data_gb
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        if self._fired or self.timeout_s <= 0 or elapsed_s <= self.timeout_s:
+            return []
+        self._fired = True
+        reason = f"not complete after {elapsed_s:.0f}s (limit {self.timeout_s:.0f}s)"
+        if self.action == "abort":
+            return [Action(Action.ABORT, reason=reason)]
+        if stats.postcopy:
+            return []
+        kind = Action.POSTCOPY if self.permit_post_copy else Action.PAUSE
+        return [Action(kind, reason=reason)]
+
+
+class StallDetection(ConvergencePolicy):
+    """Acts when the remaining data has not reached a new minimum for ``window_s``
+    seconds (KubeVirt's progress timeout): abort, or switch to post-copy.  Acts once."""
+
+    name = "stall_detection"
+
+    def __init__(self, window_s: float = 150.0, action: str = "abort") -> None:
+        if action not in ("abort", "postcopy"):
+            raise ValueError(f"stall_detection: unknown action {action!r} "
+                             "(expected 'abort' or 'postcopy')")
+        if window_s <= 0:
+            raise ValueError("stall_detection: window_s must be > 0")
+        self.window_s = window_s
+        self.action = action
+        self._best: int | None = None
+        self._best_at = 0.0
+        self._fired = False
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        g = _group(conf)
+        return cls(g.stall_window, g.stall_action)
+
+    def migration_flags(self) -> set[str]:
+        return {"postcopy"} if self.action == "postcopy" else set()
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        if self._fired or stats.postcopy:
+            return []
+        remaining = stats.data_remaining
+        if self._best is None or remaining < self._best:
+            self._best, self._best_at = remaining, elapsed_s
+            return []
+        stalled_for = elapsed_s - self._best_at
+        if stalled_for < self.window_s:
+            return []
+        self._fired = True
+        reason = (f"remaining data stuck at >= {self._best} bytes for "
+                  f"{stalled_for:.0f}s (window {self.window_s:.0f}s)")
+        kind = Action.ABORT if self.action == "abort" else Action.POSTCOPY
+        return [Action(kind, reason=reason)]
+
+
+class PostCopySwitch(ConvergencePolicy):
+    """Switches to post-copy once the memory iteration reaches ``after_iterations``,
+    or earlier when a finished iteration cut the remaining data by less than
+    ``min_gain`` (10%) compared with the previous iteration.  Acts once."""
+
+    name = "postcopy"
+
+    def __init__(self, after_iterations: int = 5, min_gain: float = 0.10) -> None:
+        if after_iterations < 1 or not 0 <= min_gain < 1:
+            raise ValueError("postcopy: after_iterations >= 1 and 0 <= min_gain < 1")
+        self.after_iterations = after_iterations
+        self.min_gain = min_gain
+        self._iteration = 0
+        self._remaining_at_iteration: int | None = None
+        self._fired = False
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        return cls(_group(conf).postcopy_after_iterations)
+
+    def migration_flags(self) -> set[str]:
+        return {"postcopy"}
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        if self._fired or stats.postcopy:
+            return []
+        if stats.memory_iteration >= self.after_iterations:
+            self._fired = True
+            return [Action(Action.POSTCOPY,
+                           reason=f"memory iteration {stats.memory_iteration}")]
+        if stats.memory_iteration <= self._iteration:
+            return []
+        # a new iteration began: compare its starting point with the previous one's
+        previous = self._remaining_at_iteration
+        self._iteration = stats.memory_iteration
+        self._remaining_at_iteration = stats.data_remaining
+        if previous is None or self._iteration < 2:
+            return []
+        if stats.data_remaining > previous * (1.0 - self.min_gain):
+            self._fired = True
+            return [Action(Action.POSTCOPY, reason=(
+                f"iteration {self._iteration} left {stats.data_remaining} bytes, "
+                f"previous {previous}: not converging"))]
+        return []
+
+
+class AutoConverge(ConvergencePolicy):
+    """Starts the migration with CPU throttling (QEMU auto-converge); no actions."""
+
+    name = "auto_converge"
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        return cls()
+
+    def migration_flags(self) -> set[str]:
+        return {"auto_converge"}
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        return []
+
+
+def required_flags(policies: list[ConvergencePolicy]) -> set[str]:
+    """Union of the start flags of ``policies`` (``postcopy``, ``auto_converge``);
+    the driver sets them when it starts the job."""
+    flags: set[str] = set()
+    for policy in policies:
+        flags |= policy.migration_flags()
+    return flags
