@@ -11,10 +11,11 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from virtsdk.conf import default
+from virtsdk.livemigration import opts as live_migration_opts
 
 CONF = cfg.CONF
 
-_MODULES = [default]
+_MODULES = [default, live_migration_opts]
 
 
 def register_all(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
