@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from virtsdk.conf import default
+from virtsdk import rpc
+from virtsdk.conf import compute, database, default, scheduler
 from virtsdk.livemigration import opts as live_migration_opts
 
 CONF = cfg.CONF
 
-_MODULES = [default, live_migration_opts]
+_MODULES = [default, database, compute, scheduler, rpc, live_migration_opts]
 
 
 def register_all(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:

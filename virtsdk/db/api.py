@@ -1,0 +1,470 @@
+"""The orchestration database: one :class:`Database` object per embedded cloud.
+
+Who calls it: the API, the conductor, the scheduler and every compute manager, from
+any thread.  Each public method is one short transaction taken under a process-wide
+lock, so a method either happens completely or not at all and SQLite (opened with
+``check_same_thread=False``) is never used by two threads at once.
+
+Instance saves that start or end a task are *guarded*: ``instance_update(...,
+expected_task_state=X)`` runs ``UPDATE ... WHERE task_state = X`` and raises
+:class:`~virtsdk.exceptions.UnexpectedTaskState` when no row matched, so two requests
+racing on one instance can never both proceed (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from virtsdk.context import RequestContext
+from virtsdk.db import convert
+from virtsdk.db.models import (
+    ActionEventRow,
+    ActionRow,
+    Base,
+    FlavorRow,
+    InstanceRow,
+    MigrationRow,
+    ServiceRow,
+    utcnow,
+)
+from virtsdk.db.records import HostUsage, InstanceAction, Service
+from virtsdk.exceptions import (
+    Conflict,
+    FlavorNotFound,
+    InstanceInvalidState,
+    InstanceNotFound,
+    MigrationNotFound,
+    UnexpectedTaskState,
+)
+from virtsdk.objects import Flavor, Instance, Migration
+from virtsdk.states import MigrationStatus, MigrationType, VMState
+
+#: Sentinel: do not check the task state.
+ANY: Any = object()
+
+COLD_IN_PROGRESS = (
+    MigrationStatus.PRE_MIGRATING, MigrationStatus.MIGRATING,
+    MigrationStatus.POST_MIGRATING, MigrationStatus.FINISHED,
+    MigrationStatus.CONFIRMING, MigrationStatus.REVERTING,
+)
+LIVE_IN_PROGRESS = (
+    MigrationStatus.ACCEPTED, MigrationStatus.QUEUED, MigrationStatus.PREPARING,
+    MigrationStatus.RUNNING, MigrationStatus.POSTCOPY,
+)
+LIVE_ACTIVE = (MigrationStatus.PREPARING, MigrationStatus.RUNNING, MigrationStatus.POSTCOPY)
+IN_PROGRESS = COLD_IN_PROGRESS + LIVE_IN_PROGRESS
+
+
+def connection_url(conf: cfg.ConfigOpts) -> str:
+    """``[database] connection`` or the default SQLite file under ``state_path``."""
+    if conf.database.connection:
+        return conf.database.connection
+    os.makedirs(conf.state_path, exist_ok=True)
+    return f"sqlite:///{os.path.join(conf.state_path, 'virtsdk.sqlite')}"
+
+
+def _states(value: Any) -> list[str | None]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [None if v is None else str(v) for v in value]
+    return [None if value is None else str(value)]
+
+
+def _state_clause(column: Any, allowed: list[str | None]) -> Any:
+    named = [v for v in allowed if v is not None]
+    clauses = []
+    if named:
+        clauses.append(column.in_(named))
+    if None in allowed:
+        clauses.append(column.is_(None))
+    if len(clauses) == 1:
+        return clauses[0]
+    from sqlalchemy import or_
+
+    return or_(*clauses)
+
+
+class Database:
+    """All persistence of the orchestration layer (see the module docstring)."""
+
+    def __init__(self, url: str, echo: bool = False) -> None:
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.url = url
+        self.engine = create_engine(url, **kwargs)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+        Base.metadata.create_all(self.engine)
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Database:
+        return cls(connection_url(conf), echo=conf.database.echo)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._lock, self._sessions() as session, session.begin():
+            yield session
+
+    # -- flavors --------------------------------------------------------------------------
+
+    def flavor_create(self, flavor: Flavor) -> Flavor:
+        """Store a new flavor; Conflict if the name is taken."""
+        with self._session() as s:
+            if s.scalar(select(FlavorRow).where(FlavorRow.name == flavor.name)):
+                raise Conflict(f"flavor {flavor.name!r} already exists")
+            s.add(FlavorRow(name=flavor.name, data=flavor.to_primitive()))
+        return flavor
+
+    def flavor_get(self, name: str) -> Flavor:
+        with self._session() as s:
+            row = s.scalar(select(FlavorRow).where(FlavorRow.name == name))
+            if row is None:
+                raise FlavorNotFound(f"flavor {name!r} not found")
+            return Flavor.from_primitive(row.data)
+
+    def flavor_list(self) -> list[Flavor]:
+        with self._session() as s:
+            rows = s.scalars(select(FlavorRow).order_by(FlavorRow.id)).all()
+            return [Flavor.from_primitive(r.data) for r in rows]
+
+    # -- instances ------------------------------------------------------------------------
+
+    def instance_create(self, instance: Instance) -> Instance:
+        with self._session() as s:
+            s.add(InstanceRow(**convert.instance_columns(instance)))
+        return instance
+
+    def instance_get(self, uuid: str, read_deleted: bool = False) -> Instance:
+        with self._session() as s:
+            row = self._instance_row(s, uuid, read_deleted)
+            return convert.row_to_instance(row)
+
+    @staticmethod
+    def _instance_row(s: Session, uuid: str, read_deleted: bool = False) -> InstanceRow:
+        q = select(InstanceRow).where(InstanceRow.uuid == uuid)
+        if not read_deleted:
+            q = q.where(InstanceRow.deleted.is_(False))
+        row = s.scalar(q)
+        if row is None:
+            raise InstanceNotFound(uuid)
+        return row
+
+    def instance_get_all(self, host: str | None = None) -> list[Instance]:
+        with self._session() as s:
+            q = select(InstanceRow).where(InstanceRow.deleted.is_(False))
+            if host is not None:
+                q = q.where(InstanceRow.host == host)
+            return [convert.row_to_instance(r) for r in s.scalars(q.order_by(InstanceRow.id))]
+
+    def instance_update(
+        self,
+        uuid: str,
+        values: dict[str, Any],
+        expected_task_state: Any = ANY,
+        expected_vm_state: Any = ANY,
+    ) -> Instance:
+        """Change fields of an instance, atomically, if its states are as expected.
+
+        ``expected_task_state`` / ``expected_vm_state``: a state, ``None`` or a tuple of
+        them.  Raises UnexpectedTaskState (a Conflict) or InstanceInvalidState naming
+        the actual state when the row no longer matches; InstanceNotFound if deleted.
+        Returns the instance as saved.
+        """
+        cols = convert.instance_values(values)
+        with self._session() as s:
+            stmt = update(InstanceRow).where(
+                InstanceRow.uuid == uuid, InstanceRow.deleted.is_(False))
+            if expected_task_state is not ANY:
+                stmt = stmt.where(
+                    _state_clause(InstanceRow.task_state, _states(expected_task_state)))
+            if expected_vm_state is not ANY:
+                stmt = stmt.where(
+                    _state_clause(InstanceRow.vm_state, _states(expected_vm_state)))
+            cols["updated_at"] = utcnow()
+            result = s.execute(stmt.values(**cols))
+            row = self._instance_row(s, uuid)
+            if result.rowcount == 0:
+                if expected_vm_state is not ANY and row.vm_state not in _states(
+                        expected_vm_state):
+                    raise InstanceInvalidState(uuid, "vm_state", row.vm_state, "update")
+                raise UnexpectedTaskState(uuid, expected_task_state, row.task_state)
+            s.refresh(row)
+            return convert.row_to_instance(row)
+
+    def instance_destroy(self, uuid: str) -> None:
+        """Mark the instance deleted (its actions and migrations stay readable)."""
+        with self._session() as s:
+            row = self._instance_row(s, uuid)
+            row.deleted = True
+            row.vm_state = str(VMState.DELETED)
+            row.task_state = None
+
+    # -- migrations -----------------------------------------------------------------------
+
+    def migration_create(self, migration: Migration) -> Migration:
+        """Store a migration; returns it with its ``id`` set."""
+        with self._session() as s:
+            row = MigrationRow(**convert.migration_columns(migration))
+            s.add(row)
+            s.flush()
+            migration.id = row.id
+        return migration
+
+    def migration_get(self, migration_id: int) -> Migration:
+        with self._session() as s:
+            return convert.row_to_migration(self._migration_row(s, migration_id))
+
+    @staticmethod
+    def _migration_row(s: Session, migration_id: int) -> MigrationRow:
+        row = s.get(MigrationRow, migration_id)
+        if row is None:
+            raise MigrationNotFound(f"migration {migration_id} not found")
+        return row
+
+    def migration_details(self, migration_id: int) -> dict[str, Any]:
+        """Free-form details of a migration (downtime steps, disk info...)."""
+        with self._session() as s:
+            return dict(self._migration_row(s, migration_id).details or {})
+
+    def migration_get_all(
+        self,
+        instance_uuid: str | None = None,
+        host: str | None = None,
+        statuses: Iterable[MigrationStatus] | None = None,
+        migration_type: MigrationType | None = None,
+    ) -> list[Migration]:
+        """Migrations, oldest first, filtered by instance, host (source or dest),
+        statuses and type."""
+        with self._session() as s:
+            q = select(MigrationRow)
+            if instance_uuid is not None:
+                q = q.where(MigrationRow.instance_uuid == instance_uuid)
+            if host is not None:
+                q = q.where((MigrationRow.source_host == host)
+                            | (MigrationRow.dest_host == host))
+            if statuses is not None:
+                q = q.where(MigrationRow.status.in_([str(x) for x in statuses]))
+            if migration_type is not None:
+                q = q.where(MigrationRow.migration_type == str(migration_type))
+            return [convert.row_to_migration(r) for r in s.scalars(q.order_by(MigrationRow.id))]
+
+    def migration_update(
+        self, migration_id: int, values: dict[str, Any], expected_status: Any = ANY
+    ) -> Migration:
+        """Change fields of a migration if its status is one of ``expected_status``;
+        raises Conflict naming the actual status otherwise."""
+        cols = convert.migration_values(values)
+        with self._session() as s:
+            row = self._migration_row(s, migration_id)
+            if expected_status is not ANY and row.status not in _states(expected_status):
+                raise Conflict(
+                    f"migration {migration_id} is {row.status!r}, expected "
+                    f"{_states(expected_status)}")
+            details = cols.pop("details", None)
+            for key, value in cols.items():
+                setattr(row, key, value)
+            if details:
+                row.details = {**(row.details or {}), **details}
+            row.updated_at = utcnow()
+            s.flush()
+            return convert.row_to_migration(row)
+
+    def migration_record_progress(self, migration_id: int, values: dict[str, Any]) -> int:
+        """Store a progress sample; ``progress`` never goes down.  Returns the stored
+        progress.  Byte counters are replaced by the newest sample."""
+        with self._session() as s:
+            row = self._migration_row(s, migration_id)
+            progress = int(values.pop("progress", row.progress))
+            row.progress = max(row.progress, min(100, progress))
+            for key, value in values.items():
+                setattr(row, key, int(value))
+            row.updated_at = utcnow()
+            return row.progress
+
+    def migration_claim_live_slot(
+        self, migration_id: int, max_outbound: int, max_inbound: int
+    ) -> str:
+        """Move a queued live migration to 'preparing' if both its source and its
+        destination have a free slot.  Returns ``"started"``, ``"wait"`` or, when the
+        migration is no longer queued (cancelled while waiting), its status."""
+        with self._session() as s:
+            row = self._migration_row(s, migration_id)
+            if row.status != MigrationStatus.QUEUED:
+                return row.status
+            active = [str(x) for x in LIVE_ACTIVE]
+            base = select(MigrationRow.id).where(
+                MigrationRow.migration_type == str(MigrationType.LIVE),
+                MigrationRow.status.in_(active), MigrationRow.id != migration_id)
+            outbound = len(s.scalars(base.where(
+                MigrationRow.source_host == row.source_host)).all())
+            inbound = len(s.scalars(base.where(MigrationRow.dest_host == row.dest_host)).all())
+            if (max_outbound and outbound >= max_outbound) or (
+                    max_inbound and inbound >= max_inbound):
+                return "wait"
+            row.status = str(MigrationStatus.PREPARING)
+            row.updated_at = utcnow()
+            return "started"
+
+    def host_usage(self, host: str) -> HostUsage:
+        """Resources claimed on ``host``: its instances (current flavor), plus
+        incoming migrations in progress (new flavor) and the source copy of resizes
+        not yet confirmed or reverted (old flavor)."""
+        with self._session() as s:
+            rows = s.scalars(select(InstanceRow).where(
+                InstanceRow.deleted.is_(False), InstanceRow.host == host)).all()
+            here = {r.uuid for r in rows}
+            flavors = [convert.flavor(r.flavor) for r in rows]
+            migs = s.scalars(select(MigrationRow).where(
+                MigrationRow.status.in_([str(x) for x in IN_PROGRESS]),
+                (MigrationRow.source_host == host) | (MigrationRow.dest_host == host))).all()
+            for m in migs:
+                if m.source_host == m.dest_host:  # same-host resize holds both sizes
+                    flavors.append(convert.flavor(m.new_flavor))
+                elif m.instance_uuid in here:
+                    continue  # counted once with its current flavor
+                elif m.dest_host == host:  # incoming claim
+                    flavors.append(convert.flavor(m.new_flavor or m.old_flavor))
+                elif m.migration_type != str(MigrationType.LIVE):  # kept source copy
+                    flavors.append(convert.flavor(m.old_flavor))
+        flavors = [f for f in flavors if f is not None]
+        return HostUsage(
+            vcpus=sum(f.vcpus for f in flavors),
+            memory_mb=sum(f.memory_mb for f in flavors),
+            disk_gb=sum(f.root_gb + f.ephemeral_gb for f in flavors),
+        )
+
+    # -- instance actions and events ------------------------------------------------------
+
+    def action_start(self, ctx: RequestContext, instance_uuid: str, action: str) -> int:
+        with self._session() as s:
+            row = ActionRow(instance_uuid=instance_uuid, action=action,
+                            request_id=ctx.request_id, user_id=ctx.user_id,
+                            project_id=ctx.project_id)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def _action_row(self, s: Session, ctx: RequestContext, instance_uuid: str) -> ActionRow:
+        row = s.scalar(select(ActionRow).where(
+            ActionRow.instance_uuid == instance_uuid,
+            ActionRow.request_id == ctx.request_id).order_by(ActionRow.id.desc()))
+        if row is None:  # an event outside any API request (recovery): make an action
+            row = ActionRow(instance_uuid=instance_uuid, action="recover",
+                            request_id=ctx.request_id, user_id=ctx.user_id,
+                            project_id=ctx.project_id)
+            s.add(row)
+            s.flush()
+        return row
+
+    def action_finish(self, ctx: RequestContext, instance_uuid: str, message: str = "") -> None:
+        with self._session() as s:
+            row = self._action_row(s, ctx, instance_uuid)
+            row.finish_time = utcnow()
+            if message:
+                row.message = message[:2000]
+
+    def action_event_start(
+        self, ctx: RequestContext, instance_uuid: str, event: str, host: str
+    ) -> None:
+        with self._session() as s:
+            action = self._action_row(s, ctx, instance_uuid)
+            s.add(ActionEventRow(action_id=action.id, event=event, host=host))
+
+    def action_event_finish(
+        self, ctx: RequestContext, instance_uuid: str, event: str, result: str,
+        traceback: str = "",
+    ) -> None:
+        with self._session() as s:
+            action = self._action_row(s, ctx, instance_uuid)
+            row = s.scalar(select(ActionEventRow).where(
+                ActionEventRow.action_id == action.id, ActionEventRow.event == event,
+                ActionEventRow.finish_time.is_(None)).order_by(ActionEventRow.id.desc()))
+            if row is None:
+                row = ActionEventRow(action_id=action.id, event=event, host="")
+                s.add(row)
+            row.finish_time = utcnow()
+            row.result = result
+            row.traceback = traceback[-4000:]
+            if result != "Success" and not action.message:
+                action.message = result
+
+    def actions_get(self, instance_uuid: str) -> list[InstanceAction]:
+        with self._session() as s:
+            rows = s.scalars(select(ActionRow).where(
+                ActionRow.instance_uuid == instance_uuid).order_by(ActionRow.id)).all()
+            out = []
+            for row in rows:
+                events = s.scalars(select(ActionEventRow).where(
+                    ActionEventRow.action_id == row.id).order_by(ActionEventRow.id)).all()
+                out.append(convert.row_to_action(row, events))
+            return out
+
+    # -- services -------------------------------------------------------------------------
+
+    def service_register(
+        self, host: str, binary: str, topic: str, capabilities: dict[str, Any],
+        limits: dict[str, Any],
+    ) -> None:
+        """Create or refresh a service row and count a heartbeat now."""
+        with self._session() as s:
+            row = s.scalar(select(ServiceRow).where(
+                ServiceRow.host == host, ServiceRow.binary == binary))
+            if row is None:
+                row = ServiceRow(host=host, binary=binary, topic=topic)
+                s.add(row)
+            row.capabilities = capabilities
+            row.limits = limits
+            row.forced_down = False
+            row.updated_at = utcnow()
+
+    def service_heartbeat(
+        self, host: str, binary: str, resources: dict[str, Any] | None = None
+    ) -> None:
+        with self._session() as s:
+            row = s.scalar(select(ServiceRow).where(
+                ServiceRow.host == host, ServiceRow.binary == binary))
+            if row is None:
+                return
+            row.report_count += 1
+            row.updated_at = utcnow()
+            if resources is not None:
+                row.resources = resources
+
+    def service_update(self, host: str, binary: str, values: dict[str, Any]) -> None:
+        """Set ``disabled`` / ``forced_down`` (operators and tests)."""
+        with self._session() as s:
+            row = s.scalar(select(ServiceRow).where(
+                ServiceRow.host == host, ServiceRow.binary == binary))
+            if row is None:
+                raise Conflict(f"no {binary} service on host {host!r}")
+            for key in ("disabled", "forced_down", "updated_at"):
+                if key in values:
+                    setattr(row, key, values[key])
+
+    def service_get_all(self, binary: str = "virtsdk-compute") -> list[Service]:
+        with self._session() as s:
+            rows = s.scalars(select(ServiceRow).where(
+                ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
+            return [convert.row_to_service(r) for r in rows]
+
+    def service_get(self, host: str, binary: str = "virtsdk-compute") -> Service | None:
+        for svc in self.service_get_all(binary):
+            if svc.host == host:
+                return svc
+        return None
+
+
+def now() -> dt.datetime:
+    return utcnow()
