@@ -1,0 +1,117 @@
+"""Disk image files: create, inspect, grow and rebase them with ``qemu-img``.
+
+Called on the host that owns the files (spawn, finish_migration, get_instance_disk_info,
+and by ``virtsdk_libvirt.live`` when it prepares disks for a block migration).  Every
+command goes through ``oslo_concurrency.processutils.execute`` with an argument list
+(no shell).  Inspection of files that may come from another host runs under resource
+limits and refuses images whose metadata points outside themselves (external data
+files), so a crafted image cannot make this host read arbitrary files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from oslo_concurrency import processutils
+
+from virtsdk.exceptions import Invalid
+
+QCOW2 = "qcow2"
+RAW = "raw"
+FORMATS = (QCOW2, RAW)
+
+
+class UnsafeImage(Invalid):
+    """An image file whose metadata this host refuses to use."""
+
+
+@dataclass
+class ImageInfo:
+    """What ``qemu-img info`` says about one file (sizes in bytes)."""
+
+    path: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_file: str | None = None
+    backing_format: str | None = None
+    data_file: str | None = None
+
+
+def _limits(memory_mb: int) -> processutils.ProcessLimits:
+    return processutils.ProcessLimits(address_space=memory_mb * 1024 * 1024, cpu_time=30)
+
+
+def info(path: str | os.PathLike[str], memory_mb: int = 1024) -> ImageInfo:
+    """Inspect ``path`` (``qemu-img info --force-share``: works while a guest runs).
+
+    Raises UnsafeImage for formats other than qcow2/raw or an external data file.
+    """
+    out, _err = processutils.execute(
+        "qemu-img", "info", "--force-share", "--output=json", os.fspath(path),
+        prlimit=_limits(memory_mb))
+    data = json.loads(out)
+    fmt = data.get("format", "")
+    if fmt not in FORMATS:
+        raise UnsafeImage(f"{path}: image format {fmt!r} is not one of {FORMATS}")
+    spec = (data.get("format-specific") or {}).get("data") or {}
+    data_file = spec.get("data-file")
+    if data_file:
+        raise UnsafeImage(f"{path}: qcow2 with an external data file ({data_file}) refused")
+    return ImageInfo(
+        path=os.fspath(path),
+        format=fmt,
+        virtual_size=int(data.get("virtual-size", 0)),
+        actual_size=int(data.get("actual-size", 0)),
+        backing_file=data.get("full-backing-filename") or data.get("backing-filename"),
+        backing_format=data.get("backing-filename-format"),
+    )
+
+
+def create_overlay(path: str | os.PathLike[str], backing: str | os.PathLike[str],
+                   backing_format: str, size: int | None = None) -> None:
+    """Create a qcow2 overlay of ``backing`` (``size`` bytes, default: the backing
+    file's size)."""
+    args = ["qemu-img", "create", "-q", "-f", QCOW2, "-F", backing_format,
+            "-b", os.fspath(backing), os.fspath(path)]
+    if size:
+        args.append(str(size))
+    processutils.execute(*args)
+
+
+def create_blank(path: str | os.PathLike[str], fmt: str, size: int) -> None:
+    """Create an empty (sparse) disk of ``size`` bytes in ``fmt``."""
+    if fmt not in FORMATS:
+        raise Invalid(f"unsupported disk format {fmt!r}")
+    processutils.execute("qemu-img", "create", "-q", "-f", fmt, os.fspath(path), str(size))
+
+
+def grow(path: str | os.PathLike[str], fmt: str, size: int) -> None:
+    """Grow ``path`` to ``size`` bytes.  Never shrinks: a smaller size is an error."""
+    current = info(path).virtual_size
+    if size < current:
+        raise Invalid(f"refusing to shrink {path} from {current} to {size} bytes")
+    if size > current:
+        processutils.execute("qemu-img", "resize", "-q", "-f", fmt, os.fspath(path), str(size))
+
+
+def rebase_in_place(path: str | os.PathLike[str], backing: str | os.PathLike[str],
+                    backing_format: str) -> None:
+    """Point a qcow2 overlay at ``backing`` without copying data (``rebase -u``):
+    used when the same base image lives at another path on this host."""
+    processutils.execute("qemu-img", "rebase", "-u", "-f", QCOW2, "-F", backing_format,
+                         "-b", os.fspath(backing), os.fspath(path))
+
+
+def convert(source: str | os.PathLike[str], source_format: str,
+            dest: str | os.PathLike[str], dest_format: str) -> None:
+    """Copy ``source`` into a new ``dest`` in ``dest_format`` (sparse)."""
+    processutils.execute("qemu-img", "convert", "-q", "-f", source_format, "-O", dest_format,
+                         os.fspath(source), os.fspath(dest))
+
+
+def allocated_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes the file occupies on disk (sparse files count only allocated blocks)."""
+    return os.stat(path).st_blocks * 512
