@@ -10,9 +10,50 @@ instance to ERROR" (anything else).
 
 from __future__ import annotations
 
+import enum
+from typing import Any
 
-class VirtSDKError(Exception):
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe stand-in for one constructor argument (str() as a last resort)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class _RemoteRebuildable(type):
+    """Metaclass of :class:`VirtSDKError`: lets an error cross an RPC call as itself.
+
+    oslo.messaging sends an exception's ``args`` and ``kwargs`` attribute and the
+    caller rebuilds it with ``cls(*args, **kwargs)``, where ``args`` is just the
+    message.  Every error remembers the arguments it was constructed with;
+    :attr:`VirtSDKError.kwargs` hands them to oslo.messaging as ``_remote``, and this
+    ``__call__`` rebuilds the error from them, so constructors keep their own signature.
+    """
+
+    def __call__(cls, *args: Any, _remote: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if _remote is not None:
+            args = tuple(_remote.get("args", ()))
+            kwargs = dict(_remote.get("kwargs", {}))
+        exc = super().__call__(*args, **kwargs)
+        exc._ctor_arguments = (args, kwargs)
+        return exc
+
+
+class VirtSDKError(Exception, metaclass=_RemoteRebuildable):
     """Base class of every virtsdk error."""
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """What oslo.messaging sends so an RPC caller can rebuild this error."""
+        args, kwargs = getattr(self, "_ctor_arguments", (self.args, {}))
+        return {"_remote": {"args": _jsonable(list(args)), "kwargs": _jsonable(kwargs)}}
 
 
 # -- driver discovery -------------------------------------------------------------------

@@ -22,6 +22,7 @@ class, in the caller (see :mod:`virtsdk.rpc.remote_errors`).
 from __future__ import annotations
 
 import copy
+import importlib
 import threading
 from typing import Any
 
@@ -30,6 +31,13 @@ from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 
 from virtsdk.rpc.serializer import VirtObjectSerializer
+
+# oslo.messaging reads these groups on every call but registers them only on the
+# global cfg.CONF (its own ConfFixture imports them the same way).
+_CALL_PATH_OPTS = [
+    ("oslo_messaging._metrics.client", "oslo_messaging_metrics", "oslo_messaging_metrics"),
+    ("oslo_messaging._tracing.client", "oslo_messaging_tracing", "oslo_messaging_tracing"),
+]
 
 __all__ = [
     "DEFAULT_TRANSPORT_URL",
@@ -45,7 +53,7 @@ __all__ = [
     "register_opts",
 ]
 
-DEFAULT_TRANSPORT_URL = "fake://"
+DEFAULT_TRANSPORT_URL = "inproc://"
 DEFAULT_EXCHANGE = "virtsdk"
 DEFAULT_NOTIFICATION_DRIVER = "messagingv2"
 
@@ -80,13 +88,21 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     Called by :func:`virtsdk.conf.register_all` and by every helper here, on every
     host; idempotent.  Registers oslo.messaging's own ``transport_url``,
     ``control_exchange`` and ``rpc_response_timeout`` in ``[DEFAULT]`` and the
-    ``[oslo_messaging_notifications]`` group, then sets the defaults
+    ``[oslo_messaging_notifications]`` group (and ``[oslo_messaging_metrics]`` /
+    ``[oslo_messaging_tracing]``, which oslo.messaging reads on every call but registers
+    only on the global ``cfg.CONF``), then sets the defaults
     ``transport_url = inproc://``, ``control_exchange = virtsdk`` and notification
     ``driver = messagingv2`` on this ``conf`` only (a config file still wins).
     """
     default, notifications = _messaging_opts()
     conf.register_opts(default)
     conf.register_opts(notifications, group=_NOTIFICATIONS_GROUP)
+    for module_name, attr, group in _CALL_PATH_OPTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - an oslo.messaging without the feature
+            continue
+        conf.register_opts(getattr(module, attr), group=group)
     conf.set_default("transport_url", DEFAULT_TRANSPORT_URL)
     conf.set_default("control_exchange", DEFAULT_EXCHANGE)
     conf.set_default("driver", [DEFAULT_NOTIFICATION_DRIVER], group=_NOTIFICATIONS_GROUP)
