@@ -1,0 +1,196 @@
+"""Sparse-file reading: data extents, non-zero runs and a layout-independent digest.
+
+Used by the senders (source host) and receivers (destination host) of every
+transport.  Nothing here writes to the file it reads.
+
+A file's *runs* are its maximal sequences of non-zero 4 KiB blocks, cut at every
+:data:`CHUNK` boundary.  They depend only on the file's content (not on how it is
+allocated), so the digest built from them (:func:`file_digest`) is the same for a
+sparse original and a fully allocated copy.  Regions the filesystem reports as holes
+(``SEEK_HOLE``) are never read.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+BLOCK = 4096
+#: Largest run; also the grid that cuts runs (so runs are the same on both ends).
+CHUNK = 4 << 20
+_ZERO_CHUNK = bytes(CHUNK)
+_DIGEST_MAGIC = b"virtsdk-runs-v1"
+
+
+class Run(NamedTuple):
+    """``data`` (non-zero 4 KiB blocks) belongs at ``offset`` of the file."""
+
+    offset: int
+    data: memoryview
+
+
+def _crc32(data: bytes | memoryview) -> bytes:
+    return struct.pack(">I", zlib.crc32(data))
+
+
+def _sha256(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _blake2b(data: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+#: Per-run checksum functions by name and their digest length.
+CHECKSUMS: dict[str, tuple[Callable[[bytes | memoryview], bytes], int]] = {
+    "crc32": (_crc32, 4),
+    "sha256": (_sha256, 32),
+    "blake2b": (_blake2b, 16),
+}
+
+
+def checksum_function(name: str) -> Callable[[bytes | memoryview], bytes]:
+    try:
+        return CHECKSUMS[name][0]
+    except KeyError:
+        raise ValueError(f"unknown checksum {name!r}; known: {sorted(CHECKSUMS)}") from None
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of each data extent, by SEEK_DATA/SEEK_HOLE.
+
+    Falls back to one extent covering the whole file where the filesystem cannot
+    tell.  Extents are widened to :data:`BLOCK` boundaries (clipped to ``size``).
+    """
+    if size <= 0:
+        return
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    return
+                raise
+            if start >= size:
+                return
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            start = start - start % BLOCK
+            end = min(size, -(-end // BLOCK) * BLOCK)
+            yield start, end - start
+            pos = end
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP) or pos:
+            raise
+        yield 0, size
+
+
+def _spans(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Extent pieces cut on the CHUNK grid, adjacent pieces of one cell merged."""
+    cur_start = cur_end = -1
+    for off, length in data_extents(fd, size):
+        end = off + length
+        while off < end:
+            cell_end = min(end, (off // CHUNK + 1) * CHUNK)
+            if cur_end == off and off % CHUNK:
+                cur_end = cell_end
+            else:
+                if cur_end > cur_start:
+                    yield cur_start, cur_end
+                cur_start, cur_end = off, cell_end
+            off = cell_end
+    if cur_end > cur_start:
+        yield cur_start, cur_end
+
+
+def runs_in(offset: int, data: memoryview) -> Iterator[Run]:
+    """Split ``data`` (read at ``offset``, BLOCK aligned) into its non-zero runs."""
+    n = len(data)
+    if data == _ZERO_CHUNK[:n]:
+        return
+    zero = _ZERO_CHUNK[:BLOCK]
+    start = -1
+    pos = 0
+    while pos < n:
+        end = min(pos + BLOCK, n)
+        is_zero = data[pos:end] == (zero if end - pos == BLOCK else _ZERO_CHUNK[:end - pos])
+        if is_zero:
+            if start >= 0:
+                yield Run(offset + start, data[start:pos])
+                start = -1
+        elif start < 0:
+            start = pos
+        pos = end
+    if start >= 0:
+        yield Run(offset + start, data[start:n])
+
+
+def read_spans(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, data)`` of every extent piece (at most CHUNK bytes each)."""
+    for start, end in _spans(fd, size):
+        data = os.pread(fd, end - start, start)
+        if len(data) != end - start:
+            raise OSError(errno.EIO, f"short read at {start}: file changed while reading")
+        yield start, data
+
+
+def iter_runs(fd: int, size: int) -> Iterator[Run]:
+    """Every non-zero run of the open file, in offset order."""
+    for start, data in read_spans(fd, size):
+        yield from runs_in(start, memoryview(data))
+
+
+class DigestBuilder:
+    """Builds :func:`file_digest` from ``(offset, length, checksum)`` entries.
+
+    Entries may arrive in any order (a resumed transfer); :meth:`hexdigest` sorts.
+    """
+
+    def __init__(self, size: int, checksum: str) -> None:
+        self.size = size
+        self.checksum = checksum
+        self.entries: list[tuple[int, int, bytes]] = []
+
+    def add(self, offset: int, length: int, digest: bytes) -> None:
+        self.entries.append((offset, length, digest))
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256(_DIGEST_MAGIC + self.checksum.encode() + struct.pack(">Q", self.size))
+        for offset, length, digest in sorted(self.entries):
+            h.update(struct.pack(">QQ", offset, length))
+            h.update(digest)
+        return f"{self.checksum}:{h.hexdigest()}"
+
+
+def file_digest(path: str, checksum: str = "sha256") -> str:
+    """Layout-independent digest of a file's content (reads only its data extents).
+
+    Equal for two files with equal content however sparse each is; the per-run
+    checksum is ``checksum`` (crc32, sha256 or blake2b) and the result is prefixed
+    with its name.
+    """
+    fn = checksum_function(checksum)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        builder = DigestBuilder(size, checksum)
+        for run in iter_runs(fh.fileno(), size):
+            builder.add(run.offset, len(run.data), fn(run.data))
+    return builder.hexdigest()
+
+
+def allocated_bytes(path: str) -> int:
+    """Bytes the filesystem allocated for ``path`` (``st_blocks * 512``)."""
+    return os.stat(path).st_blocks * 512
+
+
+def data_bytes(path: str) -> int:
+    """Bytes in the file's data extents (what an extent-aware copy must move)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        return sum(length for _, length in data_extents(fh.fileno(), size))

@@ -1,0 +1,102 @@
+"""Disk-image formats as far as a transfer cares: raw or qcow2, and backing files.
+
+A qcow2 overlay is sent as it is (only the overlay's own clusters travel); its
+backing file is not sent.  The source reports the backing file of each disk
+(:func:`backing_file_of`, in :class:`~virtsdk.transfer.base.SentFile`); the
+destination asks :func:`missing_backing_files` which of them it lacks, so that the
+caller can take them from its image cache or fetch them from the source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+
+from oslo_concurrency import processutils
+
+QCOW2_MAGIC = b"QFI\xfb"
+_HEADER = struct.Struct(">4sIQI")  # magic, version, backing_file_offset, backing_file_size
+
+
+def image_format(path: str) -> str:
+    """``qcow2`` when the file starts with the qcow2 magic, else ``raw``."""
+    with open(path, "rb") as fh:
+        return "qcow2" if fh.read(4) == QCOW2_MAGIC else "raw"
+
+
+def backing_file_of(path: str) -> str | None:
+    """The backing file recorded in a qcow2 header (as written there), or None.
+
+    Reads only the header; never follows the chain.
+    """
+    with open(path, "rb") as fh:
+        header = fh.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return None
+        magic, _version, offset, size = _HEADER.unpack(header)
+        if magic != QCOW2_MAGIC or offset == 0 or size == 0 or size > 4096:
+            return None
+        fh.seek(offset)
+        raw = fh.read(size)
+    return raw.decode("utf-8", errors="strict")
+
+
+@dataclass
+class ImageInfo:
+    """What ``qemu-img info`` says about one image."""
+
+    path: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_file: str | None = None
+    backing_format: str | None = None
+
+
+def image_info(path: str) -> ImageInfo:
+    """``qemu-img info --output=json`` of ``path`` (through processutils.execute).
+
+    Runs on whichever host calls it; used by drivers and tests, not on the hot path.
+    """
+    out, _err = processutils.execute("qemu-img", "info", "--force-share", "--output=json",
+                                     path)
+    data = json.loads(out)
+    return ImageInfo(path=path, format=data.get("format", "raw"),
+                     virtual_size=int(data.get("virtual-size", 0)),
+                     actual_size=int(data.get("actual-size", 0)),
+                     backing_file=data.get("backing-filename"),
+                     backing_format=data.get("backing-filename-format"))
+
+
+def resolve_backing(image_path: str, backing: str) -> str:
+    """A backing file name as qemu resolves it: relative names are relative to the
+    directory of the overlay."""
+    if os.path.isabs(backing):
+        return backing
+    return os.path.normpath(os.path.join(os.path.dirname(image_path), backing))
+
+
+def missing_backing_files(received: list[tuple[str, str | None]],
+                          search_dirs: list[str] | None = None) -> list[str]:
+    """Destination: which backing files of the received disks are not here.
+
+    ``received`` holds ``(destination path, backing file as reported by the
+    source)`` pairs.  A backing file counts as present when it exists where the
+    overlay points (absolute, or relative to the overlay) or a file of the same base
+    name exists in one of ``search_dirs`` (e.g. the image cache).  Returns the
+    backing names the caller must fetch, each once, in order of first use.
+    """
+    missing: list[str] = []
+    for dest_path, backing in received:
+        if not backing:
+            continue
+        if os.path.exists(resolve_backing(dest_path, backing)):
+            continue
+        base = os.path.basename(backing)
+        if any(os.path.exists(os.path.join(d, base)) for d in search_dirs or []):
+            continue
+        if backing not in missing:
+            missing.append(backing)
+    return missing

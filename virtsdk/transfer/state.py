@@ -1,0 +1,82 @@
+"""The small JSON record a transfer keeps under ``dest_dir`` on the destination.
+
+Written by whoever creates files there (the local sender, the stream receiver), read
+by ``finish_receive`` / ``cancel_receive`` on the destination.  It lists the names
+the transfer created, so a cancel removes exactly those and nothing that was there
+before, and, once complete, what each file should contain.  Writes are atomic
+(temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from virtsdk.exceptions import Invalid
+from virtsdk.transfer.base import STATE_PREFIX, ReceivedFile, confine_name
+from virtsdk.transfer.extents import allocated_bytes
+
+
+def state_path(dest_dir: str, transfer_id: str) -> str:
+    """``dest_dir/.virtsdk-transfer-<id>.json``."""
+    if not transfer_id.isalnum():
+        raise ValueError(f"bad transfer id {transfer_id!r}")
+    return os.path.join(dest_dir, f"{STATE_PREFIX}transfer-{transfer_id}.json")
+
+
+def work_dir(dest_dir: str, transfer_id: str) -> str:
+    """``dest_dir/.virtsdk-transfer-<id>.d``: a receiver's private directory."""
+    if not transfer_id.isalnum():
+        raise ValueError(f"bad transfer id {transfer_id!r}")
+    return os.path.join(dest_dir, f"{STATE_PREFIX}transfer-{transfer_id}.d")
+
+
+def write_state(dest_dir: str, transfer_id: str, state: dict[str, Any]) -> None:
+    path = state_path(dest_dir, transfer_id)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_state(dest_dir: str, transfer_id: str) -> dict[str, Any] | None:
+    try:
+        with open(state_path(dest_dir, transfer_id), encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def remove_created(dest_dir: str, transfer_id: str) -> list[str]:
+    """Delete the files the transfer recorded as created, its record and its work
+    directory.  Returns the names removed.  Never raises for missing files."""
+    state = read_state(dest_dir, transfer_id) or {}
+    removed = []
+    for name in state.get("created", []):
+        try:
+            os.unlink(confine_name(dest_dir, name))
+            removed.append(name)
+        except (FileNotFoundError, Invalid):
+            pass
+    forget(dest_dir, transfer_id)
+    return removed
+
+
+def forget(dest_dir: str, transfer_id: str) -> None:
+    """Delete the record and work directory (the received files stay)."""
+    for path in (state_path(dest_dir, transfer_id), state_path(dest_dir, transfer_id) + ".tmp"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(work_dir(dest_dir, transfer_id), ignore_errors=True)
+
+
+def received_file(dest_dir: str, name: str, digest: str) -> ReceivedFile:
+    path = confine_name(dest_dir, name)
+    return ReceivedFile(name=name, path=path, size=os.path.getsize(path),
+                        allocated=allocated_bytes(path), digest=digest)
