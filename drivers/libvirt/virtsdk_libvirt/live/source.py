@@ -1,0 +1,230 @@
+"""``live_migration`` and the calls that steer it, on the source host.
+
+:meth:`SourceMigrationMixin.live_migration` is called by the source compute manager
+after the destination's ``pre_live_migration``.  It validates every value that names
+the destination before the first libvirt call, loads the convergence policies, builds
+the destination XML (:mod:`.xml_rewrite`), flags and parameters (:mod:`.migrate`),
+starts the blocking ``migrateToURI3`` in a worker thread (:mod:`.job`) and runs the
+shared monitor (:func:`virtsdk.livemigration.monitor.monitor_migration`) in the calling
+thread.  It ends in exactly one of ``post_method`` (the guest runs on the destination)
+or ``recover_method`` (it still runs here; the failure is then re-raised).
+:meth:`live_migration_abort` / :meth:`live_migration_force_complete` act on the running
+job from another thread (an API call).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from virtsdk.context import RequestContext
+from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
+from virtsdk.exceptions import MigrationNotFound
+from virtsdk.livemigration.loader import load_configured_policies
+from virtsdk.livemigration.monitor import monitor_migration
+from virtsdk.objects import Instance, LiveMigrateData, Migration
+from virtsdk.validation import validate_hostname
+from virtsdk_libvirt import xmlutil
+from virtsdk_libvirt.live import migrate
+from virtsdk_libvirt.live.job import LibvirtMigrationJob
+from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024**3
+_JOBS_LOCK = threading.Lock()
+
+
+def destination_spec(data: LiveMigrateData, src_instance_dir: str,
+                     src_image_cache: str) -> DestinationSpec:
+    """What the rewrite needs, from the destination's ``pre_live_migration`` answer
+    (validated: it crossed hosts)."""
+    moves: list[tuple[str, str]] = []
+    dd = data.driver_data or {}
+    if dd.get("dest_instance_dir"):
+        moves.append((src_instance_dir, str(dd["dest_instance_dir"])))
+    if dd.get("dest_image_cache"):
+        moves.append((src_image_cache, str(dd["dest_image_cache"])))
+    return DestinationSpec(
+        vnc_listen=data.graphics_listen_addr_vnc,
+        spice_listen=data.graphics_listen_addr_spice,
+        serial_listen=data.serial_listen_addr,
+        serial_ports=tuple(data.serial_listen_ports),
+        path_moves=tuple(moves),
+        vifs=tuple(data.vifs),
+        volumes=tuple(data.bdms),
+    ).validated()
+
+
+class SourceMigrationMixin:
+    """The source-side methods of ``LiveMigrationMixin``."""
+
+    conf: Any
+    lv_conf: Any
+    host: str
+    _paths: Any
+    _host: Any
+    _lookup: Callable[[Instance], libvirt.virDomain]  # LibvirtDriver's
+
+    @property
+    def _lm_jobs(self) -> dict[str, LibvirtMigrationJob]:
+        with _JOBS_LOCK:
+            jobs = self.__dict__.get("_live_migration_jobs")
+            if jobs is None:
+                jobs = self.__dict__["_live_migration_jobs"] = {}
+            return jobs
+
+    def live_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        post_method: PostMethod,
+        recover_method: RecoverMethod,
+        block_migration: bool = False,
+        migrate_data: LiveMigrateData | None = None,
+        migration: Migration | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Source host: move the running guest to ``dest``; blocks until it ended.
+
+        Invalid ``dest`` / destination address / directories raise before any libvirt
+        call and before either callback (nothing started, nothing to recover).  After
+        that, exactly one of ``post_method`` / ``recover_method`` is called; a failure
+        is re-raised after ``recover_method``.
+        """
+        data = migrate_data.copy() if migrate_data is not None else LiveMigrateData()
+        if data.block_migration is None:
+            data.block_migration = block_migration
+        validate_hostname(dest)
+        target = data.target_connect_addr or dest
+        dest_uri = migrate.destination_uri(self.lv_conf, target)
+        data_uri = migrate.migrate_uri(target)
+        src_dir = str(self._paths.instance_dir(instance))
+        spec = destination_spec(data, src_dir, str(self._paths.image_cache))
+        policies = load_configured_policies(self.conf)
+        flags = migrate.migration_flags(
+            self.lv_conf, bool(block_migration),
+            set().union(*(p.migration_flags() for p in policies)))
+
+        try:
+            job = self._lm_prepare_job(instance, target, dest_uri, data_uri, spec, flags,
+                                       bool(block_migration))
+        except Exception:
+            LOG.exception("live migration of %s could not start", instance.uuid)
+            recover_method(context, instance, dest, data)
+            raise
+        self._lm_jobs[instance.uuid] = job
+        job.start()
+        try:
+            final = monitor_migration(
+                job, policies, progress,
+                interval=self.conf.live_migration.monitor_interval,
+                data_gb=self._lm_data_gb(instance, bool(block_migration)))
+        except BaseException:
+            LOG.exception("monitoring the migration of %s failed; aborting", instance.uuid)
+            self._lm_abandon(job)
+            self._lm_jobs.pop(instance.uuid, None)
+            if job.succeeded():
+                post_method(context, instance, dest, bool(block_migration), data)
+            else:
+                recover_method(context, instance, dest, data)
+            raise
+        job.wait()
+        self._lm_jobs.pop(instance.uuid, None)
+        if final.job_type == "completed" and job.succeeded():
+            data.driver_data = dict(data.driver_data)
+            data.driver_data["downtime_ms"] = final.downtime_ms
+            data.driver_data["migration_call"] = str(job.result)
+            post_method(context, instance, dest, bool(block_migration), data)
+            return
+        recover_method(context, instance, dest, data)
+        raise job.failure()
+
+    def _lm_prepare_job(self, instance: Instance, target: str, dest_uri: str, data_uri: str,
+                        spec: DestinationSpec, flags: int,
+                        block_migration: bool) -> LibvirtMigrationJob:
+        """Everything up to (not including) the migration call: the domain, its
+        migratable XML rewritten for the destination, the parameters."""
+        dom = self._lookup(instance)
+        src_xml = xmlutil.parse(dom.XMLDesc(
+            libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE))
+        dest_xml = None
+        if self.lv_conf.live_migration_rewrite_xml:
+            dest_xml = xmlutil.to_string(rewrite_for_destination(copy.deepcopy(src_xml), spec))
+        bandwidth = (self.lv_conf.live_migration_bandwidth
+                     or self.conf.live_migration.bandwidth)
+        params = migrate.migration_params(
+            dest_xml=dest_xml, data_uri=data_uri, bandwidth_mib=bandwidth,
+            disks=migrate.local_disk_targets(src_xml) if block_migration else None,
+            parallel_connections=self.lv_conf.live_migration_parallel_connections)
+        moved = [src for src, _dst in spec.path_moves]
+        uuid = dom.UUIDString()
+
+        def run() -> str:
+            return migrate.start_migration(dom, dest_uri, params, flags, src_xml, moved)
+
+        def completed_stats() -> dict[str, Any] | None:
+            return self._lm_completed_stats(dom, dest_uri, uuid)
+
+        LOG.info("live-migrating %s to %s (flags %#x, params %s)", instance.uuid, dest_uri,
+                 flags, sorted(params))
+        return LibvirtMigrationJob(dom, run, completed_stats,
+                                   postcopy_permitted=bool(flags & libvirt.VIR_MIGRATE_POSTCOPY))
+
+    @staticmethod
+    def _lm_completed_stats(dom: libvirt.virDomain, dest_uri: str,
+                            uuid: str) -> dict[str, Any] | None:
+        """Statistics of the completed job (downtime included): kept by libvirt on
+        the destination, where the domain now lives (the source undefined it)."""
+        flag = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+        try:
+            return dict(dom.jobStats(flag))
+        except libvirt.libvirtError:
+            pass
+        conn = libvirt.openReadOnly(dest_uri)
+        try:
+            return dict(conn.lookupByUUIDString(uuid).jobStats(flag))
+        finally:
+            conn.close()
+
+    def _lm_data_gb(self, instance: Instance, block_migration: bool) -> float:
+        gb = instance.flavor.memory_mb / 1024
+        if block_migration:
+            gb += instance.flavor.root_gb + instance.flavor.ephemeral_gb
+        return gb
+
+    @staticmethod
+    def _lm_abandon(job: LibvirtMigrationJob) -> None:
+        """Make sure a job nobody watches any more stops: abortJob (a p2p job would
+        otherwise go on without a client), then wait for the worker."""
+        try:
+            job.abort()
+        except Exception:  # noqa: BLE001 - post-copy started, or the job just ended
+            LOG.exception("abortJob failed")
+        job.wait()
+
+    def live_migration_abort(self, instance: Instance) -> None:
+        """Source host, from another thread while ``live_migration`` runs: cancel the
+        job (``abortJob``); the guest keeps running here and ``live_migration`` ends
+        in ``recover_method``.  Raises MigrationNotFound when nothing runs."""
+        job = self._lm_jobs.get(instance.uuid)
+        if job is None or job.done:
+            raise MigrationNotFound(f"no live migration of {instance.name} runs on {self.host}")
+        job.abort()
+
+    def live_migration_force_complete(self, instance: Instance) -> None:
+        """Source host, while ``live_migration`` runs: switch to post-copy when the job
+        was started with POSTCOPY, otherwise pause the guest so it converges."""
+        job = self._lm_jobs.get(instance.uuid)
+        if job is None or job.done:
+            raise MigrationNotFound(f"no live migration of {instance.name} runs on {self.host}")
+        if job.postcopy_permitted:
+            job.start_postcopy()
+        else:
+            job.pause()
