@@ -21,13 +21,15 @@ def run(
     check: bool = True,
     timeout: float | None = None,
     input_data: str | None = None,
+    cwd: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` (no shell) and return its exit code and output.
 
     Called by the lab on the root namespace of the test host.  With ``check`` a
     non-zero exit raises :class:`LabError` carrying the command and its stderr;
     without it the exit code is returned in the result.  ``timeout`` (seconds) kills
-    the command and raises :class:`LabError` when exceeded.
+    the command and raises :class:`LabError` when exceeded; ``cwd`` is its working
+    directory.
     """
     args = [str(c) for c in cmd]
     try:
@@ -35,6 +37,7 @@ def run(
             *args,
             check_exit_code=[0],
             process_input=input_data,
+            cwd=cwd,
             timeout=None if timeout is None else max(1, int(timeout)),
         )
     except processutils.ProcessExecutionError as exc:
