@@ -17,6 +17,11 @@ class RequestContext(VirtObject):
     project_id: str = "admin"
     is_admin: bool = True
 
+    def redacted_copy(self) -> RequestContext:
+        """A copy safe to publish in notifications (oslo.messaging's Notifier calls
+        this; the context carries no secrets, so it is a plain copy)."""
+        return self.copy()
+
 
 def get_admin_context() -> RequestContext:
     return RequestContext()

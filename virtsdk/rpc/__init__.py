@@ -210,7 +210,6 @@ def get_server(
         get_transport(conf),
         target,
         endpoints,
-        executor="threading",
         serializer=VirtObjectSerializer(),
     )
 
