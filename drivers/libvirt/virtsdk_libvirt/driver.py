@@ -46,19 +46,22 @@ import libvirt
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import Capabilities, ComputeDriver
+from virtsdk.driver import Capabilities, ComputeDriver, TransferCallback
 from virtsdk.exceptions import InstanceNotFound, Invalid
 from virtsdk.objects import (
     BlockDeviceInfo,
+    ColdMigrateData,
     DiskInfo,
     Flavor,
     HostResources,
     ImageMeta,
     Instance,
     InstanceInfo,
+    Migration,
     NetworkInfo,
 )
 from virtsdk_libvirt import config, guest_config, xmlutil
+from virtsdk_libvirt.cold_migration import ColdMigration
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
@@ -103,6 +106,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
         self._lock = threading.Lock()
+        self._cold = ColdMigration(self)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -279,3 +283,78 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         dom_xml = xmlutil.parse(self._lookup(instance).XMLDesc(0))
         return self._local_disks().describe(
             instance, guest_config.disk_sources(dom_xml))
+
+    # -- cold migration / resize (delegated to virtsdk_libvirt.cold_migration) -----------
+
+    def prepare_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+    ) -> ColdMigrateData:
+        """Destination, in prep_resize: create the instance directory and start a
+        disk receiver; returns the transport name and ticket for the source.  Refuses
+        (DestinationDiskExists) if the instance already has files or a domain here."""
+        return self._cold.prepare_target(instance, migration)
+
+    def abort_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, migrate_data: ColdMigrateData
+    ) -> None:
+        """Destination, after a failed resize: stop the receiver and remove what it
+        and prepare_migrate_disk_target created."""
+        self._cold.abort_target(instance, migrate_data)
+
+    def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        flavor: Flavor,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        timeout: int = 0,
+        retry_interval: int = 0,
+        migrate_data: ColdMigrateData | None = None,
+        progress: TransferCallback | None = None,
+    ) -> list[DiskInfo]:
+        """Source, in resize_instance: refuse shrinking before touching anything,
+        power off, keep the directory as ``<dir>_resize``, send root and ephemeral
+        disks (qcow2: the overlay only).  Any failure restores the source (and
+        restarts it if it ran) before re-raising.  Returns the disks sent."""
+        return self._cold.migrate_disks(instance, dest, flavor, timeout, retry_interval,
+                                        migrate_data, progress)
+
+    def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: list[DiskInfo],
+        network_info: NetworkInfo,
+        image_meta: ImageMeta,
+        resize_instance: bool,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Destination, in finish_resize: wait for and verify the disks, rebase qcow2
+        overlays onto this host's image cache, grow them to the new flavor when
+        ``resize_instance``, define the domain and start it (waits until running)."""
+        self._cold.finish(migration, instance, disk_info, network_info, image_meta,
+                          resize_instance, power_on)
+
+    def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance,
+        network_info: NetworkInfo,
+    ) -> None:
+        """Source, in confirm_resize: undefine the old domain, delete ``<dir>_resize``."""
+        self._cold.confirm(instance)
+
+    def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        migration: Migration,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Source, in revert_resize (after the destination destroyed its copy): put
+        ``<dir>_resize`` back and start the guest when ``power_on``.  Idempotent."""
+        self._cold.revert(instance, power_on)

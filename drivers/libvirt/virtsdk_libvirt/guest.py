@@ -49,10 +49,13 @@ def shutdown_then_force(
     """Ask for a clean shutdown every ``retry_interval`` seconds until ``timeout``
     seconds have passed, then force the guest off.
 
-    Returns True if the guest stopped cleanly, False if it had to be forced.
+    Returns True if the guest stopped cleanly (or was already off), False if it had
+    to be forced.
     ``timeout <= 0`` forces it off at once.  Never returns with the guest running.
     """
-    if timeout > 0 and not is_off():
+    if is_off():
+        return True
+    if timeout > 0:
         start = clock()
         next_request = start
         retry = max(retry_interval, poll)
@@ -65,8 +68,7 @@ def shutdown_then_force(
             sleep(min(poll, max(0.0, timeout - (clock() - start))))
         if is_off():
             return True
-    if not is_off():
-        force_off()
+    force_off()
     return False
 
 

@@ -1,0 +1,92 @@
+"""Fixtures of the libvirt driver tests.
+
+``make_driver(lab_host, **overrides)`` builds a :class:`LibvirtDriver` for one lab host
+with its own fresh ``cfg.ConfigOpts`` (``[libvirt] connection_uri``, ``instances_path``,
+``my_ip``, ``host_exec_prefix`` from the host); ``lab_drivers`` yields one driver per
+lab host and afterwards destroys every domain left on the lab hosts and empties
+their instance directories (the live-migration tests reuse both).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+from oslo_config import cfg
+from virtsdk_libvirt.driver import LibvirtDriver
+
+from virtsdk.loader import register_driver_opts
+
+
+def make_conf(lab_host: Any, **overrides: Any) -> cfg.ConfigOpts:
+    """A fresh ConfigOpts with ``[libvirt]`` pointing at ``lab_host``.
+
+    ``overrides`` are ``[libvirt]`` options, or ``"group.option"`` keys for other
+    groups (e.g. ``{"disk_transfer.transport": "stream"}`` via ``**``).
+    """
+    conf = cfg.ConfigOpts()
+    register_driver_opts(conf, LibvirtDriver)
+    conf([], project="virtsdk-test", default_config_files=[])
+    values: dict[str, Any] = {
+        "connection_uri": lab_host.libvirt_uri,
+        "instances_path": str(lab_host.instances_path),
+        "my_ip": lab_host.address,
+        "host_exec_prefix": list(lab_host.exec_prefix),
+    }
+    values.update(overrides)
+    for key, value in values.items():
+        group, _, name = key.rpartition(".")
+        if group and group != "libvirt":
+            from virtsdk.transfer.base import DiskTransport, register_transport_opts
+
+            if group == "disk_transfer":
+                register_transport_opts(conf, DiskTransport)
+            conf.set_override(name, value, group=group)
+        else:
+            conf.set_override(name, value, group="libvirt")
+    return conf
+
+
+def make_driver(lab_host: Any, **overrides: Any) -> LibvirtDriver:
+    """A LibvirtDriver serving ``lab_host`` (its name is the driver's host name)."""
+    driver = LibvirtDriver(make_conf(lab_host, **overrides), lab_host.name)
+    driver.init_host(lab_host.name)
+    return driver
+
+
+def clean_lab_host(lab_host: Any) -> None:
+    """Destroy and undefine every domain of ``lab_host``; empty its instances dir
+    (except the image cache, which tests share)."""
+    conn = libvirt.open(lab_host.libvirt_uri)
+    try:
+        for dom in conn.listAllDomains(0):
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                pass
+    finally:
+        conn.close()
+    root = Path(lab_host.instances_path)
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name != "_base":
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+
+
+@pytest.fixture
+def lab_drivers(lab: Any) -> Iterator[list[LibvirtDriver]]:
+    """One LibvirtDriver per lab host; leftovers are removed afterwards."""
+    drivers = [make_driver(h) for h in lab.hosts]
+    try:
+        yield drivers
+    finally:
+        for driver in drivers:
+            driver.cleanup_host(driver.host)
+        for host in lab.hosts:
+            clean_lab_host(host)
