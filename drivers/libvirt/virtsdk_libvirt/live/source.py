@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ import libvirt
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
-from virtsdk.exceptions import MigrationNotFound
+from virtsdk.exceptions import MigrationNotFound, UnsafePath
 from virtsdk.livemigration.loader import load_configured_policies
 from virtsdk.livemigration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
@@ -43,11 +44,15 @@ _JOBS_LOCK = threading.Lock()
 def destination_spec(data: LiveMigrateData, src_instance_dir: str,
                      src_image_cache: str) -> DestinationSpec:
     """What the rewrite needs, from the destination's ``pre_live_migration`` answer
-    (validated: it crossed hosts)."""
+    (validated: it crossed hosts; the destination's instance directory must be a
+    normal absolute path named like the source's, i.e. after the instance UUID)."""
     moves: list[tuple[str, str]] = []
     dd = data.driver_data or {}
     if dd.get("dest_instance_dir"):
-        moves.append((src_instance_dir, str(dd["dest_instance_dir"])))
+        dst_dir = str(dd["dest_instance_dir"])
+        if os.path.basename(dst_dir) != os.path.basename(src_instance_dir):
+            raise UnsafePath(dst_dir, "<the destination's instances directory>")
+        moves.append((src_instance_dir, dst_dir))
     if dd.get("dest_image_cache"):
         moves.append((src_image_cache, str(dd["dest_image_cache"])))
     return DestinationSpec(
