@@ -65,3 +65,19 @@ def teardown(index: int, hosts: list[LabHost], lab_dir: Path | None) -> None:
         raise LabError(f"lab {index}: could not remove {', '.join(leftover)}")
     if lab_dir is not None and lab_dir.exists():
         shutil.rmtree(lab_dir)
+
+
+def indexes_with_resources() -> list[int]:
+    """Lab indexes that own a namespace or interface on this machine right now."""
+    found: set[int] = set()
+    ns_re = re.compile(rf"^{NAME_PREFIX}(\d+)-[a-z]$")
+    link_re = re.compile(rf"^{NAME_PREFIX}(\d+)(br|[a-z])$")
+    for ns in network.list_netns(NAME_PREFIX):
+        m = ns_re.match(ns)
+        if m:
+            found.add(int(m.group(1)))
+    for link in network.list_links(NAME_PREFIX):
+        m = link_re.match(link)
+        if m:
+            found.add(int(m.group(1)))
+    return sorted(found)
