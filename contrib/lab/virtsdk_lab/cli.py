@@ -20,7 +20,7 @@ from virtsdk_lab.prereqs import check_prerequisites
 
 
 def _console() -> Console:
-    console = _console()
+    console = Console()
     if not console.is_terminal:
         console.width = 140
     return console
