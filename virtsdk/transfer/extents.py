@@ -155,14 +155,18 @@ class DigestBuilder:
     def __init__(self, size: int, checksum: str) -> None:
         self.size = size
         self.checksum = checksum
-        self.entries: list[tuple[int, int, bytes]] = []
+        self.entries: dict[int, tuple[int, bytes]] = {}
 
     def add(self, offset: int, length: int, digest: bytes) -> None:
-        self.entries.append((offset, length, digest))
+        """Record a run; a run recorded again (resent after a resume) replaces it."""
+        self.entries[offset] = (length, digest)
+
+    def has(self, offset: int, length: int, digest: bytes) -> bool:
+        return self.entries.get(offset) == (length, digest)
 
     def hexdigest(self) -> str:
         h = hashlib.sha256(_DIGEST_MAGIC + self.checksum.encode() + struct.pack(">Q", self.size))
-        for offset, length, digest in sorted(self.entries):
+        for offset, (length, digest) in sorted(self.entries.items()):
             h.update(struct.pack(">QQ", offset, length))
             h.update(digest)
         return f"{self.checksum}:{h.hexdigest()}"

@@ -1,0 +1,304 @@
+"""The ``stream`` receiver: a short-lived process on the destination host.
+
+Started by :meth:`virtsdk.transfer.stream.StreamTransport.prepare_receive` as
+``[*exec_prefix, python, -m, virtsdk.transfer.receiver, ...]`` (so in the lab it
+listens inside the destination's network namespace).  It reads the one-time token
+from stdin, listens on ``--listen`` (port 0: any), prints ``{"port": N, "pid": P}``
+on stdout and then serves one sender connection at a time until a transfer
+completes.  Guarantees:
+
+* a connection with a wrong token is refused (and the receiver keeps waiting);
+* every name is confined to ``--dest-dir``; existing files are never overwritten;
+* every data frame is checked against its checksum before it is written; a bad frame
+  ends the connection with an ``integrity`` error and nothing of it is written;
+* completed runs go to a journal, so a new connection resumes where the last stopped;
+* it exits once the transfer is complete (or after ``--idle-timeout`` seconds
+  without a sender, or on SIGTERM, or when its parent dies), leaving its outcome in
+  the transfer's state record (:mod:`virtsdk.transfer.state`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hmac
+import json
+import os
+import signal
+import socket
+import ssl
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from virtsdk.exceptions import Invalid
+from virtsdk.transfer import protocol as P
+from virtsdk.transfer import state as xstate
+from virtsdk.transfer.base import SentFile, confine_name
+from virtsdk.transfer.extents import CHECKSUMS, DigestBuilder, allocated_bytes, checksum_function
+
+_JOURNAL = struct.Struct(">IQI")
+
+
+class SessionError(Exception):
+    """Ends one sender connection with an error message of ``kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class IncomingFile:
+    name: str
+    size: int
+    path: str
+    fd: int
+    digest: DigestBuilder
+    done: dict[str, Any] | None = None
+    bytes_written: int = 0
+
+
+@dataclass
+class Receiver:
+    """Receives one transfer into ``dest_dir`` (see the module docstring)."""
+
+    dest_dir: str
+    transfer_id: str
+    token: str
+    tls: ssl.SSLContext | None = None
+    idle_timeout: float = 600.0
+    files: list[IncomingFile] = field(default_factory=list)
+    checksum: str = ""
+    journal_fd: int = -1
+    _buf: bytearray = field(default_factory=lambda: bytearray(P.MAX_PAYLOAD))
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        return xstate.read_state(self.dest_dir, self.transfer_id) or {
+            "transport": "stream", "created": [], "files": [], "complete": False, "error": ""}
+
+    def _set_error(self, message: str) -> None:
+        record = self._record()
+        record["error"] = message
+        xstate.write_state(self.dest_dir, self.transfer_id, record)
+
+    def _open_files(self, hello: dict[str, Any]) -> None:
+        """First session: create the files.  Later sessions must name the same ones."""
+        wanted = [(str(f["name"]), int(f["size"])) for f in hello.get("files", [])]
+        checksum = str(hello.get("checksum", ""))
+        if checksum not in CHECKSUMS:
+            raise SessionError("invalid", f"unknown checksum {checksum!r}")
+        if self.files:
+            have = [(f.name, f.size) for f in self.files]
+            if wanted != have or checksum != self.checksum:
+                raise SessionError("invalid", "a resumed transfer must send the same files")
+            return
+        if not wanted or any(size < 0 for _, size in wanted):
+            raise SessionError("invalid", "no files or a negative size")
+        try:
+            paths = [confine_name(self.dest_dir, name) for name, _ in wanted]
+        except Invalid as exc:
+            raise SessionError("invalid", str(exc)) from exc
+        if len(set(paths)) != len(paths):
+            raise SessionError("invalid", "the same destination name twice")
+        record = self._record()
+        record["created"] = [name for name, _ in wanted]
+        record["sizes"] = [size for _, size in wanted]
+        record["checksum"] = checksum
+        xstate.write_state(self.dest_dir, self.transfer_id, record)
+        self.checksum = checksum
+        for (name, size), path in zip(wanted, paths, strict=True):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise SessionError("invalid", f"{name} already exists on the destination") \
+                    from None
+            os.ftruncate(fd, size)
+            self.files.append(IncomingFile(name, size, path, fd, DigestBuilder(size, checksum)))
+        work = xstate.work_dir(self.dest_dir, self.transfer_id)
+        os.makedirs(work, exist_ok=True)
+        self.journal_fd = os.open(os.path.join(work, "journal"),
+                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _done_map(self) -> dict[str, list[list[Any]]]:
+        return {f.name: [[off, length, digest.hex()]
+                         for off, (length, digest) in sorted(f.digest.entries.items())]
+                for f in self.files}
+
+    # -- one connection ------------------------------------------------------------------
+
+    def session(self, conn: socket.socket) -> bool:
+        """Serve one sender; True once the transfer is complete."""
+        if P.recv_exact(conn, len(P.MAGIC)) != P.MAGIC:
+            raise SessionError("invalid", "not a virtsdk transfer client")
+        hello = P.recv_message(conn)
+        if not hmac.compare_digest(str(hello.get("token", "")).encode(), self.token.encode()) \
+                or hello.get("transfer_id") != self.transfer_id:
+            raise SessionError("auth", "wrong token or transfer id")
+        self._open_files(hello)
+        P.send_message(conn, {"ok": True, "done": self._done_map()})
+        fn = checksum_function(self.checksum)
+        csize = CHECKSUMS[self.checksum][1]
+        dctx = zstandard.ZstdDecompressor()
+        header = bytearray(P.FRAME.size + csize)
+        hview = memoryview(header)
+        view = memoryview(self._buf)
+        while True:
+            P.recv_into_exact(conn, hview)
+            kind, flags, index, offset, raw_len, payload_len = P.FRAME.unpack_from(header)
+            expected = bytes(hview[P.FRAME.size:])
+            if kind == P.DONE:
+                self._complete()
+                P.send_message(conn, {"ok": True, "files": [f.done for f in self.files]})
+                return True
+            if index >= len(self.files) or payload_len > P.MAX_PAYLOAD \
+                    or raw_len > P.MAX_PAYLOAD:
+                raise SessionError("invalid", f"bad frame header {kind, index, payload_len}")
+            f = self.files[index]
+            payload = view[:payload_len]
+            P.recv_into_exact(conn, payload)
+            if kind == P.FILE_DONE:
+                self._file_done(f, json.loads(bytes(payload)))
+                continue
+            if kind != P.DATA or offset + raw_len > f.size:
+                raise SessionError("invalid", f"bad frame for {f.name} at {offset}")
+            data: bytes | memoryview = payload
+            if flags & P.COMPRESSED:
+                try:
+                    data = dctx.decompress(payload, max_output_size=raw_len)
+                except zstandard.ZstdError as exc:
+                    raise SessionError("integrity", f"{f.name}@{offset}: {exc}") from exc
+            if len(data) != raw_len or fn(data) != expected:
+                raise SessionError("integrity",
+                                   f"{f.name}: checksum mismatch in the run at {offset}")
+            os.pwrite(f.fd, data, offset)
+            f.bytes_written += raw_len
+            f.digest.add(offset, raw_len, expected)
+            os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
+
+    def _file_done(self, f: IncomingFile, info: dict[str, Any]) -> None:
+        if info.get("digest") != f.digest.hexdigest():
+            raise SessionError("integrity", f"{f.name}: file digest mismatch (runs missing?)")
+        f.done = info
+
+    def _complete(self) -> None:
+        missing = [f.name for f in self.files if f.done is None]
+        if missing:
+            raise SessionError("integrity", f"no end-of-file record for {missing}")
+        sent = []
+        for f in self.files:
+            os.fsync(f.fd)
+            info = f.done or {}
+            sent.append(SentFile(name=f.name, size=f.size,
+                                 bytes_sent=int(info.get("bytes_sent", 0)),
+                                 bytes_on_wire=int(info.get("bytes_on_wire", 0)),
+                                 digest=f.digest.hexdigest(),
+                                 seconds=float(info.get("seconds", 0.0)),
+                                 backing_file=info.get("backing_file")).to_primitive())
+            info["allocated"] = allocated_bytes(f.path)
+        record = self._record()
+        record.update(files=sent, complete=True, error="")
+        xstate.write_state(self.dest_dir, self.transfer_id, record)
+
+    # -- main loop -----------------------------------------------------------------------
+
+    def serve(self, server: socket.socket) -> int:
+        """Accept senders until the transfer completes (0) or nobody came (2)."""
+        server.settimeout(self.idle_timeout)
+        while True:
+            try:
+                conn, _addr = server.accept()
+            except TimeoutError:
+                self._set_error(f"no sender within {self.idle_timeout:.0f}s")
+                return 2
+            try:
+                conn.settimeout(self.idle_timeout)
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                if self.session(conn):
+                    return 0
+            except SessionError as exc:
+                _reply_error(conn, exc.kind, str(exc))
+            except (P.ProtocolError, OSError, ValueError, ssl.SSLError) as exc:
+                _reply_error(conn, "invalid", f"connection failed: {exc}")
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        for f in self.files:
+            os.close(f.fd)
+        self.files = []
+        if self.journal_fd >= 0:
+            os.close(self.journal_fd)
+            self.journal_fd = -1
+
+
+def _reply_error(conn: socket.socket, kind: str, message: str) -> None:
+    try:
+        P.send_message(conn, {"ok": False, "kind": kind, "error": message})
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us when the process that started us dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _on_sigterm(_sig: int, _frame: object) -> None:
+    raise SystemExit(143)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m virtsdk.transfer.receiver")
+    parser.add_argument("--dest-dir", required=True)
+    parser.add_argument("--transfer-id", required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--idle-timeout", type=float, default=600.0)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-ca")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.parent_pid and os.getppid() != args.parent_pid:
+        return 3  # the parent died before we could ask to follow it
+    token = sys.stdin.readline().strip()
+    if len(token) < 16:
+        print(json.dumps({"error": "no token on stdin"}), flush=True)
+        return 4
+    tls = P.server_tls_context(args.tls_cert, args.tls_key, args.tls_ca) \
+        if args.tls_cert else None
+    family = socket.AF_INET6 if ":" in args.listen else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((args.listen, args.port))
+    server.listen(4)
+    receiver = Receiver(os.path.abspath(args.dest_dir), args.transfer_id, token, tls,
+                        args.idle_timeout)
+    print(json.dumps({"port": server.getsockname()[1], "pid": os.getpid()}), flush=True)
+    started = time.monotonic()
+    try:
+        return receiver.serve(server)
+    finally:
+        receiver.close()
+        server.close()
+        sys.stderr.write(f"receiver {args.transfer_id} done after "
+                         f"{time.monotonic() - started:.1f}s\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
