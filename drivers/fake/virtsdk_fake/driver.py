@@ -1,7 +1,165 @@
-"""Placeholder; the fake driver is being written."""
+"""The fake driver: an in-memory hypervisor whose hosts share an in-process fabric.
 
-from virtsdk.driver import ComputeDriver
+Entry point ``fake`` (group ``virtsdk.compute_drivers``).  Instances hold real bytes:
+guest memory (``[fake] memory_kib_per_mb`` KiB per MiB of flavor RAM) and sparse disks
+sized by the flavor, so migrations can be checked for lost or duplicated state.  Every
+method is a fault-injection step (see :mod:`virtsdk_fake.faults`).  The lifecycle is
+here; cold migration is in :mod:`virtsdk_fake.cold`, live migration in
+:mod:`virtsdk_fake.live`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from virtsdk.context import RequestContext
+from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound
+from virtsdk.objects import (
+    BlockDeviceInfo,
+    DiskInfo,
+    HostResources,
+    ImageMeta,
+    Instance,
+    InstanceInfo,
+    LiveMigrateData,
+    NetworkInfo,
+)
+from virtsdk.states import PowerState
+from virtsdk_fake.cold import FakeColdMigration
+from virtsdk_fake.live import FakeLiveMigration
+from virtsdk_fake.storage import FakeInstance
+
+LOG = logging.getLogger(__name__)
 
 
-class FakeDriver(ComputeDriver):  # pragma: no cover - replaced
-    """In-memory hypervisor (in progress)."""
+class FakeDriver(FakeLiveMigration, FakeColdMigration):
+    """In-memory hypervisor: fabric-shared hosts, real bytes moved by every migration."""
+
+    # -- service lifecycle -------------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        """Manager start-up on this host: nothing to prepare beyond the fabric."""
+        self._step("init_host")
+
+    def cleanup_host(self, host: str) -> None:
+        """Manager shut-down: the host and its instances stay on the fabric."""
+        self._step("cleanup_host")
+
+    # -- instance lifecycle ------------------------------------------------------------------
+
+    def spawn(self, context: RequestContext, instance: Instance, image_meta: ImageMeta,
+              network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
+              power_on: bool = True) -> None:
+        """Create the instance here with disks sized by its flavor; the image id and
+        name are written at the start of the root disk.  Refuses an instance this host
+        already holds (InstanceInvalidState) and, with ``enforce_capacity``, one that
+        does not fit (InsufficientResources); on refusal nothing is created."""
+        self._step("spawn")
+        inst = FakeInstance.build(instance.uuid, instance.name, instance.flavor.copy(),
+                                  self._kib_per_mb, instance.metadata)
+        boot = f"virtsdk-fake-image:{image_meta.id}:{image_meta.name}\n".encode()
+        root = inst.disks["disk"]
+        if root.size:
+            root.write(0, boot[:root.size])
+        with self.fabric.lock:
+            if self.hostobj.holds(instance.uuid):
+                raise InstanceInvalidState(instance.uuid, "host", self.host,
+                                           "spawn an instance that already exists on")
+            if self._enforce:
+                self.hostobj.check_fits(instance.flavor, f"instance {instance.uuid}")
+            if power_on:
+                inst.power_state = PowerState.RUNNING
+                inst.boots += 1
+            self.hostobj.instances[instance.uuid] = inst
+
+    def destroy(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+                block_device_info: BlockDeviceInfo | None = None,
+                destroy_disks: bool = True) -> None:
+        """Remove the instance from this host (defined guest, received disks, live
+        placeholder, left-over disks).  The kept copy of a cold migration
+        (``resize_copies``) is not touched: only confirm/revert decide its fate.
+        With ``destroy_disks=False`` the disks stay behind as left-overs.  Idempotent."""
+        self._step("destroy")
+        self._remove_local(instance.uuid, destroy_disks)
+
+    def _remove_local(self, uuid: str, destroy_disks: bool = True) -> None:
+        with self.fabric.lock:
+            h = self.hostobj
+            inst = h.instances.pop(uuid, None)
+            h.incoming_live.pop(uuid, None)
+            h.incoming_disks.pop(uuid, None)
+            h.cold_targets.pop(uuid, None)
+            if destroy_disks:
+                h.leftovers.pop(uuid, None)
+            elif inst is not None:
+                h.leftovers[uuid] = inst.disks
+
+    def cleanup(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+                block_device_info: BlockDeviceInfo | None = None, destroy_disks: bool = True,
+                migrate_data: LiveMigrateData | None = None) -> None:
+        """Source, after the instance moved away: remove what is left of it here."""
+        self._step("cleanup")
+        self._remove_local(instance.uuid, destroy_disks)
+
+    def power_off(self, instance: Instance, timeout: int = 0, retry_interval: int = 0) -> None:
+        """Shut the guest down (clean within ``timeout`` simulated seconds, else
+        forced); guest memory is lost.  Returns once it is off."""
+        self._step("power_off")
+        self._power_off_guest(self._get(instance), timeout, retry_interval)
+
+    def power_on(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+                 block_device_info: BlockDeviceInfo | None = None) -> None:
+        """Start a stopped (or resume a paused) guest; returns once it runs."""
+        self._step("power_on")
+        with self.fabric.lock:
+            inst = self._get(instance)
+            if inst.power_state != PowerState.RUNNING:
+                if inst.power_state == PowerState.SHUTDOWN:
+                    inst.boots += 1
+                inst.power_state = PowerState.RUNNING
+
+    def get_info(self, instance: Instance) -> InstanceInfo:
+        """The guest's power state here; InstanceNotFound if this host lacks it."""
+        self._step("get_info")
+        inst = self._get(instance)
+        mem_kb = inst.flavor.memory_mb * 1024
+        return InstanceInfo(state=inst.power_state, max_mem_kb=mem_kb,
+                            mem_kb=mem_kb if inst.power_state == PowerState.RUNNING else 0,
+                            num_cpu=inst.flavor.vcpus, cpu_time_ns=inst.boots * 10**9,
+                            internal_id=inst.uuid)
+
+    def list_instances(self) -> list[str]:
+        """Names of the instances defined on this host (not kept copies)."""
+        self._step("list_instances")
+        with self.fabric.lock:
+            return sorted(i.name for i in self.hostobj.instances.values())
+
+    def instance_exists(self, instance: Instance) -> bool:
+        return instance.uuid in self.hostobj.instances
+
+    def get_available_resource(self, nodename: str | None = None) -> HostResources:
+        """Capacity from ``[fake]`` and usage from everything this host holds: defined
+        instances, kept cold-migration copies, live placeholders (all resources) and
+        received or left-over disks (disk only)."""
+        self._step("get_available_resource")
+        with self.fabric.lock:
+            return self.hostobj.resources()
+
+    def get_instance_disk_info(self, instance: Instance,
+                               block_device_info: BlockDeviceInfo | None = None
+                               ) -> list[DiskInfo]:
+        """The instance's disks: virtual and allocated sizes and a content checksum."""
+        self._step("get_instance_disk_info")
+        with self.fabric.lock:
+            inst = self.hostobj.instances.get(instance.uuid)
+            if inst is None:
+                raise InstanceNotFound(instance.uuid, self.host)
+            return [d.info() for _, d in sorted(inst.disks.items())]
+
+    def plug_vifs(self, instance: Instance, network_info: NetworkInfo) -> None:
+        """No network to plug: only a fault-injection step."""
+        self._step("plug_vifs")
+
+    def unplug_vifs(self, instance: Instance, network_info: NetworkInfo) -> None:
+        """No network to unplug: only a fault-injection step."""
+        self._step("unplug_vifs")
