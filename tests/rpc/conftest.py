@@ -60,9 +60,7 @@ def start_server() -> Iterator[Callable[..., oslo_messaging.RPCServer]]:
         return server
 
     yield start
-    for server in servers:
-        server.stop()
-        server.wait()
+    rpc.stop_servers(servers)
 
 
 @pytest.fixture

@@ -9,18 +9,39 @@ from typing import Any
 from virtsdk import exceptions
 
 
+class Journal:
+    """What several endpoints received, in one list: (endpoint name, method, kwargs)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+        self._cond = threading.Condition()
+
+    def add(self, name: str, method: str, kwargs: dict[str, Any]) -> None:
+        with self._cond:
+            self.entries.append((name, method, kwargs))
+            self._cond.notify_all()
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[tuple[str, str, dict]]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.entries) >= count, timeout)
+            return list(self.entries)
+
+
 class Recorder:
     """An RPC endpoint that records what reached it and answers simple requests."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, journal: Journal | None = None) -> None:
         self.name = name
         self.calls: list[tuple[str, Any, dict[str, Any]]] = []
         self._cond = threading.Condition()
+        self._journal = journal
 
     def _record(self, method: str, ctxt: Any, **kwargs: Any) -> None:
         with self._cond:
             self.calls.append((method, ctxt, kwargs))
             self._cond.notify_all()
+        if self._journal is not None:
+            self._journal.add(self.name, method, kwargs)
 
     def wait_calls(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any, dict]]:
         with self._cond:
