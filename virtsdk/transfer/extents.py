@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+import xxhash
+
 BLOCK = 4096
 #: Largest run; also the grid that cuts runs (so runs are the same on both ends).
 CHUNK = 4 << 20
@@ -32,6 +34,10 @@ class Run(NamedTuple):
 
     offset: int
     data: memoryview
+
+
+def _xxh3(data: bytes | memoryview) -> bytes:
+    return xxhash.xxh3_128_digest(data)
 
 
 def _crc32(data: bytes | memoryview) -> bytes:
@@ -48,6 +54,7 @@ def _blake2b(data: bytes | memoryview) -> bytes:
 
 #: Per-run checksum functions by name and their digest length.
 CHECKSUMS: dict[str, tuple[Callable[[bytes | memoryview], bytes], int]] = {
+    "xxh3": (_xxh3, 16),
     "crc32": (_crc32, 4),
     "sha256": (_sha256, 32),
     "blake2b": (_blake2b, 16),

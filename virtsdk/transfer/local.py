@@ -107,8 +107,8 @@ class LocalTransport(DiskTransport):
             cfg.StrOpt("method", default="auto", choices=METHODS,
                        help="auto: reflink, else copy_file_range per data extent, else "
                             "read/write of the non-zero runs (userspace)."),
-            cfg.StrOpt("checksum", default="none", choices=["none", "crc32", "sha256",
-                                                             "blake2b"],
+            cfg.StrOpt("checksum", default="none",
+                       choices=["none", "xxh3", "crc32", "sha256", "blake2b"],
                        help="Digest computed while copying and verified by finish_receive "
                             "(none: only sizes are checked)."),
         ]

@@ -36,7 +36,7 @@ _END = object()
 class SenderOptions:
     """How to send (built from ``[transport_stream]`` by StreamTransport)."""
 
-    checksum: str = "crc32"
+    checksum: str = "xxh3"
     compression: str = "auto"  # auto | on | off
     level: int = 1
     tls: ssl.SSLContext | None = None
