@@ -1,0 +1,1 @@
+"""Test helpers for driver authors (pytest needed): :mod:`virtsdk.testing.contract`."""
