@@ -84,3 +84,10 @@ def fill(fabric: Fabric, host: str, inst: Instance) -> dict[str, str]:
         disk.write(disk.size // 2, f"{n}:{inst.uuid}".encode() * 100)
         disk.write(disk.size - 5, b"TAIL!")
     return guest.fingerprint()
+
+
+def disks_only(fingerprint: dict[str, str]) -> dict[str, str]:
+    """The root and ephemeral disks of a fingerprint: memory does not survive a
+    power-off and swap is recreated by a cold migration."""
+    return {k: v for k, v in fingerprint.items()
+            if k.startswith("disk:") and k != "disk:disk.swap"}
