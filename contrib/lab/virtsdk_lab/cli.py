@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     down = lab_sub.add_parser("down", help="stop a lab and remove everything it created")
     which = down.add_mutually_exclusive_group()
-    which.add_argument("--name", help="the lab(s) with this name (default: vsdk)")
+    which.add_argument("--name", help="the persistent lab(s) with this name (default: vsdk)")
     which.add_argument("--index", type=int, help="the lab with this index")
     which.add_argument("--all", action="store_true",
                        help="every lab not in use by a live process, and stale leftovers")
@@ -72,7 +72,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         targets = [args.index]
     else:
         name = args.name or "vsdk"
-        targets = [rec.index for rec, _busy in recorded_labs() if rec.name == name]
+        targets = [rec.index for rec, _busy in recorded_labs()
+                   if rec.name == name and rec.persistent]
     if not targets:
         console.print("no lab to take down")
         return 0

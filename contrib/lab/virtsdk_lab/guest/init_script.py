@@ -116,7 +116,8 @@ sync
 poweroff -f
 EOS
 chmod +x /etc/acpi/PWRF/00000080
-acpid -c /etc/acpi 2>/dev/null
+mkdir -p /var/log /var/run
+acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid 2>/dev/null
 
 say "READY"
 n=0
