@@ -24,11 +24,14 @@ import ctypes
 import hmac
 import json
 import os
+import queue
+import resource
 import signal
 import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +78,7 @@ class Receiver:
     files: list[IncomingFile] = field(default_factory=list)
     checksum: str = ""
     journal_fd: int = -1
-    _buf: bytearray = field(default_factory=lambda: bytearray(P.MAX_PAYLOAD))
+    fsync: bool = True
 
     # -- state ---------------------------------------------------------------------------
 
@@ -144,44 +147,57 @@ class Receiver:
             raise SessionError("auth", "wrong token or transfer id")
         self._open_files(hello)
         P.send_message(conn, {"ok": True, "done": self._done_map()})
-        fn = checksum_function(self.checksum)
         csize = CHECKSUMS[self.checksum][1]
-        dctx = zstandard.ZstdDecompressor()
         header = bytearray(P.FRAME.size + csize)
         hview = memoryview(header)
-        view = memoryview(self._buf)
-        while True:
-            P.recv_into_exact(conn, hview)
-            kind, flags, index, offset, raw_len, payload_len = P.FRAME.unpack_from(header)
-            expected = bytes(hview[P.FRAME.size:])
-            if kind == P.DONE:
-                self._complete()
-                P.send_message(conn, {"ok": True, "files": [f.done for f in self.files]})
-                return True
-            if index >= len(self.files) or payload_len > P.MAX_PAYLOAD \
-                    or raw_len > P.MAX_PAYLOAD:
-                raise SessionError("invalid", f"bad frame header {kind, index, payload_len}")
-            f = self.files[index]
-            payload = view[:payload_len]
-            P.recv_into_exact(conn, payload)
-            if kind == P.FILE_DONE:
-                self._file_done(f, json.loads(bytes(payload)))
-                continue
-            if kind != P.DATA or offset + raw_len > f.size:
-                raise SessionError("invalid", f"bad frame for {f.name} at {offset}")
-            data: bytes | memoryview = payload
-            if flags & P.COMPRESSED:
-                try:
-                    data = dctx.decompress(payload, max_output_size=raw_len)
-                except zstandard.ZstdError as exc:
-                    raise SessionError("integrity", f"{f.name}@{offset}: {exc}") from exc
-            if len(data) != raw_len or fn(data) != expected:
-                raise SessionError("integrity",
-                                   f"{f.name}: checksum mismatch in the run at {offset}")
-            os.pwrite(f.fd, data, offset)
-            f.bytes_written += raw_len
-            f.digest.add(offset, raw_len, expected)
-            os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
+        writer = _Writer(self)
+        try:
+            while True:
+                P.recv_into_exact(conn, hview)
+                kind, flags, index, offset, raw_len, payload_len = P.FRAME.unpack_from(header)
+                expected = bytes(hview[P.FRAME.size:])
+                if kind == P.DONE:
+                    writer.drain()
+                    self._complete()
+                    P.send_message(conn, {"ok": True, "files": [f.done for f in self.files]})
+                    return True
+                if index >= len(self.files) or payload_len > P.MAX_PAYLOAD \
+                        or raw_len > P.MAX_PAYLOAD or kind not in (P.DATA, P.FILE_DONE):
+                    raise SessionError("invalid", f"bad frame header {kind, index, payload_len}")
+                if kind == P.DATA and offset + raw_len > self.files[index].size:
+                    raise SessionError("invalid", f"run beyond the end of {index} at {offset}")
+                buf = writer.buffer()
+                payload = memoryview(buf)[:payload_len]
+                P.recv_into_exact(conn, payload)
+                writer.submit((kind, flags, index, offset, raw_len, expected, buf, payload_len))
+        finally:
+            writer.stop()
+
+    def write_frame(self, frame: tuple[Any, ...], dctx: zstandard.ZstdDecompressor) -> None:
+        """Writer thread: verify one frame and write it (nothing is written unless the
+        checksum matches)."""
+        kind, flags, index, offset, raw_len, expected, buf, payload_len = frame
+        f = self.files[index]
+        payload = memoryview(buf)[:payload_len]
+        if kind == P.FILE_DONE:
+            self._file_done(f, json.loads(bytes(payload)))
+            return
+        data: bytes | memoryview = payload
+        if flags & P.COMPRESSED:
+            try:
+                data = dctx.decompress(payload, max_output_size=raw_len)
+            except zstandard.ZstdError as exc:
+                raise SessionError("integrity", f"{f.name}@{offset}: {exc}") from exc
+        if len(data) != raw_len or self.checksum_fn(data) != expected:
+            raise SessionError("integrity", f"{f.name}: checksum mismatch in the run at {offset}")
+        os.pwrite(f.fd, data, offset)
+        f.bytes_written += raw_len
+        f.digest.add(offset, raw_len, expected)
+        os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
+
+    @property
+    def checksum_fn(self) -> Any:
+        return checksum_function(self.checksum)
 
     def _file_done(self, f: IncomingFile, info: dict[str, Any]) -> None:
         if info.get("digest") != f.digest.hexdigest():
@@ -194,7 +210,8 @@ class Receiver:
             raise SessionError("integrity", f"no end-of-file record for {missing}")
         sent = []
         for f in self.files:
-            os.fsync(f.fd)
+            if self.fsync:
+                os.fsync(f.fd)
             info = f.done or {}
             sent.append(SentFile(name=f.name, size=f.size,
                                  bytes_sent=int(info.get("bytes_sent", 0)),
@@ -240,6 +257,58 @@ class Receiver:
             self.journal_fd = -1
 
 
+class _Writer:
+    """Verifies and writes frames on a thread of its own while the next frame is
+    being received (buffers come from a small pool, so memory stays bounded)."""
+
+    def __init__(self, receiver: Receiver, buffers: int = 3) -> None:
+        self.receiver = receiver
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(buffers):
+            self.free.put(bytearray(P.MAX_PAYLOAD))
+        self.frames: queue.Queue[Any] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        dctx = zstandard.ZstdDecompressor()
+        while True:
+            frame = self.frames.get()
+            try:
+                if frame is None:
+                    return
+                if self.error is None:
+                    self.receiver.write_frame(frame, dctx)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                self.error = exc
+            finally:
+                if frame is not None:
+                    self.free.put(frame[6])
+                self.frames.task_done()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def buffer(self) -> bytearray:
+        self._check()
+        buf = self.free.get()
+        self._check()
+        return buf
+
+    def submit(self, frame: tuple[Any, ...]) -> None:
+        self.frames.put(frame)
+
+    def drain(self) -> None:
+        self.frames.join()
+        self._check()
+
+    def stop(self) -> None:
+        self.frames.put(None)
+        self.thread.join()
+
+
 def _reply_error(conn: socket.socket, kind: str, message: str) -> None:
     try:
         P.send_message(conn, {"ok": False, "kind": kind, "error": message})
@@ -268,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--idle-timeout", type=float, default=600.0)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="do not fsync the files before reporting them complete")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--tls-ca")
@@ -288,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     server.bind((args.listen, args.port))
     server.listen(4)
     receiver = Receiver(os.path.abspath(args.dest_dir), args.transfer_id, token, tls,
-                        args.idle_timeout)
+                        args.idle_timeout, fsync=not args.no_fsync)
     print(json.dumps({"port": server.getsockname()[1], "pid": os.getpid()}), flush=True)
     started = time.monotonic()
     try:
@@ -296,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         receiver.close()
         server.close()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         sys.stderr.write(f"receiver {args.transfer_id} done after "
-                         f"{time.monotonic() - started:.1f}s\n")
+                         f"{time.monotonic() - started:.1f}s (cpu user {usage.ru_utime:.2f}s "
+                         f"sys {usage.ru_stime:.2f}s)\n")
 
 
 if __name__ == "__main__":

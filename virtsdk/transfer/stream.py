@@ -110,6 +110,10 @@ class StreamTransport(DiskTransport):
                             "compression rate and ratio beat the measured link rate."),
             cfg.IntOpt("compression_level", default=1, min=-5, max=19,
                        help="zstd level."),
+            cfg.BoolOpt("fsync", default=True,
+                        help="The receiver fsyncs every file before it reports the transfer "
+                             "complete (so the source may delete its copy after a crash of "
+                             "the destination)."),
             cfg.BoolOpt("tls", default=False, help="Encrypt the stream with TLS."),
             cfg.StrOpt("tls_cert", help="Receiver certificate (PEM)."),
             cfg.StrOpt("tls_key", help="Receiver private key (PEM)."),
@@ -144,6 +148,8 @@ class StreamTransport(DiskTransport):
                "--listen", endpoint.address, "--port", str(self.opts.listen_port),
                "--idle-timeout", str(self.opts.receiver_idle_timeout),
                "--parent-pid", str(os.getpid())]
+        if not self.opts.fsync:
+            cmd.append("--no-fsync")
         if self.opts.tls:
             if not (self.opts.tls_cert and self.opts.tls_key):
                 raise DiskTransferError("[transport_stream] tls needs tls_cert and tls_key")
