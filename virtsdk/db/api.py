@@ -281,15 +281,22 @@ class Database:
             s.flush()
             return convert.row_to_migration(row)
 
-    def migration_record_progress(self, migration_id: int, values: dict[str, Any]) -> int:
+    def migration_record_progress(
+        self, migration_id: int, values: dict[str, Any],
+        details: dict[str, Any] | None = None,
+    ) -> int:
         """Store a progress sample; ``progress`` never goes down.  Returns the stored
-        progress.  Byte counters are replaced by the newest sample."""
+        progress.  Byte counters are replaced by the newest sample; ``details`` are
+        merged into the migration's free-form details."""
+        values = dict(values)
         with self._session() as s:
             row = self._migration_row(s, migration_id)
             progress = int(values.pop("progress", row.progress))
             row.progress = max(row.progress, min(100, progress))
             for key, value in values.items():
                 setattr(row, key, int(value))
+            if details:
+                row.details = {**(row.details or {}), **details}
             row.updated_at = utcnow()
             return row.progress
 

@@ -1,0 +1,1 @@
+"""The compute side: one manager per host, its RPC API and its service wrapper."""

@@ -1,0 +1,419 @@
+"""Cold migration and resize on the compute side (REFERENCE.md section 1).
+
+RPC methods, all casts, each running on the host named in its docstring::
+
+    dest   prep_resize        claim, Migration record (pre-migrating), prepare target
+    source resize_instance    migrate_disk_and_power_off (migrating -> post-migrating)
+    dest   finish_resize      finish_migration; vm_state RESIZED, migration finished
+    source confirm_resize     confirm_migration; migration confirmed
+    dest   revert_resize      destroy here, then source finish_revert_resize
+    source finish_revert_resize   finish_revert_migration; migration reverted
+
+Failure handling keeps one rule: the instance and its disks survive on exactly one
+host.  Before ``finish_migration`` the source copy is authoritative: the destination
+is cleaned (``abort_resize_target``) and the source restored
+(``finish_revert_migration``).  Then the instance's vm_state follows Nova's "error
+out on exception": restored after a rollback-class error, ERROR otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from virtsdk.compute import utils
+from virtsdk.compute.base import ManagerBase
+from virtsdk.context import RequestContext
+from virtsdk.exceptions import Conflict, NotSupported, RescheduledError
+from virtsdk.objects import (
+    ColdMigrateData,
+    DiskInfo,
+    Flavor,
+    ImageMeta,
+    Instance,
+    Migration,
+    TransferProgress,
+)
+from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
+
+LOG = logging.getLogger(__name__)
+
+Status = MigrationStatus
+
+
+class ColdMigrationMixin(ManagerBase):
+    """Cold-migration RPC methods of the compute manager."""
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _mark_migration(self, migration: Migration | None, status: MigrationStatus,
+                        exc: BaseException | None = None) -> None:
+        if migration is None or migration.id is None:
+            return
+        values: dict[str, object] = {"status": status}
+        if exc is not None:
+            values["error"] = utils.describe(exc)
+        try:
+            self.db.migration_update(migration.id, values)
+        except Exception:  # noqa: BLE001 - never hide the original failure
+            LOG.exception("could not mark migration %s %s", migration.id, status)
+
+    def _old_vm_state(self, instance: Instance) -> VMState:
+        return VMState(instance.system_metadata.get("old_vm_state", VMState.ACTIVE))
+
+    def _fail_flow(self, ctx: RequestContext, instance: Instance, exc: BaseException,
+                   restore: VMState, extra: dict[str, object] | None = None,
+                   rollback: bool = False) -> None:
+        """End a failed flow: optional field fixes, then error-out semantics
+        (``rollback`` forces "restore ``restore``" whatever the error)."""
+        LOG.warning("%s of %s failed on %s: %s", instance.task_state, instance.uuid,
+                    self.host, utils.describe(exc))
+        if extra:
+            try:
+                self.db.instance_update(instance.uuid, dict(extra))
+            except Exception:  # noqa: BLE001
+                LOG.exception("could not restore fields of %s", instance.uuid)
+        utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
+        utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+
+    def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
+        def record(sample: TransferProgress) -> None:
+            if self.stopped.is_set() or sample.bytes_total <= 0:
+                return
+            done = min(sample.bytes_done, sample.bytes_total)
+            self.db.migration_record_progress(migration_id, {
+                "progress": int(100 * done / sample.bytes_total),
+                "disk_total": sample.bytes_total, "disk_processed": done,
+                "disk_remaining": sample.bytes_total - done})
+        return record
+
+    # -- destination: prep_resize ---------------------------------------------------------
+
+    def prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                    alternates: list[str], migration_type: str) -> None:
+        """Destination, cast by the conductor.  Claims resources (the Migration record
+        in 'pre-migrating' is the claim), asks the driver to get ready for the disks,
+        then casts ``resize_instance`` to the source.  A reschedulable failure
+        (RescheduledError, e.g. InsufficientResources) goes back to the conductor with
+        the remaining ``alternates``; when none is left the instance is restored."""
+        instance = self._instance(instance)
+        restore = instance.vm_state
+        box: dict[str, object] = {}
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
+                                      self.host):
+                self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), box)
+        except RescheduledError as exc:
+            self._mark_migration(box.get("migration"), Status.ERROR, exc)  # type: ignore[arg-type]
+            if alternates:
+                LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
+                         instance.uuid, self.host, exc, alternates)
+                self.conductor_rpc.resize_instance(ctx, instance, flavor, alternates,
+                                                   migration_type)
+                return
+            self._fail_flow(ctx, instance, exc, restore,
+                            {"old_flavor": None, "new_flavor": None}, rollback=True)
+            return
+        except Exception as exc:  # noqa: BLE001 - a cast: the records say what happened
+            self._mark_migration(box.get("migration"), Status.ERROR, exc)  # type: ignore[arg-type]
+            migrate_data = box.get("migrate_data")
+            if isinstance(migrate_data, ColdMigrateData):
+                self._abort_target(ctx, instance, migrate_data)
+            if not isinstance(exc, Conflict):
+                self._fail_flow(ctx, instance, exc, restore,
+                                {"old_flavor": None, "new_flavor": None})
+            return
+        migration = box["migration"]
+        assert isinstance(migration, Migration)
+        self.compute_rpc.resize_instance(ctx, migration.source_host, instance, migration,
+                                         flavor, box["migrate_data"])  # type: ignore[arg-type]
+
+    def _prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                     migration_type: MigrationType, box: dict[str, object]) -> None:
+        caps = self.driver.capabilities
+        if instance.task_state != TaskState.RESIZE_PREP:
+            raise Conflict(f"instance {instance.uuid} is {instance.task_state!r}, "
+                           "not resize_prep: another request owns it")
+        if instance.host == self.host and not caps.supports_migrate_to_same_host:
+            raise RescheduledError(
+                f"driver {self.driver.name!r} on {self.host!r} cannot migrate an "
+                "instance to its own host")
+        if migration_type == MigrationType.RESIZE and not caps.supports_resize:
+            raise NotSupported(self.driver.name, "resize")
+        if not caps.supports_cold_migration:
+            raise NotSupported(self.driver.name, "cold migration")
+        with self._resource_lock():
+            self._claim(instance, flavor, f"{migration_type} of {instance.uuid}")
+            migration = self.db.migration_create(Migration(
+                instance_uuid=instance.uuid, source_host=str(instance.host),
+                migration_type=migration_type, dest_host=self.host,
+                source_node=instance.node, dest_node=self.host,
+                status=Status.PRE_MIGRATING, old_flavor=instance.flavor, new_flavor=flavor))
+        box["migration"] = migration
+        sysmeta = dict(instance.system_metadata, old_vm_state=str(instance.vm_state))
+        instance = self.db.instance_update(
+            instance.uuid, {"old_flavor": instance.flavor, "new_flavor": flavor,
+                            "system_metadata": sysmeta},
+            expected_task_state=TaskState.RESIZE_PREP)
+        self._notify(ctx, "resize.prep.start", instance, migration_id=migration.id)
+        box["migrate_data"] = self.driver.prepare_migrate_disk_target(
+            ctx, instance, flavor, migration)
+        self._notify(ctx, "resize.prep.end", instance, migration_id=migration.id)
+
+    def _abort_target(self, ctx: RequestContext, instance: Instance,
+                      migrate_data: ColdMigrateData | None) -> None:
+        try:
+            self.driver.abort_migrate_disk_target(ctx, instance,
+                                                  migrate_data or ColdMigrateData())
+        except Exception:  # noqa: BLE001 - cleanup is best effort; logged
+            LOG.exception("abort_migrate_disk_target of %s failed on %s", instance.uuid,
+                          self.host)
+
+    def abort_resize_target(self, ctx: RequestContext, instance: Instance,
+                            migration: Migration, migrate_data: ColdMigrateData | None,
+                            destroy: bool) -> None:
+        """Destination, called by the source after a failed transfer (or by
+        recovery): undo ``prepare_migrate_disk_target`` and, if ``destroy`` and this
+        is not the instance's own host, remove any partial copy here."""
+        instance = self.db.instance_get(instance.uuid)
+        self._abort_target(ctx, instance, migrate_data)
+        if destroy and instance.host != self.host:
+            self.driver.destroy(ctx, instance, utils.network_info(instance),
+                                destroy_disks=True)
+
+    # -- source: resize_instance ----------------------------------------------------------
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance,
+                        migration: Migration, flavor: Flavor,
+                        migrate_data: ColdMigrateData) -> None:
+        """Source, cast by the destination's prep_resize: power off and send the
+        disks (``migrate_disk_and_power_off``, progress into the migration record),
+        then cast ``finish_resize`` to the destination."""
+        instance = self._instance(instance)
+        restore = instance.vm_state
+        reached_driver = False
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid,
+                                      "compute_resize_instance", self.host):
+                migration = self.db.migration_update(
+                    int(migration.id or 0), {"status": Status.MIGRATING},
+                    expected_status=Status.PRE_MIGRATING)
+                instance = self.db.instance_update(
+                    instance.uuid, {"task_state": TaskState.RESIZE_MIGRATING},
+                    expected_task_state=TaskState.RESIZE_PREP)
+                self._notify(ctx, "resize.start", instance, migration_id=migration.id)
+                reached_driver = True
+                disk_info = self.driver.migrate_disk_and_power_off(
+                    ctx, instance, str(migration.dest_host), flavor,
+                    utils.network_info(instance), None,
+                    self.conf.compute.shutdown_timeout,
+                    self.conf.compute.shutdown_retry_interval, migrate_data,
+                    progress=self._transfer_progress(int(migration.id or 0)))
+                if self.stopped.is_set():
+                    return  # the service "crashed" meanwhile: recovery owns the flow
+                migration = self.db.migration_update(
+                    int(migration.id or 0), {"status": Status.POST_MIGRATING},
+                    expected_status=Status.MIGRATING)
+                instance = self.db.instance_update(
+                    instance.uuid, {"task_state": TaskState.RESIZE_MIGRATED,
+                                    "power_state": PowerState.SHUTDOWN},
+                    expected_task_state=TaskState.RESIZE_MIGRATING)
+                self._notify(ctx, "resize.end", instance, migration_id=migration.id)
+        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
+            if self.stopped.is_set():
+                return
+            self._resize_failed_at_source(ctx, instance, migration, migrate_data, exc,
+                                          restore, reached_driver)
+            return
+        self.compute_rpc.finish_resize(ctx, str(migration.dest_host), instance, migration,
+                                       disk_info, migrate_data)
+
+    def _resize_failed_at_source(self, ctx: RequestContext, instance: Instance,
+                                 migration: Migration, migrate_data: ColdMigrateData,
+                                 exc: BaseException, restore: VMState,
+                                 reached_driver: bool) -> None:
+        if isinstance(exc, Conflict) and not reached_driver:
+            LOG.warning("resize_instance of %s skipped: %s", instance.uuid, exc)
+            return  # recovery or another request already settled this migration
+        self._mark_migration(migration, Status.ERROR, exc)
+        try:
+            self.compute_rpc.abort_resize_target(ctx, str(migration.dest_host), instance,
+                                                 migration, migrate_data, destroy=True)
+        except Exception:  # noqa: BLE001 - the destination may be down; logged
+            LOG.exception("could not clean destination %s of %s", migration.dest_host,
+                          instance.uuid)
+        if reached_driver:
+            try:
+                self.driver.finish_revert_migration(
+                    ctx, instance, utils.network_info(instance), migration,
+                    power_on=restore == VMState.ACTIVE)
+            except Exception as exc2:  # noqa: BLE001
+                LOG.exception("could not restore %s on its source", instance.uuid)
+                exc = exc2
+        self._fail_flow(ctx, instance, exc, restore, {
+            "old_flavor": None, "new_flavor": None,
+            "power_state": PowerState.RUNNING if restore == VMState.ACTIVE
+            else PowerState.SHUTDOWN})
+
+    # -- destination: finish_resize -------------------------------------------------------
+
+    def finish_resize(self, ctx: RequestContext, instance: Instance, migration: Migration,
+                      disk_info: list[DiskInfo],
+                      migrate_data: ColdMigrateData | None = None) -> None:
+        """Destination, cast by the source: build the instance from the received
+        disks (``finish_migration``); vm_state RESIZED, migration 'finished'."""
+        instance = self._instance(instance)
+        migration = self.db.migration_get(int(migration.id or 0))
+        restore = self._old_vm_state(instance)
+        reached_driver = False
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
+                                      self.host):
+                new, old = migration.new_flavor or instance.flavor, migration.old_flavor
+                instance = self.db.instance_update(
+                    instance.uuid, {"host": self.host, "node": self.host, "flavor": new,
+                                    "task_state": TaskState.RESIZE_FINISH},
+                    expected_task_state=TaskState.RESIZE_MIGRATED)
+                self._notify(ctx, "resize.finish.start", instance, migration_id=migration.id)
+                power_on = restore == VMState.ACTIVE
+                reached_driver = True
+                self.driver.finish_migration(
+                    ctx, migration, instance, disk_info, utils.network_info(instance),
+                    instance.image or ImageMeta(id="none"), resize_instance=new != old,
+                    power_on=power_on)
+                self.db.migration_update(int(migration.id or 0),
+                                         {"status": Status.FINISHED, "progress": 100},
+                                         expected_status=Status.POST_MIGRATING)
+                instance = self.db.instance_update(
+                    instance.uuid, {"vm_state": VMState.RESIZED, "task_state": None,
+                                    "power_state": PowerState.RUNNING if power_on
+                                    else PowerState.SHUTDOWN},
+                    expected_task_state=TaskState.RESIZE_FINISH)
+                self._notify(ctx, "resize.finish.end", instance, migration_id=migration.id)
+        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
+            if isinstance(exc, Conflict) and not reached_driver:
+                LOG.warning("finish_resize of %s skipped: %s", instance.uuid, exc)
+                return
+            self._finish_resize_failed(ctx, instance, migration, migrate_data, exc)
+            return
+        utils.finish_action(self.db, ctx, instance.uuid)
+
+    def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
+                              migration: Migration, migrate_data: ColdMigrateData | None,
+                              exc: BaseException) -> None:
+        """The source still holds its kept copy: clean here and restore it there."""
+        self._mark_migration(migration, Status.ERROR, exc)
+        if migration.source_host != self.host:
+            try:
+                self.driver.destroy(ctx, instance, utils.network_info(instance),
+                                    destroy_disks=True)
+            except Exception:  # noqa: BLE001 - logged; the source copy is intact
+                LOG.exception("could not remove partial %s from %s", instance.uuid,
+                              self.host)
+            self._abort_target(ctx, instance, migrate_data)
+        self.db.instance_update(instance.uuid, {
+            "host": migration.source_host, "node": migration.source_node,
+            "flavor": migration.old_flavor or instance.flavor})
+        self.compute_rpc.restore_resize_source(
+            ctx, migration.source_host, instance, migration, utils.describe(exc),
+            isinstance(exc, utils.ROLLBACK_ERRORS))
+
+    def restore_resize_source(self, ctx: RequestContext, instance: Instance,
+                              migration: Migration, reason: str, rollback: bool) -> None:
+        """Source, cast by a destination whose finish_resize failed: start the kept
+        copy again (``finish_revert_migration``).  vm_state: the one before the resize
+        when ``rollback``, else ERROR (the data is intact here either way)."""
+        instance = self._instance(instance)
+        old = self._old_vm_state(instance)
+        final = old if rollback else VMState.ERROR
+        try:
+            self.driver.finish_revert_migration(ctx, instance, utils.network_info(instance),
+                                                migration, power_on=old == VMState.ACTIVE)
+        except Exception as exc:  # noqa: BLE001
+            LOG.exception("could not restore %s on %s", instance.uuid, self.host)
+            final, reason = VMState.ERROR, f"{reason}; restore: {utils.describe(exc)}"
+        self.db.instance_update(instance.uuid, {
+            "host": self.host, "node": migration.source_node,
+            "flavor": migration.old_flavor or instance.flavor, "old_flavor": None,
+            "new_flavor": None, "vm_state": final, "task_state": None,
+            "power_state": PowerState.RUNNING if old == VMState.ACTIVE
+            else PowerState.SHUTDOWN})
+        utils.finish_action(self.db, ctx, instance.uuid, reason)
+
+    # -- confirm / revert -----------------------------------------------------------------
+
+    def confirm_resize(self, ctx: RequestContext, instance: Instance,
+                       migration: Migration) -> None:
+        """Source, cast by the API: delete the kept copy (``confirm_migration``);
+        migration 'confirmed', vm_state back to ACTIVE/STOPPED."""
+        instance = self._instance(instance)
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
+                                      self.host):
+                self._notify(ctx, "resize.confirm.start", instance, migration_id=migration.id)
+                self.driver.confirm_migration(ctx, migration, instance,
+                                              utils.network_info(instance))
+                self.db.migration_update(int(migration.id or 0),
+                                         {"status": Status.CONFIRMED},
+                                         expected_status=Status.CONFIRMING)
+                instance = self.db.instance_update(
+                    instance.uuid, {"vm_state": self._old_vm_state(instance),
+                                    "task_state": None, "old_flavor": None,
+                                    "new_flavor": None},
+                    expected_task_state=TaskState.RESIZE_CONFIRMING)
+                self._notify(ctx, "resize.confirm.end", instance, migration_id=migration.id)
+        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
+            self._mark_migration(migration, Status.ERROR, exc)
+            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
+            return
+        utils.finish_action(self.db, ctx, instance.uuid)
+
+    def revert_resize(self, ctx: RequestContext, instance: Instance,
+                      migration: Migration) -> None:
+        """Destination, cast by the API: destroy the resized instance here, then cast
+        ``finish_revert_resize`` to the source."""
+        instance = self._instance(instance)
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
+                                      self.host):
+                self._notify(ctx, "resize.revert.start", instance, migration_id=migration.id)
+                if migration.source_host != self.host:
+                    self.driver.destroy(ctx, instance, utils.network_info(instance),
+                                        destroy_disks=True)
+        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
+            self._mark_migration(migration, Status.ERROR, exc)
+            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
+            return
+        self.compute_rpc.finish_revert_resize(ctx, migration.source_host, instance,
+                                              migration)
+
+    def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
+                             migration: Migration) -> None:
+        """Source, cast by the destination's revert_resize: restore the kept copy
+        (``finish_revert_migration``); migration 'reverted', old vm_state back."""
+        instance = self._instance(instance)
+        old = self._old_vm_state(instance)
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid,
+                                      "compute_finish_revert_resize", self.host):
+                instance = self.db.instance_update(
+                    instance.uuid, {"host": self.host, "node": migration.source_node,
+                                    "flavor": migration.old_flavor or instance.flavor},
+                    expected_task_state=TaskState.RESIZE_REVERTING)
+                self.driver.finish_revert_migration(
+                    ctx, instance, utils.network_info(instance), migration,
+                    power_on=old == VMState.ACTIVE)
+                self.db.migration_update(int(migration.id or 0), {"status": Status.REVERTED},
+                                         expected_status=Status.REVERTING)
+                instance = self.db.instance_update(
+                    instance.uuid, {"vm_state": old, "task_state": None,
+                                    "old_flavor": None, "new_flavor": None,
+                                    "power_state": PowerState.RUNNING
+                                    if old == VMState.ACTIVE else PowerState.SHUTDOWN},
+                    expected_task_state=TaskState.RESIZE_REVERTING)
+                self._notify(ctx, "resize.revert.end", instance, migration_id=migration.id)
+        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
+            self._mark_migration(migration, Status.ERROR, exc)
+            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
+            return
+        utils.finish_action(self.db, ctx, instance.uuid)

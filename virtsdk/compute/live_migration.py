@@ -1,0 +1,386 @@
+"""Live migration on the compute side (REFERENCE.md sections 1 and 2).
+
+RPC methods and the hosts they run on::
+
+    dest   check_can_live_migrate_destination   call from the conductor
+    source check_can_live_migrate_source        call from the destination
+    dest   pre_live_migration                   call from the source
+    source live_migration                       cast from the conductor; runs the
+                                                driver in a thread of its own
+    dest   post_live_migration_at_destination   call from the source (post path)
+    dest   rollback_live_migration_at_destination  call from the source (failure)
+    source live_migration_abort / _force_complete  calls from the API
+
+Migration statuses: accepted (conductor) -> queued (waiting for a slot: per-host
+limits on outbound and inbound migrations) -> preparing -> running (-> running
+(post-copy)) -> completed; or failed / cancelled / error.  The instance keeps task
+MIGRATING until the record is final; then the task is cleared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+
+from virtsdk.compute import utils
+from virtsdk.compute.base import ManagerBase
+from virtsdk.context import RequestContext
+from virtsdk.exceptions import (
+    Conflict,
+    InstanceInvalidState,
+    LiveMigrationAborted,
+    MigrationError,
+)
+from virtsdk.objects import (
+    DiskInfo,
+    HostResources,
+    Instance,
+    JobStats,
+    LiveMigrateData,
+    Migration,
+)
+from virtsdk.states import MigrationStatus, PowerState, TaskState, VMState
+
+LOG = logging.getLogger(__name__)
+
+Status = MigrationStatus
+EVENT = "compute_live_migration"
+
+
+class LiveMigrationMixin(ManagerBase):
+    """Live-migration RPC methods of the compute manager."""
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def check_can_live_migrate_destination(
+        self, ctx: RequestContext, instance: Instance, block_migration: bool | None,
+        disk_over_commit: bool,
+    ) -> LiveMigrateData:
+        """Destination, RPC call from the conductor: the driver's destination check,
+        then the source's check over RPC; the destination check's leftovers are
+        always cleaned.  Raises MigrationPreCheckError (or NotSupported) to refuse."""
+        instance = self._instance(instance)
+        svc = self.db.service_get(str(instance.host))
+        src = svc.resources if svc is not None and svc.resources is not None else \
+            HostResources(hostname=str(instance.host), vcpus=0, memory_mb=0, local_gb=0)
+        dst = self.driver.get_available_resource(self.host)
+        data = self.driver.check_can_live_migrate_destination(
+            ctx, instance, src, dst, block_migration, disk_over_commit)
+        try:
+            return self.compute_rpc.check_can_live_migrate_source(
+                ctx, str(instance.host), instance, data)
+        finally:
+            self.driver.cleanup_live_migration_destination_check(ctx, data)
+
+    def check_can_live_migrate_source(self, ctx: RequestContext, instance: Instance,
+                                      dest_check_data: LiveMigrateData) -> LiveMigrateData:
+        """Source, RPC call from the destination's check: the driver's source check."""
+        return self.driver.check_can_live_migrate_source(
+            ctx, self._instance(instance), dest_check_data, None)
+
+    # -- destination side -------------------------------------------------------------------
+
+    def pre_live_migration(self, ctx: RequestContext, instance: Instance,
+                           block_migration: bool, disk_info: list[DiskInfo] | None,
+                           migrate_data: LiveMigrateData,
+                           migration: Migration) -> LiveMigrateData:
+        """Destination, RPC call from the source: the driver prepares this host and
+        returns ``migrate_data`` completed (listen addresses...).  Notifications
+        ``live_migration.pre.start`` / ``.end``."""
+        instance = self._instance(instance)
+        with utils.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
+                                  self.host):
+            self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
+            data = self.driver.pre_live_migration(ctx, instance, None,
+                                                  utils.network_info(instance), disk_info,
+                                                  migrate_data)
+            self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
+        return data
+
+    def post_live_migration_at_destination(self, ctx: RequestContext, instance: Instance,
+                                           block_migration: bool,
+                                           migration: Migration) -> None:
+        """Destination, RPC call from the source once the guest runs here: the
+        instance record moves to this host first, then the driver finishes."""
+        instance = self._instance(instance)
+        with utils.event_reporter(self.db, ctx, instance.uuid,
+                                  "compute_post_live_migration_at_destination", self.host):
+            self._notify(ctx, "live_migration.post.dest.start", instance,
+                         migration_id=migration.id)
+            instance = self.db.instance_update(
+                instance.uuid, {"host": self.host, "node": self.host,
+                                "power_state": PowerState.RUNNING},
+                expected_task_state=TaskState.MIGRATING)
+            self.driver.post_live_migration_at_destination(
+                ctx, instance, utils.network_info(instance), block_migration, None)
+            self._notify(ctx, "live_migration.post.dest.end", instance,
+                         migration_id=migration.id)
+
+    def rollback_live_migration_at_destination(
+        self, ctx: RequestContext, instance: Instance, destroy_disks: bool,
+        migrate_data: LiveMigrateData | None, migration: Migration,
+    ) -> None:
+        """Destination, RPC call from the source after a failure: remove what
+        pre_live_migration created here."""
+        instance = self._instance(instance)
+        with utils.event_reporter(self.db, ctx, instance.uuid,
+                                  "compute_rollback_live_migration_at_destination",
+                                  self.host):
+            self.driver.rollback_live_migration_at_destination(
+                ctx, instance, utils.network_info(instance), None, destroy_disks,
+                migrate_data)
+            self._notify(ctx, "live_migration.rollback.dest.end", instance,
+                         migration_id=migration.id)
+
+    # -- source side ------------------------------------------------------------------------
+
+    def live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
+                       block_migration: bool | None, migration: Migration,
+                       migrate_data: LiveMigrateData) -> None:
+        """Source, cast by the conductor after its checks: start the migration in a
+        thread of its own and return."""
+        mid = int(migration.id or 0)
+        thread = threading.Thread(
+            target=self._do_live_migration, name=f"live-migration-{mid}", daemon=True,
+            args=(ctx, instance, dest, block_migration, migration, migrate_data))
+        with self._state_lock:
+            self._live_threads[mid] = thread
+        thread.start()
+
+    def _wait_for_slot(self, mid: int, dest: str) -> bool:
+        """Hold the migration in 'queued' until this host has an outbound slot and
+        ``dest`` an inbound one; False if it was cancelled (or the service stops)."""
+        max_out = self.conf.compute.max_concurrent_live_migrations_outbound
+        while not self.stopped.is_set():
+            svc = self.db.service_get(dest)
+            max_in = int(svc.limits.get("max_inbound", 0)) if svc is not None else 0
+            outcome = self.db.migration_claim_live_slot(mid, max_out, max_in)
+            if outcome == "started":
+                return True
+            if outcome != "wait":
+                return False
+            self.stopped.wait(self.conf.compute.queue_poll_interval)
+        return False
+
+    def _do_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
+                           block_migration: bool | None, migration: Migration,
+                           migrate_data: LiveMigrateData) -> None:
+        mid = int(migration.id or 0)
+        try:
+            instance = self._instance(instance)
+            self.db.action_event_start(ctx, instance.uuid, EVENT, self.host)
+            try:
+                self.db.migration_update(mid, {"status": Status.QUEUED},
+                                         expected_status=Status.ACCEPTED)
+            except Conflict:  # aborted before it was queued
+                self._end_live(ctx, instance, mid, None, None)
+                return
+            if not self._wait_for_slot(mid, dest):
+                self._end_live(ctx, instance, mid, None, None)
+                return
+            self._run_live_migration(ctx, instance, dest, block_migration, migration,
+                                     migrate_data)
+        except Exception as exc:  # noqa: BLE001 - last resort: never lose the outcome
+            LOG.exception("live migration %s of %s crashed", mid, instance.uuid)
+            if not self.stopped.is_set():
+                self._end_live(ctx, instance, mid, Status.ERROR, exc, vm_state=VMState.ERROR)
+        finally:
+            with self._state_lock:
+                self._live_threads.pop(mid, None)
+                self._aborted.discard(mid)
+
+    def _run_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
+                            block_migration: bool | None, migration: Migration,
+                            migrate_data: LiveMigrateData) -> None:
+        mid = int(migration.id or 0)
+        block = bool(migrate_data.block_migration if migrate_data.block_migration
+                     is not None else block_migration)
+        try:
+            disk_info = self.driver.get_instance_disk_info(instance) if block else None
+            migrate_data = self.compute_rpc.pre_live_migration(
+                ctx, dest, instance, block, disk_info, migrate_data, migration)
+        except Exception as exc:  # noqa: BLE001 - rolled back and recorded
+            failed = self._rollback_live(ctx, instance, dest, migrate_data, migration)
+            self._end_live(ctx, instance, mid, Status.ERROR, failed or exc,
+                           vm_state=VMState.ERROR if failed else None)
+            return
+        if mid in self._aborted:
+            failed = self._rollback_live(ctx, instance, dest, migrate_data, migration)
+            self._end_live(ctx, instance, mid, Status.CANCELLED,
+                           failed or LiveMigrationAborted("aborted while preparing"))
+            return
+        self.db.migration_update(mid, {"status": Status.RUNNING},
+                                 expected_status=Status.PREPARING)
+        outcome: dict[str, BaseException | None] = {}
+
+        def post_method(_c: RequestContext, _i: Instance, _d: str, _b: bool,
+                        data: LiveMigrateData) -> None:
+            outcome["post"] = None
+            if self.stopped.is_set():
+                return
+            try:
+                self._post_live_migration(ctx, instance, dest, block, data, migration)
+            except Exception as exc:  # noqa: BLE001 - recorded as the outcome
+                LOG.exception("post live migration of %s failed", instance.uuid)
+                outcome["post"] = exc
+
+        def recover_method(_c: RequestContext, _i: Instance, _d: str,
+                           data: LiveMigrateData) -> None:
+            outcome["recover"] = None
+            if not self.stopped.is_set():
+                outcome["recover"] = self._rollback_live(ctx, instance, dest, data,
+                                                         migration)
+
+        error: BaseException | None = None
+        try:
+            self.driver.live_migration(ctx, instance, dest, post_method, recover_method,
+                                       block, migrate_data, migration,
+                                       progress=self._live_progress(mid))
+        except Exception as exc:  # noqa: BLE001 - the outcome says what to do
+            error = exc
+        if self.stopped.is_set():
+            return  # the service "crashed": recovery at restart settles the records
+        if "post" in outcome:
+            post_error = outcome["post"]
+            if post_error is None:
+                self._end_live(ctx, instance, mid, Status.COMPLETED, None)
+            else:
+                self._end_live(ctx, instance, mid, Status.ERROR, post_error,
+                               vm_state=VMState.ERROR, host=dest)
+            return
+        if "recover" not in outcome:  # the driver broke its contract: roll back here
+            error = error or MigrationError("driver returned without post or recover")
+            outcome["recover"] = self._rollback_live(ctx, instance, dest, migrate_data,
+                                                     migration)
+        cancelled = mid in self._aborted or isinstance(error, LiveMigrationAborted)
+        rollback_error = outcome["recover"]
+        self._end_live(ctx, instance, mid,
+                       Status.ERROR if rollback_error else (
+                           Status.CANCELLED if cancelled else Status.FAILED),
+                       rollback_error or error,
+                       vm_state=VMState.ERROR if rollback_error else None)
+
+    def _live_progress(self, mid: int) -> Callable[[JobStats], None]:
+        def record(stats: JobStats) -> None:
+            if self.stopped.is_set():
+                return
+            if stats.postcopy:
+                try:
+                    self.db.migration_update(mid, {"status": Status.POSTCOPY},
+                                             expected_status=Status.RUNNING)
+                except Conflict:
+                    pass
+            self.db.migration_record_progress(mid, {
+                "progress": int(stats.progress),
+                "memory_total": stats.memory_total,
+                "memory_processed": stats.memory_processed,
+                "memory_remaining": stats.memory_remaining,
+                "disk_total": stats.disk_total, "disk_processed": stats.disk_processed,
+                "disk_remaining": stats.disk_remaining,
+            }, details={"downtime_ms": stats.downtime_ms,
+                        "memory_iteration": stats.memory_iteration,
+                        "job_type": stats.job_type,
+                        "time_elapsed_ms": stats.time_elapsed_ms,
+                        "memory_dirty_rate": stats.memory_dirty_rate})
+        return record
+
+    def _post_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
+                             block: bool, migrate_data: LiveMigrateData,
+                             migration: Migration) -> None:
+        """Source, from the driver's post_method: the guest runs on ``dest``."""
+        self._notify(ctx, "live_migration.post.start", instance, migration_id=migration.id)
+        self.driver.post_live_migration(ctx, instance, None, migrate_data)
+        self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,
+                                                            migration)
+        self.driver.post_live_migration_at_source(ctx, instance,
+                                                  utils.network_info(instance))
+        self._notify(ctx, "live_migration.post.end", instance, migration_id=migration.id)
+
+    def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
+                       migrate_data: LiveMigrateData, migration: Migration
+                       ) -> BaseException | None:
+        """Both sides' rollback; returns the first error (None if clean)."""
+        first: BaseException | None = None
+        try:
+            self.driver.rollback_live_migration_at_source(ctx, instance, migrate_data)
+        except Exception as exc:  # noqa: BLE001 - the destination must still be cleaned
+            LOG.exception("rollback at source of %s failed", instance.uuid)
+            first = exc
+        try:
+            self.compute_rpc.rollback_live_migration_at_destination(
+                ctx, dest, instance, not migrate_data.is_shared_block_storage,
+                migrate_data, migration)
+        except Exception as exc:  # noqa: BLE001
+            LOG.exception("rollback at destination %s of %s failed", dest, instance.uuid)
+            first = first or exc
+        self._notify(ctx, "live_migration._rollback.end", instance,
+                     migration_id=migration.id)
+        return first
+
+    def _end_live(self, ctx: RequestContext, instance: Instance, mid: int,
+                  status: MigrationStatus | None, error: BaseException | None,
+                  vm_state: VMState | None = None, host: str | None = None) -> None:
+        """Final bookkeeping, in this order: the migration record, then the instance
+        (task cleared last), then the action event."""
+        values: dict[str, object] = {}
+        if status is not None:
+            values["status"] = status
+        if error is not None:
+            values["error"] = utils.describe(error)
+        if values:
+            self.db.migration_update(mid, values)
+        inst_values: dict[str, object] = {"task_state": None,
+                                          "vm_state": vm_state or VMState.ACTIVE}
+        if host is not None:
+            inst_values["host"] = host
+            inst_values["node"] = host
+        try:
+            self.db.instance_update(instance.uuid, inst_values)
+        except Exception:  # noqa: BLE001 - deleted meanwhile
+            LOG.exception("could not settle instance %s", instance.uuid)
+        result_ok = status in (Status.COMPLETED,)
+        tb = "" if error is None else "".join(traceback.format_exception(error))
+        self.db.action_event_finish(ctx, instance.uuid, EVENT,
+                                    "Success" if result_ok else "Error", tb)
+        utils.finish_action(self.db, ctx, instance.uuid,
+                            "" if error is None else utils.describe(error))
+
+    # -- abort / force complete -------------------------------------------------------------
+
+    def live_migration_abort(self, ctx: RequestContext, instance: Instance,
+                             migration_id: int) -> None:
+        """Source, RPC call from the API: cancel a queued, preparing or running live
+        migration.  Queued: marked cancelled at once; preparing: cancelled after
+        pre_live_migration; running: the driver aborts the job and the flow ends in
+        'cancelled' through recover_method."""
+        migration = self.db.migration_get(migration_id)
+        if migration.status in (Status.ACCEPTED, Status.QUEUED):
+            try:
+                self.db.migration_update(migration_id, {
+                    "status": Status.CANCELLED, "error": "aborted while queued"},
+                    expected_status=(Status.ACCEPTED, Status.QUEUED))
+                return
+            except Conflict:
+                migration = self.db.migration_get(migration_id)
+        if migration.status == Status.PREPARING:
+            self._aborted.add(migration_id)
+            return
+        if migration.status == Status.RUNNING:
+            self._aborted.add(migration_id)
+            self.driver.live_migration_abort(self._instance(instance))
+            return
+        raise InstanceInvalidState(instance.uuid, "migration status", str(migration.status),
+                                   "abort the live migration of")
+
+    def live_migration_force_complete(self, ctx: RequestContext, instance: Instance,
+                                      migration_id: int) -> None:
+        """Source, RPC call from the API: ask the driver to finish a running
+        migration now (post-copy or pausing the guest)."""
+        migration = self.db.migration_get(migration_id)
+        if migration.status != Status.RUNNING:
+            raise InstanceInvalidState(instance.uuid, "migration status",
+                                       str(migration.status),
+                                       "force the live migration to complete of")
+        self.driver.live_migration_force_complete(self._instance(instance))

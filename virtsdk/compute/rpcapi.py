@@ -1,0 +1,145 @@
+"""Client side of the compute RPC API (topic ``compute``, one server per host).
+
+Called by the API, the conductor and compute managers of other hosts.  Casts return
+at once; calls wait for the remote manager and re-raise its virtsdk error as the same
+class.  Which hops are calls and which are casts follows the seed (REFERENCE.md
+section 1): the cold-migration chain is casts, ``pre_live_migration`` and the
+live-migration checks are calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oslo_config import cfg
+
+from virtsdk import rpc
+from virtsdk.context import RequestContext
+from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, Instance, LiveMigrateData, Migration
+
+TOPIC = "compute"
+
+
+class ComputeAPI:
+    """One method per remote compute-manager method; ``host`` picks the server."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+
+    def _cast(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> None:
+        self._client.prepare(server=host).cast(ctx, method, **kw)
+
+    def _call(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> Any:
+        return self._client.prepare(server=host).call(ctx, method, **kw)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def build_and_run_instance(self, ctx: RequestContext, host: str,
+                               instance: Instance) -> None:
+        self._cast(ctx, host, "build_and_run_instance", instance=instance)
+
+    def terminate_instance(self, ctx: RequestContext, host: str, instance: Instance) -> None:
+        self._call(ctx, host, "terminate_instance", instance=instance)
+
+    def instance_power_state(self, ctx: RequestContext, host: str,
+                             instance: Instance) -> int | None:
+        """The power state ``host``'s driver reports for the instance, None if absent."""
+        return self._call(ctx, host, "instance_power_state", instance=instance)
+
+    # -- cold migration / resize ----------------------------------------------------------
+
+    def prep_resize(self, ctx: RequestContext, host: str, instance: Instance, flavor: Flavor,
+                    alternates: list[str], migration_type: str) -> None:
+        self._cast(ctx, host, "prep_resize", instance=instance, flavor=flavor,
+                   alternates=alternates, migration_type=migration_type)
+
+    def resize_instance(self, ctx: RequestContext, host: str, instance: Instance,
+                        migration: Migration, flavor: Flavor,
+                        migrate_data: ColdMigrateData) -> None:
+        self._cast(ctx, host, "resize_instance", instance=instance, migration=migration,
+                   flavor=flavor, migrate_data=migrate_data)
+
+    def finish_resize(self, ctx: RequestContext, host: str, instance: Instance,
+                      migration: Migration, disk_info: list[DiskInfo],
+                      migrate_data: ColdMigrateData | None) -> None:
+        self._cast(ctx, host, "finish_resize", instance=instance, migration=migration,
+                   disk_info=disk_info, migrate_data=migrate_data)
+
+    def abort_resize_target(self, ctx: RequestContext, host: str, instance: Instance,
+                            migration: Migration, migrate_data: ColdMigrateData | None,
+                            destroy: bool) -> None:
+        self._call(ctx, host, "abort_resize_target", instance=instance, migration=migration,
+                   migrate_data=migrate_data, destroy=destroy)
+
+    def restore_resize_source(self, ctx: RequestContext, host: str, instance: Instance,
+                              migration: Migration, reason: str, rollback: bool) -> None:
+        self._cast(ctx, host, "restore_resize_source", instance=instance,
+                   migration=migration, reason=reason, rollback=rollback)
+
+    def confirm_resize(self, ctx: RequestContext, host: str, instance: Instance,
+                       migration: Migration) -> None:
+        self._cast(ctx, host, "confirm_resize", instance=instance, migration=migration)
+
+    def revert_resize(self, ctx: RequestContext, host: str, instance: Instance,
+                      migration: Migration) -> None:
+        self._cast(ctx, host, "revert_resize", instance=instance, migration=migration)
+
+    def finish_revert_resize(self, ctx: RequestContext, host: str, instance: Instance,
+                             migration: Migration) -> None:
+        self._cast(ctx, host, "finish_revert_resize", instance=instance,
+                   migration=migration)
+
+    # -- live migration -------------------------------------------------------------------
+
+    def check_can_live_migrate_destination(
+        self, ctx: RequestContext, host: str, instance: Instance,
+        block_migration: bool | None, disk_over_commit: bool,
+    ) -> LiveMigrateData:
+        return self._call(ctx, host, "check_can_live_migrate_destination",
+                          instance=instance, block_migration=block_migration,
+                          disk_over_commit=disk_over_commit)
+
+    def check_can_live_migrate_source(self, ctx: RequestContext, host: str,
+                                      instance: Instance,
+                                      dest_check_data: LiveMigrateData) -> LiveMigrateData:
+        return self._call(ctx, host, "check_can_live_migrate_source", instance=instance,
+                          dest_check_data=dest_check_data)
+
+    def pre_live_migration(self, ctx: RequestContext, host: str, instance: Instance,
+                           block_migration: bool, disk_info: list[DiskInfo] | None,
+                           migrate_data: LiveMigrateData,
+                           migration: Migration) -> LiveMigrateData:
+        return self._call(ctx, host, "pre_live_migration", instance=instance,
+                          block_migration=block_migration, disk_info=disk_info,
+                          migrate_data=migrate_data, migration=migration)
+
+    def live_migration(self, ctx: RequestContext, host: str, instance: Instance, dest: str,
+                       block_migration: bool | None, migration: Migration,
+                       migrate_data: LiveMigrateData) -> None:
+        self._cast(ctx, host, "live_migration", instance=instance, dest=dest,
+                   block_migration=block_migration, migration=migration,
+                   migrate_data=migrate_data)
+
+    def post_live_migration_at_destination(self, ctx: RequestContext, host: str,
+                                           instance: Instance, block_migration: bool,
+                                           migration: Migration) -> None:
+        self._call(ctx, host, "post_live_migration_at_destination", instance=instance,
+                   block_migration=block_migration, migration=migration)
+
+    def rollback_live_migration_at_destination(
+        self, ctx: RequestContext, host: str, instance: Instance, destroy_disks: bool,
+        migrate_data: LiveMigrateData | None, migration: Migration,
+    ) -> None:
+        self._call(ctx, host, "rollback_live_migration_at_destination", instance=instance,
+                   destroy_disks=destroy_disks, migrate_data=migrate_data,
+                   migration=migration)
+
+    def live_migration_abort(self, ctx: RequestContext, host: str, instance: Instance,
+                             migration_id: int) -> None:
+        self._call(ctx, host, "live_migration_abort", instance=instance,
+                   migration_id=migration_id)
+
+    def live_migration_force_complete(self, ctx: RequestContext, host: str,
+                                      instance: Instance, migration_id: int) -> None:
+        self._call(ctx, host, "live_migration_force_complete", instance=instance,
+                   migration_id=migration_id)

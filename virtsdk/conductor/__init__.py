@@ -1,0 +1,1 @@
+"""The conductor: orchestration of boots and migrations between API and hosts."""

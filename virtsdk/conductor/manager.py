@@ -1,0 +1,149 @@
+"""The conductor: RPC endpoint of topic ``conductor`` that orchestrates migrations.
+
+Who calls it: the API (``migrate_server`` and ``build_instance``, RPC calls) and
+compute managers (``resize_instance``, a cast that reschedules a cold migration).
+It runs the scheduler in-process and casts work to compute hosts; it never talks to
+a driver.  ``migrate_server`` dispatches as the seed does: ``live and not flavor`` ->
+live migration (:class:`~virtsdk.conductor.live_migrate.LiveMigrationTask`),
+``not live and flavor`` -> cold migration wrapped in the action event
+``cold_migrate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+
+from virtsdk.compute import utils
+from virtsdk.compute.rpcapi import ComputeAPI
+from virtsdk.conductor.live_migrate import LiveMigrationTask
+from virtsdk.context import RequestContext
+from virtsdk.db.api import Database
+from virtsdk.exceptions import Invalid, NotSupported, NoValidHost, RollbackError
+from virtsdk.objects import Flavor, Instance, Migration
+from virtsdk.scheduler import RequestSpec, Scheduler
+from virtsdk.states import MigrationStatus, MigrationType, VMState
+
+LOG = logging.getLogger(__name__)
+
+HOST = "conductor"
+#: errors of a live migration's checks after which the instance is simply restored
+_EXPECTED_LIVE_ERRORS = (NoValidHost, Invalid, NotSupported, RollbackError)
+
+
+class ConductorManager:
+    """See the module docstring."""
+
+    target = oslo_messaging.Target(version="1.0")
+
+    def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: Scheduler) -> None:
+        self.conf = conf
+        self.db = db
+        self.scheduler = scheduler
+        self.compute_rpc = ComputeAPI(conf)
+        self._build_lock = threading.Lock()
+
+    # -- boot -------------------------------------------------------------------------------
+
+    def build_instance(self, ctx: RequestContext, instance: Instance,
+                       host: str | None) -> str:
+        """RPC call from the API: pick a host (or check the requested one), record it
+        on the instance (its claim) and cast the build there.  NoValidHost puts the
+        instance in ERROR and is raised to the caller."""
+        spec = RequestSpec(flavor=instance.flavor, instance_uuid=instance.uuid,
+                           force_hosts=[host] if host else [])
+        with self._build_lock:
+            try:
+                chosen = self.scheduler.select_destinations(ctx, spec)[0]
+            except NoValidHost:
+                self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
+                utils.finish_action(self.db, ctx, instance.uuid, "no valid host")
+                raise
+            instance = self.db.instance_update(instance.uuid, {"host": chosen,
+                                                               "node": chosen})
+        self.compute_rpc.build_and_run_instance(ctx, chosen, instance)
+        return chosen
+
+    # -- migrate_server ---------------------------------------------------------------------
+
+    def migrate_server(self, ctx: RequestContext, instance: Instance,
+                       scheduler_hint: dict[str, Any], live: bool, rebuild: bool,
+                       flavor: Flavor | None, block_migration: bool | None,
+                       disk_over_commit: bool, migration_type: str = "") -> int | None:
+        """RPC call from the API.  Live: returns the migration id once the source was
+        told to start.  Cold: returns once ``prep_resize`` was cast to the chosen host
+        (the migration record is made there).  Scheduling and check failures restore
+        the instance and are raised."""
+        instance = self.db.instance_get(instance.uuid)
+        if live and not rebuild and not flavor:
+            return self._live_migrate(ctx, instance, scheduler_hint, block_migration,
+                                      disk_over_commit)
+        if not live and not rebuild and flavor:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "cold_migrate", HOST):
+                self._cold_migrate(ctx, instance, flavor, scheduler_hint,
+                                   migration_type or str(MigrationType.RESIZE))
+            return None
+        raise Invalid(f"migrate_server: unsupported combination live={live} "
+                      f"rebuild={rebuild} flavor={getattr(flavor, 'name', None)}")
+
+    def _cold_migrate(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                      scheduler_hint: dict[str, Any], migration_type: str) -> None:
+        props = scheduler_hint.get("filter_properties", {})
+        spec = RequestSpec(flavor=flavor, instance_uuid=instance.uuid,
+                           ignore_hosts=list(props.get("ignore_hosts", [])),
+                           force_hosts=list(props.get("force_hosts", [])))
+        try:
+            hosts = self.scheduler.select_destinations(
+                ctx, spec, max_hosts=self.conf.scheduler.max_attempts)
+        except NoValidHost as exc:
+            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                                     rollback=True)
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            raise
+        self.compute_rpc.prep_resize(ctx, hosts[0], instance, flavor, hosts[1:],
+                                     migration_type)
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                        alternates: list[str], migration_type: str) -> None:
+        """Cast from a destination that refused ``prep_resize`` reschedulably: try
+        the next alternate that is still up; none left -> instance restored."""
+        up = {h.host for h in self.scheduler.host_states() if h.is_up and not h.disabled}
+        remaining = [h for h in alternates if h in up]
+        instance = self.db.instance_get(instance.uuid)
+        if not remaining:
+            exc = NoValidHost(f"no alternate host left for {instance.uuid} "
+                              f"(tried {', '.join(alternates) or 'none'})")
+            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                                     rollback=True)
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            return
+        self.compute_rpc.prep_resize(ctx, remaining[0], instance, flavor, remaining[1:],
+                                     migration_type)
+
+    def _live_migrate(self, ctx: RequestContext, instance: Instance,
+                      scheduler_hint: dict[str, Any], block_migration: bool | None,
+                      disk_over_commit: bool) -> int:
+        migration = self.db.migration_create(Migration(
+            instance_uuid=instance.uuid, source_host=str(instance.host),
+            migration_type=MigrationType.LIVE, source_node=instance.node,
+            dest_host=scheduler_hint.get("host"), status=MigrationStatus.ACCEPTED,
+            old_flavor=instance.flavor, new_flavor=instance.flavor))
+        task = LiveMigrationTask(self.conf, self.db, self.scheduler, self.compute_rpc, ctx,
+                                 instance, scheduler_hint.get("host"), block_migration,
+                                 disk_over_commit, migration)
+        try:
+            with utils.event_reporter(self.db, ctx, instance.uuid, "conductor_live_migrate",
+                                      HOST):
+                task.execute()
+        except Exception as exc:
+            self.db.migration_update(int(migration.id or 0), {
+                "status": MigrationStatus.ERROR, "error": utils.describe(exc)})
+            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                                     rollback=isinstance(exc, _EXPECTED_LIVE_ERRORS))
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            raise
+        return int(migration.id or 0)

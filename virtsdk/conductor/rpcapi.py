@@ -1,0 +1,42 @@
+"""Client side of the conductor RPC API (topic ``conductor``).
+
+Called by the API (``migrate_server``, ``build_instance``: calls, so validation and
+scheduling errors come back to the caller) and by compute managers
+(``resize_instance``: a cast, to reschedule a cold migration to an alternate host).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oslo_config import cfg
+
+from virtsdk import rpc
+from virtsdk.context import RequestContext
+from virtsdk.objects import Flavor, Instance
+
+TOPIC = "conductor"
+
+
+class ConductorAPI:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+
+    def migrate_server(self, ctx: RequestContext, instance: Instance,
+                       scheduler_hint: dict[str, Any], live: bool, rebuild: bool,
+                       flavor: Flavor | None, block_migration: bool | None,
+                       disk_over_commit: bool, migration_type: str = "") -> Any:
+        return self._client.call(ctx, "migrate_server", instance=instance,
+                                 scheduler_hint=scheduler_hint, live=live, rebuild=rebuild,
+                                 flavor=flavor, block_migration=block_migration,
+                                 disk_over_commit=disk_over_commit,
+                                 migration_type=migration_type)
+
+    def build_instance(self, ctx: RequestContext, instance: Instance,
+                       host: str | None) -> str:
+        return self._client.call(ctx, "build_instance", instance=instance, host=host)
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                        alternates: list[str], migration_type: str) -> None:
+        self._client.cast(ctx, "resize_instance", instance=instance, flavor=flavor,
+                          alternates=alternates, migration_type=migration_type)
