@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import typing
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def from_primitive(value: Any) -> Any:
             cls = _REGISTRY.get(name)
             if cls is None:
                 raise TypeError(f"unknown object type {name!r}")
-            hints = typing.get_type_hints(cls)
+            hints = _type_hints(cls)
             kwargs = {}
             names = {f.name for f in dataclasses.fields(cls)}
             for key, raw in value["data"].items():
@@ -87,6 +88,12 @@ def from_primitive(value: Any) -> Any:
     if isinstance(value, list):
         return [from_primitive(v) for v in value]
     return value
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` per class, computed once (it dominates decoding)."""
+    return typing.get_type_hints(cls)
 
 
 def _coerce(hint: Any, value: Any) -> Any:
