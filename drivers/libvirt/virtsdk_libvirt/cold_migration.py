@@ -36,9 +36,11 @@ from virtsdk.exceptions import (
 from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, ImageMeta, Instance, Migration
 from virtsdk.transfer.base import (
     AUTO,
+    DiskTransport,
     HostEndpoint,
     SendFile,
     TransferResult,
+    UnknownTransport,
     choose_transport,
     load_transport,
     write_probe,
@@ -58,6 +60,7 @@ LOG = logging.getLogger(__name__)
 #: The domain definition kept in the instance directory, used to redefine the guest
 #: on revert if libvirt lost it.
 DOMAIN_XML = "libvirt.xml"
+LOCAL = "local"
 
 
 @dataclass
@@ -84,6 +87,19 @@ class ColdMigration:
             return name
         return choose_transport(self.drv.conf, ticket)
 
+    def _receiver(self) -> tuple[str, DiskTransport]:
+        """The transport this destination receives with.  With ``auto`` a transport
+        that is not installed or fails to load falls back to ``local``."""
+        name = self._transport_name(None)
+        try:
+            return name, load_transport(name, self.drv.conf)
+        except (UnknownTransport, DiskTransferError) as exc:
+            if self.drv.lv_conf.disk_transport != AUTO or name == LOCAL:
+                raise
+            LOG.warning("disk transport %s unavailable (%s); falling back to %s",
+                        name, exc, LOCAL)
+            return LOCAL, load_transport(LOCAL, self.drv.conf)
+
     def _endpoint(self) -> HostEndpoint:
         return HostEndpoint(self.drv.lv_conf.my_ip, list(self.drv._exec_prefix))
 
@@ -100,8 +116,7 @@ class ColdMigration:
             raise DestinationDiskExists(
                 f"instance {instance.uuid} already has files or a domain on "
                 f"{self.drv.host}; refusing to receive over them")
-        name = self._transport_name(None)
-        transport = load_transport(name, self.drv.conf)
+        name, transport = self._receiver()
         inst_dir.parent.mkdir(parents=True, exist_ok=True)
         inst_dir.mkdir()
         try:

@@ -1,0 +1,283 @@
+"""The libvirt driver on the real two-host lab: boot, resize to the other host,
+revert, confirm, failed transfers, refused shrinking, power-off.
+
+Guest boots are the expensive part (emulation), so each test walks through several
+steps with the same guest; the whole module boots the test guest five times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_driver
+from virtsdk_lab.guest import ConsoleLog
+from virtsdk_libvirt.driver import InstanceExists, LibvirtDriver
+
+from virtsdk.context import get_admin_context
+from virtsdk.exceptions import (
+    DestinationDiskExists,
+    DiskTransferError,
+    InjectedFault,
+    ResizeShrinkNotAllowed,
+)
+from virtsdk.objects import (
+    Flavor,
+    ImageMeta,
+    Instance,
+    Migration,
+    NetworkInfo,
+    TransferProgress,
+)
+from virtsdk.states import MigrationType, PowerState
+
+pytestmark = pytest.mark.lab
+
+GiB = 1024 ** 3
+BOOT_TIMEOUT = 120
+CTX = get_admin_context()
+NET = NetworkInfo()
+SMALL = Flavor("small", 256, 1, 1)
+BIG = Flavor("big", 256, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def image_meta(guest_image: Any) -> ImageMeta:
+    """The lab's kernel + initramfs guest as an image (no disk: the root disk starts
+    blank and the guest writes its marker on it at first boot)."""
+    return ImageMeta(id=f"vsdk-guest-{guest_image.key}", name="vsdk test guest",
+                     properties={"kernel": str(guest_image.kernel),
+                                 "initrd": str(guest_image.initrd),
+                                 "cmdline": guest_image.cmdline()})
+
+
+def console(driver: LibvirtDriver, instance: Instance) -> ConsoleLog:
+    return ConsoleLog(driver._paths.console_log(instance))
+
+
+def boot_and_marker(driver: LibvirtDriver, instance: Instance,
+                    known_boots: int = 0) -> tuple[str, str]:
+    """Wait for the next boot's first heartbeat; return (boot id, marker token)."""
+    log = console(driver, instance)
+    log.wait_for(r"BOOT [0-9a-f]+", BOOT_TIMEOUT)
+    while len(log.boot_ids()) <= known_boots:
+        log.wait_for(r"BOOT [0-9a-f]+", BOOT_TIMEOUT, start=len(log.text()))
+    boot_id = log.boot_ids()[-1]
+    log.wait_for_heartbeat(BOOT_TIMEOUT, boot_id=boot_id)
+    marker = log.marker()
+    assert marker is not None
+    return boot_id, marker
+
+
+def disk_marker(path: Path) -> str:
+    """The marker the guest wrote on the first sector of a disk file (any format)."""
+    out = path.with_name(path.name + ".sector0")
+    subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1",
+                    f"if={path}", f"of={out}"], check=True, capture_output=True)
+    line = out.read_bytes().split(b"\n", 1)[0].decode()
+    out.unlink()
+    assert line.startswith("VSDKMARK "), line
+    return line.split(" ", 1)[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def migration(instance: Instance, src: LibvirtDriver, dst: LibvirtDriver,
+              flavor: Flavor) -> Migration:
+    return Migration(instance_uuid=instance.uuid, source_host=src.host, dest_host=dst.host,
+                     migration_type=MigrationType.RESIZE, old_flavor=instance.flavor,
+                     new_flavor=flavor)
+
+
+def test_lifecycle_without_booting(lab_drivers: list[LibvirtDriver],
+                                   image_meta: ImageMeta) -> None:
+    a, _b = lab_drivers
+    res = a.get_available_resource()
+    assert res.hostname == a.host and res.hypervisor_hostname == a.host
+    assert res.vcpus > 0 and res.memory_mb > 0 and res.local_gb > 0
+    assert res.hypervisor_type == "QEMU" and res.cpu_info["arch"] == "x86_64"
+    inst = Instance(name="lifecycle", flavor=Flavor("f", 128, 1, 1, ephemeral_gb=1))
+    a.spawn(CTX, inst, image_meta, NET, power_on=False)
+    assert "lifecycle" in a.list_instances()
+    assert a.instance_exists(inst)
+    assert a.get_info(inst).state is PowerState.SHUTDOWN
+    disks = {d.path: d for d in a.get_instance_disk_info(inst)}
+    assert set(disks) == {"disk", "disk.local"}
+    assert disks["disk"].virt_disk_size == GiB and disks["disk"].target == "vda"
+    before = sorted(p.name for p in a._paths.instance_dir(inst).iterdir())
+    with pytest.raises(InstanceExists):
+        a.spawn(CTX, inst, image_meta, NET)
+    assert sorted(p.name for p in a._paths.instance_dir(inst).iterdir()) == before
+    a.destroy(CTX, inst, NET)
+    assert not a.instance_exists(inst) and not a._paths.instance_dir(inst).exists()
+    a.destroy(CTX, inst, NET)  # idempotent
+
+
+def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[LibvirtDriver],
+                                                 image_meta: ImageMeta) -> None:
+    # the first migration uses the network stream transport explicitly, the second
+    # one 'auto' (which finds the lab's instance paths visible and copies locally)
+    a = make_driver(lab.hosts[0], disk_transport="stream")
+    b = make_driver(lab.hosts[1], disk_transport="stream")
+    inst = Instance(name="resize-me", flavor=SMALL)
+    a.spawn(CTX, inst, image_meta, NET)
+    boot_a, marker = boot_and_marker(a, inst)
+
+    # -- resize onto host B ------------------------------------------------------------
+    mig = migration(inst, a, b, BIG)
+    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    assert data.transport == "stream" and data.ticket["address"] == b.lv_conf.my_ip
+    samples: list[TransferProgress] = []
+    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=3,
+                                        retry_interval=1, migrate_data=data,
+                                        progress=samples.append)
+    assert [d.path for d in sent] == ["disk"]
+    assert a.get_info(inst).state is PowerState.SHUTDOWN
+    assert a._paths.resize_dir(inst).is_dir() and not a._paths.instance_dir(inst).exists()
+    done = [s.bytes_done for s in samples]
+    assert done == sorted(done) and samples and samples[-1].bytes_done == samples[-1].bytes_total
+
+    inst.flavor, inst.old_flavor = BIG, SMALL
+    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True)
+    assert b.get_info(inst).state is PowerState.RUNNING
+    boot_b, marker_b = boot_and_marker(b, inst)
+    assert marker_b == marker and console(b, inst).markers()[-1].how == "found"
+    assert boot_b != boot_a
+    assert {d.path: d.virt_disk_size for d in b.get_instance_disk_info(inst)} == {
+        "disk": 2 * GiB}
+
+    # -- revert: B drops its copy, A gets the original back --------------------------
+    b.destroy(CTX, inst, NET)
+    assert not b.instance_exists(inst) and not b._paths.instance_dir(inst).exists()
+    inst.flavor, inst.old_flavor = SMALL, None
+    a.finish_revert_migration(CTX, inst, NET, mig)
+    assert a.get_info(inst).state is PowerState.RUNNING
+    boot_a2, marker_a2 = boot_and_marker(a, inst, known_boots=1)
+    assert boot_a2 != boot_a and marker_a2 == marker
+    assert {d.path: d.virt_disk_size for d in a.get_instance_disk_info(inst)} == {"disk": GiB}
+    assert not a._paths.resize_dir(inst).exists()
+
+    # -- resize again (auto transport, B left stopped), then confirm -----------------
+    a2, b2 = lab_drivers
+    mig2 = migration(inst, a2, b2, BIG)
+    data2 = b2.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
+    sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.lv_conf.my_ip, BIG, NET,
+                                          timeout=3, retry_interval=1, migrate_data=data2)
+    inst.flavor, inst.old_flavor = BIG, SMALL
+    b2.finish_migration(CTX, mig2, inst, sent2, NET, image_meta, resize_instance=True,
+                        power_on=False)
+    assert b2.get_info(inst).state is PowerState.SHUTDOWN
+    a2.confirm_migration(CTX, mig2, inst, NET)
+    assert not a2.instance_exists(inst)
+    assert not a2._paths.resize_dir(inst).exists()
+    assert not a2._paths.instance_dir(inst).exists()
+    b_disk = b2._paths.disk(inst, "disk")
+    assert disk_marker(b_disk) == marker
+    assert b2.get_instance_disk_info(inst)[0].virt_disk_size == 2 * GiB
+
+
+class FailAfterFirstChunk:
+    """A progress callback that fails the transfer part way through the disk."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, progress: TransferProgress) -> None:
+        self.calls += 1
+        if progress.bytes_done < progress.bytes_total:
+            raise InjectedFault(f"transfer cut after {progress.bytes_done} bytes")
+
+
+def test_failures_leave_the_source_startable(lab_drivers: list[LibvirtDriver],
+                                             image_meta: ImageMeta) -> None:
+    a, b = lab_drivers
+    inst = Instance(name="survivor", flavor=BIG)
+    a.spawn(CTX, inst, image_meta, NET)
+    boot_1, marker = boot_and_marker(a, inst)
+    log = console(a, inst)
+    inst_dir = a._paths.instance_dir(inst)
+
+    # -- shrinking is refused before anything is touched: the guest keeps running ----
+    mig = migration(inst, a, b, SMALL)
+    data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    with pytest.raises(DestinationDiskExists):
+        b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    listing = sorted(p.name for p in inst_dir.iterdir())
+    with pytest.raises(ResizeShrinkNotAllowed):
+        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, SMALL, NET,
+                                     migrate_data=data)
+    assert a.get_info(inst).state is PowerState.RUNNING
+    assert sorted(p.name for p in inst_dir.iterdir()) == listing
+    assert not a._paths.resize_dir(inst).exists()
+    seq = log.last_heartbeat().seq
+    log.wait_for_heartbeat(BOOT_TIMEOUT, boot_id=boot_1, after_seq=seq)  # still the same boot
+
+    # -- the receiver goes away before the source sends: the source restarts --------
+    b.abort_migrate_disk_target(CTX, inst, data)
+    assert not b._paths.instance_dir(inst).exists()
+    with pytest.raises(DiskTransferError):
+        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=2,
+                                     retry_interval=1, migrate_data=data)
+    assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
+    assert a.get_info(inst).state is PowerState.RUNNING
+    boot_2, marker_2 = boot_and_marker(a, inst, known_boots=1)
+    assert boot_2 != boot_1 and marker_2 == marker
+    assert log.markers()[-1].how == "found"
+
+    # -- power off with a deadline, then a transfer cut half way: stays stopped, intact
+    a.power_off(inst, timeout=2, retry_interval=1)
+    assert a.get_info(inst).state is PowerState.SHUTDOWN
+    digest = sha256(a._paths.disk(inst, "disk"))
+    mig3 = migration(inst, a, b, BIG)
+    data3 = b.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
+    cut = FailAfterFirstChunk()
+    with pytest.raises((InjectedFault, DiskTransferError)):
+        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
+                                     migrate_data=data3, progress=cut)
+    assert cut.calls >= 1
+    assert a.get_info(inst).state is PowerState.SHUTDOWN
+    assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
+    assert sha256(a._paths.disk(inst, "disk")) == digest
+    assert disk_marker(a._paths.disk(inst, "disk")) == marker
+    b.abort_migrate_disk_target(CTX, inst, data3)
+    assert not b._paths.instance_dir(inst).exists()
+    # and the source still starts
+    a.power_on(CTX, inst, NET)
+    assert a.get_info(inst).state is PowerState.RUNNING
+
+
+def test_finish_refuses_an_overlay_of_a_foreign_backing_file(
+        lab_drivers: list[LibvirtDriver], image_meta: ImageMeta, tmp_path: Path) -> None:
+    """A received qcow2 whose backing file is not this image's base (here: a file
+    that could hold anyone's data) is refused, not started."""
+    a, b = lab_drivers
+    inst = Instance(name="crafted", flavor=SMALL)
+    mig = migration(inst, a, b, SMALL)
+    data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"not yours" * 1000)
+    crafted = tmp_path / "disk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret),
+                    str(crafted), "1G"], check=True)
+    from virtsdk.transfer.base import SendFile, load_transport
+
+    load_transport("local", a.conf).send([SendFile(str(crafted), "disk")], data.ticket)
+    sent = [d for d in _describe(a, crafted)]
+    with pytest.raises(Exception, match="overlay|backing"):
+        b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=False)
+    assert not b.instance_exists(inst)
+
+
+def _describe(driver: LibvirtDriver, path: Path) -> list[Any]:
+    from virtsdk_libvirt import disk
+
+    from virtsdk.objects import DiskInfo
+
+    info = disk.info(path)
+    return [DiskInfo(path="disk", type=info.format, virt_disk_size=info.virtual_size,
+                     disk_size=info.actual_size)]
