@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -140,15 +142,23 @@ class LocalTransport(DiskTransport):
         dest_dir, tid = ticket["dest_dir"], ticket["transfer_id"]
         targets = [(f, confine_name(dest_dir, f.name)) for f in files]
         sizes = [os.path.getsize(f.path) for f in files]
-        record: dict[str, Any] = {"transport": self.name, "created": [f.name for f in files],
-                                  "files": [], "complete": False}
+        record: dict[str, Any] = {"transport": self.name, "created": [], "files": [],
+                                  "complete": False}
         xstate.write_state(dest_dir, tid, record)
+        lock = threading.Lock()
+
+        def claimed(name: str) -> None:
+            # recorded only once it is ours, so a cancel never deletes a file it found
+            with lock:
+                record["created"].append(name)
+                xstate.write_state(dest_dir, tid, record)
+
         meter = ProgressMeter(progress, sum(sizes))
         started = time.monotonic()
         created: list[str] = []
         try:
             with ThreadPoolExecutor(max_workers=self.common.parallel_files) as pool:
-                futures = [pool.submit(self._copy_file, f, dst, meter, created)
+                futures = [pool.submit(self._copy_file, f, dst, meter, created, claimed)
                            for f, dst in targets]
                 sent = [fut.result() for fut in futures]
         except Exception as exc:
@@ -169,7 +179,7 @@ class LocalTransport(DiskTransport):
                               seconds=time.monotonic() - started)
 
     def _copy_file(self, f: SendFile, dst: str, meter: ProgressMeter,
-                   created: list[str]) -> SentFile:
+                   created: list[str], claimed: Callable[[str], None]) -> SentFile:
         started = time.monotonic()
         checksum = self.opts.checksum
         method = self.opts.method
@@ -181,6 +191,7 @@ class LocalTransport(DiskTransport):
                 raise DiskTransferError(f"destination file {dst} already exists; "
                                         "refusing to overwrite it") from None
             created.append(dst)
+            claimed(f.name)
             try:
                 copied, digest = self._copy_fd(src.fileno(), dst_fd, size, method, checksum,
                                                meter, f.name)

@@ -110,11 +110,13 @@ class Receiver:
             raise SessionError("invalid", str(exc)) from exc
         if len(set(paths)) != len(paths):
             raise SessionError("invalid", "the same destination name twice")
+        existing = [name for (name, _), path in zip(wanted, paths, strict=True)
+                    if os.path.lexists(path)]
+        if existing:
+            raise SessionError("invalid", f"{', '.join(existing)} already exists on the "
+                                          "destination; refusing to overwrite")
         record = self._record()
-        record["created"] = [name for name, _ in wanted]
-        record["sizes"] = [size for _, size in wanted]
-        record["checksum"] = checksum
-        xstate.write_state(self.dest_dir, self.transfer_id, record)
+        record.update(created=[], sizes=[size for _, size in wanted], checksum=checksum)
         self.checksum = checksum
         for (name, size), path in zip(wanted, paths, strict=True):
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -123,6 +125,9 @@ class Receiver:
             except FileExistsError:
                 raise SessionError("invalid", f"{name} already exists on the destination") \
                     from None
+            # recorded only once it is ours, so a cancel never deletes a file it found
+            record["created"].append(name)
+            xstate.write_state(self.dest_dir, self.transfer_id, record)
             os.ftruncate(fd, size)
             self.files.append(IncomingFile(name, size, path, fd, DigestBuilder(size, checksum)))
         work = xstate.work_dir(self.dest_dir, self.transfer_id)

@@ -1,0 +1,307 @@
+"""The ``stream`` transport end to end on 127.0.0.1 (receiver and sender on this
+machine, empty exec_prefix): correctness, refusals, resume, TLS, compression."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tests.transfer.conftest import MiB, assert_as_sparse, make_sparse, rnd, same_content
+from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
+from virtsdk.transfer import protocol as P
+from virtsdk.transfer import stream as stream_mod
+from virtsdk.transfer.base import HostEndpoint, SendFile, choose_transport
+from virtsdk.transfer.extents import file_digest
+from virtsdk.transfer.local import LocalTransport
+from virtsdk.transfer.stream import StreamTransport
+
+EP = HostEndpoint("127.0.0.1")
+
+
+@pytest.fixture
+def transport(conf):
+    t = StreamTransport(conf)
+    conf.set_override("receiver_idle_timeout", 60, group="transport_stream")
+    conf.set_override("io_timeout", 20, group="transport_stream")
+    conf.set_override("retries", 0, group="transport_stream")
+    tickets: list[dict] = []
+    orig = t.prepare_receive
+
+    def prepare(dest_dir, endpoint=EP):
+        ticket = orig(dest_dir, endpoint)
+        tickets.append(ticket)
+        return ticket
+
+    t.prepare_receive = prepare  # type: ignore[method-assign]
+    yield t
+    for ticket in tickets:  # never leave a receiver behind
+        proc = stream_mod._RECEIVERS.get(ticket["transfer_id"])
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            stream_mod._RECEIVERS.pop(ticket["transfer_id"], None)
+
+
+@pytest.fixture(scope="module")
+def disk64(tmp_path_factory) -> str:
+    """64 MiB of random data in 4 extents of a 256 MiB sparse file."""
+    root = tmp_path_factory.mktemp("disk64")
+    return make_sparse(str(root / "disk"), 256 * MiB,
+                       [(i * 64 * MiB + 4096, rnd(16 * MiB)) for i in range(4)])
+
+
+def _receiver_alive(ticket) -> bool:
+    proc = stream_mod._RECEIVERS.get(ticket["transfer_id"])
+    return proc is not None and proc.poll() is None
+
+
+def test_odd_files_round_trip(transport, tmp_path, odd_files):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    files = [SendFile(path, f"disks/{name}") for name, path in odd_files.items()]
+    seen = []
+    result = transport.send(files, ticket, progress=seen.append)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert [r.name for r in received] == [f.name for f in files]
+    for f, r, sent in zip(files, received, result.files, strict=True):
+        assert same_content(f.path, r.path), f.name
+        assert_as_sparse(f.path, r.path)
+        assert sent.digest == r.digest == file_digest(f.path, "xxh3")
+    total = sum(os.path.getsize(f.path) for f in files)
+    done = [p.bytes_done for p in seen]
+    assert done == sorted(done) and done[-1] == total
+    assert all(p.bytes_total == total for p in seen)
+    # only data travelled: the 5 GiB file cost a few KiB
+    assert result.bytes_sent <= sum(os.stat(f.path).st_blocks * 512 for f in files)
+    assert sorted(os.listdir(tmp_path / "dest")) == ["disks"]  # no state left behind
+    assert not _receiver_alive(ticket)
+
+
+def test_token_is_single_use(transport, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    transport.send([SendFile(disk64, "disk")], ticket)
+    transport.finish_receive(ticket, timeout=60)
+    with pytest.raises(DiskTransferError):
+        transport.send([SendFile(disk64, "disk2")], ticket)
+
+
+def test_wrong_token_rejected_and_receiver_keeps_waiting(transport, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    forged = dict(ticket, token="A" * 43)
+    with pytest.raises(TransferAuthError):
+        transport.send([SendFile(disk64, "disk")], forged)
+    assert os.listdir(tmp_path / "dest") == [n for n in os.listdir(tmp_path / "dest")
+                                             if n.startswith(".virtsdk-")]
+    transport.send([SendFile(disk64, "disk")], ticket)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(disk64, received[0].path)
+
+
+def _raw_hello(ticket, files) -> dict:
+    with socket.create_connection((ticket["address"], ticket["port"]), timeout=10) as sock:
+        sock.sendall(P.MAGIC)
+        P.send_message(sock, {"token": ticket["token"], "transfer_id": ticket["transfer_id"],
+                              "checksum": "xxh3", "files": files})
+        return P.recv_message(sock)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/evil", "a/../../b", ".virtsdk-transfer-x",
+                                  "link/disk"])
+def test_receiver_rejects_unsafe_names(transport, tmp_path, name):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(tmp_path)
+    ticket = transport.prepare_receive(str(dest))
+    reply = _raw_hello(ticket, [{"name": name, "size": 10}])
+    assert reply["ok"] is False and reply["kind"] == "invalid"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+    assert _receiver_alive(ticket)
+
+
+def test_existing_destination_file_is_not_overwritten(transport, tmp_path, disk64):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "disk").write_bytes(b"precious")
+    ticket = transport.prepare_receive(str(dest))
+    with pytest.raises(DiskTransferError, match="already exists"):
+        transport.send([SendFile(disk64, "disk")], ticket)
+    transport.cancel_receive(ticket)
+    assert (dest / "disk").read_bytes() == b"precious"
+    assert os.listdir(dest) == ["disk"]
+
+
+class _CorruptingProxy:
+    """Forwards one connection to the receiver, flipping one byte of the sender's
+    stream at ``position`` (inside the first data run)."""
+
+    def __init__(self, target: tuple[str, int], position: int) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.target = target
+        self.position = position
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client, _ = self.server.accept()
+        upstream = socket.create_connection(self.target)
+
+        def back() -> None:
+            try:
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+        threading.Thread(target=back, daemon=True).start()
+        seen = 0
+        try:
+            while data := client.recv(65536):
+                if seen <= self.position < seen + len(data):
+                    buf = bytearray(data)
+                    buf[self.position - seen] ^= 0xFF
+                    data = bytes(buf)
+                seen += len(data)
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+
+def test_corrupted_extent_rejected_then_resent(transport, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    proxy = _CorruptingProxy((ticket["address"], ticket["port"]), position=3 * MiB)
+    with pytest.raises(TransferIntegrityError, match="checksum mismatch"):
+        transport.send([SendFile(disk64, "disk")], dict(ticket, port=proxy.port))
+    # the corrupt run was not written: the destination still reads as zeros there
+    with open(tmp_path / "dest" / "disk", "rb") as fh:
+        assert fh.read(4 * MiB).strip(b"\0") == b""
+    result = transport.send([SendFile(disk64, "disk")], ticket)  # straight, no proxy
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(disk64, received[0].path)
+    assert result.files[0].digest == received[0].digest
+
+
+_KILLED_SENDER = """
+import json, os, signal, sys
+from oslo_config import cfg
+from virtsdk.transfer.base import SendFile
+from virtsdk.transfer.stream import StreamTransport
+ticket = json.loads(sys.argv[1])
+conf = cfg.ConfigOpts(); conf([])
+t = StreamTransport(conf)
+opts = t.sender_options()
+opts.compression = "off"
+opts.on_wire = lambda n: os.kill(os.getpid(), signal.SIGKILL) if n >= int(sys.argv[3]) else None
+t.send([SendFile(sys.argv[2], "disk")], ticket, options=opts)
+"""
+
+
+def test_interrupted_transfer_resumes_and_source_is_untouched(transport, tmp_path, disk64):
+    before = (os.stat(disk64).st_mtime_ns, file_digest(disk64, "sha256"))
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SENDER, json.dumps(ticket), disk64,
+                           str(32 * MiB)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert _receiver_alive(ticket)
+    result = transport.send([SendFile(disk64, "disk")], ticket)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(disk64, received[0].path)
+    assert result.resumed_bytes >= 16 * MiB
+    assert result.bytes_on_wire <= 64 * MiB - result.resumed_bytes + MiB
+    assert (os.stat(disk64).st_mtime_ns, file_digest(disk64, "sha256")) == before
+
+
+def test_dropped_connection_is_retried_automatically(transport, conf, tmp_path, disk64):
+    conf.set_override("retries", 2, group="transport_stream")
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    opts = transport.sender_options()
+    drops = []
+
+    def drop_once(n: int) -> None:
+        if n >= 20 * MiB and not drops:
+            drops.append(n)
+            raise ConnectionResetError("simulated drop")
+
+    opts.on_wire = drop_once
+    result = transport.send([SendFile(disk64, "disk")], ticket, options=opts)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert drops and result.resumed_bytes > 0
+    assert same_content(disk64, received[0].path)
+
+
+def test_cancel_stops_the_receiver_and_removes_only_its_files(transport, tmp_path, disk64):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "console.log").write_text("keep")
+    ticket = transport.prepare_receive(str(dest))
+    reply = _raw_hello(ticket, [{"name": "disk", "size": 123}])  # creates the file
+    assert reply["ok"] is True
+    assert (dest / "disk").exists()
+    transport.cancel_receive(ticket)
+    transport.cancel_receive(ticket)
+    assert not _receiver_alive(ticket)
+    assert sorted(os.listdir(dest)) == ["console.log"]
+
+
+def test_receiver_gives_up_without_a_sender(transport, conf, tmp_path):
+    conf.set_override("receiver_idle_timeout", 1, group="transport_stream")
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    with pytest.raises(DiskTransferError, match="no sender|exited"):
+        transport.finish_receive(ticket, timeout=60)
+    transport.cancel_receive(ticket)
+    assert os.listdir(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_compression_round_trip(transport, conf, tmp_path, mode):
+    text = b"".join(b"line %d of a very compressible disk\n" % i for i in range(200000))
+    src = make_sparse(str(tmp_path / "text"), 32 * MiB, [(MiB, text)])
+    conf.set_override("compression", mode, group="transport_stream")
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    result = transport.send([SendFile(src, "disk")], ticket)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(src, received[0].path)
+    if mode == "on":
+        assert result.bytes_on_wire < result.bytes_sent / 3
+    else:
+        assert result.bytes_on_wire >= result.bytes_sent
+
+
+def test_tls_round_trip_and_verification(transport, conf, tmp_path, disk64):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    for name, value in (("tls", True), ("tls_cert", cert), ("tls_key", key), ("tls_ca", cert)):
+        conf.set_override(name, value, group="transport_stream")
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    assert ticket["tls"] is True
+    with pytest.raises(OSError):  # a plain-TCP peer gets no answer it understands
+        _raw_hello(ticket, [{"name": "disk", "size": 1}])
+    untrusted = transport.sender_options()
+    untrusted.tls = P.client_tls_context(None)  # system CAs: our self-signed cert fails
+    with pytest.raises(DiskTransferError):
+        transport.send([SendFile(disk64, "disk")], ticket, options=untrusted)
+    transport.send([SendFile(disk64, "disk")], ticket)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(disk64, received[0].path)
+
+
+def test_source_on_shared_storage_copies_locally(transport, conf, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    name = choose_transport(conf, ticket)
+    assert name == "local"  # same machine: the probe is visible
+    LocalTransport(conf).send([SendFile(disk64, "disk")], ticket)
+    received = transport.finish_receive(ticket, timeout=60)
+    assert same_content(disk64, received[0].path)
+    assert not _receiver_alive(ticket)
+    assert os.listdir(tmp_path / "dest") == ["disk"]
