@@ -24,6 +24,8 @@ from virtsdk.objects import JobStats
 from virtsdk_fake.clock import Clock
 
 RUNNING = "unbounded"
+#: bytes below which a remainder counts as sent (float rounding of budget = rate * dt)
+_EPS = 1.0
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -76,7 +78,7 @@ class SimulatedLiveMigration:
         self._switching = False
         self.downtime_history: list[int] = [max_downtime_ms]
 
-    # -- MigrationJob -----------------------------------------------------------------------
+    # -- MigrationJob --------------------------------------------------------------------
 
     def stats(self) -> JobStats:
         """Advance the simulation to now and return a sample."""
@@ -120,7 +122,7 @@ class SimulatedLiveMigration:
         if self._pause_guest is not None:
             self._pause_guest()
 
-    # -- simulation -------------------------------------------------------------------------
+    # -- simulation ----------------------------------------------------------------------
 
     def _end(self, job_type: str) -> None:
         self.job_type = job_type
@@ -142,7 +144,8 @@ class SimulatedLiveMigration:
             if self.phase == "disk":
                 sent = min(budget, self.disk_remaining)
                 self.disk_remaining -= sent
-                if self.disk_remaining <= 0:
+                if self.disk_remaining <= _EPS:
+                    self.disk_remaining = 0.0
                     self.phase = "memory"
                     self.iteration = 1
                     return "iteration"
@@ -150,6 +153,8 @@ class SimulatedLiveMigration:
             sent = min(budget, self.round_remaining)
             self.round_remaining -= sent
             self.memory_processed += sent
+            if self.round_remaining <= _EPS:
+                self.round_remaining = 0.0
             if self.postcopy:
                 if self.round_remaining <= 0:
                     self._end("completed")
@@ -208,7 +213,7 @@ class SimulatedLiveMigration:
                     self.round_remaining = self.dirty = 0.0
                     self._end("completed")
 
-    # -- reporting --------------------------------------------------------------------------
+    # -- reporting -----------------------------------------------------------------------
 
     def snapshot(self) -> JobStats:
         with self._lock:
