@@ -6,6 +6,7 @@ import argparse
 
 from oslo_config import cfg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from virtsdk.loader import list_drivers, load_driver_class
@@ -31,7 +32,7 @@ def cmd_list(_args: argparse.Namespace) -> int:
         caps = ", ".join(
             k.removeprefix("supports_") for k, v in entry.capabilities.items() if v is True
         )
-        status = "available" if entry.available else f"[red]unavailable[/red]: {entry.error}"
+        status = "available" if entry.available else f"[red]unavailable[/red]: {escape(entry.error)}"
         table.add_row(entry.name, entry.distribution, entry.version, status, caps)
     console.print(table)
     return 0
@@ -49,7 +50,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         caps.add_row(key, str(value))
     console.print(caps)
     console.print("implements: " + (", ".join(desc.implemented) or "lifecycle only"))
-    opts = Table(title=f"options (group [{desc.name}])")
+    opts = Table(title=escape(f"options (group [{desc.name}])"))
     for col in ("option", "type", "default", "help"):
         opts.add_column(col)
     for opt in cls.list_opts():
