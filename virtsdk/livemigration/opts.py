@@ -14,7 +14,7 @@ from oslo_config import cfg
 
 GROUP = "live_migration"
 
-group = cfg.OptGroup(GROUP, title="Live-migration monitoring and convergence policies")
+TITLE = "Live-migration monitoring and convergence policies"
 
 opts: list[cfg.Opt] = [
     cfg.ListOpt(
@@ -86,9 +86,12 @@ opts: list[cfg.Opt] = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the group on ``conf``; safe to call more than once."""
-    conf.register_group(group)
-    conf.register_opts(opts, group=group)
+    """Register the group on ``conf``; safe to call more than once.
+
+    A fresh OptGroup each time: oslo.config copies a registered group shallowly, so a
+    shared OptGroup object would share overrides between ConfigOpts instances."""
+    conf.register_group(cfg.OptGroup(GROUP, title=TITLE))
+    conf.register_opts(opts, group=GROUP)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
