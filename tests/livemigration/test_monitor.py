@@ -1,0 +1,176 @@
+"""The monitor loop, driven by a scripted job (a MigrationJob that replays samples)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from virtsdk.exceptions import NotSupported
+from virtsdk.livemigration.base import Action, ConvergencePolicy
+from virtsdk.livemigration.monitor import MonotonicProgress, monitor_migration
+from virtsdk.objects import JobStats
+
+GiB = 1024**3
+
+
+class ScriptedJob:
+    """Replays a list of samples (the last one repeats) and records what it is told."""
+
+    def __init__(self, samples: list[JobStats], postcopy_ok: bool = True,
+                 fail_on: str = "") -> None:
+        self.samples = list(samples)
+        self.calls: list[tuple[str, int]] = []
+        self.postcopy_ok = postcopy_ok
+        self.fail_on = fail_on
+
+    def stats(self) -> JobStats:
+        return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
+
+    def _record(self, name: str, value: int = 0) -> None:
+        self.calls.append((name, value))
+        if name == self.fail_on:
+            raise RuntimeError(f"{name} failed")
+
+    def set_max_downtime(self, downtime_ms: int) -> None:
+        self._record("set_max_downtime", downtime_ms)
+
+    def abort(self) -> None:
+        self._record("abort")
+
+    def start_postcopy(self) -> None:
+        if not self.postcopy_ok:
+            raise NotSupported("scripted", "post-copy")
+        self._record("start_postcopy")
+
+    def pause(self) -> None:
+        self._record("pause")
+
+
+class Scripted(ConvergencePolicy):
+    """Returns the given actions at the given sample numbers; records what it saw."""
+
+    name = "scripted"
+
+    def __init__(self, plan: dict[int, list[Action]]) -> None:
+        self.plan = plan
+        self.seen: list[tuple[int, float]] = []
+        self.data_gb = -1.0
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        self.seen.append((stats.data_remaining, elapsed_s))
+        return self.plan.get(len(self.seen), [])
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def running(remaining: int, total: int = 100, iteration: int = 1) -> JobStats:
+    return JobStats(job_type="unbounded", data_total=total, data_remaining=remaining,
+                    memory_iteration=iteration)
+
+
+def done(job_type: str = "completed", total: int = 100) -> JobStats:
+    return JobStats(job_type=job_type, data_total=total, data_remaining=0)
+
+
+def run(job, policies=(), interval=0.5, data_gb=None):
+    t = FakeTime()
+    reported: list[JobStats] = []
+    final = monitor_migration(job, list(policies), reported.append, interval, t.clock,
+                              t.sleep, data_gb)
+    return final, reported, t
+
+
+def test_progress_never_goes_backwards():
+    remaining = [100, 50, 70, 30, 40, 0]
+    job = ScriptedJob([running(r) for r in remaining[:-1]] + [done()])
+    final, reported, t = run(job)
+    assert [s.progress for s in reported] == [0.0, 50.0, 50.0, 70.0, 70.0, 100.0]
+    assert [s.data_remaining for s in reported] == [100, 50, 50, 30, 30, 0]
+    assert final.job_type == "completed" and final is reported[-1]
+    assert t.sleeps == [0.5] * 5
+
+
+def test_progress_clamp_survives_a_growing_total():
+    mono = MonotonicProgress()
+    assert mono.apply(running(25, total=100)).progress == 75.0
+    grown = mono.apply(running(60, total=200))  # raw 70%
+    assert grown.progress == 75.0 and grown.data_total == 200
+
+
+@pytest.mark.parametrize("end", ["completed", "failed", "cancelled"])
+def test_returns_the_final_sample_of_any_ending(end):
+    job = ScriptedJob([running(80), done(end)])
+    final, reported, _ = run(job)
+    assert final.job_type == end and len(reported) == 2
+
+
+def test_policies_start_with_data_gb_and_see_elapsed_time():
+    policy = Scripted({})
+    job = ScriptedJob([running(90, total=3 * GiB), running(80, total=3 * GiB), done()])
+    run(job, [policy], interval=2.0)
+    assert policy.data_gb == 3.0
+    assert policy.seen == [(90, 0.0), (80, 2.0)]
+    given = Scripted({})
+    run(ScriptedJob([running(1), done()]), [given], data_gb=1.25)
+    assert given.data_gb == 1.25
+
+
+def test_actions_reach_the_job():
+    policy = Scripted({1: [Action(Action.SET_DOWNTIME, 50)],
+                       2: [Action(Action.SET_DOWNTIME, 95), Action(Action.PAUSE)],
+                       3: [Action(Action.PAUSE), Action(Action.POSTCOPY)],
+                       4: [Action(Action.POSTCOPY)]})
+    job = ScriptedJob([running(90)] * 5 + [done()])
+    run(job, [policy])
+    assert job.calls == [("set_max_downtime", 50), ("set_max_downtime", 95), ("pause", 0),
+                         ("start_postcopy", 0)]
+
+
+def test_abort_is_applied_once_and_silences_later_actions():
+    first = Scripted({2: [Action(Action.ABORT, reason="too slow")],
+                      3: [Action(Action.ABORT)]})
+    second = Scripted({2: [Action(Action.SET_DOWNTIME, 300)],
+                       3: [Action(Action.POSTCOPY)]})
+    job = ScriptedJob([running(90)] * 3 + [done("cancelled")])
+    final, _, _ = run(job, [first, second])
+    assert job.calls == [("abort", 0)] and final.job_type == "cancelled"
+
+
+def test_refused_post_copy_falls_back_to_pausing():
+    job = ScriptedJob([running(90), running(90), done()], postcopy_ok=False)
+    run(job, [Scripted({1: [Action(Action.POSTCOPY)]})])
+    assert job.calls == [("pause", 0)]
+
+
+def test_a_failing_action_is_logged_and_monitoring_goes_on(caplog):
+    job = ScriptedJob([running(90), running(50), done()], fail_on="set_max_downtime")
+    with caplog.at_level(logging.ERROR, logger="virtsdk.livemigration.monitor"):
+        final, reported, _ = run(job, [Scripted({1: [Action(Action.SET_DOWNTIME, 5)]})])
+    assert final.job_type == "completed" and len(reported) == 3
+    assert "set_downtime" in caplog.text
+
+
+def test_a_failing_sample_propagates():
+    class Broken(ScriptedJob):
+        def stats(self) -> JobStats:
+            raise OSError("connection to the hypervisor lost")
+
+    with pytest.raises(OSError, match="hypervisor"):
+        run(Broken([done()]))
+
+
+def test_interval_must_be_positive():
+    with pytest.raises(ValueError, match="interval"):
+        run(ScriptedJob([done()]), interval=0)
