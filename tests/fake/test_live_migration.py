@@ -278,3 +278,48 @@ def test_rollback_at_destination_never_removes_a_running_guest(h1, h2, fabric, c
     h2.rollback_live_migration_at_destination(ctx, inst, NET, None, migrate_data=data)
     assert ("h2", "instance") in fabric.find(inst.uuid)
     assert SMALL.memory_mb == h2.get_available_resource().memory_mb_used
+
+
+def test_guest_metadata_sets_how_it_dirties_memory(conf, h1, h2, fabric, ctx, spawn):
+    conf.set_override("bandwidth", 64, group="live_migration")
+    calm, busy = spawn(h1), spawn(h1, **{"fake:dirty_rate_mbps": "48",
+                                         "fake:working_set_mb": "256"})
+    iterations = []
+    for inst in (calm, busy):
+        samples = []
+        rec, exc, _ = migrate(h1, h2, inst, ctx, samples)
+        assert exc is None and rec.calls == ["post"]
+        iterations.append(samples[-1].memory_iteration)
+        assert max(s.memory_dirty_rate for s in samples) == \
+            int(float(inst.metadata.get("fake:dirty_rate_mbps", 0)) * 1024**2)
+    assert iterations[0] == 1 and iterations[1] > 1
+
+
+def test_permit_auto_converge_throttles_a_busy_guest_to_completion(conf, h1, h2, fabric, ctx,
+                                                                   spawn):
+    conf.set_override("permit_auto_converge", True, group="live_migration")
+    inst = spawn(h1)
+    slow(conf, fabric, inst)  # 64 MiB/s dirtying over a 16 MiB/s link, no timeout
+    before = fill(fabric, "h1", inst)
+    samples = []
+    rec, exc, _ = migrate(h1, h2, inst, ctx, samples)
+    assert exc is None and rec.calls == ["post"]
+    assert not any(s.postcopy for s in samples)
+    rates = [s.memory_dirty_rate for s in samples if s.job_type == "unbounded"]
+    assert rates[-1] < 16 * 1024**2 < rates[0]  # throttled below the link speed
+    assert fabric.host("h2").instances[inst.uuid].fingerprint() == before
+
+
+def test_a_failing_progress_callback_aborts_and_recovers(h1, h2, fabric, ctx, spawn):
+    inst = spawn(h1)
+    data = prepare(h1, h2, inst, ctx)
+    rec = MethodRecorder()
+
+    def broken(_stats):
+        raise RuntimeError("database is down")
+
+    with pytest.raises(RuntimeError, match="database"):
+        h1.live_migration(ctx, inst, "h2", rec.post, rec.recover, True, data, progress=broken)
+    assert rec.calls == ["recover"]
+    assert fabric.find(inst.uuid) == [("h1", "instance"), ("h2", "incoming_live")]
+    assert fabric.host("h1").jobs == {}

@@ -47,7 +47,7 @@ LOG = logging.getLogger(__name__)
 class FakeLiveMigration(FakeDriverBase):
     """The live-migration half of the fake driver."""
 
-    # -- checks ------------------------------------------------------------------------------
+    # -- checks --------------------------------------------------------------------------
 
     def check_can_live_migrate_destination(
         self, context: RequestContext, instance: Instance, src_resources: HostResources,
@@ -63,8 +63,9 @@ class FakeLiveMigration(FakeDriverBase):
                                              f"{self.host!r}")
             if self._enforce:
                 try:
+                    no_disk = block_migration is False or self.fabric.shared_storage
                     self.hostobj.check_fits(instance.flavor, f"instance {instance.uuid}",
-                                            disk_gb=None if block_migration else 0)
+                                            disk_gb=0 if no_disk else None)
                 except InsufficientResources as exc:
                     raise MigrationPreCheckError(str(exc)) from exc
             token = uuidlib.uuid4().hex
@@ -110,7 +111,7 @@ class FakeLiveMigration(FakeDriverBase):
                                          "block migration is needed")
         return data
 
-    # -- preparation on the destination ---------------------------------------------------
+    # -- preparation on the destination --------------------------------------------------
 
     def pre_live_migration(
         self, context: RequestContext, instance: Instance,
@@ -159,7 +160,7 @@ class FakeLiveMigration(FakeDriverBase):
         result.driver_data = {**result.driver_data, "prepared_on": self.host}
         return result
 
-    # -- the migration itself (source) ----------------------------------------------------------
+    # -- the migration itself (source) ---------------------------------------------------
 
     def live_migration(
         self, context: RequestContext, instance: Instance, dest: str,
@@ -176,13 +177,21 @@ class FakeLiveMigration(FakeDriverBase):
             self._step("live_migration")
             validate_hostname(dest)
             job, policies = self._start_job(instance, dest, block_migration)
+            interval = self.conf.live_migration.monitor_interval
+            clock = self.fabric.clock
             try:
-                final = monitor_migration(
-                    job, policies, progress, self.conf.live_migration.monitor_interval,
-                    self.fabric.clock.now, self.fabric.clock.sleep)
-            except BaseException:
-                job.abort()
-                raise
+                try:
+                    final = monitor_migration(job, policies, progress, interval, clock.now,
+                                              clock.sleep)
+                except Exception:
+                    if not job.postcopy:
+                        job.abort()
+                        raise
+                    # the guest already runs on dest: finish, only without reports
+                    LOG.exception("monitoring %s failed in post-copy; finishing it",
+                                  instance.uuid)
+                    final = monitor_migration(job, [], None, interval, clock.now,
+                                              clock.sleep)
             finally:
                 with self.fabric.lock:
                     self.hostobj.jobs.pop(instance.uuid, None)
@@ -298,7 +307,7 @@ class FakeLiveMigration(FakeDriverBase):
                                     f"from {self.host!r}")
         return job
 
-    # -- after the migration ------------------------------------------------------------------
+    # -- after the migration -------------------------------------------------------------
 
     def post_live_migration(self, context: RequestContext, instance: Instance,
                             block_device_info: BlockDeviceInfo | None,
