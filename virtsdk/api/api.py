@@ -157,13 +157,21 @@ class API:
 
     def wait(self, ctx: RequestContext, instance_uuid: str, timeout: float = 60.0,
              poll: float = 0.005) -> Instance:
-        """Block until the instance has no task (and is not BUILDING); returns it.
-        MigrationTimeout after ``timeout`` seconds.  Not an RPC: it reads records."""
+        """Block until the instance has no task (and is not BUILDING) and its latest
+        action is closed (its events recorded); returns it.  MigrationTimeout after
+        ``timeout`` seconds.  Not an RPC: it reads records."""
         deadline = time.monotonic() + timeout
+        idle_since: float | None = None
         while True:
             inst = self.db.instance_get(instance_uuid, read_deleted=True)
             if inst.task_state is None and inst.vm_state != VMState.BUILDING:
-                return inst
+                idle_since = idle_since or time.monotonic()
+                actions = self.db.actions_get(instance_uuid)
+                if not actions or actions[-1].finish_time is not None or \
+                        time.monotonic() - idle_since > 2.0:
+                    return inst
+            else:
+                idle_since = None
             if time.monotonic() > deadline:
                 raise MigrationTimeout(f"instance {instance_uuid} still {inst.vm_state}/"
                                        f"{inst.task_state} after {timeout}s")

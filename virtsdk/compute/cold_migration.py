@@ -73,8 +73,8 @@ class ColdMigrationMixin(ManagerBase):
                 self.db.instance_update(instance.uuid, dict(extra))
             except Exception:  # noqa: BLE001
                 LOG.exception("could not restore fields of %s", instance.uuid)
-        utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
         utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+        utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
 
     def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
         def record(sample: TransferProgress) -> None:
@@ -124,9 +124,16 @@ class ColdMigrationMixin(ManagerBase):
                                 {"old_flavor": None, "new_flavor": None})
             return
         migration = box["migration"]
-        assert isinstance(migration, Migration)
-        self.compute_rpc.resize_instance(ctx, migration.source_host, instance, migration,
-                                         flavor, box["migrate_data"])  # type: ignore[arg-type]
+        migrate_data = box["migrate_data"]
+        assert isinstance(migration, Migration) and isinstance(migrate_data, ColdMigrateData)
+        try:
+            self.compute_rpc.resize_instance(ctx, migration.source_host, instance,
+                                             migration, flavor, migrate_data)
+        except Exception as exc:  # noqa: BLE001 - nothing moved yet: undo and restore
+            self._mark_migration(migration, Status.ERROR, exc)
+            self._abort_target(ctx, instance, migrate_data)
+            self._fail_flow(ctx, instance, exc, restore,
+                            {"old_flavor": None, "new_flavor": None}, rollback=True)
 
     def _prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                      migration_type: MigrationType, box: dict[str, object]) -> None:
@@ -225,8 +232,12 @@ class ColdMigrationMixin(ManagerBase):
             self._resize_failed_at_source(ctx, instance, migration, migrate_data, exc,
                                           restore, reached_driver)
             return
-        self.compute_rpc.finish_resize(ctx, str(migration.dest_host), instance, migration,
-                                       disk_info, migrate_data)
+        try:
+            self.compute_rpc.finish_resize(ctx, str(migration.dest_host), instance,
+                                           migration, disk_info, migrate_data)
+        except Exception as exc:  # noqa: BLE001 - the kept copy here is authoritative
+            self._resize_failed_at_source(ctx, instance, migration, migrate_data, exc,
+                                          restore, reached_driver=True)
 
     def _resize_failed_at_source(self, ctx: RequestContext, instance: Instance,
                                  migration: Migration, migrate_data: ColdMigrateData,
@@ -314,9 +325,12 @@ class ColdMigrationMixin(ManagerBase):
         self.db.instance_update(instance.uuid, {
             "host": migration.source_host, "node": migration.source_node,
             "flavor": migration.old_flavor or instance.flavor})
-        self.compute_rpc.restore_resize_source(
-            ctx, migration.source_host, instance, migration, utils.describe(exc),
-            isinstance(exc, utils.ROLLBACK_ERRORS))
+        try:
+            self.compute_rpc.restore_resize_source(
+                ctx, migration.source_host, instance, migration, utils.describe(exc),
+                isinstance(exc, utils.ROLLBACK_ERRORS))
+        except Exception as exc2:  # noqa: BLE001 - the source keeps the copy; ERROR
+            self._fail_flow(ctx, instance, exc2, VMState.ERROR)
 
     def restore_resize_source(self, ctx: RequestContext, instance: Instance,
                               migration: Migration, reason: str, rollback: bool) -> None:
@@ -384,8 +398,13 @@ class ColdMigrationMixin(ManagerBase):
             self._mark_migration(migration, Status.ERROR, exc)
             self._fail_flow(ctx, instance, exc, VMState.RESIZED)
             return
-        self.compute_rpc.finish_revert_resize(ctx, migration.source_host, instance,
-                                              migration)
+        try:
+            self.compute_rpc.finish_revert_resize(ctx, migration.source_host, instance,
+                                                  migration)
+        except Exception as exc:  # noqa: BLE001 - the source keeps its copy; ERROR
+            self._mark_migration(migration, Status.ERROR, exc)
+            self._fail_flow(ctx, instance, exc, VMState.ERROR,
+                            {"host": migration.source_host, "node": migration.source_node})
 
     def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
                              migration: Migration) -> None:

@@ -104,8 +104,14 @@ class ConductorManager:
                                      rollback=True)
             utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
             raise
-        self.compute_rpc.prep_resize(ctx, hosts[0], instance, flavor, hosts[1:],
-                                     migration_type)
+        try:
+            self.compute_rpc.prep_resize(ctx, hosts[0], instance, flavor, hosts[1:],
+                                         migration_type)
+        except Exception as exc:
+            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                                     rollback=True)
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            raise
 
     def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                         alternates: list[str], migration_type: str) -> None:
@@ -121,8 +127,13 @@ class ConductorManager:
                                      rollback=True)
             utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
             return
-        self.compute_rpc.prep_resize(ctx, remaining[0], instance, flavor, remaining[1:],
-                                     migration_type)
+        try:
+            self.compute_rpc.prep_resize(ctx, remaining[0], instance, flavor,
+                                         remaining[1:], migration_type)
+        except Exception as exc:  # noqa: BLE001 - a cast: restore and record
+            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                                     rollback=True)
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
 
     def _live_migrate(self, ctx: RequestContext, instance: Instance,
                       scheduler_hint: dict[str, Any], block_migration: bool | None,

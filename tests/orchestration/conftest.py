@@ -1,0 +1,117 @@
+"""Fixtures of the orchestration tests: an embedded three-host cloud on the fake driver.
+
+One cloud per test module (its own SQLite file, inproc virtual host and fake fabric);
+faults are cleared after every test.  Tests reach into the fake fabric only to seed
+guest contents, arm faults and check where the bytes are; everything else goes
+through the public API.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from virtsdk_fake.fabric import Fabric, drop_fabric, get_fabric
+
+from virtsdk.cloud import EmbeddedCloud
+from virtsdk.db.api import IN_PROGRESS
+from virtsdk.objects import Instance
+from virtsdk.states import VMState
+
+HOSTS = ("host1", "host2", "host3")
+
+
+def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
+    fabric = f"orch-{uuid.uuid4().hex[:8]}"
+    base: dict[str, dict[str, Any]] = {
+        "fake": {"fabric": fabric, "time_scale": 0.002, "host_vcpus": 256,
+                 "host_memory_mb": 262144},
+        "compute": {"report_interval": 0.5},
+    }
+    for group, values in overrides.items():
+        base.setdefault(group, {}).update(values)
+    cloud = EmbeddedCloud(HOSTS, "fake", state_path=str(tmp_path), overrides=base)
+    cloud.start()
+    api, ctx = cloud.api, cloud.ctx
+    api.flavor_create(ctx, "small", 256, 1, 1)
+    api.flavor_create(ctx, "medium", 512, 2, 2)
+    api.flavor_create(ctx, "tiny-disk", 256, 1, 0)
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCloud]:
+    c = make_cloud(tmp_path_factory.mktemp("cloud"))
+    yield c
+    c.stop()
+    drop_fabric(c.conf.fake.fabric)
+
+
+@pytest.fixture
+def fabric(cloud: EmbeddedCloud) -> Iterator[Fabric]:
+    fab = get_fabric(cloud.conf.fake.fabric)
+    yield fab
+    fab.faults.clear()
+
+
+def boot(cloud: EmbeddedCloud, fabric: Fabric, flavor: str = "small",
+         host: str | None = None, metadata: dict[str, str] | None = None
+         ) -> tuple[Instance, dict[str, Any]]:
+    """Boot an ACTIVE instance and write random bytes into its memory and disk.
+    Returns it and the snapshot of its contents."""
+    api, ctx = cloud.api, cloud.ctx
+    inst = api.create_instance(ctx, f"vm-{uuid.uuid4().hex[:6]}", flavor, host=host,
+                               metadata=metadata)
+    inst = api.wait(ctx, inst.uuid, timeout=30)
+    assert inst.vm_state == VMState.ACTIVE, inst
+    guest = fabric.instance(inst.uuid)
+    guest.write_memory(100, os.urandom(3000))
+    guest.disks["disk"].write(8192, os.urandom(10000))
+    return inst, snapshot(fabric, inst.uuid)
+
+
+def snapshot(fabric: Fabric, uuid_: str) -> dict[str, Any]:
+    guest = fabric.instance(uuid_)
+    return {"memory": guest.memory_digest(),
+            "disks": {n: dict(d.blocks) for n, d in guest.disks.items() if n != "disk.swap"}}
+
+
+def authoritative(fabric: Fabric, uuid_: str) -> tuple[str, Any]:
+    """The one copy that holds the instance: the defined instance, else (ERROR after
+    a failed revert) the source's kept copy.  Asserts there is exactly one."""
+    where = fabric.find(uuid_)
+    defined = [h for h, kind in where if kind == "instance"]
+    if defined:
+        assert len(defined) == 1, where
+        host = defined[0]
+        return host, fabric.host(host).instances[uuid_]
+    kept = [h for h, kind in where if kind == "resize_copy"]
+    assert len(kept) == 1, where
+    return kept[0], fabric.host(kept[0]).resize_copies[uuid_]
+
+
+def check_intact(cloud: EmbeddedCloud, fabric: Fabric, inst: Instance,
+                 before: dict[str, Any], memory: bool) -> Instance:
+    """The instance is settled (no task, no migration in progress), exists on
+    exactly one host, the one the database names (anything else only in ERROR, kept
+    for the operator), and its disk bytes (and memory, for live moves) are intact."""
+    now = cloud.db.instance_get(inst.uuid)
+    assert now.task_state is None, now
+    assert not cloud.db.migration_get_all(instance_uuid=inst.uuid, statuses=IN_PROGRESS) \
+        or now.vm_state == VMState.RESIZED
+    host, guest = authoritative(fabric, inst.uuid)
+    assert host == now.host, (host, now.host, fabric.find(inst.uuid))
+    if now.vm_state != VMState.ERROR:
+        assert fabric.find(inst.uuid) == [(now.host, "instance")]
+    for name, blocks in before["disks"].items():
+        assert guest.disks[name].blocks == blocks, f"disk {name} of {inst.uuid} changed"
+    if memory:
+        assert guest.memory_digest() == before["memory"], "guest memory changed"
+    return now
+
+
+def usage(cloud: EmbeddedCloud) -> dict[str, Any]:
+    return {h: cloud.db.host_usage(h) for h in cloud.hosts}
