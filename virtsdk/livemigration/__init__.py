@@ -5,4 +5,20 @@ and hands it to :func:`virtsdk.livemigration.monitor.monitor_migration` together
 the convergence policies from configuration (entry-point group
 ``virtsdk.convergence_policies``).  The monitor samples job stats, keeps progress
 monotonic, and applies the actions the policies decide.
+
+Typical use in a driver's ``live_migration`` (source host)::
+
+    from virtsdk.livemigration.loader import load_configured_policies
+    from virtsdk.livemigration.monitor import monitor_migration
+    from virtsdk.livemigration.policies import required_flags
+
+    policies = load_configured_policies(conf)    # fresh objects for this migration
+    flags = required_flags(policies)             # {"postcopy", "auto_converge"} subset
+    job = start_the_job(flags)                   # the driver's MigrationJob
+    final = monitor_migration(job, policies, progress,
+                              conf.live_migration.monitor_interval, data_gb=ram_disk_gb)
+    if final.job_type == "completed": post_method(...)
+    else: recover_method(...); raise ...
+
+Options live in group ``[live_migration]`` (:mod:`virtsdk.livemigration.opts`).
 """
