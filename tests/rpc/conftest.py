@@ -16,6 +16,7 @@ from oslo_config import cfg
 
 from virtsdk import rpc
 from virtsdk.context import RequestContext
+from virtsdk.rpc import inproc_broker
 
 
 def make_conf(url: str) -> cfg.ConfigOpts:
@@ -32,6 +33,7 @@ def make_conf(url: str) -> cfg.ConfigOpts:
 def _drop_transports() -> Iterator[None]:
     yield
     rpc.cleanup()
+    inproc_broker.reset_brokers()  # each test had its own virtual host
 
 
 @pytest.fixture

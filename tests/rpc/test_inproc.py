@@ -120,7 +120,7 @@ def test_slow_endpoint_times_out_and_its_late_reply_is_dropped(conf, start_serve
 
 def test_call_monitor_times_out_without_heartbeats(conf, ctxt):
     client = rpc.get_client(conf, "compute", server="nobody", timeout=30)
-    with pytest.raises(oslo_messaging.MessagingTimeout):
+    with pytest.raises(oslo_messaging.MessagingTimeout, match="no heartbeat"):
         client.prepare(call_monitor_timeout=0.2).call(ctxt, "whoami")
 
 

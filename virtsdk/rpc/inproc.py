@@ -9,15 +9,14 @@ here too.  Waits block on condition variables: there is no polling loop, and a r
 trip costs a few hundred microseconds rather than oslo's ``fake://`` 50 ms tick.
 
 The URL's virtual host names the broker (``inproc://`` and ``inproc:///other`` are
-isolated from each other, like RabbitMQ vhosts).  Nothing outside this module depends
-on it: switching ``transport_url`` to ``rabbit://`` is a configuration change.
+isolated from each other, like RabbitMQ vhosts); the broker itself is
+:mod:`virtsdk.rpc.inproc_broker`.  Nothing outside these two modules depends on them:
+switching ``transport_url`` to ``rabbit://`` is a configuration change.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 import uuid
 from typing import Any
@@ -26,108 +25,19 @@ import oslo_messaging
 from oslo_config import cfg
 from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as rpc_common
-from oslo_serialization import jsonutils
+
+from virtsdk.rpc.inproc_broker import (
+    NOTIFICATION_QUEUE_MAX,
+    Broker,
+    Consumer,
+    Queue,
+    ReplyWaiter,
+    decode,
+    encode,
+    get_broker,
+)
 
 LOG = logging.getLogger(__name__)
-
-#: Notification queues keep at most this many unread messages (oldest dropped).
-NOTIFICATION_QUEUE_MAX = 10000
-
-_BROKERS: dict[str, _Broker] = {}
-_BROKERS_LOCK = threading.Lock()
-
-
-def encode(payload: dict[str, Any]) -> str:
-    """JSON-encode a whole message as a broker-bound driver does (``ValueError`` /
-    ``TypeError`` for anything that is not JSON-representable)."""
-    return jsonutils.dumps(payload)
-
-
-def decode(data: str) -> dict[str, Any]:
-    return jsonutils.loads(data)
-
-
-class _Queue:
-    """A named queue: messages plus the listeners consuming from it."""
-
-    def __init__(self, name: str, maxlen: int | None = None) -> None:
-        self.name = name
-        self.messages: collections.deque[str] = collections.deque(maxlen=maxlen)
-        self.consumers: list[_Listener] = []
-
-
-class _ReplyWaiter:
-    """The caller's side of one ``call``: its reply, or heartbeats, arrive here."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        self.replies: collections.deque[str] = collections.deque()
-
-
-class _Broker:
-    """Queues, bindings and pending replies of one virtual host.
-
-    A single lock guards everything; every listener and reply waiter has a condition
-    on that lock, so a publisher wakes exactly the consumer that should run.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.lock = threading.Lock()
-        self.queues: dict[str, _Queue] = {}
-        # (exchange, routing key) -> names of the queues bound to it
-        self.bindings: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
-        self.replies: dict[str, _ReplyWaiter] = {}
-
-    # -- called with self.lock held -----------------------------------------------------
-
-    def declare(self, name: str, exchange: str, key: str, maxlen: int | None = None) -> _Queue:
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = self.queues[name] = _Queue(name, maxlen)
-        self.bindings[(exchange, key)].add(name)
-        return queue
-
-    def delete(self, name: str) -> None:
-        self.queues.pop(name, None)
-        for names in self.bindings.values():
-            names.discard(name)
-
-    def route(self, exchange: str, key: str, data: str) -> int:
-        """Put ``data`` on every queue bound to ``(exchange, key)``; return how many."""
-        names = self.bindings.get((exchange, key), ())
-        for name in names:
-            queue = self.queues[name]
-            queue.messages.append(data)
-            self._wake_one(queue)
-        return len(names)
-
-    @staticmethod
-    def _wake_one(queue: _Queue) -> None:
-        # Round robin: wake the next idle consumer; a busy one finds the message
-        # itself when it polls again.
-        consumers = queue.consumers
-        for i, listener in enumerate(consumers):
-            if listener.waiting:
-                listener.waiting = False
-                listener.cond.notify()
-                consumers.append(consumers.pop(i))
-                return
-
-
-def get_broker(name: str) -> _Broker:
-    """The in-process broker for virtual host ``name``, created on first use."""
-    with _BROKERS_LOCK:
-        broker = _BROKERS.get(name)
-        if broker is None:
-            broker = _BROKERS[name] = _Broker(name)
-        return broker
-
-
-def reset_brokers() -> None:
-    """Forget every in-process broker and its queued messages (tests only)."""
-    with _BROKERS_LOCK:
-        _BROKERS.clear()
 
 
 def _rpc_key(topic: str, server: str | None = None) -> str:
@@ -143,7 +53,7 @@ class InProcIncomingMessage(base.RpcIncomingMessage):
 
     def __init__(
         self,
-        broker: _Broker,
+        broker: Broker,
         ctxt: dict[str, Any],
         message: dict[str, Any],
         msg_id: str | None,
@@ -191,62 +101,19 @@ class InProcIncomingMessage(base.RpcIncomingMessage):
             self._broker.route(exchange, key, data)
 
 
+def _timeout_reason(
+    deadline: float | None, timeout: float | None, call_monitor_timeout: float | None
+) -> str:
+    if deadline is not None and time.monotonic() >= deadline:
+        return f"timed out after {timeout}s"
+    return f"no heartbeat from the server for {call_monitor_timeout}s"
+
+
 def _encode_failure(exc: BaseException) -> str:
     return rpc_common.serialize_remote_exception((type(exc), exc, exc.__traceback__))
 
 
-class _Listener(base.PollStyleListener):
-    """Consumes from a set of queues, blocking on its condition until a message comes."""
-
-    def __init__(
-        self, broker: _Broker, queue_names: list[str], exclusive: list[str] | None = None
-    ) -> None:
-        super().__init__()
-        self._broker = broker
-        self.cond = threading.Condition(broker.lock)
-        self.waiting = False
-        self._stopped = False
-        self._exclusive = exclusive or []
-        with broker.lock:
-            self._queues = [broker.queues[name] for name in queue_names]
-            for queue in self._queues:
-                queue.consumers.append(self)
-
-    def _next(self, timeout: float | None) -> tuple[_Queue, str] | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._broker.lock:
-            while not self._stopped:
-                for queue in self._queues:
-                    if queue.messages:
-                        return queue, queue.messages.popleft()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self.waiting = True
-                self.cond.wait(remaining)
-                self.waiting = False
-            return None
-
-    def stop(self) -> None:
-        """Called by the server from another thread: wakes and ends :meth:`poll`.
-
-        Messages not yet taken stay in their queues for the next consumer."""
-        with self._broker.lock:
-            self._stopped = True
-            self.cond.notify_all()
-
-    def cleanup(self) -> None:
-        """Detach from the queues; a listener's exclusive (fanout) queues go away."""
-        broker = self._broker
-        with broker.lock:
-            for queue in self._queues:
-                if self in queue.consumers:
-                    queue.consumers.remove(self)
-            for name in self._exclusive:
-                broker.delete(name)
-
-
-class _RpcListener(_Listener):
+class _RpcListener(Consumer):
     @base.batch_poll_helper
     def poll(self, timeout: float | None = None) -> InProcIncomingMessage | None:
         got = self._next(timeout)
@@ -266,7 +133,7 @@ class _RpcListener(_Listener):
 
 class InProcNotificationMessage(base.IncomingMessage):
     def __init__(
-        self, broker: _Broker, queue: _Queue, ctxt: dict[str, Any], message: dict[str, Any],
+        self, broker: Broker, queue: Queue, ctxt: dict[str, Any], message: dict[str, Any],
         data: str,
     ) -> None:
         super().__init__(ctxt, message)
@@ -277,10 +144,10 @@ class InProcNotificationMessage(base.IncomingMessage):
     def requeue(self) -> None:
         with self._broker.lock:
             self._queue.messages.appendleft(self._data)
-            self._broker._wake_one(self._queue)  # noqa: SLF001
+            self._broker.wake_one(self._queue)
 
 
-class _NotificationListener(_Listener):
+class _NotificationListener(Consumer):
     @base.batch_poll_helper
     def poll(self, timeout: float | None = None) -> InProcNotificationMessage | None:
         got = self._next(timeout)
@@ -358,47 +225,52 @@ class InProcDriver(base.BaseDriver):
             with broker.lock:
                 broker.route(exchange, key, data)
             return None
-        waiter = _ReplyWaiter(broker.lock)
+        waiter = ReplyWaiter(broker.lock)
         with broker.lock:
             broker.replies[msg_id] = waiter
             broker.route(exchange, key, data)
-            try:
-                return self._wait_reply(waiter, target, msg_id, timeout, call_monitor_timeout)
-            finally:
+        try:
+            reply = self._wait_reply(waiter, target, msg_id, timeout, call_monitor_timeout)
+        finally:
+            with broker.lock:
                 del broker.replies[msg_id]
+        if "failure" in reply:
+            raise rpc_common.deserialize_remote_exception(
+                reply["failure"], self._allowed_remote_exmods
+            )
+        return reply.get("result")
 
+    @staticmethod
     def _wait_reply(
-        self,
-        waiter: _ReplyWaiter,
+        waiter: ReplyWaiter,
         target: oslo_messaging.Target,
         msg_id: str,
         timeout: float | None,
         call_monitor_timeout: float | None,
-    ) -> Any:
-        # Runs with the broker lock held (the condition releases it while waiting).
+    ) -> dict[str, Any]:
+        """Block until the decoded reply (not a heartbeat) arrives; raise
+        ``MessagingTimeout`` at ``timeout`` or when heartbeats stop."""
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         monitor = None if call_monitor_timeout is None else now + call_monitor_timeout
         while True:
-            while waiter.replies:
-                reply = decode(waiter.replies.popleft())
-                if reply.get("heartbeat"):
-                    if call_monitor_timeout is not None:
-                        monitor = time.monotonic() + call_monitor_timeout
-                    continue
-                if "failure" in reply:
-                    raise rpc_common.deserialize_remote_exception(
-                        reply["failure"], self._allowed_remote_exmods
-                    )
-                return reply.get("result")
-            ends = [t for t in (deadline, monitor) if t is not None]
-            remaining = None if not ends else min(ends) - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise oslo_messaging.MessagingTimeout(
-                    f"timed out after {timeout}s waiting for a reply to message "
-                    f"{msg_id} (topic {target.topic!r}, server {target.server!r})"
-                )
-            waiter.cond.wait(remaining)
+            with waiter.cond:
+                while not waiter.replies:
+                    ends = [t for t in (deadline, monitor) if t is not None]
+                    remaining = None if not ends else min(ends) - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise oslo_messaging.MessagingTimeout(
+                            _timeout_reason(deadline, timeout, call_monitor_timeout)
+                            + f" waiting for a reply to message {msg_id} "
+                            f"(topic {target.topic!r}, server {target.server!r})"
+                        )
+                    waiter.cond.wait(remaining)
+                data = waiter.replies.popleft()
+            reply = decode(data)
+            if not reply.get("heartbeat"):
+                return reply
+            if call_monitor_timeout is not None:
+                monitor = time.monotonic() + call_monitor_timeout
 
     def send_notification(
         self,
