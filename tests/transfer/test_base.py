@@ -10,7 +10,7 @@ from virtsdk.transfer.local import LocalTransport
 
 
 def test_all_declared_transports_load(conf):
-    for name in ("local",):  # stream, rsync, scp added as they land
+    for name in ("local", "stream", "rsync", "scp"):
         transport = base.load_transport(name, conf)
         assert isinstance(transport, base.DiskTransport)
         assert transport.name == name

@@ -206,7 +206,7 @@ class StreamSender:
                 return [s.sent for s in states]
             except OSError:
                 reply = _error_reply(sock)
-                if reply is not None:
+                if reply is not None and reply.get("kind") in ("auth", "integrity"):
                     _raise_for(reply)
                 raise
             finally:
@@ -312,6 +312,10 @@ class StreamSender:
 
 def _error_reply(sock: socket.socket) -> dict[str, Any] | None:
     """After a failed write: the receiver's error message, if it sent one."""
+    try:
+        sock.shutdown(socket.SHUT_WR)  # the receiver sees the end and answers at once
+    except OSError:
+        pass
     try:
         sock.settimeout(2.0)
         return P.recv_message(sock)
