@@ -13,6 +13,7 @@ import importlib.metadata
 
 from oslo_config import cfg
 from stevedore import driver as sd_driver
+from stevedore import extension as sd_extension
 from stevedore.exception import NoMatches
 
 from virtsdk.exceptions import PolicyLoadError, PolicyNotFound
@@ -47,6 +48,9 @@ def load_policy(name: str, conf: cfg.ConfigOpts) -> ConvergencePolicy:
     def on_failure(_mgr: object, _ep: object, err: BaseException) -> None:
         failure.append(err)
 
+    # stevedore keeps a process-wide list per group; drop it so that policies
+    # installed after the first load are seen (as virtsdk.loader does for drivers)
+    sd_extension.ExtensionManager.ENTRY_POINT_CACHE.pop(NAMESPACE, None)
     try:
         mgr = sd_driver.DriverManager(NAMESPACE, name, invoke_on_load=False,
                                       on_load_failure_callback=on_failure)
