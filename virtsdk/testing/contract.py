@@ -18,11 +18,12 @@ skipped, saying why, otherwise).  Override ``contract_hosts``, ``contract_flavor
 ``contract_bigger_flavor`` or ``contract_image`` to fit the hypervisor.  Override
 ``slow_live_migration`` to return a callable that makes the given instance's next
 live migration run until aborted (e.g. a dirty rate above the bandwidth) to enable
-the abort check.  Every check spawns at most one guest and removes it at the end.
+the abort and force-complete checks.  Every check spawns at most one guest and removes it at the end.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from virtsdk.objects import (
     HostResources,
     ImageMeta,
     Instance,
+    JobStats,
     LiveMigrateData,
     Migration,
     NetworkInfo,
@@ -263,9 +265,12 @@ class DriverContractTests:
         self._require(src, "supports_live_migration")
         data = self._prepare_live(pair, guest, ctx)
         rec = MethodRecorder()
+        samples: list[JobStats] = []
         src.live_migration(ctx, guest, dst.host, rec.post, rec.recover,
-                           bool(data.block_migration), data)
+                           bool(data.block_migration), data, progress=samples.append)
         assert rec.calls == ["post"]
+        progress = [s.progress for s in samples]
+        assert progress == sorted(progress), "reported progress went backwards"
         src.post_live_migration(ctx, guest, None, data)
         dst.post_live_migration_at_destination(ctx, guest, NetworkInfo(),
                                                bool(data.block_migration))
@@ -300,17 +305,16 @@ class DriverContractTests:
         assert guest.name not in dst.list_instances()
         assert src.get_info(guest).state == PowerState.RUNNING
 
-    def test_live_migration_abort_keeps_guest_on_source(
-        self, pair: tuple, guest: Instance, ctx: RequestContext,
-        slow_live_migration: Callable[[ComputeDriver, Instance], None] | None,
-    ) -> None:
-        import threading
-
+    def _start_slow_live(self, pair: tuple, guest: Instance, ctx: RequestContext,
+                         slow: Callable[[ComputeDriver, Instance], None] | None
+                         ) -> tuple[threading.Thread, MethodRecorder, list[BaseException],
+                                    LiveMigrateData]:
+        """Start a live migration that cannot converge in a thread; return once it
+        reports progress."""
         src, dst = pair
-        self._require(src, "supports_live_migration_abort")
-        if slow_live_migration is None:
+        if slow is None:
             pytest.skip("no slow_live_migration fixture: cannot hold a migration running")
-        slow_live_migration(src, guest)
+        slow(src, guest)
         data = self._prepare_live(pair, guest, ctx)
         rec = MethodRecorder()
         errors: list[BaseException] = []
@@ -321,12 +325,22 @@ class DriverContractTests:
                 src.live_migration(ctx, guest, dst.host, rec.post, rec.recover,
                                    bool(data.block_migration), data,
                                    progress=lambda _s: started.set())
-            except BaseException as exc:  # noqa: BLE001 - checked below
+            except BaseException as exc:  # noqa: BLE001 - checked by the caller
                 errors.append(exc)
 
         worker = threading.Thread(target=run)
         worker.start()
         assert started.wait(60), "the migration never reported progress"
+        return worker, rec, errors, data
+
+    def test_live_migration_abort_keeps_guest_on_source(
+        self, pair: tuple, guest: Instance, ctx: RequestContext,
+        slow_live_migration: Callable[[ComputeDriver, Instance], None] | None,
+    ) -> None:
+        src, dst = pair
+        self._require(src, "supports_live_migration_abort")
+        worker, rec, errors, data = self._start_slow_live(pair, guest, ctx,
+                                                          slow_live_migration)
         src.live_migration_abort(guest)
         worker.join(60)
         assert not worker.is_alive()
@@ -336,6 +350,24 @@ class DriverContractTests:
                                                    migrate_data=data)
         assert src.get_info(guest).state == PowerState.RUNNING
         assert guest.name not in dst.list_instances()
+
+    def test_live_migration_force_complete_finishes_on_destination(
+        self, pair: tuple, guest: Instance, ctx: RequestContext,
+        slow_live_migration: Callable[[ComputeDriver, Instance], None] | None,
+    ) -> None:
+        src, dst = pair
+        self._require(src, "supports_live_migration_force_complete")
+        worker, rec, errors, data = self._start_slow_live(pair, guest, ctx,
+                                                          slow_live_migration)
+        src.live_migration_force_complete(guest)
+        worker.join(120)
+        assert not worker.is_alive()
+        assert errors == [] and rec.calls == ["post"]
+        dst.post_live_migration_at_destination(ctx, guest, NetworkInfo(),
+                                               bool(data.block_migration))
+        src.post_live_migration_at_source(ctx, guest, NetworkInfo())
+        assert dst.get_info(guest).state == PowerState.RUNNING
+        assert guest.name not in src.list_instances()
 
 
 def _migration(instance: Instance, src: ComputeDriver, dst: ComputeDriver,
