@@ -60,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.name, args.hosts, args.root, persistent=True).up()
     console.print(f"lab {lab.names.slug} up in {time.monotonic() - started:.2f} s")
     _print_hosts(console, lab.index or 0, lab.hosts)
+    lab.detach()
     return 0
 
 

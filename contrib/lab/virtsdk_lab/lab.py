@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from virtsdk_lab import allocation, daemons, network, processes, state, teardown
+from virtsdk_lab import allocation, capscache, daemons, network, processes, state, teardown
 from virtsdk_lab.errors import LabError, PrerequisitesMissing
 from virtsdk_lab.host import LIBVIRT_TCP_PORT, LabHost
 from virtsdk_lab.naming import MAX_HOSTS, LabNames
@@ -157,7 +157,11 @@ class Lab:
             state.save(self.run_dir, self._state())
         for host in self.hosts:
             daemons.prepare_host_dir(host, self.hosts)
+            capscache.seed(host, self.root)
             daemons.start_daemons(host)
+            if not capscache.has_entries(self.root):
+                capscache.prime(host)
+                capscache.harvest(host, self.root)
 
     def _state(self) -> state.LabState:
         assert self.index is not None
@@ -174,8 +178,21 @@ class Lab:
         if self.index is None:
             return
         self._previous_hosts = list(self.hosts)
+        for host in self.hosts[:1]:
+            capscache.harvest(host, self.root)
         teardown.teardown(self.index, self.hosts, self.lab_dir)
         state.remove(self.run_dir, self.index)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self.index = None
+        self.hosts = []
+
+    def detach(self) -> None:
+        """Leave a persistent lab running and forget it in this process (drops the
+        index lock; ``virtsdk lab down`` or :meth:`attach` + :meth:`down` end it)."""
+        if not self.persistent:
+            raise LabError("only a persistent lab can be left running (Lab(persistent=True))")
         if self._lock is not None:
             self._lock.release()
             self._lock = None
