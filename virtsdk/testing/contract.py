@@ -18,7 +18,8 @@ skipped, saying why, otherwise).  Override ``contract_hosts``, ``contract_flavor
 ``contract_bigger_flavor`` or ``contract_image`` to fit the hypervisor.  Override
 ``slow_live_migration`` to return a callable that makes the given instance's next
 live migration run until aborted (e.g. a dirty rate above the bandwidth) to enable
-the abort and force-complete checks.  Every check spawns at most one guest and removes it at the end.
+the abort and force-complete checks.  Every check spawns at most one guest and
+removes it at the end.
 """
 
 from __future__ import annotations

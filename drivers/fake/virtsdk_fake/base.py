@@ -72,7 +72,7 @@ class FakeDriverBase(ComputeDriver):
         known = conf[self.name]._group._opts  # noqa: SLF001 - idempotence check
         conf.register_opts([o for o in self.list_opts() if o.dest not in known], group=group)
 
-    # -- helpers used by every part ------------------------------------------------------------
+    # -- helpers used by every part ------------------------------------------------------
 
     def _step(self, step: str) -> None:
         """Fault-injection point ``step`` on this host (never call with a lock held)."""
