@@ -323,3 +323,25 @@ def test_a_failing_progress_callback_aborts_and_recovers(h1, h2, fabric, ctx, sp
     assert rec.calls == ["recover"]
     assert fabric.find(inst.uuid) == [("h1", "instance"), ("h2", "incoming_live")]
     assert fabric.host("h1").jobs == {}
+
+
+def test_writes_during_pre_copy_all_reach_the_destination(conf, h1, h2, fabric, ctx, spawn):
+    conf.set_override("bandwidth", 64, group="live_migration")
+    inst = spawn(h1)  # 512 MiB over 64 MiB/s: several samples before switch-over
+    source = fabric.host("h1").instances[inst.uuid]
+    written = []
+
+    def guest_keeps_writing(stats):
+        if stats.job_type == "unbounded" and inst.uuid in fabric.host("h1").instances:
+            n = len(written)
+            source.write_memory(8 * n, n.to_bytes(8, "little"))
+            written.append(n)
+
+    data = prepare(h1, h2, inst, ctx)
+    rec = MethodRecorder()
+    h1.live_migration(ctx, inst, "h2", rec.post, rec.recover, True, data,
+                      progress=guest_keeps_writing)
+    assert rec.calls == ["post"] and len(written) > 3
+    moved = fabric.host("h2").instances[inst.uuid]
+    assert [int.from_bytes(moved.read_memory(8 * n, 8), "little") for n in written] == written
+    assert len(source.memory) == 0  # the source domain is gone, not duplicated
