@@ -67,6 +67,12 @@ class Recorder:
         EVENTS[event_name].wait(30)
         return "unblocked"
 
+    def block_then_note(self, ctxt: Any, event_name: str) -> None:
+        """Like :meth:`block`, and record again once released."""
+        self._record("block", ctxt, event_name=event_name)
+        EVENTS[event_name].wait(30)
+        self._record("released", ctxt, event_name=event_name)
+
     def unencodable_result(self, ctxt: Any) -> Any:
         self._record("unencodable_result", ctxt)
         return {"lock": threading.Lock()}

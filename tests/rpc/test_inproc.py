@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import uuid
 from collections import Counter
@@ -103,6 +104,27 @@ def test_stopped_server_keeps_its_queue_and_catches_up_after_restart(conf, ctxt)
         rpc.stop_servers([server])
 
 
+def test_server_wait_lets_in_flight_work_finish(conf, ctxt):
+    name = f"inflight-{uuid.uuid4().hex}"
+    EVENTS[name] = threading.Event()
+    endpoint = Recorder("h1")
+    server = rpc.get_server(conf, "compute", "h1", [endpoint])
+    server.start()
+    # get_server's servers use the standard library pool (prompt shutdown).
+    assert isinstance(server._work_executor, concurrent.futures.ThreadPoolExecutor)  # noqa: SLF001
+    try:
+        rpc.get_client(conf, "compute", server="h1").cast(
+            ctxt, "block_then_note", event_name=name
+        )
+        endpoint.wait_calls(1)
+        server.stop()
+        threading.Timer(0.1, EVENTS[name].set).start()
+        server.wait()
+    finally:
+        EVENTS.pop(name).set()
+    assert [c[0] for c in endpoint.calls] == ["block", "released"]
+
+
 def test_slow_endpoint_times_out_and_its_late_reply_is_dropped(conf, start_server, ctxt):
     name = f"slow-{uuid.uuid4().hex}"
     EVENTS[name] = threading.Event()
@@ -153,9 +175,9 @@ def test_messages_cross_as_json_not_as_python_objects(conf, ctxt):
             return value
 
     transport = rpc.get_transport(conf)
-    server = oslo_messaging.get_rpc_server(
+    server = rpc.prompt_stop(oslo_messaging.get_rpc_server(
         transport, oslo_messaging.Target(topic="raw", server="h1"), [Raw()]
-    )
+    ))
     server.start()
     try:
         client = oslo_messaging.get_rpc_client(
@@ -227,13 +249,13 @@ class _Tally:
 
 
 def _listen(conf, tally: _Tally, name: str, pool: str | None):
-    listener = oslo_messaging.get_notification_listener(
+    listener = rpc.prompt_stop(oslo_messaging.get_notification_listener(
         rpc.get_notification_transport(conf),
         [oslo_messaging.Target(topic="notifications")],
         [tally.endpoint(name)],
         serializer=rpc.VirtObjectSerializer(),
         pool=pool,
-    )
+    ))
     listener.start()
     return listener
 

@@ -75,13 +75,13 @@ class NotificationCollector:
         targets = [oslo_messaging.Target(topic=topic) for topic in topics]
         self._cond = threading.Condition()
         self._received: list[Notification] = []
-        self._listener = oslo_messaging.get_notification_listener(
+        self._listener = rpc.prompt_stop(oslo_messaging.get_notification_listener(
             transport,
             targets,
             [_Endpoint(self)],
                 serializer=rpc.VirtObjectSerializer(),
             pool=pool or f"collector-{uuid.uuid4().hex}",
-        )
+        ))
         self._running = False
 
     def _add(self, notification: Notification) -> None:
