@@ -104,7 +104,10 @@ def check_intact(cloud: EmbeddedCloud, fabric: Fabric, inst: Instance,
         or now.vm_state == VMState.RESIZED
     host, guest = authoritative(fabric, inst.uuid)
     assert host == now.host, (host, now.host, fabric.find(inst.uuid))
-    if now.vm_state != VMState.ERROR:
+    if now.vm_state == VMState.RESIZED:  # the source keeps its copy until confirm
+        kept = [(h, k) for h, k in fabric.find(inst.uuid) if k != "instance"]
+        assert [k for _, k in kept] == ["resize_copy"], fabric.find(inst.uuid)
+    elif now.vm_state != VMState.ERROR:
         assert fabric.find(inst.uuid) == [(now.host, "instance")]
     for name, blocks in before["disks"].items():
         assert guest.disks[name].blocks == blocks, f"disk {name} of {inst.uuid} changed"

@@ -246,7 +246,12 @@ class API:
                                              {"status": Status.CONFIRMING},
                                              expected_status=Status.FINISHED)
         self.db.action_start(ctx, instance_uuid, "confirmResize")
-        self.compute.confirm_resize(ctx, migration.source_host, instance, migration)
+        try:
+            self.compute.confirm_resize(ctx, migration.source_host, instance, migration)
+        except Exception:
+            self._undo_finish_step(ctx, instance, migration, TaskState.RESIZE_CONFIRMING,
+                                   Status.CONFIRMING)
+            raise
 
     def revert_resize(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Go back to the original instance on the source host."""
@@ -259,7 +264,22 @@ class API:
                                              {"status": Status.REVERTING},
                                              expected_status=Status.FINISHED)
         self.db.action_start(ctx, instance_uuid, "revertResize")
-        self.compute.revert_resize(ctx, str(migration.dest_host), instance, migration)
+        try:
+            self.compute.revert_resize(ctx, str(migration.dest_host), instance, migration)
+        except Exception:
+            self._undo_finish_step(ctx, instance, migration, TaskState.RESIZE_REVERTING,
+                                   Status.REVERTING)
+            raise
+
+    def _undo_finish_step(self, ctx: RequestContext, instance: Instance,
+                          migration: Migration, task: TaskState,
+                          status: MigrationStatus) -> None:
+        """The request never left this process: give the resize back to the user."""
+        self.db.migration_update(int(migration.id or 0), {"status": Status.FINISHED},
+                                 expected_status=status)
+        utils.finish_action(self.db, ctx, instance.uuid, "request could not be sent")
+        self.db.instance_update(instance.uuid, {"task_state": None},
+                                expected_task_state=task)
 
     # -- live migration ---------------------------------------------------------------------
 

@@ -65,7 +65,12 @@ class ConductorManager:
                 raise
             instance = self.db.instance_update(instance.uuid, {"host": chosen,
                                                                "node": chosen})
-        self.compute_rpc.build_and_run_instance(ctx, chosen, instance)
+        try:
+            self.compute_rpc.build_and_run_instance(ctx, chosen, instance)
+        except Exception:
+            self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
+            utils.finish_action(self.db, ctx, instance.uuid, "build could not be sent")
+            raise
         return chosen
 
     # -- migrate_server ---------------------------------------------------------------------

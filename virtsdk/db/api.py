@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtsdk.context import RequestContext
@@ -92,6 +92,16 @@ def _state_clause(column: Any, allowed: list[str | None]) -> Any:
     return or_(*clauses)
 
 
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL journal with synchronous=NORMAL: readers never block the writer and a
+    commit costs no fsync of the main file; a crash loses at most the last commits,
+    never consistency."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
 class Database:
     """All persistence of the orchestration layer (see the module docstring)."""
 
@@ -101,6 +111,8 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.url = url
         self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite") and ":memory:" not in url and url != "sqlite://":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
         Base.metadata.create_all(self.engine)
