@@ -1,0 +1,319 @@
+"""Disk transfer for cold migration between two lab hosts: every transport against
+the tools Nova uses and against the raw-TCP floor.
+
+Run with ``./dev.sh bench -k disk_transfer -s`` (root: it starts a two-host lab).
+Images are made at benchmark time in host A's instances directory:
+
+* ``sparse4g``  4 GiB raw holding 1 GiB of random data in 16 extents
+* ``dense1g``   1 GiB of random data
+* ``qcow2``     a qcow2 overlay (256 MiB of random writes) on a 512 MiB raw base
+* ``extents``   1 GiB raw with 16384 extents of 4 KiB (64 MiB of data)
+
+Every network transfer goes from host A's network namespace to host B's address
+and writes into B's instances directory.  The floor is ``nc`` moving the image's
+*allocated* bytes (a dense file of that size) from A to B into a file.  ``stream``
+runs with its defaults (fsync before reporting success; compression auto);
+``stream_nofsync`` and ``nc+fsync`` show what the fsync costs on each side.
+``local`` and ``cp --sparse=always`` copy on this machine (shared-storage case).
+Every round starts after ``sync`` with an empty destination; the fast tools run
+interleaved, ``ROUNDS`` (5; ``VIRTSDK_BENCH_ROUNDS``) times, scp and rsync once;
+times are medians.  The destination directory is on tmpfs by default (the machine's
+disk is shared with other work and its writeback noise dwarfs the network path);
+``VIRTSDK_BENCH_DEST=disk`` writes into host B's instances directory instead.
+The table is printed at the end and written to ``/tmp/virtsdk-bench-disk-transfer.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oslo_config import cfg
+
+from tests.transfer.conftest import make_sparse, same_content
+from tests.transfer.sshd_fixture import Sshd, running_sshd
+from virtsdk.transfer.base import HostEndpoint, SendFile, load_transport
+
+MiB, GiB = 1 << 20, 1 << 30
+ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "5"))
+#: "tmpfs" (default): host B writes into /dev/shm, so the shared disk's noise does not
+#: drown the network path; "disk": into B's instances directory.
+DEST = os.environ.get("VIRTSDK_BENCH_DEST", "tmpfs")
+SLOW_ROUNDS = 1  # scp / rsync take 20-40x longer; one round each
+NC_PORT = 40111
+HELPER = str(Path(__file__).with_name("transfer_send.py"))
+REPORT = "/tmp/virtsdk-bench-disk-transfer.md"
+
+IMAGES = ["sparse4g", "dense1g", "qcow2", "extents"]
+TOOLS = ["nc", "nc+fsync", "stream", "stream_nofsync", "local", "cp", "rsync", "scp"]
+#: (image, tool) -> seconds of each round; (image, tool) -> verification notes
+TIMES: dict[tuple[str, str], list[float]] = {}
+CHECKS: dict[tuple[str, str], str] = {}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Any]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    from virtsdk_lab.lab import Lab
+
+    with Lab(name="xfer", hosts=2) as the_lab:
+        yield the_lab
+
+
+@pytest.fixture(scope="module")
+def sshd(lab: Any) -> Iterator[Sshd]:
+    dst = lab.hosts[1]
+    with running_sshd(dst.address, exec_prefix=dst.exec_prefix, port=2222) as server:
+        yield server
+
+
+def _dense(path: str, size: int, source: str) -> str:
+    with open(source, "rb") as src, open(path, "wb") as out:
+        left = size
+        while left:
+            chunk = src.read(min(left, 64 * MiB))
+            if not chunk:
+                src.seek(0)
+                continue
+            out.write(chunk)
+            left -= len(chunk)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(lab: Any) -> Iterator[dict[str, tuple[str, str]]]:
+    """image -> (path on host A, dense floor file of the image's allocated size)."""
+    root = Path(lab.hosts[0].instances_path) / "bench-src"
+    root.mkdir(parents=True, exist_ok=True)
+    rnd = str(root / "random-1g")
+    with open(rnd, "wb") as fh:
+        for _ in range(16):
+            fh.write(os.urandom(64 * MiB))
+    out: dict[str, tuple[str, str]] = {}
+    with open(rnd, "rb") as fh:
+        sparse = make_sparse(str(root / "sparse4g.raw"), 4 * GiB,
+                             [(i * 256 * MiB + 12 * MiB, fh.read(64 * MiB)) for i in range(16)])
+    out["sparse4g"] = (sparse, rnd)
+    out["dense1g"] = (rnd, rnd)
+    base = _dense(str(root / "base.raw"), 512 * MiB, rnd)
+    overlay = str(root / "overlay.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw",
+                    overlay], check=True)
+    chunk = _dense(str(root / "chunk"), 64 * MiB, rnd)
+    cmds = []
+    for i in range(4):
+        cmds += ["-c", f"write -s {chunk} {i * 128}M 64M"]
+    subprocess.run(["qemu-io", *cmds, overlay], check=True, capture_output=True)
+    os.unlink(chunk)
+    extents = make_sparse(str(root / "extents.raw"), GiB, [])
+    with open(extents, "r+b") as fh, open(rnd, "rb") as src:
+        data = src.read(64 * MiB)
+        for i in range(16384):
+            os.pwrite(fh.fileno(), data[i * 4096:(i + 1) * 4096], i * 64 * 1024)
+    for name, path in (("qcow2", overlay), ("extents", extents)):
+        floor = _dense(str(root / f"floor-{name}"), os.stat(path).st_blocks * 512, rnd)
+        out[name] = (path, floor)
+    for path, floor in out.values():  # warm the page cache, as a recently stopped guest would
+        for p in (path, floor):
+            subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=True)
+    yield out
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(_dest(lab), ignore_errors=True)
+
+
+def _dest(lab: Any) -> Path:
+    if DEST == "tmpfs":
+        return Path("/dev/shm") / f"virtsdk-bench-dst-{os.getpid()}"
+    return Path(lab.hosts[1].instances_path) / "bench-dst"
+
+
+def _fresh_dest(lab: Any) -> Path:
+    dest = _dest(lab)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    os.sync()
+    return dest
+
+
+def _helper(lab: Any, transport: str, ticket: dict[str, Any], files: list[list[str]],
+            overrides: dict[str, dict[str, Any]]) -> float:
+    """Run the sending side on host A; returns the seconds ``send`` took there."""
+    job = json.dumps({"transport": transport, "ticket": ticket, "files": files,
+                      "overrides": overrides})
+    proc = subprocess.run([*lab.hosts[0].exec_prefix, sys.executable, HELPER], input=job,
+                          capture_output=True, text=True, check=True, timeout=900)
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["wall"])
+
+
+def _conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    conf([], project="virtsdk-bench")
+    return conf
+
+
+def _nc(lab: Any, floor: str, dest: Path, fsync: bool) -> float:
+    a, b = lab.hosts
+    out = str(dest / "floor")
+    with open(out, "wb") as sink:
+        listener = subprocess.Popen([*b.exec_prefix, "nc", "-l", b.address, str(NC_PORT)],
+                                    stdout=sink)
+    try:
+        deadline = time.monotonic() + 10
+        while b"LISTEN" not in subprocess.run(
+                [*b.exec_prefix, "ss", "-Hltn", f"sport = :{NC_PORT}"],
+                capture_output=True).stdout + b"LISTEN" * (time.monotonic() > deadline):
+            time.sleep(0.02)
+        started = time.perf_counter()
+        with open(floor, "rb") as src:
+            subprocess.run([*a.exec_prefix, "nc", "-N", b.address, str(NC_PORT)], stdin=src,
+                           check=True)
+        listener.wait(120)
+        if fsync:
+            subprocess.run(["sync", out], check=True)
+        return time.perf_counter() - started
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+
+
+def _run_transport(lab: Any, name: str, src: str, dest: Path,
+                   overrides: dict[str, dict[str, Any]], sshd: Sshd | None) -> float:
+    conf = _conf()
+    transport = load_transport(name, conf)
+    if sshd is not None:
+        overrides = {"transport_ssh": {"port": sshd.port, "key_file": sshd.client_key,
+                                       "user": "root"}}
+    b = lab.hosts[1]
+    ticket = transport.prepare_receive(str(dest), HostEndpoint(b.address, b.exec_prefix))
+    if name == "stream":
+        for key, value in overrides.get("transport_stream", {}).items():
+            conf.set_override(key, value, group="transport_stream")
+        if "fsync" in overrides.get("transport_stream", {}):  # receiver flag is set at start
+            transport.cancel_receive(ticket)
+            ticket = transport.prepare_receive(str(dest), HostEndpoint(b.address,
+                                                                       b.exec_prefix))
+    try:
+        seconds = _helper(lab, name, ticket, [[src, "disk"]], overrides)
+        transport.finish_receive(ticket, timeout=900)
+    except BaseException:
+        transport.cancel_receive(ticket)
+        raise
+    return seconds
+
+
+def _runs(lab: Any, src: str, floor: str, sshd: Sshd) -> dict[str, Callable[[Path], float]]:
+    return {
+        "nc": lambda d: _nc(lab, floor, d, fsync=False),
+        "nc+fsync": lambda d: _nc(lab, floor, d, fsync=True),
+        "stream": lambda d: _run_transport(lab, "stream", src, d, {}, None),
+        "stream_nofsync": lambda d: _run_transport(
+            lab, "stream", src, d, {"transport_stream": {"fsync": False}}, None),
+        "rsync": lambda d: _run_transport(lab, "rsync", src, d, {}, sshd),
+        "scp": lambda d: _run_transport(lab, "scp", src, d, {}, sshd),
+        "local": lambda d: _local(src, d),
+        "cp": lambda d: _timed(["cp", "--sparse=always", src, str(d / "disk")]),
+    }
+
+
+def _check(image: str, tool: str, src: str, dest: Path) -> None:
+    if tool.startswith("nc"):
+        CHECKS[(image, tool)] = f"{os.path.getsize(dest / 'floor') >> 20} MiB moved"
+        return
+    got = str(dest / "disk")
+    identical = same_content(src, got)
+    src_blocks, dst_blocks = os.stat(src).st_blocks, os.stat(got).st_blocks
+    CHECKS[(image, tool)] = (f"{'identical' if identical else 'DIFFERENT'}, "
+                             f"dest {dst_blocks * 512 >> 20} MiB allocated "
+                             f"(source {src_blocks * 512 >> 20} MiB)")
+    assert identical, f"{tool} corrupted {image}"
+    if tool != "scp":
+        assert dst_blocks <= src_blocks, f"{tool} lost sparseness on {image}"
+
+
+def _measure(lab: Any, image: str, images: dict[str, tuple[str, str]], sshd: Sshd) -> None:
+    """Every tool on one image; the fast ones interleaved round by round so that
+    noise from the rest of the machine hits them alike."""
+    src, floor = images[image]
+    runs = _runs(lab, src, floor, sshd)
+    tools = [t for t in TOOLS if image == "sparse4g" or t not in ("nc+fsync", "stream_nofsync")]
+    for rnd in range(ROUNDS):
+        for tool in tools:
+            if tool in ("rsync", "scp") and rnd >= SLOW_ROUNDS:
+                continue
+            dest = _fresh_dest(lab)
+            TIMES.setdefault((image, tool), []).append(runs[tool](dest))
+            if rnd == 0:
+                _check(image, tool, src, dest)
+
+
+def _timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def _local(src: str, dest: Path) -> float:
+    transport = load_transport("local", _conf())
+    ticket = transport.prepare_receive(str(dest), HostEndpoint("127.0.0.1"))
+    started = time.perf_counter()
+    transport.send([SendFile(src, "disk")], ticket)
+    seconds = time.perf_counter() - started
+    transport.finish_receive(ticket, timeout=60)
+    return seconds
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_disk_transfer(benchmark: Any, lab: Any, images: dict[str, tuple[str, str]],
+                       sshd: Sshd, image: str) -> None:
+    benchmark.pedantic(_measure, args=(lab, image, images, sshd), rounds=1, iterations=1)
+    for (img, tool), samples in TIMES.items():
+        if img == image:
+            benchmark.extra_info[f"{tool}_median_s"] = round(statistics.median(samples), 3)
+
+
+def _median(image: str, tool: str) -> float | None:
+    samples = TIMES.get((image, tool))
+    return statistics.median(samples) if samples else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
+    """Print (and save) the table with the ratios the targets are stated in."""
+    if not TIMES:
+        pytest.skip("no measurements (run the whole module)")
+    lines = ["| image | tool | median s | rounds | result |", "|---|---|---|---|---|"]
+    for image in IMAGES:
+        for tool in TOOLS:
+            m = _median(image, tool)
+            if m is not None:
+                lines.append(f"| {image} | {tool} | {m:.2f} | {len(TIMES[(image, tool)])} | "
+                             f"{CHECKS.get((image, tool), '')} |")
+    lines += ["", "| image | stream/nc | stream/(nc+fsync) | stream_nofsync/nc | rsync/stream "
+                  "| scp/stream | local/cp |", "|---|---|---|---|---|---|---|"]
+    for image in IMAGES:
+        s = _median(image, "stream")
+        lines.append(
+            f"| {image} | {_ratio(s, _median(image, 'nc'))} "
+            f"| {_ratio(s, _median(image, 'nc+fsync'))} "
+            f"| {_ratio(_median(image, 'stream_nofsync'), _median(image, 'nc'))} "
+            f"| {_ratio(_median(image, 'rsync'), s)} | {_ratio(_median(image, 'scp'), s)} "
+            f"| {_ratio(_median(image, 'local'), _median(image, 'cp'))} |")
+    text = "\n".join(lines) + "\n"
+    with open(REPORT, "w") as fh:
+        fh.write(text)
+    with capsys.disabled():
+        print("\n" + text)
