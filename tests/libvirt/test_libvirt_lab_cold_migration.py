@@ -325,3 +325,31 @@ def test_qcow2_overlay_travels_without_its_base(lab_drivers: list[LibvirtDriver]
     assert out.read_bytes().startswith(b"BASE-IMAGE-CONTENT\n")
     a.confirm_migration(CTX, mig, inst, NET)
     assert a_base.is_file()  # the cache is shared by instances; confirm leaves it
+
+
+def test_revert_redefines_a_lost_source_domain(lab_drivers: list[LibvirtDriver],
+                                               image_meta: ImageMeta) -> None:
+    """If the source's libvirt lost the definition while the instance was away, the
+    revert defines it again from the kept ``libvirt.xml``; the disk is untouched."""
+    a, b = lab_drivers
+    inst = Instance(name="lost-definition", flavor=SMALL)
+    a.spawn(CTX, inst, image_meta, NET, power_on=False)
+    mig = migration(inst, a, b, BIG)
+    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
+                                        migrate_data=data)
+    kept = a._paths.resize_dir(inst) / "disk"
+    digest = sha256(kept)
+    inst.flavor = BIG
+    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True,
+                       power_on=False)
+    a._lookup(inst).undefine()
+    assert not a.instance_exists(inst)
+    b.destroy(CTX, inst, NET)
+    inst.flavor = SMALL
+    a.finish_revert_migration(CTX, inst, NET, mig, power_on=False)
+    assert a.instance_exists(inst)
+    assert a.get_info(inst).state is PowerState.SHUTDOWN
+    assert a._lookup(inst).UUIDString() == inst.uuid
+    assert sha256(a._paths.disk(inst, "disk")) == digest
+    a.finish_revert_migration(CTX, inst, NET, mig, power_on=False)  # idempotent

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import libvirt
+
 from virtsdk.exceptions import (
     DestinationDiskExists,
     DiskTransferError,
@@ -69,6 +71,15 @@ class _Incoming:
 
     data: ColdMigrateData
     created_dir: bool
+
+
+def save_domain_xml(xml: str, inst_dir: Path) -> None:
+    """Keep the persistent definition next to the disks (``libvirt.xml``), so the
+    guest can be defined again from its directory alone."""
+    xmlutil.parse(xml)  # refuse to keep anything we could not parse back
+    tmp = inst_dir / (DOMAIN_XML + ".tmp")
+    tmp.write_text(xml, encoding="utf-8")
+    os.replace(tmp, inst_dir / DOMAIN_XML)
 
 
 class ColdMigration:
@@ -253,7 +264,7 @@ class ColdMigration:
             to_send = [d for d in disks if d.path in MIGRATED]
             files = [SendFile(str(resize_dir / d.path), d.path) for d in to_send]
             result = transport.send(files, migrate_data.ticket, progress)
-            return self._sent_disks(to_send, result)
+            return self._sent_disks(to_send, result, resize_dir)
         except BaseException:
             LOG.exception("sending the disks of %s to %s failed; restoring the source",
                           instance.uuid, dest)
@@ -261,13 +272,20 @@ class ColdMigration:
             raise
 
     @staticmethod
-    def _sent_disks(disks: list[DiskInfo], result: TransferResult) -> list[DiskInfo]:
+    def _sent_disks(disks: list[DiskInfo], result: TransferResult,
+                    directory: Path) -> list[DiskInfo]:
+        """The disks as sent (with the transport's digests), after checking the
+        transport reported every file at its full size."""
         sent = {f.name: f for f in result.files}
         out = []
         for d in disks:
             item = sent.get(d.path)
             if item is None:
-                raise TransferIntegrityError(f"transport did not send {d.path}")
+                raise TransferIntegrityError(f"the transport did not send {d.path}")
+            size = (directory / d.path).stat().st_size
+            if item.size != size:
+                raise TransferIntegrityError(
+                    f"{d.path}: {item.size} bytes sent of {size}")
             out.append(DiskInfo(path=d.path, type=d.type, virt_disk_size=d.virt_disk_size,
                                 disk_size=d.disk_size, backing_file=d.backing_file,
                                 over_committed_disk_size=d.over_committed_disk_size,
@@ -276,11 +294,7 @@ class ColdMigration:
 
     @staticmethod
     def _save_domain_xml(guest: Guest, inst_dir: Path) -> None:
-        xml = guest.xml()
-        xmlutil.parse(xml)  # refuse to keep anything we could not parse back
-        tmp = inst_dir / (DOMAIN_XML + ".tmp")
-        tmp.write_text(xml, encoding="utf-8")
-        os.replace(tmp, inst_dir / DOMAIN_XML)
+        save_domain_xml(guest.xml(libvirt.VIR_DOMAIN_XML_INACTIVE), inst_dir)
 
     def _restore_source(self, instance: Instance, start: bool) -> None:
         """Put ``<dir>_resize`` back as the instance directory, make sure the domain

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,7 +60,7 @@ from virtsdk.objects import (
     NetworkInfo,
 )
 from virtsdk_libvirt import config, guest_config, xmlutil
-from virtsdk_libvirt.cold_migration import ColdMigration
+from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
@@ -105,7 +104,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._image_cache = ImageCache(self._paths.image_cache)
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
-        self._lock = threading.Lock()
         self._cold = ColdMigration(self)
 
     @classmethod
@@ -170,6 +168,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         xml = self._domain_xml(instance, flavor, disks, network_info, kernel, initrd,
                                (image_meta.properties or {}).get("cmdline"))
         self._paths.console_log(instance).touch()
+        save_domain_xml(xml, self._paths.instance_dir(instance))
         dom = self._host.define(xml)
         if power_on:
             Guest(dom).start(self.lv_conf.boot_timeout)
