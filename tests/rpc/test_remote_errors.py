@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import oslo_messaging
 import pytest
 
@@ -76,3 +79,59 @@ def test_error_rebuilt_locally_keeps_constructor_arguments():
     assert rebuilt.state is None
     plain = exceptions.Invalid("bad flavor")
     assert str(exceptions.Invalid("x", **plain.kwargs)) == "bad flavor"
+
+
+class _DriverPreCheckError(exceptions.MigrationPreCheckError):
+    """A driver's own error with its own constructor (lives in a virtsdk_* module)."""
+
+    def __init__(self, host: str, free_mb: int) -> None:
+        self.host = host
+        self.free_mb = free_mb
+        super().__init__(f"host {host} has only {free_mb} MiB free")
+
+
+class _OutsiderError(exceptions.VirtSDKError):
+    pass
+
+
+@pytest.fixture
+def foreign_modules():
+    """Two importable throw-away modules: one named like a driver package, one not."""
+    made = {}
+    for name, cls in (("virtsdk_rpctest_driver.errors", _DriverPreCheckError),
+                      ("rpctest_outsider.errors", _OutsiderError)):
+        package = types.ModuleType(name.split(".")[0])
+        package.__path__ = []
+        module = types.ModuleType(name)
+        copy = type(cls.__name__, (cls,), {"__module__": name})
+        setattr(module, cls.__name__, copy)
+        sys.modules[package.__name__] = package
+        sys.modules[name] = module
+        made[name] = copy
+    yield made
+    for name in made:
+        del sys.modules[name]
+        del sys.modules[name.split(".")[0]]
+
+
+def test_driver_package_errors_come_back_as_themselves(client, ctxt, foreign_modules):
+    driver_error = foreign_modules["virtsdk_rpctest_driver.errors"]
+    ERRORS["driver_error"] = lambda: driver_error("h2", 12)
+    try:
+        with pytest.raises(driver_error) as info:
+            client.call(ctxt, "raise_error", kind="driver_error")
+    finally:
+        del ERRORS["driver_error"]
+    assert isinstance(info.value, exceptions.RollbackError)
+    assert (info.value.host, info.value.free_mb) == ("h2", 12)
+
+
+def test_errors_of_other_packages_are_not_imported(client, ctxt, foreign_modules):
+    outsider = foreign_modules["rpctest_outsider.errors"]
+    ERRORS["outsider"] = lambda: outsider("no")
+    try:
+        with pytest.raises(oslo_messaging.RemoteError) as info:
+            client.call(ctxt, "raise_error", kind="outsider")
+    finally:
+        del ERRORS["outsider"]
+    assert info.value.exc_type == "_OutsiderError"

@@ -61,8 +61,23 @@ DEFAULT_TRANSPORT_URL = "inproc://"
 DEFAULT_EXCHANGE = "virtsdk"
 DEFAULT_NOTIFICATION_DRIVER = "messagingv2"
 
-#: Modules whose exceptions an RPC caller re-raises as themselves.
-_ALLOWED_EXMODS = ["virtsdk.exceptions"]
+
+class _AllowedExceptionModules(list):
+    """oslo.messaging's ``allowed_remote_exmods``, extended to whole package trees.
+
+    oslo.messaging only asks ``module in allowed``; this answers yes for the listed
+    modules and for any module of virtsdk itself or of a ``virtsdk_*`` distribution
+    (the drivers), so a driver's ``VirtSDKError`` subclass reaches the caller as
+    itself and the manager's rollback-or-ERROR decision still sees its class.  Other
+    modules' errors arrive as ``oslo_messaging.RemoteError``.
+    """
+
+    PREFIXES = ("virtsdk.", "virtsdk_")
+
+    def __contains__(self, module: object) -> bool:
+        if super().__contains__(module):
+            return True
+        return isinstance(module, str) and module.startswith(self.PREFIXES)
 
 _DEFAULT_OPT_NAMES = ("transport_url", "control_exchange", "rpc_response_timeout")
 _NOTIFICATIONS_GROUP = "oslo_messaging_notifications"
@@ -137,8 +152,9 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
 
 
 def allowed_remote_exmods() -> list[str]:
-    """Exception modules whose classes a caller re-raises as themselves."""
-    return list(_ALLOWED_EXMODS)
+    """Exception modules whose classes a caller re-raises as themselves:
+    ``virtsdk.*`` and ``virtsdk_*.*`` (builtins are always allowed by oslo)."""
+    return _AllowedExceptionModules(["virtsdk.exceptions"])
 
 
 def _cached(
