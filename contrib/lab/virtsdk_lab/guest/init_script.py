@@ -52,6 +52,18 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 
+# -- ACPI power button (virsh shutdown) powers the guest off --
+mkdir -p /etc/acpi/PWRF
+cat > /etc/acpi/PWRF/00000080 <<'EOS'
+#!/bin/sh
+echo SHUTDOWN > /dev/ttyS0
+sync
+poweroff -f
+EOS
+chmod +x /etc/acpi/PWRF/00000080
+mkdir -p /var/log /var/run
+acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid 2>/dev/null
+
 BOOTID=$(rand_hex 8)
 say "BOOT $BOOTID"
 
@@ -106,18 +118,6 @@ if [ "$DIRTY_KBPS" -gt 0 ] 2>/dev/null; then
     done
   ) &
 fi
-
-# -- ACPI power button (virsh shutdown) powers the guest off --
-mkdir -p /etc/acpi/PWRF
-cat > /etc/acpi/PWRF/00000080 <<'EOS'
-#!/bin/sh
-echo SHUTDOWN > /dev/ttyS0
-sync
-poweroff -f
-EOS
-chmod +x /etc/acpi/PWRF/00000080
-mkdir -p /var/log /var/run
-acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid 2>/dev/null
 
 say "READY"
 n=0
