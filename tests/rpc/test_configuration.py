@@ -38,6 +38,7 @@ def test_list_opts_shows_virtsdk_defaults_without_touching_oslo_options():
     assert defaults["control_exchange"] == "virtsdk"
     notif = {opt.name: opt.default for opt in groups["oslo_messaging_notifications"]}
     assert notif["driver"] == ["messagingv2"]
+    assert notif["transport_url"] is None  # notifications fall back to the RPC URL
     # oslo.messaging's own option objects keep their defaults.
     own = dict(oslo_messaging.opts.list_opts())[None]
     assert {o.name: o.default for o in own}["transport_url"] == "rabbit://"

@@ -134,18 +134,17 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     these (use :func:`register_opts`).
     """
     default, notifications = _messaging_opts()
-    overrides = {
-        "transport_url": DEFAULT_TRANSPORT_URL,
-        "control_exchange": DEFAULT_EXCHANGE,
-        "driver": [DEFAULT_NOTIFICATION_DRIVER],
+    overrides: dict[str | None, dict[str, Any]] = {
+        None: {"transport_url": DEFAULT_TRANSPORT_URL, "control_exchange": DEFAULT_EXCHANGE},
+        _NOTIFICATIONS_GROUP: {"driver": [DEFAULT_NOTIFICATION_DRIVER]},
     }
     out: list[tuple[str | None, list[cfg.Opt]]] = []
     for group, opts in ((None, default), (_NOTIFICATIONS_GROUP, notifications)):
         copies = []
         for opt in opts:
             dup = copy.deepcopy(opt)
-            if dup.name in overrides:
-                dup.default = overrides[dup.name]
+            if dup.name in overrides[group]:
+                dup.default = overrides[group][dup.name]
             copies.append(dup)
         out.append((group, copies))
     return out
