@@ -218,6 +218,21 @@ def test_unencodable_result_comes_back_as_an_error_not_a_timeout(conf, start_ser
         client.call(ctxt, "unencodable_result")
 
 
+def test_driver_refuses_an_unencodable_reply_and_says_so(conf, ctxt):
+    """No serializer on either side: the driver's own reply encoding fails, and the
+    caller gets that error instead of waiting for its timeout."""
+    transport = rpc.get_transport(conf)
+    target = oslo_messaging.Target(topic="raw", server="h1")
+    server = rpc.prompt_stop(oslo_messaging.get_rpc_server(transport, target, [Recorder("h1")]))
+    server.start()
+    try:
+        client = oslo_messaging.get_rpc_client(transport, target, timeout=30)
+        with pytest.raises((TypeError, ValueError)):
+            client.call({}, "unencodable_result")
+    finally:
+        rpc.stop_servers([server])
+
+
 class _Tally:
     """Notification endpoint; several listeners may share one tally."""
 

@@ -168,8 +168,6 @@ class InProcDriver(base.BaseDriver):
     broker of their URL's virtual host, like processes sharing a RabbitMQ server.
     """
 
-    prefetch_size = 1
-
     def __init__(
         self,
         conf: cfg.ConfigOpts,
