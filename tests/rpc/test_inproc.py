@@ -321,3 +321,29 @@ def test_collector_reports_what_did_arrive_when_waiting_fails(conf, ctxt):
         with pytest.raises(TimeoutError, match="something.else"):
             collector.wait_for("never.sent", timeout=0.1)
         assert collector.event_types() == ["something.else"]
+
+
+def test_concurrent_callers_each_get_their_own_reply(conf, start_server, ctxt):
+    start_server(conf, "compute", "h1", [Recorder("h1")])
+    start_server(conf, "compute", "h2", [Recorder("h2")])
+    client = rpc.get_client(conf, "compute", timeout=30)
+    mismatches: list[tuple[object, object]] = []
+    errors: list[BaseException] = []
+
+    def caller(n: int) -> None:
+        try:
+            for i in range(50):
+                value = {"caller": n, "i": i}
+                result = client.call(ctxt, "echo", value=value)
+                if result != value:
+                    mismatches.append((value, result))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert mismatches == []
