@@ -305,3 +305,31 @@ def test_source_on_shared_storage_copies_locally(transport, conf, tmp_path, disk
     assert same_content(disk64, received[0].path)
     assert not _receiver_alive(ticket)
     assert os.listdir(tmp_path / "dest") == ["disk"]
+
+
+def test_restarted_receiver_resumes_from_its_journal(transport, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SENDER, json.dumps(ticket), disk64,
+                           str(32 * MiB)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    receiver = stream_mod._RECEIVERS[ticket["transfer_id"]]
+    receiver.kill()  # the destination service died with its receiver
+    receiver.wait()
+    with open(tmp_path / "dest" / "disk", "r+b") as fh:  # a journaled run rots on disk
+        fh.seek(8192)
+        fh.write(b"rot")
+    ticket2 = transport.resume_receive(ticket, EP)
+    assert ticket2["token"] == ticket["token"] and _receiver_alive(ticket2)
+    result = transport.send([SendFile(disk64, "disk")], ticket2)
+    received = transport.finish_receive(ticket2, timeout=60)
+    assert same_content(disk64, received[0].path)  # the rotten run was sent again
+    assert 0 < result.resumed_bytes < 32 * MiB
+
+
+def test_receiver_that_cannot_start_leaves_nothing(conf, tmp_path):
+    t = StreamTransport(conf)
+    conf.set_override("python", "/bin/false", group="transport_stream")
+    with pytest.raises(DiskTransferError, match="did not start"):
+        t.prepare_receive(str(tmp_path / "dest"), EP)
+    assert os.listdir(tmp_path / "dest") == []
+    assert not stream_mod._RECEIVERS

@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,16 +196,19 @@ class ProgressMeter:
         self.interval = interval
         self.started = time.monotonic()
         self._last = 0.0
+        self._lock = threading.Lock()
 
     def add(self, nbytes: int, path: str = "", final: bool = False) -> None:
-        self.done = min(self.total, self.done + max(0, nbytes))
-        if self.callback is None:
-            return
-        now = time.monotonic()
-        if final or now - self._last >= self.interval:
-            self._last = now
-            elapsed = max(now - self.started, 1e-9)
-            self.callback(TransferProgress(self.done, self.total, self.done / elapsed, path))
+        with self._lock:  # several files may report at once; keep it monotonic
+            self.done = min(self.total, self.done + max(0, nbytes))
+            if self.callback is None:
+                return
+            now = time.monotonic()
+            if final or now - self._last >= self.interval:
+                self._last = now
+                elapsed = max(now - self.started, 1e-9)
+                self.callback(TransferProgress(self.done, self.total, self.done / elapsed,
+                                               path))
 
     def finish(self) -> None:
         self.done = self.total

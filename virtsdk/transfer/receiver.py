@@ -11,7 +11,9 @@ completes.  Guarantees:
 * every name is confined to ``--dest-dir``; existing files are never overwritten;
 * every data frame is checked against its checksum before it is written; a bad frame
   ends the connection with an ``integrity`` error and nothing of it is written;
-* completed runs go to a journal, so a new connection resumes where the last stopped;
+* completed runs go to a journal, so a new connection resumes where the last stopped,
+  and a receiver restarted for the same transfer (``--resume``) picks the journal up
+  again, keeping only the runs whose data on disk still matches their checksum;
 * it exits once the transfer is complete (or after ``--idle-timeout`` seconds
   without a sender, or on SIGTERM, or when its parent dies), leaving its outcome in
   the transfer's state record (:mod:`virtsdk.transfer.state`).
@@ -45,6 +47,8 @@ from virtsdk.transfer.base import SentFile, confine_name
 from virtsdk.transfer.extents import CHECKSUMS, DigestBuilder, allocated_bytes, checksum_function
 
 _JOURNAL = struct.Struct(">IQI")
+#: Seconds a new connection has to authenticate (a silent peer cannot hold us up).
+HANDSHAKE_TIMEOUT = 30.0
 
 
 class SessionError(Exception):
@@ -135,6 +139,38 @@ class Receiver:
         self.journal_fd = os.open(os.path.join(work, "journal"),
                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
+    def reload(self) -> int:
+        """Restarted receiver: reopen the files this transfer created and replay the
+        journal, re-checking each run against the data on disk.  Returns the bytes
+        kept (0 when there is nothing to resume)."""
+        record = self._record()
+        names, sizes = record.get("created", []), record.get("sizes", [])
+        if not names or len(names) != len(sizes) or record.get("checksum") not in CHECKSUMS:
+            return 0
+        self.checksum = record["checksum"]
+        for name, size in zip(names, sizes, strict=True):
+            path = confine_name(self.dest_dir, name)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            self.files.append(IncomingFile(name, size, path, fd,
+                                           DigestBuilder(size, self.checksum)))
+        fn = self.checksum_fn
+        csize = CHECKSUMS[self.checksum][1]
+        journal = os.path.join(xstate.work_dir(self.dest_dir, self.transfer_id), "journal")
+        kept = 0
+        with open(journal, "rb") as fh:
+            entry = _JOURNAL.size + csize
+            while len(raw := fh.read(entry)) == entry:
+                index, offset, length = _JOURNAL.unpack_from(raw)
+                digest = raw[_JOURNAL.size:]
+                if index >= len(self.files):
+                    continue
+                f = self.files[index]
+                if fn(os.pread(f.fd, length, offset)) == digest:
+                    f.digest.add(offset, length, digest)
+                    kept += length
+        self.journal_fd = os.open(journal, os.O_WRONLY | os.O_APPEND)
+        return kept
+
     def _done_map(self) -> dict[str, list[list[Any]]]:
         return {f.name: [[off, length, digest.hex()]
                          for off, (length, digest) in sorted(f.digest.entries.items())]
@@ -150,6 +186,7 @@ class Receiver:
         if not hmac.compare_digest(str(hello.get("token", "")).encode(), self.token.encode()) \
                 or hello.get("transfer_id") != self.transfer_id:
             raise SessionError("auth", "wrong token or transfer id")
+        conn.settimeout(self.idle_timeout)
         self._open_files(hello)
         P.send_message(conn, {"ok": True, "done": self._done_map()})
         csize = CHECKSUMS[self.checksum][1]
@@ -241,7 +278,7 @@ class Receiver:
                 self._set_error(f"no sender within {self.idle_timeout:.0f}s")
                 return 2
             try:
-                conn.settimeout(self.idle_timeout)
+                conn.settimeout(min(self.idle_timeout, HANDSHAKE_TIMEOUT))
                 if self.tls is not None:
                     conn = self.tls.wrap_socket(conn, server_side=True)
                 if self.session(conn):
@@ -342,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--idle-timeout", type=float, default=600.0)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a transfer an earlier receiver started (journal)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="do not fsync the files before reporting them complete")
     parser.add_argument("--tls-cert")
@@ -365,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     server.listen(4)
     receiver = Receiver(os.path.abspath(args.dest_dir), args.transfer_id, token, tls,
                         args.idle_timeout, fsync=not args.no_fsync)
+    if args.resume:
+        receiver.reload()
     print(json.dumps({"port": server.getsockname()[1], "pid": os.getpid()}), flush=True)
     started = time.monotonic()
     try:

@@ -114,6 +114,7 @@ class _FileState:
     digest: DigestBuilder
     done: dict[int, tuple[int, bytes]]
     sent: SentFile
+    resumed: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -200,6 +201,7 @@ class StreamSender:
                                              done, SentFile(name=f.name, size=size,
                                                             backing_file=backing_file_of(f.path))))
                 self._pump(sock, handles, states)
+                self.resumed_bytes = sum(s.resumed for s in states)
                 sock.sendall(P.FRAME.pack(P.DONE, 0, 0, 0, 0, 0)
                              + bytes(CHECKSUMS[self.opts.checksum][1]))
                 _raise_for(P.recv_message(sock))
@@ -286,7 +288,7 @@ class StreamSender:
                 state.digest.add(run.offset, raw_len, digest)
                 step, pos = run.offset + raw_len - pos, run.offset + raw_len
                 if state.done.get(run.offset) == (raw_len, digest):
-                    self.resumed_bytes += raw_len
+                    state.resumed += raw_len
                     frames.put((state, b"", b"", step))
                     continue
                 payload = self.chooser.maybe_compress(run.data, cctx)

@@ -137,29 +137,49 @@ class StreamTransport(DiskTransport):
         ``endpoint.exec_prefix``) and return the ticket (address, port, one-time token,
         dest_dir, tls).  Raises DiskTransferError if the receiver does not come up;
         nothing is left running then."""
+        if self.opts.tls and not (self.opts.tls_cert and self.opts.tls_key):
+            raise DiskTransferError("[transport_stream] tls needs tls_cert and tls_key")
         os.makedirs(dest_dir, exist_ok=True)
         ticket = self.base_ticket(dest_dir, endpoint)
         ticket["token"] = new_token()
         ticket["tls"] = bool(self.opts.tls)
+        os.makedirs(xstate.work_dir(ticket["dest_dir"], ticket["transfer_id"]), mode=0o700)
+        try:
+            self._start_receiver(ticket, endpoint, resume=False)
+        except DiskTransferError:
+            xstate.forget(ticket["dest_dir"], ticket["transfer_id"])
+            raise
+        write_probe(ticket)
+        return ticket
+
+    def resume_receive(self, ticket: dict[str, Any], endpoint: HostEndpoint) -> dict[str, Any]:
+        """Destination: start a new receiver for a transfer whose receiver died (e.g.
+        with the service that started it).  It replays the journal, keeping the runs
+        whose data on disk still matches; returns the ticket with the new port (same
+        token), which the source uses to resume with :meth:`send`."""
+        self._stop_receiver(ticket)
+        ticket = dict(ticket)
+        self._start_receiver(ticket, endpoint, resume=True)
+        return ticket
+
+    def _start_receiver(self, ticket: dict[str, Any], endpoint: HostEndpoint,
+                        resume: bool) -> None:
         work = xstate.work_dir(ticket["dest_dir"], ticket["transfer_id"])
-        os.makedirs(work, mode=0o700)
         cmd = [*endpoint.exec_prefix, self.opts.python, "-m", "virtsdk.transfer.receiver",
                "--dest-dir", ticket["dest_dir"], "--transfer-id", ticket["transfer_id"],
                "--listen", endpoint.address, "--port", str(self.opts.listen_port),
                "--idle-timeout", str(self.opts.receiver_idle_timeout),
                "--parent-pid", str(os.getpid())]
+        if resume:
+            cmd.append("--resume")
         if not self.opts.fsync:
             cmd.append("--no-fsync")
-        if self.opts.tls:
-            if not (self.opts.tls_cert and self.opts.tls_key):
-                raise DiskTransferError("[transport_stream] tls needs tls_cert and tls_key")
+        if ticket.get("tls"):
             cmd += ["--tls-cert", self.opts.tls_cert, "--tls-key", self.opts.tls_key]
-        log = open(os.path.join(work, "receiver.log"), "ab")  # noqa: SIM115
-        try:
+        log_path = os.path.join(work, "receiver.log")
+        with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=log, close_fds=True)
-        finally:
-            log.close()
         assert proc.stdin is not None
         try:
             proc.stdin.write(ticket["token"].encode() + b"\n")
@@ -169,15 +189,14 @@ class StreamTransport(DiskTransport):
             ticket["port"] = int(info["port"])
         except (OSError, ValueError, KeyError) as exc:
             _stop(proc)
-            xstate.forget(ticket["dest_dir"], ticket["transfer_id"])
-            raise DiskTransferError(f"the stream receiver did not start: {exc}; see "
-                                    f"{os.path.join(work, 'receiver.log')}") from exc
+            with open(log_path, "rb") as fh:
+                tail = fh.read()[-800:].decode(errors="replace").strip()
+            raise DiskTransferError(f"the stream receiver did not start ({exc!r}): {tail}") \
+                from exc
         with open(os.path.join(work, "receiver.pid"), "w", encoding="ascii") as fh:
             fh.write(str(info.get("pid", proc.pid)))
         with _LOCK:
             _RECEIVERS[ticket["transfer_id"]] = proc
-        write_probe(ticket)
-        return ticket
 
     def finish_receive(self, ticket: dict[str, Any], timeout: float = 600) -> list[ReceivedFile]:
         """Destination: wait until the receiver reports the transfer complete (every
