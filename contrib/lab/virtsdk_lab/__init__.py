@@ -1,7 +1,8 @@
 """virtsdk-lab: N libvirt hosts on one machine, each in its own network namespace.
 
-Public API: :class:`Lab`, :class:`LabHost`, :func:`check_prerequisites`, and for
-the test guest :class:`GuestImage`, :func:`build_guest_image`, :class:`ConsoleLog`.
+Public API: :class:`Lab`, :class:`LabHost`, :func:`check_prerequisites`; the test
+guest is in :mod:`virtsdk_lab.guest` (:class:`GuestImage`, :func:`build_guest_image`,
+:class:`ConsoleLog`, :func:`demo_domain_xml`); pytest fixtures in :mod:`virtsdk_lab.fixtures`.
 """
 
 from virtsdk_lab.errors import GuestImageError, LabError, PrerequisitesMissing
