@@ -80,11 +80,12 @@ class EmbeddedCloud:
         self.computes[host] = service
         return service
 
-    def stop_compute(self, host: str) -> None:
-        """Stop ``host``'s service as a crash would: flows it was running stop
-        touching records; its guests stay where they are."""
+    def stop_compute(self, host: str, crash: bool = False) -> None:
+        """Stop ``host``'s service; its guests stay where they are.  ``crash=True``
+        does not wait for requests in flight (flows it was running stop touching
+        records), as a killed process would."""
         service = self.computes.pop(host)
-        service.stop()
+        service.stop(graceful=not crash)
 
     def stop(self) -> None:
         for host in list(self.computes):

@@ -39,6 +39,7 @@ def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
     api.flavor_create(ctx, "small", 256, 1, 1)
     api.flavor_create(ctx, "medium", 512, 2, 2)
     api.flavor_create(ctx, "tiny-disk", 256, 1, 0)
+    api.flavor_create(ctx, "large", 4096, 2, 2)
     return cloud
 
 

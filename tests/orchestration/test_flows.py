@@ -122,7 +122,7 @@ def test_live_migrate_scheduler_picks_and_memory_moves(cloud, fabric):
 
 def test_live_migrate_to_requested_host_with_progress_monotonic(cloud, fabric):
     api, ctx = cloud.api, cloud.ctx
-    inst, before = boot(cloud, fabric, host="host2",
+    inst, before = boot(cloud, fabric, flavor="large", host="host2",
                         metadata={"fake:dirty_rate_mbps": "200"})
     seen: list[int] = []
     orig = cloud.db.migration_record_progress

@@ -33,6 +33,7 @@ from virtsdk.exceptions import (
     MigrationTimeout,
     NotSupported,
     ResizeShrinkNotAllowed,
+    UnexpectedTaskState,
 )
 from virtsdk.objects import Flavor, ImageMeta, Instance, Migration
 from virtsdk.states import MigrationStatus, MigrationType, TaskState, VMState
@@ -59,8 +60,7 @@ class API:
             raise InstanceInvalidState(instance.uuid, "vm_state", str(instance.vm_state),
                                        action)
         if instance.task_state is not None:
-            raise InstanceInvalidState(instance.uuid, "task_state",
-                                       str(instance.task_state), action)
+            raise UnexpectedTaskState(instance.uuid, None, str(instance.task_state))
 
     def _start_task(self, instance: Instance, task: TaskState,
                     vm_states: tuple[VMState, ...]) -> Instance:
@@ -239,9 +239,14 @@ class API:
         """Keep the resized instance; the source deletes its kept copy."""
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "confirm the resize of", (VMState.RESIZED,))
-        migration = self._finished_migration(instance)
         instance = self._start_task(instance, TaskState.RESIZE_CONFIRMING,
                                     (VMState.RESIZED,))
+        try:
+            migration = self._finished_migration(instance)
+        except MigrationNotFound:
+            self.db.instance_update(instance.uuid, {"task_state": None},
+                                    expected_task_state=TaskState.RESIZE_CONFIRMING)
+            raise
         migration = self.db.migration_update(int(migration.id or 0),
                                              {"status": Status.CONFIRMING},
                                              expected_status=Status.FINISHED)
@@ -257,9 +262,14 @@ class API:
         """Go back to the original instance on the source host."""
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "revert the resize of", (VMState.RESIZED,))
-        migration = self._finished_migration(instance)
         instance = self._start_task(instance, TaskState.RESIZE_REVERTING,
                                     (VMState.RESIZED,))
+        try:
+            migration = self._finished_migration(instance)
+        except MigrationNotFound:
+            self.db.instance_update(instance.uuid, {"task_state": None},
+                                    expected_task_state=TaskState.RESIZE_REVERTING)
+            raise
         migration = self.db.migration_update(int(migration.id or 0),
                                              {"status": Status.REVERTING},
                                              expected_status=Status.FINISHED)

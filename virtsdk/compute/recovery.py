@@ -25,7 +25,7 @@ from virtsdk.compute import utils
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS
-from virtsdk.exceptions import Conflict, InstanceNotFound, MigrationError
+from virtsdk.exceptions import Conflict, InstanceNotFound, MigrationError, RollbackError
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
@@ -88,7 +88,8 @@ class RecoveryMixin(ManagerBase):
                 TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
             self._finish_resize_failed(  # type: ignore[attr-defined]
                 ctx, instance, m, None,
-                MigrationError("destination restarted during finish_resize"))
+                RollbackError("destination restarted during finish_resize; the "
+                              "source copy was restored"))
         elif source and m.status == Status.CONFIRMING:
             self.confirm_resize(ctx, instance, m)  # type: ignore[attr-defined]
         elif dest and m.status == Status.REVERTING and instance.host == self.host:

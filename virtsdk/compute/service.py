@@ -59,14 +59,16 @@ class ComputeService:
             except Exception:  # noqa: BLE001 - the next beat retries
                 LOG.exception("heartbeat of %s failed", self.host)
 
-    def stop(self) -> None:
-        """Stop serving and beating (simulates a crash when flows are mid-way: their
-        threads may still run but no longer touch the records)."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop serving and beating.  ``graceful`` waits for requests being handled;
+        ``graceful=False`` simulates a crash: handlers stuck mid-flow are abandoned
+        (their threads may still run, but no longer touch the records)."""
         self._stop.set()
         self.manager._stop()  # noqa: SLF001
         if self._server is not None:
             self._server.stop()
-            self._server.wait()
+            if graceful:
+                self._server.wait()
             self._server = None
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
