@@ -16,6 +16,7 @@ import pytest
 from conftest import make_driver
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.driver import InstanceExists, LibvirtDriver
+from virtsdk_libvirt.imagecache import ImageUnavailable
 
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import (
@@ -118,6 +119,18 @@ def test_lifecycle_without_booting(lab_drivers: list[LibvirtDriver],
     a.destroy(CTX, inst, NET)  # idempotent
 
 
+def test_failed_spawn_leaves_nothing_behind(lab_drivers: list[LibvirtDriver],
+                                            image_meta: ImageMeta, tmp_path: Path) -> None:
+    a, _b = lab_drivers
+    broken = ImageMeta(id="broken-kernel", properties={
+        **image_meta.properties, "kernel": str(tmp_path / "no-such-kernel")})
+    inst = Instance(name="never", flavor=SMALL)
+    with pytest.raises(ImageUnavailable, match="kernel"):
+        a.spawn(CTX, inst, broken, NET)
+    assert not a.instance_exists(inst)
+    assert not a._paths.instance_dir(inst).exists()
+
+
 def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[LibvirtDriver],
                                                  image_meta: ImageMeta) -> None:
     # the first migration uses the network stream transport explicitly, the second
@@ -133,9 +146,10 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
     assert data.transport == "stream" and data.ticket["address"] == b.lv_conf.my_ip
     samples: list[TransferProgress] = []
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=3,
-                                        retry_interval=1, migrate_data=data,
-                                        progress=samples.append)
+    # timeout 0: the guest is forced off at once (it never sees a shutdown request)
+    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=0,
+                                        migrate_data=data, progress=samples.append)
+    assert "SHUTDOWN" not in ConsoleLog(a._paths.resize_dir(inst) / "console.log").text()
     assert [d.path for d in sent] == ["disk"]
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a._paths.resize_dir(inst).is_dir() and not a._paths.instance_dir(inst).exists()
@@ -166,8 +180,10 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     a2, b2 = lab_drivers
     mig2 = migration(inst, a2, b2, BIG)
     data2 = b2.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
+    # with a deadline the guest shuts down cleanly (its ACPI handler logs SHUTDOWN)
     sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.lv_conf.my_ip, BIG, NET,
-                                          timeout=3, retry_interval=1, migrate_data=data2)
+                                          timeout=60, retry_interval=5, migrate_data=data2)
+    assert "SHUTDOWN" in ConsoleLog(a2._paths.resize_dir(inst) / "console.log").text()
     inst.flavor, inst.old_flavor = BIG, SMALL
     b2.finish_migration(CTX, mig2, inst, sent2, NET, image_meta, resize_instance=True,
                         power_on=False)
@@ -229,9 +245,11 @@ def test_failures_leave_the_source_startable(lab_drivers: list[LibvirtDriver],
     assert boot_2 != boot_1 and marker_2 == marker
     assert log.markers()[-1].how == "found"
 
-    # -- power off with a deadline, then a transfer cut half way: stays stopped, intact
-    a.power_off(inst, timeout=2, retry_interval=1)
+    # -- clean power-off, then a transfer cut half way: stays stopped, intact --------
+    shutdowns = log.text().count("SHUTDOWN")
+    a.power_off(inst, timeout=60, retry_interval=5)
     assert a.get_info(inst).state is PowerState.SHUTDOWN
+    assert log.text().count("SHUTDOWN") == shutdowns + 1
     digest = sha256(a._paths.disk(inst, "disk"))
     mig3 = migration(inst, a, b, BIG)
     data3 = b.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
