@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 RECIPE_REVISION = "1"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 DEFAULT_CMDLINE = "console=ttyS0 loglevel=3 mitigations=off panic=-1"
+APT_STATE_PATHS = (Path("/var/lib/apt/lists"), Path("/var/cache/apt/pkgcache.bin"))
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,11 @@ def build_guest_image(
     ``dpkg``, ``cpio`` and a static busybox.  Raises :class:`GuestImageError` saying
     which step failed.
     """
-    package, version = resolve_kernel_package(kernel_metapackage)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    package, version = _resolve_memoised(kernel_metapackage, cache_dir)
     busybox = find_static_busybox()
     key = recipe_key(package, version, busybox)
     target = cache_dir / key
-    cache_dir.mkdir(parents=True, exist_ok=True)
     with lockutils.lock("guest-build", external=True, lock_path=str(cache_dir)):
         if not (target / "manifest.json").exists():
             _build(target, package, version, busybox, key)
@@ -106,6 +108,35 @@ def resolve_kernel_package(metapackage: str) -> tuple[str, str]:
         if line.startswith("Version:"):
             return package, line.split(":", 1)[1].strip()
     raise GuestImageError(f"apt knows no version of {package}")
+
+
+def _apt_state() -> list[float]:
+    """Modification times that change whenever ``apt-get update`` changes what apt knows."""
+    stamps = []
+    for path in APT_STATE_PATHS:
+        try:
+            stamps.append(path.stat().st_mtime)
+        except OSError:
+            stamps.append(0.0)
+    return stamps
+
+
+def _resolve_memoised(metapackage: str, cache_dir: Path) -> tuple[str, str]:
+    """:func:`resolve_kernel_package`, remembered until apt's package lists change
+    (asking apt costs about a second; a cached build should cost nothing)."""
+    memo = cache_dir / f"resolved-{metapackage}.json"
+    stamps = _apt_state()
+    try:
+        data = json.loads(memo.read_text())
+        if data["apt_state"] == stamps:
+            return str(data["package"]), str(data["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    package, version = resolve_kernel_package(metapackage)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"apt_state": stamps, "package": package, "version": version}))
+    tmp.replace(memo)
+    return package, version
 
 
 def find_static_busybox() -> Path:
