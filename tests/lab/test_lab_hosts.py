@@ -6,7 +6,6 @@ import time
 import libvirt
 import pytest
 from lxml import etree
-from virtsdk_lab import commands
 
 pytestmark = pytest.mark.lab
 
@@ -52,8 +51,8 @@ def test_hosts_reach_each_other_over_the_bridge_and_own_their_addresses(lab):
     )
     try:
         for _attempt in range(100):
-            sent = commands.run([*a.exec_prefix, "nc", "-N", "-w", "5", b.address, "7701"],
-                                check=False, input_data="hello from a\n")
+            sent = a.run(["nc", "-N", "-w", "5", b.address, "7701"], check=False,
+                         input_data="hello from a\n")
             if sent.returncode == 0:
                 break
             time.sleep(0.1)  # the listener is not up yet: connection refused

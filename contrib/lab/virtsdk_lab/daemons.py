@@ -38,18 +38,38 @@ QEMU_USER = "libvirt-qemu"
 
 
 def ensure_system_accounts() -> None:
-    """Create the ``libvirt-qemu`` user and group if missing (libvirtd expects them)."""
-    try:
-        grp.getgrnam(QEMU_USER)
-    except KeyError:
-        run(["groupadd", "--system", QEMU_USER])
-    try:
-        pwd.getpwnam(QEMU_USER)
-    except KeyError:
-        run(["useradd", "--system", "--gid", QEMU_USER, "--no-create-home",
-             "--shell", "/usr/sbin/nologin", QEMU_USER])
+    """Create the ``libvirt-qemu`` user and group if missing (libvirtd expects them).
+
+    Safe when several labs start at once: a lost ``groupadd``/``useradd`` race is
+    fine as long as the account exists afterwards.
+    """
+    if not _group_exists(QEMU_USER):
+        result = run(["groupadd", "--system", QEMU_USER], check=False)
+        if not _group_exists(QEMU_USER):
+            raise LabError(f"cannot create group {QEMU_USER}: {result.stderr.strip()}")
+    if not _user_exists(QEMU_USER):
+        result = run(["useradd", "--system", "--gid", QEMU_USER, "--no-create-home",
+                      "--shell", "/usr/sbin/nologin", QEMU_USER], check=False)
+        if not _user_exists(QEMU_USER):
+            raise LabError(f"cannot create user {QEMU_USER}: {result.stderr.strip()}")
     for target in MOUNTED_DIRS.values():
         Path(target).mkdir(parents=True, exist_ok=True)
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def libvirtd_conf(host: LabHost) -> str:

@@ -83,14 +83,21 @@ class LabHost:
         return ["nsenter", "-t", str(pid), "-m", "-u", "-n"]
 
     def run(
-        self, cmd: Sequence[str], *, check: bool = True, timeout: float | None = None
+        self,
+        cmd: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        input_data: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` in the host's network namespace and return its result.
 
-        Called from the test process (root namespace).  With ``check`` a non-zero exit
-        raises :class:`virtsdk_lab.errors.LabError` with the command's stderr.
+        Called from the test process (root namespace); ``input_data`` is fed to its
+        stdin.  With ``check`` a non-zero exit raises
+        :class:`virtsdk_lab.errors.LabError` with the command's stderr.
         """
-        return commands.run([*self.exec_prefix, *cmd], check=check, timeout=timeout)
+        return commands.run([*self.exec_prefix, *cmd], check=check, timeout=timeout,
+                            input_data=input_data)
 
     def libvirtd_pid(self) -> int | None:
         """Pid of the host's libvirtd if it is running, else ``None``."""
