@@ -9,6 +9,7 @@ live-migration checks are calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -25,11 +26,18 @@ class ComputeAPI:
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: Tests and demos only: ``hook(method, host)`` runs before each message
+        #: leaves; what it raises is what the sender sees (a lost message).
+        self.fault_hook: Callable[[str, str], None] | None = None
 
     def _cast(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(method, host)
         self._client.prepare(server=host).cast(ctx, method, **kw)
 
     def _call(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> Any:
+        if self.fault_hook is not None:
+            self.fault_hook(method, host)
         return self._client.prepare(server=host).call(ctx, method, **kw)
 
     # -- lifecycle ------------------------------------------------------------------------
