@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 RECIPE_REVISION = "1"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 DEFAULT_CMDLINE = "console=ttyS0 loglevel=3 mitigations=off panic=-1"
+STALE_IMAGE_AGE_S = 7 * 24 * 3600
 APT_STATE_PATHS = (Path("/var/lib/apt/lists"), Path("/var/cache/apt/pkgcache.bin"))
 
 
@@ -87,6 +89,7 @@ def build_guest_image(
     with lockutils.lock("guest-build", external=True, lock_path=str(cache_dir)):
         if not (target / "manifest.json").exists():
             _build(target, package, version, busybox, key)
+            prune(cache_dir, keep=key)
             cached = False
         else:
             cached = True
@@ -157,6 +160,31 @@ def recipe_key(package: str, version: str, busybox: Path) -> str:
         digest.update(b"\0")
     digest.update(hashlib.sha256(busybox.read_bytes()).digest())
     return digest.hexdigest()[:16]
+
+
+def prune(cache_dir: Path, keep: str, max_age_s: float = STALE_IMAGE_AGE_S) -> list[str]:
+    """Remove images of other recipes unused for ``max_age_s`` (a run that still uses
+    an older recipe keeps it); return the removed keys.  Called after a build."""
+    removed = []
+    now = time.time()
+    for entry in sorted(cache_dir.iterdir()):
+        if entry.name == keep or not (entry / "manifest.json").is_file():
+            continue
+        if now - _last_used(entry) > max_age_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
+
+
+def _last_used(entry: Path) -> float:
+    stamps = [0.0]
+    for name in ("manifest.json", "vmlinuz", "initrd.img"):
+        try:
+            info = (entry / name).stat()
+        except OSError:
+            continue
+        stamps += [info.st_mtime, info.st_atime]
+    return max(stamps)
 
 
 def _apt(cmd: list[str]) -> str:
