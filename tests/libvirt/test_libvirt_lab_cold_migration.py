@@ -209,7 +209,7 @@ class FailAfterFirstChunk:
             raise InjectedFault(f"transfer cut after {progress.bytes_done} bytes")
 
 
-def test_failures_leave_the_source_startable(lab_drivers: list[LibvirtDriver],
+def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[LibvirtDriver],
                                              image_meta: ImageMeta) -> None:
     a, b = lab_drivers
     inst = Instance(name="survivor", flavor=BIG)
@@ -245,25 +245,32 @@ def test_failures_leave_the_source_startable(lab_drivers: list[LibvirtDriver],
     assert boot_2 != boot_1 and marker_2 == marker
     assert log.markers()[-1].how == "found"
 
-    # -- clean power-off, then a transfer cut half way: stays stopped, intact --------
+    # -- clean power-off, then transfers cut half way (network stream and local
+    # copy): the source stays stopped and intact, the destination is cleaned --------
     shutdowns = log.text().count("SHUTDOWN")
     a.power_off(inst, timeout=60, retry_interval=5)
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert log.text().count("SHUTDOWN") == shutdowns + 1
     digest = sha256(a._paths.disk(inst, "disk"))
-    mig3 = migration(inst, a, b, BIG)
-    data3 = b.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
-    cut = FailAfterFirstChunk()
-    with pytest.raises((InjectedFault, DiskTransferError)):
-        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
-                                     migrate_data=data3, progress=cut)
-    assert cut.calls >= 1
-    assert a.get_info(inst).state is PowerState.SHUTDOWN
-    assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
-    assert sha256(a._paths.disk(inst, "disk")) == digest
-    assert disk_marker(a._paths.disk(inst, "disk")) == marker
-    b.abort_migrate_disk_target(CTX, inst, data3)
-    assert not b._paths.instance_dir(inst).exists()
+    for transport in ("stream", "local"):
+        a_t = make_driver(lab.hosts[0], disk_transport=transport)
+        b_t = make_driver(lab.hosts[1], disk_transport=transport)
+        mig3 = migration(inst, a_t, b_t, BIG)
+        data3 = b_t.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
+        assert data3.transport == transport
+        cut = FailAfterFirstChunk()
+        with pytest.raises((InjectedFault, DiskTransferError)) as failed:
+            a_t.migrate_disk_and_power_off(CTX, inst, b_t.lv_conf.my_ip, BIG, NET,
+                                           migrate_data=data3, progress=cut)
+        chain = [failed.value, failed.value.__cause__, failed.value.__context__]
+        assert any(isinstance(e, InjectedFault) for e in chain) or \
+            "transfer cut after" in str(failed.value), (transport, chain)
+        assert a.get_info(inst).state is PowerState.SHUTDOWN
+        assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
+        assert sha256(a._paths.disk(inst, "disk")) == digest
+        assert disk_marker(a._paths.disk(inst, "disk")) == marker
+        b_t.abort_migrate_disk_target(CTX, inst, data3)
+        assert not b._paths.instance_dir(inst).exists(), transport
     # and the source still starts
     a.power_on(CTX, inst, NET)
     assert a.get_info(inst).state is PowerState.RUNNING
