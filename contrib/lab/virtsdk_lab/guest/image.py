@@ -98,7 +98,19 @@ def build_guest_image(
 
 
 def resolve_kernel_package(metapackage: str) -> tuple[str, str]:
-    """The versioned kernel package the metapackage points at, and its candidate version."""
+    """The versioned kernel package the metapackage points at, and its candidate version.
+
+    If apt does not know the metapackage (a fresh machine without package lists),
+    ``apt-get update`` is run once and the question asked again.
+    """
+    try:
+        return _resolve(metapackage)
+    except GuestImageError:
+        run(["apt-get", "update", "-qq"], check=False, timeout=600)
+        return _resolve(metapackage)
+
+
+def _resolve(metapackage: str) -> tuple[str, str]:
     package = metapackage
     deps = _apt(["apt-cache", "depends", metapackage])
     for line in deps.splitlines():
