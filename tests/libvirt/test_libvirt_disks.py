@@ -163,3 +163,21 @@ def test_shrinking_is_refused() -> None:
 def test_direct_io_probe_leaves_nothing_behind(tmp_path: Path) -> None:
     supports_direct_io(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_image_cache_only_reads_from_the_image_directories(tmp_path: Path,
+                                                           base_image: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    inside = images / "ok.raw"
+    inside.write_bytes(b"ok")
+    os.symlink("/etc/hostname", images / "sneaky")
+    cache = ImageCache(tmp_path / "cache", [str(images)])
+    assert cache.base_disk(ImageMeta(id="in", location=str(inside))) is not None
+    for source in (str(base_image), "/etc/passwd", str(images / "sneaky"),
+                   str(images / ".." / "image.raw")):
+        with pytest.raises(ImageUnavailable, match="outside"):
+            cache.base_disk(ImageMeta(id=f"out-{source}", location=source))
+    with pytest.raises(ImageUnavailable, match="outside"):
+        cache.kernel_and_initrd(ImageMeta(id="k", properties={"kernel": "/boot/../etc/shadow"}))
+    assert len(list((tmp_path / "cache").glob("*.disk"))) == 1  # only the allowed one

@@ -27,6 +27,10 @@ libvirt_opts: list[cfg.Opt] = [
     cfg.StrOpt("image_cache_path", default="",
                help="Directory of cached base images, kernels and initrds "
                     "(default: <instances_path>/_base)."),
+    cfg.ListOpt("image_dirs", default=[],
+                help="Directories images (disk files, kernels, initrds) may be read "
+                     "from; an image pointing elsewhere is refused.  Empty: any "
+                     "readable file (trusted image metadata only)."),
     cfg.StrOpt("images_type", default="qcow2", choices=["qcow2", "raw"],
                help="Disk format of new instance disks: qcow2 overlays over a cached "
                     "base image, or flat raw files."),

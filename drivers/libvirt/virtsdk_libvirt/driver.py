@@ -101,7 +101,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._paths = InstancePaths(self.lv_conf.instances_path, self.lv_conf.image_cache_path)
         self._host = Host(self.lv_conf.connection_uri, str(self._paths.root),
                           self.lv_conf.connect_retries, self.lv_conf.connect_retry_interval)
-        self._image_cache = ImageCache(self._paths.image_cache)
+        self._image_cache = ImageCache(self._paths.image_cache, self.lv_conf.image_dirs)
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
         self._cold = ColdMigration(self)

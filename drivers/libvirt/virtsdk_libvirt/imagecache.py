@@ -29,8 +29,22 @@ class ImageUnavailable(Invalid):
 class ImageCache:
     """Base images on one host, under ``directory``."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str],
+                 allowed_dirs: list[str] | None = None) -> None:
         self.directory = Path(directory)
+        self.allowed_dirs = [Path(d).resolve() for d in (allowed_dirs or [])]
+
+    def check_source(self, image: ImageMeta, role: str, source: str) -> Path:
+        """The resolved ``source`` of ``role``; refuses (ImageUnavailable) a file
+        outside ``allowed_dirs`` (when set) or one that is not a regular file."""
+        path = Path(source).resolve()
+        if self.allowed_dirs and not any(
+                d == path or d in path.parents for d in self.allowed_dirs):
+            raise ImageUnavailable(
+                f"image {image.id}: {role} {source!r} is outside the image directories")
+        if not path.is_file():
+            raise ImageUnavailable(f"image {image.id}: {role} {source!r} is not a readable file")
+        return path
 
     def cache_name(self, image: ImageMeta, role: str) -> str:
         """File name of ``role`` (``disk``, ``kernel``, ``initrd``) of ``image``."""
@@ -59,8 +73,7 @@ class ImageCache:
         target = self.path_of(image, role)
         if target.exists():
             return target
-        if not os.path.isfile(source):
-            raise ImageUnavailable(f"image {image.id}: {role} {source!r} is not a readable file")
+        source = str(self.check_source(image, role, source))
         self.directory.mkdir(parents=True, exist_ok=True)
         with lockutils.lock(f"virtsdk-imagecache-{target.name}", external=True,
                             lock_path=str(self.directory)):
