@@ -145,3 +145,23 @@ def test_prerequisites_are_met_here_and_missing_ones_are_named(monkeypatch):
     assert "missing:\n  - binary 'qemu-img' (Debian package qemu-utils)" in str(error)
     with pytest.raises(PrerequisitesMissing, match="qemu-img"):
         Lab(name="nope", hosts=1).up()
+
+
+def test_libvirtd_that_never_listens_is_reported_with_its_log(lab, monkeypatch):
+    real_script = daemons.launch_script
+
+    def script_without_libvirtd(host):
+        lines = real_script(host).splitlines()
+        kept = [line for line in lines if "libvirtd -d" not in line]
+        kept.append(f"echo 'pretend libvirtd failed to start' >> {host.host_dir}/daemons.out")
+        return "\n".join(kept) + "\n"
+
+    monkeypatch.setattr(daemons, "launch_script", script_without_libvirtd)
+    monkeypatch.setattr(daemons, "READY_TIMEOUT_S", 1.0)
+    silent = Lab(name="silent", hosts=1)
+    with pytest.raises(LabError) as failure:
+        silent.up()
+    message = str(failure.value)
+    assert "did not listen on 198.18." in message
+    assert "pretend libvirtd failed to start" in message
+    assert silent.index is None

@@ -145,7 +145,7 @@ def start_daemons(host: LabHost) -> None:
     """
     run([*host.exec_prefix, "unshare", "--mount", "--uts", "--propagation", "private",
          "sh", "-c", launch_script(host)], timeout=60)
-    wait_listening(host)
+    wait_listening(host, READY_TIMEOUT_S)
 
 
 def wait_listening(host: LabHost, timeout: float = READY_TIMEOUT_S) -> None:
