@@ -76,7 +76,7 @@ class ImageCache:
         source = str(self.check_source(image, role, source))
         self.directory.mkdir(parents=True, exist_ok=True)
         with lockutils.lock(f"virtsdk-imagecache-{target.name}", external=True,
-                            lock_path=str(self.directory)):
+                            lock_path=str(self.directory / "locks")):
             if target.exists():
                 return target
             tmp = target.with_name(target.name + ".part")
