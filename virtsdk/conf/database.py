@@ -15,9 +15,15 @@ opts = [
 ]
 
 
+def _fresh(group: cfg.OptGroup) -> cfg.OptGroup:
+    """A new OptGroup per ConfigOpts: oslo.config keeps per-conf state (overrides)
+    inside the group object, so sharing one between confs would leak overrides."""
+    return cfg.OptGroup(group.name, title=group.title)
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(group)
-    conf.register_opts(opts, group=group)
+    conf.register_group(_fresh(group))
+    conf.register_opts(opts, group=group.name)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
