@@ -15,6 +15,7 @@ from virtsdk.exceptions import (
     NoValidHost,
     ResizeShrinkNotAllowed,
 )
+from virtsdk.rpc.notifications import NotificationCollector
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, VMState
 
 
@@ -293,3 +294,57 @@ def test_delete_removes_instance_everywhere(cloud, fabric):
         api.show_instance(ctx, inst.uuid)
     assert cloud.db.host_usage(inst.host).memory_mb == claims[inst.host].memory_mb - 256
 
+
+
+def test_inbound_limit_queues_a_second_migration_to_the_same_host(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    cloud.conf.set_override("max_concurrent_live_migrations_inbound", 1, group="compute")
+    cloud.stop_compute("host2")
+    cloud.start_compute("host2")
+    try:
+        first, _ = boot(cloud, fabric, host="host1")
+        second, before = boot(cloud, fabric, host="host3")
+        stall = fabric.stall("live_migration.iteration", host="host1")
+        m1 = api.live_migrate(ctx, first.uuid, host="host2")
+        assert stall.wait_reached(10)
+        m2 = api.live_migrate(ctx, second.uuid, host="host2")
+        for _ in range(30):  # the source polls for a slot; give it a few rounds
+            stall.wait(0.005)
+        assert api.get_migration(ctx, second.uuid, m2.id).status == MigrationStatus.QUEUED
+        stall.release()
+        assert api.wait(ctx, second.uuid).host == "host2"
+        assert api.get_migration(ctx, first.uuid, m1.id).status == MigrationStatus.COMPLETED
+        assert api.get_migration(ctx, second.uuid, m2.id).status == MigrationStatus.COMPLETED
+        check_intact(cloud, fabric, api.show_instance(ctx, second.uuid), before, memory=True)
+    finally:
+        cloud.conf.clear_override("max_concurrent_live_migrations_inbound", group="compute")
+        cloud.stop_compute("host2")
+        cloud.start_compute("host2")
+
+
+def test_notifications_of_resize_and_live_migration(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    with NotificationCollector(cloud.conf) as collector:
+        inst, _ = boot(cloud, fabric)
+        api.resize(ctx, inst.uuid, "medium")
+        api.wait(ctx, inst.uuid)
+        api.confirm_resize(ctx, inst.uuid)
+        api.wait(ctx, inst.uuid)
+        api.live_migrate(ctx, inst.uuid)
+        api.wait(ctx, inst.uuid)
+        collector.wait_for("live_migration.post.end")
+        fabric.inject("pre_live_migration")
+        api.live_migrate(ctx, inst.uuid)
+        api.wait(ctx, inst.uuid)
+        collector.wait_for("live_migration._rollback.end")
+        seen = collector.event_types()
+    for event in ("instance.create.start", "instance.create.end", "resize.prep.start",
+                  "resize.prep.end", "resize.start", "resize.end", "resize.finish.start",
+                  "resize.finish.end", "resize.confirm.start", "resize.confirm.end",
+                  "live_migration.pre.start", "live_migration.pre.end",
+                  "live_migration.post.start", "live_migration.post.dest.start",
+                  "live_migration.post.dest.end", "live_migration.post.end"):
+        assert event in seen, (event, seen)
+    assert seen.index("live_migration.pre.start") < seen.index("live_migration.post.end")
+    payload = collector.wait_for("resize.finish.end")[0].payload
+    assert payload["instance_uuid"] == inst.uuid and payload["flavor"] == "medium"
