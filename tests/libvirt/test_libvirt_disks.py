@@ -135,6 +135,20 @@ def test_local_disks_create_describe_and_grow(tmp_path: Path, base_image: Path,
     assert grown[str(paths.disk(inst, "disk.local"))] == 2 * GiB
 
 
+def test_resize_can_add_ephemeral_and_swap(tmp_path: Path) -> None:
+    paths = InstancePaths(str(tmp_path / "instances"))
+    local = LocalDisks(paths, ImageCache(paths.image_cache), "qcow2")
+    inst = Instance(name="vm", flavor=Flavor("f", 128, 1, 1))
+    paths.instance_dir(inst).mkdir(parents=True)
+    local.create(inst, inst.flavor, ImageMeta(id="kernel-only"))
+    bigger = Flavor("g", 128, 1, 1, ephemeral_gb=1, swap_mb=8)
+    local.ensure_ephemeral(inst, bigger)
+    local.ensure_swap(inst, bigger)
+    assert [(s.target, s.fmt) for s in local.specs(inst)] == [
+        ("vda", "qcow2"), ("vdb", "qcow2"), ("vdc", "raw")]
+    assert disk.info(paths.disk(inst, "disk.local")).virtual_size == GiB
+
+
 def test_root_disk_without_image_is_blank(tmp_path: Path) -> None:
     paths = InstancePaths(str(tmp_path / "instances"))
     local = LocalDisks(paths, ImageCache(paths.image_cache), "qcow2")

@@ -186,6 +186,7 @@ class ColdMigration:
         local = self.drv._local_disks()
         if resize_instance:
             local.grow_to_flavor(inst_dir, flavor)
+            local.ensure_ephemeral(instance, flavor)
         local.ensure_swap(instance, flavor)
         try:
             self.drv._define_and_start(instance, flavor, image_meta, network_info, power_on)

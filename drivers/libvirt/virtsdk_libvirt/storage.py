@@ -99,6 +99,14 @@ class LocalDisks:
         if size and not swap.exists():
             disk.create_blank(swap, disk.RAW, size)
 
+    def ensure_ephemeral(self, instance: Instance, flavor: Flavor) -> None:
+        """Create an empty ephemeral disk when the flavor has one and the instance
+        does not yet (a resize from a flavor without ephemeral storage)."""
+        size = flavor_sizes(flavor)[EPHEMERAL]
+        path = self.paths.disk(instance, EPHEMERAL)
+        if size and not path.exists():
+            disk.create_blank(path, self.images_type, size)
+
     def present(self, directory: Path) -> list[str]:
         """Disk names present in ``directory``, in device order."""
         return [name for name in TARGETS if (directory / name).is_file()]
