@@ -260,3 +260,29 @@ def test_live_precheck_refusal_tries_next_host(cloud, fabric):
     assert moved.host not in (inst.host,)
     assert api.get_migration(ctx, inst.uuid, mig.id).status == MigrationStatus.COMPLETED
     check_intact(cloud, fabric, moved, before, memory=True)
+
+
+def test_boot_fault_leaves_nothing_and_error(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    fabric.inject("spawn")
+    inst = api.create_instance(ctx, "doomed", "small")
+    now = api.wait(ctx, inst.uuid)
+    assert now.vm_state == VMState.ERROR and fabric.find(inst.uuid) == []
+    events = api.list_actions(ctx, inst.uuid)[0].events
+    assert [(e.event, e.result) for e in events] == [
+        ("compute_build_and_run_instance", "Error")]
+    assert "InjectedFault" in events[0].traceback
+    api.delete_instance(ctx, inst.uuid)
+    assert fabric.find(inst.uuid) == []
+
+
+def test_delete_fault_keeps_the_instance(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    fabric.inject("destroy")
+    with pytest.raises(VirtSDKError, match="injected"):
+        api.delete_instance(ctx, inst.uuid)
+    now = check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=True)
+    assert now.vm_state == VMState.ERROR
+    api.delete_instance(ctx, inst.uuid)
+    assert fabric.find(inst.uuid) == []

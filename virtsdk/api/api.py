@@ -215,6 +215,9 @@ class API:
               action: str) -> None:
         states = (VMState.ACTIVE, VMState.STOPPED)
         self._check_state(instance, action, states)
+        if migration_type == MigrationType.RESIZE:
+            self._capable(str(instance.host), "supports_resize", "resize")
+        self._capable(str(instance.host), "supports_cold_migration", "cold migration")
         props: dict[str, Any] = {"ignore_hosts": []}
         if not same_host:
             props["ignore_hosts"].append(instance.host)
@@ -299,7 +302,8 @@ class API:
         """Live-migrate a running instance to ``host`` (checked: up, capacity, not
         the source, drivers compatible) or to the scheduler's choice.
         ``block_migration``: True, False or "auto" (decided by the drivers' checks).
-        Returns the migration record (status 'queued' or later)."""
+        Returns the migration record as the conductor left it (status 'accepted' or
+        later; :meth:`get_migration` follows it)."""
         instance = self.db.instance_get(instance_uuid)
         if block_migration == "auto":
             block: bool | None = None
