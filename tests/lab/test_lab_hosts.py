@@ -31,6 +31,9 @@ def test_each_host_is_its_own_libvirt_host(lab):
         finally:
             conn.close()
     assert len(seen_uuids) == 2
+    assert lab.host(lab.hosts[1].name) is lab.hosts[1]
+    with pytest.raises(KeyError):
+        lab.host("no-such-host")
     assert lab.hosts[0].address.startswith("198.18.")
     assert lab.hosts[0].address.rsplit(".", 1)[0] == lab.hosts[1].address.rsplit(".", 1)[0]
 

@@ -117,6 +117,11 @@ def test_persistent_lab_via_cli_up_status_down(lab, capsys):
     assert record.persistent
     assert record.hosts[0].libvirtd_pid() is not None
 
+    attached = Lab.attach(record.index)
+    assert [h.name for h in attached.hosts] == ["clitest-a"]
+    assert attached.status()[0].healthy
+    attached.detach()  # leave it running for the CLI to take down
+
     assert virtsdk_main(["lab", "status"]) == 0
     out = capsys.readouterr().out
     assert f"clitest-{record.index} (persistent)" in out
@@ -131,6 +136,8 @@ def test_persistent_lab_via_cli_up_status_down(lab, capsys):
 def test_cli_down_leaves_a_lab_in_use_alone(lab, capsys):
     assert virtsdk_main(["lab", "down", "--index", str(lab.index)]) == 1
     assert "in use by a running process" in capsys.readouterr().out
+    with pytest.raises(LabError, match="in use by process"):
+        Lab.attach(lab.index)
     assert all(s.healthy for s in lab.status())
 
 
