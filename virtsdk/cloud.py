@@ -56,10 +56,23 @@ class EmbeddedCloud:
     def __init__(self, hosts: Iterable[str] = ("host1", "host2", "host3"),
                  driver: str = "fake", conf: cfg.ConfigOpts | None = None,
                  state_path: str | None = None,
-                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 host_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                 ) -> None:
         self.hosts = list(hosts)
         self.driver_name = driver
         self.conf = conf or make_conf(state_path, driver, overrides)
+        #: per-host configuration (e.g. each libvirt host's connection URI): the
+        #: cloud's options plus ``host_overrides[host]``, same bus and database
+        self.host_confs: dict[str, cfg.ConfigOpts] = {}
+        for host, extra in (host_overrides or {}).items():
+            merged: dict[str, dict[str, Any]] = {g: dict(v) for g, v in
+                                                 (overrides or {}).items()}
+            for group, values in extra.items():
+                merged.setdefault(group, {}).update(values)
+            merged.setdefault("DEFAULT", {})["host"] = host
+            self.host_confs[host] = make_conf(self.conf.state_path, driver, merged,
+                                              transport_url=self.conf.transport_url)
         self.db = Database.from_conf(self.conf)
         self.conductor = ConductorService(self.conf, self.db)
         self.computes: dict[str, ComputeService] = {}
@@ -75,7 +88,8 @@ class EmbeddedCloud:
     def start_compute(self, host: str) -> ComputeService:
         """(Re)start the compute service of ``host``: a new manager and driver object
         (the hypervisor state outlives the service), recovery, then RPC."""
-        service = ComputeService(self.conf, host, self.db, self.driver_name)
+        service = ComputeService(self.host_confs.get(host, self.conf), host, self.db,
+                                 self.driver_name)
         service.start()
         self.computes[host] = service
         return service

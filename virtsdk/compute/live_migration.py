@@ -32,6 +32,7 @@ from virtsdk.exceptions import (
     InstanceInvalidState,
     LiveMigrationAborted,
     MigrationError,
+    MigrationNotFound,
 )
 from virtsdk.objects import (
     DiskInfo,
@@ -237,7 +238,7 @@ class LiveMigrationMixin(ManagerBase):
         try:
             self.driver.live_migration(ctx, instance, dest, post_method, recover_method,
                                        block, migrate_data, migration,
-                                       progress=self._live_progress(mid))
+                                       progress=self._live_progress(mid, instance))
         except Exception as exc:  # noqa: BLE001 - the outcome says what to do
             error = exc
         if self.stopped.is_set():
@@ -262,10 +263,20 @@ class LiveMigrationMixin(ManagerBase):
                        rollback_error or error,
                        vm_state=VMState.ERROR if rollback_error else None)
 
-    def _live_progress(self, mid: int) -> Callable[[JobStats], None]:
+    def _live_progress(self, mid: int, instance: Instance) -> Callable[[JobStats], None]:
+        """The driver's progress callback: stores each sample (progress never goes
+        down) and delivers an abort that arrived before the driver's job existed."""
+        abort_sent: list[bool] = []
+
         def record(stats: JobStats) -> None:
             if self.stopped.is_set():
                 return
+            if mid in self._aborted and not abort_sent and stats.job_type == "unbounded":
+                abort_sent.append(True)
+                try:
+                    self.driver.live_migration_abort(instance)
+                except Exception:  # noqa: BLE001 - the job may have just ended
+                    LOG.exception("late abort of migration %s failed", mid)
             if stats.postcopy:
                 try:
                     self.db.migration_update(mid, {"status": Status.POSTCOPY},
@@ -369,7 +380,10 @@ class LiveMigrationMixin(ManagerBase):
             return
         if migration.status == Status.RUNNING:
             self._aborted.add(migration_id)
-            self.driver.live_migration_abort(self._instance(instance))
+            try:
+                self.driver.live_migration_abort(self._instance(instance))
+            except MigrationNotFound:
+                pass  # the job is starting: the progress callback delivers the abort
             return
         raise InstanceInvalidState(instance.uuid, "migration status", str(migration.status),
                                    "abort the live migration of")
