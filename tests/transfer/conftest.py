@@ -41,6 +41,8 @@ ODD_FILES: dict[str, tuple[int, list[tuple[int, bytes]]]] = {
     "zero_block_inside_data": (8 * MiB, [(0, rnd(MiB) + bytes(64 << 10) + rnd(MiB))]),
     "crosses_chunk_grid": (12 * MiB, [(4 * MiB - 8192, rnd(16384)), (7 * MiB, rnd(2 * MiB))]),
     "beyond_4GiB": (5 * GiB + 4096, [(4 * GiB + 12345, rnd(70000)), (5 * GiB, rnd(4096))]),
+    "many_small_extents": (128 * MiB, [(i * 65536 + (i % 7) * 512, rnd(4096 + i % 3))
+                                       for i in range(2048)]),
 }
 
 
@@ -92,7 +94,19 @@ def same_content(a: str, b: str) -> bool:
     return True
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def assert_as_sparse(src: str, dst: str) -> None:
+    """The destination allocates no more than the source.  Both are fsynced first:
+    ext4 counts extent-tree blocks only once delayed allocation is done."""
+    _fsync(src)
+    _fsync(dst)
     assert os.stat(dst).st_blocks <= os.stat(src).st_blocks, (
         f"{dst} uses {os.stat(dst).st_blocks} blocks, source {os.stat(src).st_blocks}")
 

@@ -14,6 +14,9 @@ A *message* is a 4-byte big-endian length and UTF-8 JSON.  A *frame* is
 by the checksum of the raw data (length fixed by the negotiated checksum) and the
 payload (the raw data, zstd-compressed when ``flags & COMPRESSED``).  ``FILE_DONE``
 carries the file's size in ``offset`` and its digest as payload; ``DONE`` is empty.
+``BATCH`` carries many small runs of one file: ``offset`` is their count, the raw
+payload is a table (:data:`BATCH_ENTRY` + checksum per run) followed by the runs'
+data, and the frame checksum covers that whole raw payload (table included).
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from typing import Any
 
 MAGIC = b"VSDKXFER1\n"
 FRAME = struct.Struct(">BBxxIQII")
-DATA, FILE_DONE, DONE = 1, 2, 3
+DATA, FILE_DONE, DONE, BATCH = 1, 2, 3, 4
+#: One run inside a BATCH payload: offset, length (then its checksum).
+BATCH_ENTRY = struct.Struct(">QI")
+MAX_BATCH = 4096
 COMPRESSED = 1
 MAX_MESSAGE = 64 << 20
 #: Largest raw or compressed payload a receiver accepts in one frame.

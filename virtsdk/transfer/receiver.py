@@ -204,7 +204,9 @@ class Receiver:
                     P.send_message(conn, {"ok": True, "files": [f.done for f in self.files]})
                     return True
                 if index >= len(self.files) or payload_len > P.MAX_PAYLOAD \
-                        or raw_len > P.MAX_PAYLOAD or kind not in (P.DATA, P.FILE_DONE):
+                        or raw_len > P.MAX_PAYLOAD \
+                        or kind not in (P.DATA, P.FILE_DONE, P.BATCH) \
+                        or (kind == P.BATCH and not 0 < offset <= P.MAX_BATCH):
                     raise SessionError("invalid", f"bad frame header {kind, index, payload_len}")
                 if kind == P.DATA and offset + raw_len > self.files[index].size:
                     raise SessionError("invalid", f"run beyond the end of {index} at {offset}")
@@ -231,11 +233,40 @@ class Receiver:
             except zstandard.ZstdError as exc:
                 raise SessionError("integrity", f"{f.name}@{offset}: {exc}") from exc
         if len(data) != raw_len or self.checksum_fn(data) != expected:
-            raise SessionError("integrity", f"{f.name}: checksum mismatch in the run at {offset}")
+            what = "a batch of runs" if kind == P.BATCH else f"the run at {offset}"
+            raise SessionError("integrity", f"{f.name}: checksum mismatch in {what}")
+        if kind == P.BATCH:
+            self._write_batch(f, index, offset, memoryview(data))
+            return
         os.pwrite(f.fd, data, offset)
         f.bytes_written += raw_len
         f.digest.add(offset, raw_len, expected)
         os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
+
+    def _write_batch(self, f: IncomingFile, index: int, count: int, data: memoryview) -> None:
+        """Check every run of a (verified) BATCH payload, then write them all."""
+        csize = CHECKSUMS[self.checksum][1]
+        esize = P.BATCH_ENTRY.size + csize
+        pos = count * esize
+        runs = []
+        for i in range(count):
+            offset, length = P.BATCH_ENTRY.unpack_from(data, i * esize)
+            digest = bytes(data[i * esize + P.BATCH_ENTRY.size:(i + 1) * esize])
+            chunk = data[pos:pos + length]
+            pos += length
+            if len(chunk) != length or offset + length > f.size \
+                    or self.checksum_fn(chunk) != digest:
+                raise SessionError("integrity", f"{f.name}: bad run {i} in a batch")
+            runs.append((offset, chunk, digest))
+        if pos != len(data):
+            raise SessionError("invalid", f"{f.name}: batch payload has trailing bytes")
+        journal = []
+        for offset, chunk, digest in runs:
+            os.pwrite(f.fd, chunk, offset)
+            f.bytes_written += len(chunk)
+            f.digest.add(offset, len(chunk), digest)
+            journal.append(_JOURNAL.pack(index, offset, len(chunk)) + digest)
+        os.write(self.journal_fd, b"".join(journal))
 
     @property
     def checksum_fn(self) -> Any:

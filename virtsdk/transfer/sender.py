@@ -29,6 +29,9 @@ from virtsdk.transfer.extents import CHECKSUMS, DigestBuilder, read_spans, runs_
 from virtsdk.transfer.images import backing_file_of
 
 _SAMPLE = 256 << 10
+#: Runs smaller than this are batched; a batch is sent once it holds BATCH_BYTES.
+SMALL_RUN = 256 << 10
+BATCH_BYTES = 2 << 20
 _END = object()
 
 
@@ -278,6 +281,7 @@ class StreamSender:
                       stop: threading.Event) -> None:
         fn, _size = CHECKSUMS[self.opts.checksum]
         cctx = zstandard.ZstdCompressor(level=self.opts.level)
+        batch = _Batch(state, fn, self.chooser, cctx)
         pos = 0  # bytes of the file accounted for in progress (holes included)
         for start, data in read_spans(fd, state.size):
             if stop.is_set():
@@ -289,19 +293,28 @@ class StreamSender:
                 step, pos = run.offset + raw_len - pos, run.offset + raw_len
                 if state.done.get(run.offset) == (raw_len, digest):
                     state.resumed += raw_len
-                    frames.put((state, b"", b"", step))
+                    batch.step += step
                     continue
+                state.sent.bytes_sent += raw_len
+                if raw_len < SMALL_RUN:  # many small runs travel together in one frame
+                    batch.add(run.offset, run.data, digest, step)
+                    if batch.full():
+                        frames.put(batch.frame())
+                    continue
+                if batch.entries:
+                    frames.put(batch.frame())
                 payload = self.chooser.maybe_compress(run.data, cctx)
                 flags = P.COMPRESSED if payload is not None else 0
                 body = payload if payload is not None else run.data
                 header = P.FRAME.pack(P.DATA, flags, state.index, run.offset, raw_len,
                                       len(body)) + digest
-                state.sent.bytes_sent += raw_len
-                frames.put((state, header, body, step))
+                frames.put((state, header, body, step + batch.take_step()))
             span_end = start + len(data)
             if span_end > pos:
-                frames.put((state, b"", b"", span_end - pos))
+                batch.step += span_end - pos
                 pos = span_end
+        if batch.entries:
+            frames.put(batch.frame())
         state.sent.digest = state.digest.hexdigest()
         state.sent.seconds = time.monotonic() - state.started
         info = json.dumps({"digest": state.sent.digest, "bytes_sent": state.sent.bytes_sent,
@@ -309,7 +322,45 @@ class StreamSender:
                            "backing_file": state.sent.backing_file}).encode()
         header = P.FRAME.pack(P.FILE_DONE, 0, state.index, state.size, 0, len(info)) \
             + bytes(CHECKSUMS[self.opts.checksum][1])
-        frames.put((state, header, info, state.size - pos))
+        frames.put((state, header, info, state.size - pos + batch.take_step()))
+
+
+class _Batch:
+    """Small runs of one file collected into one BATCH frame (see protocol)."""
+
+    def __init__(self, state: _FileState, fn: Any, chooser: CompressionChooser,
+                 cctx: zstandard.ZstdCompressor) -> None:
+        self.state = state
+        self.fn = fn
+        self.chooser = chooser
+        self.cctx = cctx
+        self.entries: list[bytes] = []
+        self.data: list[bytes] = []
+        self.size = 0
+        self.step = 0
+
+    def add(self, offset: int, data: memoryview, digest: bytes, step: int) -> None:
+        self.entries.append(P.BATCH_ENTRY.pack(offset, len(data)) + digest)
+        self.data.append(bytes(data))
+        self.size += len(data)
+        self.step += step
+
+    def full(self) -> bool:
+        return self.size >= BATCH_BYTES or len(self.entries) >= P.MAX_BATCH
+
+    def take_step(self) -> int:
+        step, self.step = self.step, 0
+        return step
+
+    def frame(self) -> tuple[Any, ...]:
+        payload = b"".join(self.entries) + b"".join(self.data)
+        compressed = self.chooser.maybe_compress(memoryview(payload), self.cctx)
+        body = compressed if compressed is not None else payload
+        header = P.FRAME.pack(P.BATCH, P.COMPRESSED if compressed is not None else 0,
+                              self.state.index, len(self.entries), len(payload),
+                              len(body)) + self.fn(payload)
+        self.entries, self.data, self.size = [], [], 0
+        return (self.state, header, body, self.take_step())
 
 
 def _error_reply(sock: socket.socket) -> dict[str, Any] | None:
