@@ -123,6 +123,7 @@ def images(lab: Any) -> Iterator[dict[str, tuple[str, str]]]:
     for name, path in (("qcow2", overlay), ("extents", extents)):
         floor = _dense(str(root / f"floor-{name}"), os.stat(path).st_blocks * 512, rnd)
         out[name] = (path, floor)
+    os.sync()  # settle delayed allocation: st_blocks then counts extent-tree blocks too
     for path, floor in out.values():  # warm the page cache, as a recently stopped guest would
         for p in (path, floor):
             subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=True)

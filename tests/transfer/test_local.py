@@ -16,7 +16,7 @@ EP = HostEndpoint("127.0.0.1")
 
 
 @pytest.mark.parametrize("method,checksum", [("auto", "none"), ("copy_range", "crc32"),
-                                             ("userspace", "sha256")])
+                                             ("sendfile", "xxh3"), ("userspace", "sha256")])
 def test_odd_files_copied_exactly_and_sparse(conf, tmp_path, odd_files, method, checksum):
     t = LocalTransport(conf)
     conf.set_override("method", method, group="transport_local")
