@@ -6,6 +6,7 @@ import pytest
 
 from tests.orchestration.conftest import boot, check_intact, usage
 from virtsdk.exceptions import (
+    ComputeServiceUnavailable,
     FlavorNotFound,
     HostNotFound,
     InstanceInvalidState,
@@ -280,8 +281,13 @@ def test_live_migration_refuses_down_destination(cloud, fabric):
         mig = api.live_migrate(ctx, inst.uuid)  # the scheduler skips host2
         assert api.wait(ctx, inst.uuid).host == "host3"
         assert api.get_migration(ctx, inst.uuid, mig.id).dest_host == "host3"
+        cloud.db.service_update("host3", "virtsdk-compute", {"forced_down": True})
+        with pytest.raises(ComputeServiceUnavailable, match="host3"):
+            api.live_migrate(ctx, inst.uuid)  # the source itself is down
+        assert api.show_instance(ctx, inst.uuid).vm_state == VMState.ACTIVE
     finally:
-        cloud.db.service_update("host2", "virtsdk-compute", {"forced_down": False})
+        for host in ("host2", "host3"):
+            cloud.db.service_update(host, "virtsdk-compute", {"forced_down": False})
 
 
 def test_delete_removes_instance_everywhere(cloud, fabric):
