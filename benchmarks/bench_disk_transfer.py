@@ -188,7 +188,7 @@ def _nc(lab: Any, floor: str, dest: Path, fsync: bool) -> float:
             listener.wait()
 
 
-def _run_transport(lab: Any, name: str, src: str, dest: Path,
+def _run_transport(lab: Any, name: str, src: str | list[str], dest: Path,
                    overrides: dict[str, dict[str, Any]], sshd: Sshd | None) -> float:
     conf = _conf()
     transport = load_transport(name, conf)
@@ -205,7 +205,9 @@ def _run_transport(lab: Any, name: str, src: str, dest: Path,
             ticket = transport.prepare_receive(str(dest), HostEndpoint(b.address,
                                                                        b.exec_prefix))
     try:
-        seconds = _helper(lab, name, ticket, [[src, "disk"]], overrides)
+        files = [[src, "disk"]] if isinstance(src, str) else \
+            [[path, f"disk{i}"] for i, path in enumerate(src)]
+        seconds = _helper(lab, name, ticket, files, overrides)
         transport.finish_receive(ticket, timeout=900)
     except BaseException:
         transport.cancel_receive(ticket)
@@ -283,6 +285,24 @@ def test_disk_transfer(benchmark: Any, lab: Any, images: dict[str, tuple[str, st
             benchmark.extra_info[f"{tool}_median_s"] = round(statistics.median(samples), 3)
 
 
+def test_parallel_disks(benchmark: Any, lab: Any, images: dict[str, tuple[str, str]]) -> None:
+    """Two 512 MiB disks of one instance over ``stream``, one at a time vs both at
+    once (``[disk_transfer] parallel_files``)."""
+    root = Path(images["dense1g"][0]).parent
+    disks = [_dense(str(root / f"pdisk{i}"), 512 * MiB, images["dense1g"][0]) for i in (0, 1)]
+    for d in disks:
+        subprocess.run(["cat", d], stdout=subprocess.DEVNULL, check=True)
+
+    def measure() -> None:
+        for _ in range(ROUNDS):
+            for n in (1, 2):
+                seconds = _run_transport(lab, "stream", disks, _fresh_dest(lab),
+                                         {"disk_transfer": {"parallel_files": n}}, None)
+                TIMES.setdefault(("2x512m", f"stream_parallel{n}"), []).append(seconds)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+
+
 def _median(image: str, tool: str) -> float | None:
     samples = TIMES.get((image, tool))
     return statistics.median(samples) if samples else None
@@ -313,6 +333,10 @@ def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
             f"| {_ratio(_median(image, 'stream_nofsync'), _median(image, 'nc'))} "
             f"| {_ratio(_median(image, 'rsync'), s)} | {_ratio(_median(image, 'scp'), s)} "
             f"| {_ratio(_median(image, 'local'), _median(image, 'cp'))} |")
+    p1, p2 = _median("2x512m", "stream_parallel1"), _median("2x512m", "stream_parallel2")
+    if p1 and p2:
+        lines += ["", f"Two 512 MiB disks over stream: one at a time {p1:.2f} s, both at once "
+                      f"{p2:.2f} s ({_ratio(p2, p1)})."]
     text = "\n".join(lines) + "\n"
     with open(REPORT, "w") as fh:
         fh.write(text)
