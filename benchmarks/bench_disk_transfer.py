@@ -303,6 +303,52 @@ def test_parallel_disks(benchmark: Any, lab: Any, images: dict[str, tuple[str, s
     benchmark.pedantic(measure, rounds=1, iterations=1)
 
 
+def test_compression_choice(benchmark: Any, lab: Any,
+                            images: dict[str, tuple[str, str]]) -> None:
+    """512 MiB of compressible text (log lines) over ``stream`` with zstd off, on and
+    auto, next to the nc floor for the same bytes."""
+    root = Path(images["dense1g"][0]).parent
+    text = str(root / "text.raw")
+    with open(text, "wb") as fh:
+        line = 0
+        while fh.tell() < 512 * MiB:
+            fh.write(b"".join(b"%010d INFO compute.manager instance %d state ACTIVE\n"
+                              % (line + i, (line + i) % 977) for i in range(100000)))
+            line += 100000
+        fh.truncate(512 * MiB)
+    subprocess.run(["cat", text], stdout=subprocess.DEVNULL, check=True)
+
+    def measure() -> None:
+        for _ in range(ROUNDS):
+            TIMES.setdefault(("text512m", "nc"), []).append(
+                _nc(lab, text, _fresh_dest(lab), fsync=False))
+            for mode in ("off", "on", "auto"):
+                seconds = _run_transport(lab, "stream", text, _fresh_dest(lab),
+                                         {"transport_stream": {"compression": mode}}, None)
+                TIMES.setdefault(("text512m", f"stream_zstd_{mode}"), []).append(seconds)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+
+
+CHECKSUM_RATES: dict[str, float] = {}
+
+
+def test_checksum_cost(benchmark: Any) -> None:
+    """MiB/s of each per-run checksum over 4 MiB runs (what one side pays per GiB)."""
+    from virtsdk.transfer.extents import CHECKSUMS
+
+    data = memoryview(os.urandom(256 * MiB))
+
+    def measure() -> None:
+        for name, (fn, _size) in CHECKSUMS.items():
+            started = time.perf_counter()
+            for off in range(0, len(data), 4 * MiB):
+                fn(data[off:off + 4 * MiB])
+            CHECKSUM_RATES[name] = 256 / (time.perf_counter() - started)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+
+
 def _median(image: str, tool: str) -> float | None:
     samples = TIMES.get((image, tool))
     return statistics.median(samples) if samples else None
@@ -314,7 +360,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
     """Print (and save) the table with the ratios the targets are stated in."""
-    if not TIMES:
+    if not TIMES and not CHECKSUM_RATES:
         pytest.skip("no measurements (run the whole module)")
     lines = ["| image | tool | median s | rounds | result |", "|---|---|---|---|---|"]
     for image in IMAGES:
@@ -337,6 +383,17 @@ def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
     if p1 and p2:
         lines += ["", f"Two 512 MiB disks over stream: one at a time {p1:.2f} s, both at once "
                       f"{p2:.2f} s ({_ratio(p2, p1)})."]
+    if ("text512m", "nc") in TIMES:
+        nc = _median("text512m", "nc")
+        lines += ["", "512 MiB of compressible text over stream: nc "
+                  f"{nc:.2f} s; " + "; ".join(
+                      f"zstd {m} {_median('text512m', f'stream_zstd_{m}'):.2f} s "
+                      f"({_ratio(_median('text512m', f'stream_zstd_{m}'), nc)} of nc)"
+                      for m in ("off", "on", "auto"))]
+    if CHECKSUM_RATES:
+        lines += ["", "Per-run checksum cost: " + ", ".join(
+            f"{n} {r:.0f} MiB/s" for n, r in sorted(CHECKSUM_RATES.items(),
+                                                    key=lambda kv: -kv[1]))]
     text = "\n".join(lines) + "\n"
     with open(REPORT, "w") as fh:
         fh.write(text)
