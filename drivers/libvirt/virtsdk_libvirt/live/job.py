@@ -147,8 +147,9 @@ class LibvirtMigrationJob:
             return self._final_stats()
         try:
             raw = self.domain.jobStats()
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
             # The domain left this host (or the job ended) between two samples.
+            LOG.debug("jobStats of %s failed: %s", self.domain.name(), exc)
             if self.wait(5.0):
                 return self._final_stats()
             return self.last
@@ -170,12 +171,17 @@ class LibvirtMigrationJob:
                         raw = self._completed_stats()
                     except Exception as exc:  # noqa: BLE001 - stats are best effort
                         LOG.info("completed job stats unavailable: %s", exc)
-                if raw:
+                if raw and int(raw.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_COMPLETED:
                     final = job_stats_from_libvirt(raw, self.postcopy_started)
                 else:
+                    # libvirt keeps no completed statistics after post-copy: report the
+                    # last sample, with nothing remaining.
+                    LOG.info("no completed job statistics for %s; using the last sample",
+                             self.domain.name())
                     final = JobStats.from_primitive(self.last.to_primitive())
                     final.data_remaining = 0
                     final.memory_remaining = 0
+                    final.postcopy = final.postcopy or self.postcopy_started
                 final.job_type = "completed"
             else:
                 final = JobStats.from_primitive(self.last.to_primitive())
@@ -184,12 +190,9 @@ class LibvirtMigrationJob:
             return final
 
     def _in_postcopy(self) -> bool:
-        try:
-            state, reason = self.domain.state()
-        except libvirt.libvirtError:
-            return self.postcopy_started
-        if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY:
-            self.postcopy_started = True
+        # Only this job switches to post-copy (start_postcopy), so it knows.  The
+        # domain state is deliberately not polled: virDomainGetState was seen to
+        # block for as long as a throttled migration runs.
         return self.postcopy_started
 
     def set_max_downtime(self, downtime_ms: int) -> None:

@@ -170,9 +170,17 @@ class SourceMigrationMixin:
             parallel_connections=self.lv_conf.live_migration_parallel_connections)
         moved = [src for src, _dst in spec.path_moves]
         uuid = dom.UUIDString()
+        src_uri = self._host.uri
 
         def run() -> str:
-            return migrate.start_migration(dom, dest_uri, params, flags, src_xml, moved)
+            # A connection of its own: the call blocks for the whole migration and must
+            # not hold up the driver's shared connection (job stats, abort, other guests).
+            conn = libvirt.open(src_uri)
+            try:
+                own = conn.lookupByUUIDString(uuid)
+                return migrate.start_migration(own, dest_uri, params, flags, src_xml, moved)
+            finally:
+                conn.close()
 
         def completed_stats() -> dict[str, Any] | None:
             return self._lm_completed_stats(dom, dest_uri, uuid)
