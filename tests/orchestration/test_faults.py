@@ -286,3 +286,30 @@ def test_delete_fault_keeps_the_instance(cloud, fabric):
     assert now.vm_state == VMState.ERROR
     api.delete_instance(ctx, inst.uuid)
     assert fabric.find(inst.uuid) == []
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["stayed", "moved"])
+def test_driver_that_ends_without_post_or_recover(cloud, fabric, monkeypatch, moved):
+    """A broken driver (mocked: the fake keeps its contract) returns without calling
+    post_method or recover_method: the manager asks both hosts where the guest runs
+    and settles the records accordingly."""
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric, host="host1")
+    driver = cloud.computes["host1"].driver
+    real = driver.live_migration
+
+    def silent(context, instance, dest, post_method, recover_method, *args, **kwargs):
+        if moved:
+            real(context, instance, dest, lambda *a: None, lambda *a: None, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "live_migration", silent)
+    mig = api.live_migrate(ctx, inst.uuid, host="host2")
+    now = check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=True)
+    final = api.get_migration(ctx, inst.uuid, mig.id)
+    if moved:  # the guest runs on host2: the record follows it, the flow is finished
+        assert (now.host, now.vm_state, final.status) == ("host2", VMState.ACTIVE,
+                                                          MigrationStatus.ERROR)
+    else:
+        assert (now.host, now.vm_state, final.status) == ("host1", VMState.ACTIVE,
+                                                          MigrationStatus.FAILED)
+    assert "without post or recover" in final.error

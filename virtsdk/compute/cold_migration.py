@@ -19,6 +19,7 @@ out on exception": restored after a rollback-class error, ERROR otherwise.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from virtsdk.compute import utils
@@ -77,12 +78,22 @@ class ColdMigrationMixin(ManagerBase):
         utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
 
     def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
+        """The driver's transfer callback: stores progress in the migration record,
+        at most once per whole percent or half second (and always the last sample),
+        however often the transport reports."""
+        last = {"pct": -1, "at": 0.0}
+
         def record(sample: TransferProgress) -> None:
             if self.stopped.is_set() or sample.bytes_total <= 0:
                 return
             done = min(sample.bytes_done, sample.bytes_total)
+            pct = int(100 * done / sample.bytes_total)
+            now = time.monotonic()
+            if pct == last["pct"] and now - last["at"] < 0.5 and done < sample.bytes_total:
+                return
+            last["pct"], last["at"] = pct, now
             self.db.migration_record_progress(migration_id, {
-                "progress": int(100 * done / sample.bytes_total),
+                "progress": pct,
                 "disk_total": sample.bytes_total, "disk_processed": done,
                 "disk_remaining": sample.bytes_total - done})
         return record

@@ -30,6 +30,7 @@ from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
     Conflict,
     InstanceInvalidState,
+    InstanceNotFound,
     LiveMigrationAborted,
     MigrationError,
     MigrationNotFound,
@@ -251,8 +252,18 @@ class LiveMigrationMixin(ManagerBase):
                 self._end_live(ctx, instance, mid, Status.ERROR, post_error,
                                vm_state=VMState.ERROR, host=dest)
             return
-        if "recover" not in outcome:  # the driver broke its contract: roll back here
+        if "recover" not in outcome:  # the driver broke its contract: see where it is
             error = error or MigrationError("driver returned without post or recover")
+            if self._guest_moved(ctx, instance, dest):
+                post_failed = False
+                try:
+                    self._post_live_migration(ctx, instance, dest, block, migrate_data,
+                                              migration)
+                except Exception as exc:  # noqa: BLE001 - recorded below
+                    error, post_failed = exc, True
+                self._end_live(ctx, instance, mid, Status.ERROR, error, host=dest,
+                               vm_state=VMState.ERROR if post_failed else None)
+                return
             outcome["recover"] = self._rollback_live(ctx, instance, dest, migrate_data,
                                                      migration)
         cancelled = mid in self._aborted or isinstance(error, LiveMigrationAborted)
@@ -262,6 +273,22 @@ class LiveMigrationMixin(ManagerBase):
                            Status.CANCELLED if cancelled else Status.FAILED),
                        rollback_error or error,
                        vm_state=VMState.ERROR if rollback_error else None)
+
+    def _guest_moved(self, ctx: RequestContext, instance: Instance, dest: str) -> bool:
+        """True if the guest no longer runs here but runs on ``dest`` (asked of both
+        drivers); used when a driver ended without telling which way it went."""
+        try:
+            here = self.driver.get_info(instance).state
+        except InstanceNotFound:
+            here = None
+        if here in (PowerState.RUNNING, PowerState.PAUSED):
+            return False
+        try:
+            there = self.compute_rpc.instance_power_state(ctx, dest, instance)
+        except Exception:  # noqa: BLE001 - unknown: keep the source's view
+            return False
+        return there is not None and PowerState(there) in (PowerState.RUNNING,
+                                                          PowerState.PAUSED)
 
     def _live_progress(self, mid: int, instance: Instance) -> Callable[[JobStats], None]:
         """The driver's progress callback: stores each sample (progress never goes
