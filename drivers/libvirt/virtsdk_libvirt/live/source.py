@@ -130,6 +130,7 @@ class SourceMigrationMixin:
             final = monitor_migration(
                 job, policies, progress,
                 interval=self.conf.live_migration.monitor_interval,
+                sleep=job.wait,  # wakes up as soon as the job ends
                 data_gb=self._lm_data_gb(instance, bool(block_migration)))
         except BaseException:
             LOG.exception("monitoring the migration of %s failed; aborting", instance.uuid)
