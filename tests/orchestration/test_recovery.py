@@ -98,3 +98,32 @@ def test_source_crash_after_switchover_follows_the_guest(cloud, fabric):
     assert final.status == MigrationStatus.ERROR and "reached host2" in final.error
     stall.release()
     check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=True)
+
+
+def test_destination_crash_in_prep_resize_restores_instance(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric, host="host1")
+    stall = crash_at(fabric, "prepare_migrate_disk_target", "host2")
+    api.migrate(ctx, inst.uuid, host="host2")
+    assert stall.wait_reached(10)
+    cloud.stop_compute("host2", crash=True)
+    cloud.start_compute("host2")
+    now = api.wait(ctx, inst.uuid)
+    assert (now.host, now.vm_state) == ("host1", VMState.ACTIVE)
+    assert api.list_migrations(ctx, instance_uuid=inst.uuid)[-1].status == \
+        MigrationStatus.ERROR
+    stall.release()
+    check_intact(cloud, fabric, now, before, memory=True)
+
+
+def test_crash_during_build_leaves_instance_in_error(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    stall = crash_at(fabric, "spawn", "host3")
+    inst = api.create_instance(ctx, "interrupted", "small", host="host3")
+    assert stall.wait_reached(10)
+    cloud.stop_compute("host3", crash=True)
+    cloud.start_compute("host3")
+    assert api.wait(ctx, inst.uuid).vm_state == VMState.ERROR
+    stall.release()
+    api.delete_instance(ctx, inst.uuid)
+    assert fabric.find(inst.uuid) == []

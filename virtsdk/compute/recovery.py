@@ -59,6 +59,7 @@ class RecoveryMixin(ManagerBase):
         if instance.task_state == TaskState.DELETING:
             self.terminate_instance(ctx, instance)  # type: ignore[attr-defined]
             return
+        self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")
         self.db.instance_update(instance.uuid, {"task_state": None, "vm_state": vm_state},
                                 expected_task_state=instance.task_state)
 
@@ -82,6 +83,8 @@ class RecoveryMixin(ManagerBase):
         elif dest and m.status == Status.PRE_MIGRATING:
             self._settle(m, Status.ERROR, "destination restarted during prep_resize")
             self._abort_target(ctx, instance, None)  # type: ignore[attr-defined]
+            self.db.action_finish_open(instance.uuid,
+                                       f"interrupted by a restart of {self.host}")
             utils.error_out_instance(self.db, instance.uuid, MigrationError(),
                                      instance.vm_state, rollback=True)
         elif dest and m.status == Status.POST_MIGRATING and instance.task_state in (
@@ -131,7 +134,7 @@ class RecoveryMixin(ManagerBase):
             instance.flavor, "old_flavor": None, "new_flavor": None, "vm_state": final,
             "task_state": None, "power_state": PowerState.RUNNING
             if old == VMState.ACTIVE else PowerState.SHUTDOWN})
-        utils.finish_action(self.db, ctx, instance.uuid, "recovered after a restart")
+        self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")
 
     def _power_here(self, instance: Instance) -> PowerState | None:
         try:
@@ -182,4 +185,4 @@ class RecoveryMixin(ManagerBase):
             self._settle(m, Status.ERROR, "guest found running on neither host")
             self.db.instance_update(instance.uuid, {"task_state": None,
                                                     "vm_state": VMState.ERROR})
-        utils.finish_action(self.db, ctx, instance.uuid, "recovered after a restart")
+        self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")

@@ -388,11 +388,31 @@ class Database:
         return row
 
     def action_finish(self, ctx: RequestContext, instance_uuid: str, message: str = "") -> None:
+        """Close the action of this request; a context that opened none (recovery)
+        closes every action of the instance still open."""
         with self._session() as s:
-            row = self._action_row(s, ctx, instance_uuid)
-            row.finish_time = utcnow()
-            if message:
-                row.message = message[:2000]
+            row = s.scalar(select(ActionRow).where(
+                ActionRow.instance_uuid == instance_uuid,
+                ActionRow.request_id == ctx.request_id).order_by(ActionRow.id.desc()))
+            rows = [row] if row is not None else s.scalars(select(ActionRow).where(
+                ActionRow.instance_uuid == instance_uuid,
+                ActionRow.finish_time.is_(None))).all()
+            for r in rows:
+                r.finish_time = utcnow()
+                if message:
+                    r.message = message[:2000]
+
+    def action_finish_open(self, instance_uuid: str, message: str) -> int:
+        """Close every unfinished action of the instance (recovery after a restart:
+        the requests that opened them are gone).  Returns how many were closed."""
+        with self._session() as s:
+            rows = s.scalars(select(ActionRow).where(
+                ActionRow.instance_uuid == instance_uuid,
+                ActionRow.finish_time.is_(None))).all()
+            for row in rows:
+                row.finish_time = utcnow()
+                row.message = row.message or message[:2000]
+            return len(rows)
 
     def action_event_start(
         self, ctx: RequestContext, instance_uuid: str, event: str, host: str
