@@ -10,6 +10,7 @@ compute driver is loaded by entry-point name; nothing here imports a driver.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,8 @@ class EmbeddedCloud:
                  ) -> None:
         self.hosts = list(hosts)
         self.driver_name = driver
+        #: a state directory this cloud made itself is removed by stop()
+        self._own_state = conf is None and state_path is None
         self.conf = conf or make_conf(state_path, driver, overrides)
         #: per-host configuration (e.g. each libvirt host's connection URI): the
         #: cloud's options plus ``host_overrides[host]``, same bus and database
@@ -106,6 +109,8 @@ class EmbeddedCloud:
             self.stop_compute(host)
         self.conductor.stop()
         self.db.dispose()
+        if self._own_state:
+            shutil.rmtree(self.conf.state_path, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedCloud:
         return self.start()
