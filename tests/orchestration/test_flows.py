@@ -290,6 +290,19 @@ def test_live_migration_refuses_down_destination(cloud, fabric):
             cloud.db.service_update(host, "virtsdk-compute", {"forced_down": False})
 
 
+def test_delete_of_a_resized_instance_is_refused_until_confirmed(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    api.resize(ctx, inst.uuid, "medium")
+    api.wait(ctx, inst.uuid)
+    with pytest.raises(InstanceInvalidState, match="'resized'"):
+        api.delete_instance(ctx, inst.uuid)
+    api.confirm_resize(ctx, inst.uuid)
+    check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=False)
+    api.delete_instance(ctx, inst.uuid)
+    assert fabric.find(inst.uuid) == []
+
+
 def test_delete_removes_instance_everywhere(cloud, fabric):
     api, ctx = cloud.api, cloud.ctx
     inst, _ = boot(cloud, fabric)
