@@ -9,6 +9,7 @@ through the public API.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,9 @@ def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
         "fake": {"fabric": fabric, "time_scale": 0.002, "host_vcpus": 256,
                  "host_memory_mb": 262144},
         "compute": {"report_interval": 0.5},
+        # tests hold migrations in stalls for real time, which the scaled clock turns
+        # into long simulated time: no completion timeout may fire meanwhile
+        "live_migration": {"completion_timeout": 0},
     }
     for group, values in overrides.items():
         base.setdefault(group, {}).update(values)
@@ -115,6 +119,17 @@ def check_intact(cloud: EmbeddedCloud, fabric: Fabric, inst: Instance,
     if memory:
         assert guest.memory_digest() == before["memory"], "guest memory changed"
     return now
+
+
+def wait_status(cloud: EmbeddedCloud, inst: Instance, migration_id: int,
+                leave: tuple[Any, ...], timeout: float = 30.0) -> Any:
+    """The migration's status once it is no longer one of ``leave``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cloud.api.get_migration(cloud.ctx, inst.uuid, migration_id).status
+        if status not in leave or time.monotonic() > deadline:
+            return status
+        time.sleep(0.002)
 
 
 def usage(cloud: EmbeddedCloud) -> dict[str, Any]:

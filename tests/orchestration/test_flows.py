@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.orchestration.conftest import boot, check_intact, usage
+from tests.orchestration.conftest import boot, check_intact, usage, wait_status
 from virtsdk.exceptions import (
     ComputeServiceUnavailable,
     FlavorNotFound,
@@ -174,13 +174,8 @@ def test_abort_queued_live_migration(cloud, fabric):
     m1 = api.live_migrate(ctx, first.uuid, host="host2")
     assert stall.wait_reached(10)
     m2 = api.live_migrate(ctx, second.uuid, host="host3")
-    deadline_status = None
-    for _ in range(2000):
-        deadline_status = api.get_migration(ctx, second.uuid, m2.id).status
-        if deadline_status == MigrationStatus.QUEUED:
-            break
-        stall.wait(0.001)
-    assert deadline_status == MigrationStatus.QUEUED
+    assert wait_status(cloud, second, m2.id, (MigrationStatus.ACCEPTED,)) == \
+        MigrationStatus.QUEUED
     api.live_migration_abort(ctx, second.uuid, m2.id)
     assert api.wait(ctx, second.uuid).host == "host1"
     assert api.get_migration(ctx, second.uuid, m2.id).status == MigrationStatus.CANCELLED
@@ -327,9 +322,12 @@ def test_inbound_limit_queues_a_second_migration_to_the_same_host(cloud, fabric)
         m1 = api.live_migrate(ctx, first.uuid, host="host2")
         assert stall.wait_reached(10)
         m2 = api.live_migrate(ctx, second.uuid, host="host2")
-        for _ in range(30):  # the source polls for a slot; give it a few rounds
-            stall.wait(0.005)
-        assert api.get_migration(ctx, second.uuid, m2.id).status == MigrationStatus.QUEUED
+        assert wait_status(cloud, second, m2.id, (MigrationStatus.ACCEPTED,)) == \
+            MigrationStatus.QUEUED
+        for _ in range(5):  # several polls for a slot find none while host2 is full
+            stall.wait(cloud.conf.compute.queue_poll_interval)
+            assert api.get_migration(ctx, second.uuid, m2.id).status == \
+                MigrationStatus.QUEUED
         stall.release()
         assert api.wait(ctx, second.uuid).host == "host2"
         assert api.get_migration(ctx, first.uuid, m1.id).status == MigrationStatus.COMPLETED
