@@ -13,7 +13,9 @@ parallel, and walks them through the tests in order:
 * ``disky`` (a 1 GiB qcow2 root disk): block migration chosen automatically; failing
   pre_live_migration rolled back;
 * ``dirty`` (rewrites non-zero memory at ~4 MiB/s): does not converge under a
-  4 MiB/s cap with the default policies, then completes under the post-copy policy.
+  4 MiB/s cap with the default policies, then completes under the post-copy policy,
+  then comes back with a forced completion (the guest is paused, then resumed on the
+  destination).
 """
 
 from __future__ import annotations
@@ -409,3 +411,23 @@ def test_dirtying_guest_completes_with_postcopy_policy(drivers, guests):
     log_b = console(b, inst)
     log_b.wait_for("MEMCHECK", 30)
     assert {m.sha256 for m in log_b.memchecks()} == {memcheck}
+
+
+def test_force_complete_pauses_and_guest_resumes_on_destination(drivers, guests):
+    b, a = drivers[1], drivers[0]  # the dirtying guest now lives on B
+    inst = guests["dirty"]
+    boot = booted(b, inst)
+    forced = threading.Event()
+
+    def on_sample(stats: JobStats) -> None:
+        if stats.memory_iteration >= 2 and not forced.is_set():
+            forced.set()
+            threading.Thread(target=b.live_migration_force_complete, args=(inst,)).start()
+
+    with overrides(b, live_migration_bandwidth=BW_CAP_MIB):
+        out = migrate(b, a, inst, on_sample=on_sample)
+    assert forced.is_set()
+    assert out.error is None and out.calls == ["post"]
+    assert out.final.job_type == "completed" and not out.final.postcopy
+    assert runs_on(a, inst) and left_nothing(b, inst)  # resumed after the pause
+    still_beating(a, inst, boot)
