@@ -17,6 +17,7 @@ LOG = (
     "BOOT ffeeddccbbaa9988\r\n"
     "MARKER tok-1 found\r\n"
     "DIRTY 4096 32\r\n"
+    "DIRTYSTAT 20480 500\r\n"
     "HEARTBEAT ffeeddccbbaa9988 1 2.01\r\n"
     f"MEMCHECK {SHA_B} 1\r\n"
 )
@@ -40,6 +41,7 @@ def test_events_are_parsed_in_order(log):
     assert log.marker() == "tok-1"
     assert log.memchecks() == [MemCheck(SHA_A, 1), MemCheck(SHA_B, 1)]
     assert log.dirty_kbps() == 4096
+    assert log.dirty_achieved_kbps() == 4096.0
     assert "\r" not in log.text()
 
 
@@ -50,6 +52,7 @@ def test_missing_file_reads_as_empty(tmp_path):
     assert log.marker() is None
     assert log.last_heartbeat() is None
     assert log.dirty_kbps() is None
+    assert log.dirty_achieved_kbps() is None
 
 
 def test_wait_for_returns_the_match_and_honours_start(log):

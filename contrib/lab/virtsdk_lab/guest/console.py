@@ -18,6 +18,7 @@ _MARKER = re.compile(r"MARKER ([A-Za-z0-9_-]+) (new|found|set)\s*$")
 _MEMCHECK = re.compile(r"MEMCHECK ([0-9a-f]{64}) (\d+)\s*$")
 _BOOT = re.compile(r"BOOT ([0-9a-f]+)\s*$")
 _DIRTY = re.compile(r"DIRTY (\d+) (\d+)\s*$")
+_DIRTYSTAT = re.compile(r"DIRTYSTAT (\d+) (\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ class ConsoleLog:
         """The dirtying rate the guest announced, ``None`` if it is not dirtying."""
         found = self._matches(_DIRTY)
         return int(found[-1].group(1)) if found else None
+
+    def dirty_achieved_kbps(self) -> float | None:
+        """KiB/s the guest's dirtier actually rewrote so far (last ``DIRTYSTAT``)."""
+        found = self._matches(_DIRTYSTAT)
+        if not found:
+            return None
+        kib, centis = int(found[-1].group(1)), int(found[-1].group(2))
+        return kib * 100 / centis if centis else None
 
     def wait_for(self, pattern: str, timeout: float, *, start: int = 0) -> re.Match[str]:
         """Block until a line matching regex ``pattern`` appears; return the match.

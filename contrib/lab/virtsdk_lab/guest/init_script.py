@@ -17,6 +17,9 @@ Serial console protocol (one event per line, fields separated by one space):
 ``DIRTY <kbps> <ring_mib>``
     printed once if ``vsdk.dirty_kbps=<kbps>`` asked the guest to keep rewriting a
     ``ring_mib`` MiB tmpfs ring with non-zero (random) data at about that rate.
+``DIRTYSTAT <kib_written> <elapsed_cs>``
+    every ~5 s while dirtying: KiB rewritten so far and centiseconds since the
+    dirtier started (under emulation the guest may fall short of the asked rate).
 ``SHUTDOWN``
     the ACPI power button was pressed (``virsh shutdown``); the guest powers off.
 ``READY``
@@ -107,14 +110,33 @@ if [ "$DIRTY_KBPS" -gt 0 ] 2>/dev/null; then
   dd if=/dev/urandom of=/dirty/ring bs=1048576 count="$DIRTY_MIB" 2>/dev/null
   say "DIRTY $DIRTY_KBPS $DIRTY_MIB"
   (
-    chunk=$((DIRTY_KBPS / 10)); [ $chunk -lt 1 ] && chunk=1
-    [ $chunk -gt 1024 ] && chunk=1024
+    # paced by /proc/uptime (centiseconds): write a chunk whenever behind schedule,
+    # never more than one second of backlog; DIRTYSTAT reports what was achieved.
+    # Each pass over the ring shifts which pool data lands where, so a page's
+    # content really changes (content-sampling dirty-rate probes see it too).
+    chunk=$((DIRTY_KBPS / 20)); [ $chunk -lt 4 ] && chunk=4
+    [ $chunk -gt 256 ] && chunk=256
     slots=$((DIRTY_MIB * 1024 / chunk)); slot=0
+    read up _ < /proc/uptime; start=$((${up%.*} * 100 + 1${up#*.} - 100))
+    written=0; credit=0; pass=0; next_report=500
     while :; do
-      dd if=/dirty/pool of=/dirty/ring bs=1024 count=$chunk seek=$((slot * chunk)) \
-        conv=notrunc 2>/dev/null
-      slot=$(((slot + 1) % slots))
-      sleep 0.1
+      read up _ < /proc/uptime; now=$((${up%.*} * 100 + 1${up#*.} - 100))
+      due=$(((now - start) * DIRTY_KBPS / 100))
+      behind=$((due - written - credit))
+      [ $behind -gt $DIRTY_KBPS ] && credit=$((credit + behind - DIRTY_KBPS))
+      if [ $((written + credit)) -lt $due ]; then
+        dd if=/dirty/pool of=/dirty/ring bs=1024 count=$chunk seek=$((slot * chunk)) \
+          skip=$((((slot + pass) % (1024 / chunk)) * chunk)) conv=notrunc 2>/dev/null
+        written=$((written + chunk))
+        slot=$(((slot + 1) % slots))
+        [ $slot -eq 0 ] && pass=$((pass + 1))
+      else
+        sleep 0.05
+      fi
+      if [ $((now - start)) -ge $next_report ]; then
+        say "DIRTYSTAT $written $((now - start))"
+        next_report=$((next_report + 500))
+      fi
     done
   ) &
 fi
