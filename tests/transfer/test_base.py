@@ -78,3 +78,10 @@ def test_results_cross_rpc():
     result = base.TransferResult("stream", [base.SentFile("disk", 10, 4, 5, "sha256:x", 0.1)])
     again = base.TransferResult.from_primitive(result.to_primitive())
     assert again == result and again.bytes_on_wire == 5
+
+
+def test_all_options_listed_for_the_config_generator():
+    groups = dict(base.list_transport_opts())
+    assert set(groups) == {"disk_transfer", "transport_local", "transport_stream",
+                           "transport_ssh"}
+    assert "compression" in {o.name for o in groups["transport_stream"]}
