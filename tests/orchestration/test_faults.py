@@ -313,3 +313,47 @@ def test_driver_that_ends_without_post_or_recover(cloud, fabric, monkeypatch, mo
         assert (now.host, now.vm_state, final.status) == ("host1", VMState.ACTIVE,
                                                           MigrationStatus.FAILED)
     assert "without post or recover" in final.error
+
+
+@pytest.mark.parametrize("flow", ["resize", "live"])
+def test_request_the_conductor_never_received_changes_nothing(cloud, fabric, flow):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+
+    def undelivered(method):
+        raise oslo_messaging.MessageDeliveryFailure(f"injected: {method} undeliverable")
+
+    api.conductor.fault_hook = undelivered
+    try:
+        with pytest.raises(oslo_messaging.MessageDeliveryFailure):
+            if flow == "resize":
+                api.resize(ctx, inst.uuid, "medium")
+            else:
+                api.live_migrate(ctx, inst.uuid)
+    finally:
+        api.conductor.fault_hook = None
+    now = api.wait(ctx, inst.uuid)
+    assert (now.vm_state, now.task_state, now.host) == (VMState.ACTIVE, None, inst.host)
+    assert api.list_migrations(ctx, instance_uuid=inst.uuid) == []
+    settle_and_check(cloud, fabric, inst, before, usage(cloud), memory=True)
+
+
+def test_lost_reschedule_restores_the_instance(cloud, fabric):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    baseline = usage(cloud)
+
+    def lost(method):
+        if method == "resize_instance":
+            raise oslo_messaging.MessageDeliveryFailure("injected: reschedule lost")
+
+    for service in cloud.computes.values():
+        service.manager.conductor_rpc.fault_hook = lost
+    fabric.inject("prepare_migrate_disk_target", exc=InsufficientResources)
+    try:
+        api.resize(ctx, inst.uuid, "medium")
+        now = settle_and_check(cloud, fabric, inst, before, baseline, memory=False)
+    finally:
+        for service in cloud.computes.values():
+            service.manager.conductor_rpc.fault_hook = None
+    assert (now.vm_state, now.host) == (VMState.ACTIVE, inst.host)

@@ -13,9 +13,12 @@ were accepted; :meth:`API.wait` waits until an instance's task is over.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk.compute import utils
@@ -225,10 +228,24 @@ class API:
             props["force_hosts"] = [host]
         instance = self._start_task(instance, TaskState.RESIZE_PREP, states)
         self.db.action_start(ctx, instance.uuid, action)
-        self.conductor.migrate_server(ctx, instance, {"filter_properties": props},
-                                      live=False, rebuild=False, flavor=flavor,
-                                      block_migration=None, disk_over_commit=False,
-                                      migration_type=str(migration_type))
+        with self._undo_if_undelivered(ctx, instance, TaskState.RESIZE_PREP):
+            self.conductor.migrate_server(ctx, instance, {"filter_properties": props},
+                                          live=False, rebuild=False, flavor=flavor,
+                                          block_migration=None, disk_over_commit=False,
+                                          migration_type=str(migration_type))
+
+    @contextlib.contextmanager
+    def _undo_if_undelivered(self, ctx: RequestContext, instance: Instance,
+                             task: TaskState) -> Iterator[None]:
+        """A request the conductor never received changed nothing: give the instance
+        back (a timeout is different: the conductor may be working, so it stays)."""
+        try:
+            yield
+        except oslo_messaging.MessageDeliveryFailure as exc:
+            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            self.db.instance_update(instance.uuid, {"task_state": None},
+                                    expected_task_state=task)
+            raise
 
     def _finished_migration(self, instance: Instance) -> Migration:
         found = self.db.migration_get_all(instance_uuid=instance.uuid,
@@ -318,10 +335,11 @@ class API:
         self._capable(str(instance.host), "supports_live_migration", "live migration")
         instance = self._start_task(instance, TaskState.MIGRATING, (VMState.ACTIVE,))
         self.db.action_start(ctx, instance_uuid, "live-migration")
-        mid = self.conductor.migrate_server(ctx, instance, {"host": host}, live=True,
-                                            rebuild=False, flavor=None,
-                                            block_migration=block,
-                                            disk_over_commit=disk_over_commit)
+        with self._undo_if_undelivered(ctx, instance, TaskState.MIGRATING):
+            mid = self.conductor.migrate_server(ctx, instance, {"host": host}, live=True,
+                                                rebuild=False, flavor=None,
+                                                block_migration=block,
+                                                disk_over_commit=disk_over_commit)
         return self.db.migration_get(int(mid))
 
     def _live_migration(self, instance_uuid: str, migration_id: int) -> Migration:

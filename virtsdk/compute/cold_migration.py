@@ -119,9 +119,12 @@ class ColdMigrationMixin(ManagerBase):
             if alternates:
                 LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
                          instance.uuid, self.host, exc, alternates)
-                self.conductor_rpc.resize_instance(ctx, instance, flavor, alternates,
-                                                   migration_type)
-                return
+                try:
+                    self.conductor_rpc.resize_instance(ctx, instance, flavor, alternates,
+                                                       migration_type)
+                    return
+                except Exception as exc2:  # noqa: BLE001 - reschedule lost: restore
+                    exc = exc2
             self._fail_flow(ctx, instance, exc, restore,
                             {"old_flavor": None, "new_flavor": None}, rollback=True)
             return

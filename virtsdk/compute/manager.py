@@ -155,7 +155,8 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
             try:
                 self.driver.destroy(ctx, instance, utils.network_info(instance),
                                     destroy_disks=True)
-            except Exception:
+            except Exception as exc:
+                utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
                 self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR,
                                                         "task_state": None})
                 raise

@@ -7,6 +7,7 @@ scheduling errors come back to the caller) and by compute managers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -21,11 +22,19 @@ TOPIC = "conductor"
 class ConductorAPI:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: Tests and demos only: ``hook(method)`` runs before each message leaves;
+        #: what it raises is what the sender sees.
+        self.fault_hook: Callable[[str], None] | None = None
+
+    def _hook(self, method: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(method)
 
     def migrate_server(self, ctx: RequestContext, instance: Instance,
                        scheduler_hint: dict[str, Any], live: bool, rebuild: bool,
                        flavor: Flavor | None, block_migration: bool | None,
                        disk_over_commit: bool, migration_type: str = "") -> Any:
+        self._hook("migrate_server")
         return self._client.call(ctx, "migrate_server", instance=instance,
                                  scheduler_hint=scheduler_hint, live=live, rebuild=rebuild,
                                  flavor=flavor, block_migration=block_migration,
@@ -34,9 +43,11 @@ class ConductorAPI:
 
     def build_instance(self, ctx: RequestContext, instance: Instance,
                        host: str | None) -> str:
+        self._hook("build_instance")
         return self._client.call(ctx, "build_instance", instance=instance, host=host)
 
     def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                         alternates: list[str], migration_type: str) -> None:
+        self._hook("resize_instance")
         self._client.cast(ctx, "resize_instance", instance=instance, flavor=flavor,
                           alternates=alternates, migration_type=migration_type)
