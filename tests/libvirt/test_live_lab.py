@@ -37,7 +37,12 @@ from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 
 from virtsdk.context import get_admin_context
-from virtsdk.exceptions import DestinationDiskExists, LiveMigrationAborted, MigrationError
+from virtsdk.exceptions import (
+    DestinationDiskExists,
+    LiveMigrationAborted,
+    MigrationError,
+    MigrationPreCheckError,
+)
 from virtsdk.livemigration import opts as lm_opts
 from virtsdk.objects import (
     VIF,
@@ -336,6 +341,42 @@ def test_failed_pre_live_migration_rolls_back(drivers, guests, monkeypatch):
     still_beating(a, inst, boot)
 
 
+def test_prechecks_cpu_disk_space_and_block_migration_choice(drivers, guests):
+    a, b = drivers
+    inst = guests["disky"]
+    booted(a, inst)
+    src, dst = a.get_available_resource(), b.get_available_resource()
+    checks_left = lambda: sorted(  # noqa: E731
+        p.name for p in b._paths.root.iterdir() if p.name.startswith(".virtsdk-shared"))  # noqa: SLF001
+    # A CPU from another vendor: refused by libvirt's compareCPU on the destination.
+    foreign_cpu = dataclasses.replace(src, cpu_info={"arch": "x86_64", "vendor": "AMD",
+                                                     "model": "EPYC", "features": []})
+    with pytest.raises(MigrationPreCheckError, match="not compatible"):
+        b.check_can_live_migrate_destination(CTX, inst, foreign_cpu, dst)
+    assert checks_left() == []
+    # Disk space: none free, 1 GiB when thin disks may be over-committed.
+    full = dataclasses.replace(dst, local_gb_used=dst.local_gb, disk_available_least=1)
+    for over_commit, ok in ((False, False), (True, True)):
+        check = b.check_can_live_migrate_destination(CTX, inst, src, full,
+                                                     disk_over_commit=over_commit)
+        try:
+            if ok:
+                data = a.check_can_live_migrate_source(CTX, inst, check)
+                assert data.block_migration is True
+            else:
+                with pytest.raises(MigrationPreCheckError, match="not enough disk"):
+                    a.check_can_live_migrate_source(CTX, inst, check)
+        finally:
+            b.cleanup_live_migration_destination_check(CTX, check)
+    # Asking for no block migration without shared storage is refused.
+    check = b.check_can_live_migrate_destination(CTX, inst, src, dst, block_migration=False)
+    with pytest.raises(MigrationPreCheckError, match="use block migration"):
+        a.check_can_live_migrate_source(CTX, inst, check)
+    b.cleanup_live_migration_destination_check(CTX, check)
+    assert checks_left() == []
+    assert runs_on(a, inst)
+
+
 def test_block_migration_chosen_and_disk_moves(hosts, drivers, guests):
     a, b = drivers
     inst = guests["disky"]
@@ -363,6 +404,33 @@ def read_disk_head(disk: Path) -> bytes:
         if m:
             data.extend(bytes.fromhex(m.group(1).replace(" ", "")))
     return bytes(data)
+
+
+def test_shared_instance_path_detected_and_kept(hosts, drivers, guests):
+    """Host A configured with host B's instances directory: the storage is shared, so
+    no block migration, nothing created or removed, the disk file simply changes
+    hands.  The directory is a local one seen by both hosts, which libvirt's own
+    safety check cannot know is shared (it looks for NFS, Ceph...): the source runs
+    with ``live_migration_extra_flags = unsafe``, as an operator would for such a
+    filesystem."""
+    b = drivers[1]
+    inst = guests["disky"]  # on B since the block migration
+    boot = booted(b, inst)
+    a_shared = make_driver(hosts[0], instances_path=str(hosts[1].instances_path))
+    disk = b._paths.disk(inst, "disk")  # noqa: SLF001
+    try:
+        with overrides(b, live_migration_extra_flags=["unsafe"]):
+            out = migrate(b, a_shared, inst)
+        assert out.error is None and out.calls == ["post"]
+        assert out.data.is_shared_instance_path and out.data.is_shared_block_storage
+        assert out.data.block_migration is False
+        assert runs_on(a_shared, inst) and b._find(inst) is None  # noqa: SLF001
+        assert disk.is_file()  # the shared directory was kept by post_live_migration
+        assert a_shared._lookup(inst).XMLDesc(0).count(str(disk)) == 1  # noqa: SLF001
+        still_beating(a_shared, inst, boot)
+    finally:
+        a_shared.destroy(CTX, inst, NET)
+        a_shared.cleanup_host(a_shared.host)
 
 
 # -- the dirtying guest --------------------------------------------------------------------
