@@ -169,8 +169,7 @@ class API:
             inst = self.db.instance_get(instance_uuid, read_deleted=True)
             if inst.task_state is None and inst.vm_state != VMState.BUILDING:
                 idle_since = idle_since or time.monotonic()
-                actions = self.db.actions_get(instance_uuid)
-                if not actions or actions[-1].finish_time is not None or \
+                if not self.db.action_latest_open(instance_uuid) or \
                         time.monotonic() - idle_since > 2.0:
                     return inst
             else:

@@ -439,6 +439,16 @@ class Database:
             if result != "Success" and not action.message:
                 action.message = result
 
+    def action_latest_open(self, instance_uuid: str) -> bool:
+        """True if the instance's most recent action has not finished yet."""
+        with self._session() as s:
+            row = s.scalar(select(ActionRow.finish_time).where(
+                ActionRow.instance_uuid == instance_uuid).order_by(
+                ActionRow.id.desc()).limit(1))
+            latest = s.scalar(select(ActionRow.id).where(
+                ActionRow.instance_uuid == instance_uuid).limit(1))
+            return latest is not None and row is None
+
     def actions_get(self, instance_uuid: str) -> list[InstanceAction]:
         with self._session() as s:
             rows = s.scalars(select(ActionRow).where(
