@@ -17,6 +17,9 @@ Serial console protocol (one event per line, fields separated by one space):
 ``DIRTY <kbps> <ring_mib>``
     printed once if ``vsdk.dirty_kbps=<kbps>`` asked the guest to keep rewriting a
     ``ring_mib`` MiB tmpfs ring with non-zero (random) data at about that rate.
+    Migration counts *distinct* dirty pages per memory pass, so the rate it sees is
+    at most ``ring_mib`` per pass: with a slow (capped) pass of 30 s a 32 MiB ring
+    shows about 1 MiB/s however fast it is rewritten.  Size the ring for the case.
 ``DIRTYSTAT <kib_written> <elapsed_cs>``
     every ~5 s while dirtying: KiB rewritten so far and centiseconds since the
     dirtier started (under emulation the guest may fall short of the asked rate).
