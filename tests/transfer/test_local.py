@@ -22,7 +22,7 @@ def test_odd_files_copied_exactly_and_sparse(conf, tmp_path, odd_files, method, 
     conf.set_override("method", method, group="transport_local")
     conf.set_override("checksum", checksum, group="transport_local")
     ticket = t.prepare_receive(str(tmp_path / "dest"), EP)
-    files = [SendFile(path, f"{name}.img") for name, path in odd_files.items()]
+    files = [SendFile(path, f"disks/{name}.img") for name, path in odd_files.items()]
     seen = []
     result = t.send(files, ticket, progress=seen.append)
     received = t.finish_receive(ticket, timeout=5)
@@ -34,7 +34,8 @@ def test_odd_files_copied_exactly_and_sparse(conf, tmp_path, odd_files, method, 
             assert sent.digest == file_digest(f.path, checksum)
     done = [p.bytes_done for p in seen]
     assert done == sorted(done) and done[-1] == sum(os.path.getsize(f.path) for f in files)
-    assert sorted(os.listdir(tmp_path / "dest")) == sorted(f.name for f in files)
+    assert sorted(os.listdir(tmp_path / "dest" / "disks")) == sorted(
+        os.path.basename(f.name) for f in files)
 
 
 def test_existing_destination_is_never_overwritten(conf, tmp_path):
@@ -64,10 +65,13 @@ def test_cancel_removes_only_the_transfer_files(conf, tmp_path):
     src = make_sparse(str(tmp_path / "disk"), MiB, [(0, rnd(4096))])
     t = LocalTransport(conf)
     ticket = t.prepare_receive(str(dest), EP)
-    t.send([SendFile(src, "disk")], ticket)
+    (dest / "kept").mkdir()
+    t.send([SendFile(src, "disk"), SendFile(src, "kept/disk"), SendFile(src, "new/a/disk")],
+           ticket)
     t.cancel_receive(ticket)
     t.cancel_receive(ticket)  # idempotent
-    assert os.listdir(dest) == ["console.log"]
+    assert sorted(os.listdir(dest)) == ["console.log", "kept"]
+    assert os.listdir(dest / "kept") == []
 
 
 def test_finish_detects_a_corrupted_copy(conf, tmp_path):

@@ -244,9 +244,10 @@ def test_cancel_stops_the_receiver_and_removes_only_its_files(transport, tmp_pat
     dest.mkdir()
     (dest / "console.log").write_text("keep")
     ticket = transport.prepare_receive(str(dest))
-    reply = _raw_hello(ticket, [{"name": "disk", "size": 123}])  # creates the file
+    reply = _raw_hello(ticket, [{"name": "disk", "size": 123},  # creates the files
+                                {"name": "sub/dir/disk", "size": 5}])
     assert reply["ok"] is True
-    assert (dest / "disk").exists()
+    assert (dest / "disk").exists() and (dest / "sub" / "dir" / "disk").exists()
     transport.cancel_receive(ticket)
     transport.cancel_receive(ticket)
     assert not _receiver_alive(ticket)

@@ -161,8 +161,10 @@ class LocalTransport(DiskTransport):
         dest_dir, tid = ticket["dest_dir"], ticket["transfer_id"]
         targets = [(f, confine_name(dest_dir, f.name)) for f in files]
         sizes = [os.path.getsize(f.path) for f in files]
-        record: dict[str, Any] = {"transport": self.name, "created": [], "files": [],
-                                  "complete": False}
+        record: dict[str, Any] = {"transport": self.name, "created": [], "created_dirs": [],
+                                  "files": [], "complete": False}
+        for _f, dst in targets:
+            record["created_dirs"] += xstate.make_parents(dest_dir, dst)
         xstate.write_state(dest_dir, tid, record)
         lock = threading.Lock()
 
@@ -186,7 +188,9 @@ class LocalTransport(DiskTransport):
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-            xstate.forget(dest_dir, tid)
+            record["created"] = []
+            xstate.write_state(dest_dir, tid, record)
+            xstate.remove_created(dest_dir, tid)  # the directories it made
             if isinstance(exc, DiskTransferError):
                 raise
             raise DiskTransferError(f"local copy into {dest_dir} failed: {exc}") from exc

@@ -120,10 +120,11 @@ class Receiver:
             raise SessionError("invalid", f"{', '.join(existing)} already exists on the "
                                           "destination; refusing to overwrite")
         record = self._record()
-        record.update(created=[], sizes=[size for _, size in wanted], checksum=checksum)
+        record.update(created=[], created_dirs=[], sizes=[size for _, size in wanted],
+                      checksum=checksum)
         self.checksum = checksum
         for (name, size), path in zip(wanted, paths, strict=True):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            record["created_dirs"] += xstate.make_parents(self.dest_dir, path)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:

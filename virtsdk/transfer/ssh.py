@@ -129,9 +129,10 @@ class SshTransport(DiskTransport):
                 raise TransferIntegrityError(f"{sent.name}: digest mismatch after {self.name}")
             staged.append((sent, part, target))
         out = []
-        record: dict[str, Any] = {"transport": self.name, "created": []}
+        record: dict[str, Any] = {"transport": self.name, "created": [], "created_dirs": []}
         for sent, part, target in staged:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            record["created_dirs"] += xstate.make_parents(dest_dir, target)
+            xstate.write_state(dest_dir, tid, record)
             try:
                 os.link(part, target)  # fails instead of replacing an existing file
             except FileExistsError:

@@ -51,9 +51,25 @@ def read_state(dest_dir: str, transfer_id: str) -> dict[str, Any] | None:
         return None
 
 
+def make_parents(dest_dir: str, path: str) -> list[str]:
+    """Create the missing directories between ``dest_dir`` and ``path`` (a confined
+    file path); returns them relative to ``dest_dir``, outermost first, so the caller
+    can record them as created by the transfer."""
+    missing = []
+    parent = os.path.dirname(path)
+    root = os.path.abspath(dest_dir)
+    while parent != root and not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        os.mkdir(directory)
+    return [os.path.relpath(d, root) for d in reversed(missing)]
+
+
 def remove_created(dest_dir: str, transfer_id: str) -> list[str]:
-    """Delete the files the transfer recorded as created, its record and its work
-    directory.  Returns the names removed.  Never raises for missing files."""
+    """Delete the files (and then the directories, if empty) the transfer recorded
+    as created, its record and its work directory.  Returns the file names removed.
+    Never raises for missing files."""
     state = read_state(dest_dir, transfer_id) or {}
     removed = []
     for name in state.get("created", []):
@@ -61,6 +77,11 @@ def remove_created(dest_dir: str, transfer_id: str) -> list[str]:
             os.unlink(confine_name(dest_dir, name))
             removed.append(name)
         except (FileNotFoundError, Invalid):
+            pass
+    for name in reversed(state.get("created_dirs", [])):
+        try:
+            os.rmdir(confine_name(dest_dir, name))
+        except (OSError, Invalid):
             pass
     forget(dest_dir, transfer_id)
     return removed
