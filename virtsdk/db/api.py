@@ -205,14 +205,14 @@ class Database:
                 stmt = stmt.where(
                     _state_clause(InstanceRow.vm_state, _states(expected_vm_state)))
             cols["updated_at"] = utcnow()
-            result = s.execute(stmt.values(**cols))
-            row = self._instance_row(s, uuid)
+            result = s.execute(stmt.values(**cols).execution_options(
+                synchronize_session=False))
+            row = self._instance_row(s, uuid)  # loaded after the UPDATE: current
             if result.rowcount == 0:
                 if expected_vm_state is not ANY and row.vm_state not in _states(
                         expected_vm_state):
                     raise InstanceInvalidState(uuid, "vm_state", row.vm_state, "update")
                 raise UnexpectedTaskState(uuid, expected_task_state, row.task_state)
-            s.refresh(row)
             return convert.row_to_instance(row)
 
     def instance_destroy(self, uuid: str) -> None:
