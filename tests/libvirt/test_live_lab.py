@@ -33,6 +33,7 @@ import pytest
 from conftest import clean_lab_host, make_driver
 from oslo_concurrency import processutils
 from virtsdk_lab.guest import ConsoleLog
+from virtsdk_libvirt.disk import info as disk_info
 from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 
@@ -185,19 +186,27 @@ def drivers(hosts: tuple[Any, Any]) -> Iterator[tuple[LibvirtDriver, LibvirtDriv
 
 
 @pytest.fixture(scope="module")
-def guests(drivers: tuple[LibvirtDriver, LibvirtDriver], guest_image: Any
-           ) -> dict[str, Instance]:
-    """Three guests spawned on host A (booting in parallel; tests wait for them)."""
-    a, _b = drivers
+def guests(drivers: tuple[LibvirtDriver, LibvirtDriver], guest_image: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Instance]:
+    """Three guests spawned on host A (booting in parallel; tests wait for them).
 
-    def image(name: str, **kw: Any) -> ImageMeta:
-        return ImageMeta(id=f"live-{name}", properties={
-            "kernel": str(guest_image.kernel), "initrd": str(guest_image.initrd),
-            "cmdline": guest_image.cmdline(memcheck_mib=4, **kw)})
+    ``disky`` boots from an image with a (64 MiB, empty) base disk, so its root disk
+    is a qcow2 overlay whose backing file lives in each host's image cache.
+    """
+    a, _b = drivers
+    base = tmp_path_factory.mktemp("live-images") / "base.raw"
+    processutils.execute("qemu-img", "create", "-q", "-f", "raw", str(base), "64M")
+
+    def image(name: str, location: str = "", **kw: Any) -> ImageMeta:
+        return ImageMeta(id=f"live-{name}", location=location, disk_format="raw",
+                         properties={
+                             "kernel": str(guest_image.kernel),
+                             "initrd": str(guest_image.initrd),
+                             "cmdline": guest_image.cmdline(memcheck_mib=4, **kw)})
 
     specs = {
         "quiet": (Flavor("live-quiet", 128, 1, 0), image("quiet")),
-        "disky": (Flavor("live-disky", 128, 1, 1), image("disky")),
+        "disky": (Flavor("live-disky", 128, 1, 1), image("disky", str(base))),
         "dirty": (Flavor("live-dirty", 96, 1, 0), image("dirty", dirty_kbps=DIRTY_KBPS,
                                                          dirty_mib=16)),
     }
@@ -390,6 +399,11 @@ def test_block_migration_chosen_and_disk_moves(hosts, drivers, guests):
     disk = b._paths.disk(inst, "disk")  # noqa: SLF001
     head = read_disk_head(disk)
     assert head.startswith(f"VSDKMARK {marker}\n".encode())
+    # Only the overlay moved; it now sits on B's copy of the base image.
+    overlay = disk_info(disk)
+    assert overlay.format == "qcow2" and overlay.backing_file
+    assert Path(overlay.backing_file).parent == b._paths.image_cache  # noqa: SLF001
+    assert Path(overlay.backing_file).is_file()
     still_beating(b, inst, boot)
 
 
