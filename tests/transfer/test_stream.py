@@ -335,3 +335,11 @@ def test_receiver_that_cannot_start_leaves_nothing(conf, tmp_path):
         t.prepare_receive(str(tmp_path / "dest"), EP)
     assert os.listdir(tmp_path / "dest") == []
     assert not stream_mod._RECEIVERS
+
+
+def test_missing_source_file_is_a_clear_error(transport, tmp_path, disk64):
+    ticket = transport.prepare_receive(str(tmp_path / "dest"))
+    with pytest.raises(DiskTransferError, match="cannot read"):
+        transport.send([SendFile(disk64, "a"), SendFile(str(tmp_path / "nope"), "b")], ticket)
+    assert _receiver_alive(ticket)
+    transport.cancel_receive(ticket)

@@ -167,6 +167,19 @@ def check_name(name: str) -> str:
     return name
 
 
+def source_sizes(files: list[SendFile]) -> list[int]:
+    """Source: the size of each file to send; a missing or unreadable one raises
+    DiskTransferError naming it (before anything was sent)."""
+    sizes = []
+    for f in files:
+        try:
+            with open(f.path, "rb") as fh:
+                sizes.append(os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            raise DiskTransferError(f"cannot read {f.path}: {exc.strerror}") from exc
+    return sizes
+
+
 def confine_name(dest_dir: str, name: str) -> str:
     """The absolute destination path of ``name``; raises UnsafePath on any escape."""
     check_name(name)

@@ -35,6 +35,7 @@ from virtsdk.transfer.base import (
     TransferResult,
     confine_name,
     remove_probe,
+    source_sizes,
 )
 from virtsdk.transfer.extents import (
     DigestBuilder,
@@ -160,7 +161,7 @@ class LocalTransport(DiskTransport):
         so; the sources are only read."""
         dest_dir, tid = ticket["dest_dir"], ticket["transfer_id"]
         targets = [(f, confine_name(dest_dir, f.name)) for f in files]
-        sizes = [os.path.getsize(f.path) for f in files]
+        sizes = source_sizes(files)
         record: dict[str, Any] = {"transport": self.name, "created": [], "created_dirs": [],
                                   "files": [], "complete": False}
         for _f, dst in targets:

@@ -34,6 +34,7 @@ from virtsdk.transfer.base import (
     SentFile,
     TransferResult,
     confine_name,
+    source_sizes,
 )
 from virtsdk.transfer.extents import allocated_bytes, file_digest
 from virtsdk.transfer.images import backing_file_of
@@ -158,7 +159,7 @@ class SshTransport(DiskTransport):
         only read; a failed tool run raises DiskTransferError with its stderr."""
         started = time.monotonic()
         work = xstate.work_dir(ticket["dest_dir"], ticket["transfer_id"])
-        sizes = [os.path.getsize(f.path) for f in files]
+        sizes = source_sizes(files)
         meter = ProgressMeter(progress, sum(sizes))
         sent = []
         for i, (f, size) in enumerate(zip(files, sizes, strict=True)):

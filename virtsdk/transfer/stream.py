@@ -35,6 +35,7 @@ from virtsdk.transfer.base import (
     TransferResult,
     new_token,
     remove_probe,
+    source_sizes,
     write_probe,
 )
 from virtsdk.transfer.local import finish_local_receive
@@ -281,7 +282,7 @@ class StreamTransport(DiskTransport):
         a wrong token raises TransferAuthError, corrupted data TransferIntegrityError.
         The source files are only read."""
         started = time.monotonic()
-        sizes = [os.path.getsize(f.path) for f in files]
+        sizes = source_sizes(files)
         meter = ProgressMeter(progress, sum(sizes))
         sender = StreamSender(files, ticket, options or self.sender_options(), meter)
         sent = sender.run()
