@@ -32,7 +32,10 @@ def cmd_list(_args: argparse.Namespace) -> int:
         caps = ", ".join(
             k.removeprefix("supports_") for k, v in entry.capabilities.items() if v is True
         )
-        status = "available" if entry.available else f"[red]unavailable[/red]: {escape(entry.error)}"
+        status = (
+            "available" if entry.available
+            else f"[red]unavailable[/red]: {escape(entry.error)}"
+        )
         table.add_row(entry.name, entry.distribution, entry.version, status, caps)
     console.print(table)
     return 0
