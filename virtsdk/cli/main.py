@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from stevedore import extension
 
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.warnoptions:
+        # oslo.messaging imports eventlet and deprecated oslo modules; their import-time
+        # deprecation notices are for library maintainers, not for a CLI user.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
