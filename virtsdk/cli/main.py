@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         # oslo.messaging imports eventlet and deprecated oslo modules; their import-time
         # deprecation notices are for library maintainers, not for a CLI user.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
