@@ -7,6 +7,7 @@ name, so any libvirt call would fail the test.
 
 from __future__ import annotations
 
+import threading
 from unittest import mock
 
 import pytest
@@ -140,3 +141,20 @@ def test_cpu_xml_round_trips_through_the_hardened_parser():
     assert root.findtext("model") == "EPYC"
     assert root.find("topology").get("cores") == "2"
     assert [f.get("name") for f in root.findall("feature")] == ["sse4.2", "avx2"]
+
+
+def test_second_migration_of_the_same_instance_is_refused(driver):
+    inst = Instance(name="vm1", flavor=Flavor("m1", 128, 1, 0))
+    release = threading.Event()
+    job = LibvirtMigrationJob(NameOnly(), run=release.wait)
+    job.start()
+    driver._lm_jobs[inst.uuid] = job  # noqa: SLF001 - as live_migration registers it
+    post, recover = mock.Mock(), mock.Mock()
+    try:
+        with pytest.raises(MigrationError, match="already being live-migrated"):
+            driver.live_migration(get_admin_context(), inst, "hostb", post, recover)
+    finally:
+        release.set()
+        job.wait(10)
+    post.assert_not_called()
+    recover.assert_not_called()

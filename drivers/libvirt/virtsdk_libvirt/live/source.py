@@ -25,7 +25,7 @@ import libvirt
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
-from virtsdk.exceptions import MigrationNotFound, UnsafePath
+from virtsdk.exceptions import MigrationError, MigrationNotFound, UnsafePath
 from virtsdk.livemigration.loader import load_configured_policies
 from virtsdk.livemigration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
@@ -98,11 +98,16 @@ class SourceMigrationMixin:
     ) -> None:
         """Source host: move the running guest to ``dest``; blocks until it ended.
 
-        Invalid ``dest`` / destination address / directories raise before any libvirt
-        call and before either callback (nothing started, nothing to recover).  After
+        Invalid ``dest`` / destination address / directories, and a second migration
+        of an instance already migrating, raise before any libvirt call and before
+        either callback (nothing started, nothing to recover).  After
         that, exactly one of ``post_method`` / ``recover_method`` is called; a failure
         is re-raised after ``recover_method``.
         """
+        running = self._lm_jobs.get(instance.uuid)
+        if running is not None and not running.done:
+            raise MigrationError(f"{instance.name} is already being live-migrated from "
+                                 f"{self.host}")
         data = migrate_data.copy() if migrate_data is not None else LiveMigrateData()
         if data.block_migration is None:
             data.block_migration = block_migration
