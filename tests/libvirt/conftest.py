@@ -25,8 +25,9 @@ from virtsdk.loader import register_driver_opts
 def make_conf(lab_host: Any, **overrides: Any) -> cfg.ConfigOpts:
     """A fresh ConfigOpts with ``[libvirt]`` pointing at ``lab_host``.
 
-    ``overrides`` are ``[libvirt]`` options, or ``"group.option"`` keys for other
-    groups (e.g. ``{"disk_transfer.transport": "stream"}`` via ``**``).
+    ``overrides`` are ``[libvirt]`` options, or ``"group.option"`` keys for
+    ``[disk_transfer]`` and ``[transport_<name>]`` (e.g.
+    ``**{"transport_local.method": "userspace"}``).
     """
     conf = cfg.ConfigOpts()
     register_driver_opts(conf, LibvirtDriver)
@@ -41,10 +42,16 @@ def make_conf(lab_host: Any, **overrides: Any) -> cfg.ConfigOpts:
     for key, value in values.items():
         group, _, name = key.rpartition(".")
         if group and group != "libvirt":
-            from virtsdk.transfer.base import DiskTransport, register_transport_opts
+            from virtsdk.transfer.base import (
+                DiskTransport,
+                load_transport,
+                register_transport_opts,
+            )
 
             if group == "disk_transfer":
                 register_transport_opts(conf, DiskTransport)
+            elif group.startswith("transport_"):
+                load_transport(group.removeprefix("transport_"), conf)  # registers its group
             conf.set_override(name, value, group=group)
         else:
             conf.set_override(name, value, group="libvirt")

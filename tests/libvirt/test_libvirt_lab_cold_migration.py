@@ -8,6 +8,7 @@ steps with the same guest; the whole module boots the test guest five times.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ class FailAfterFirstChunk:
 
 
 def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[LibvirtDriver],
-                                             image_meta: ImageMeta) -> None:
+                                             image_meta: ImageMeta, tmp_path: Path) -> None:
     a, b = lab_drivers
     inst = Instance(name="survivor", flavor=BIG)
     a.spawn(CTX, inst, image_meta, NET)
@@ -251,10 +252,17 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
     a.power_off(inst, timeout=60, retry_interval=5)
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert log.text().count("SHUTDOWN") == shutdowns + 1
+    # 32 MiB of random data in the overlay, so that the disk travels in many pieces
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(32 * 1024 * 1024))
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -q -s {noise} 8M 32M",
+                    str(a._paths.disk(inst, "disk"))], check=True)
     digest = sha256(a._paths.disk(inst, "disk"))
     for transport in ("stream", "local"):
-        a_t = make_driver(lab.hosts[0], disk_transport=transport)
-        b_t = make_driver(lab.hosts[1], disk_transport=transport)
+        # the local copy reports progress per data run only in its userspace mode
+        extra = {"transport_local.method": "userspace"} if transport == "local" else {}
+        a_t = make_driver(lab.hosts[0], disk_transport=transport, **extra)
+        b_t = make_driver(lab.hosts[1], disk_transport=transport, **extra)
         mig3 = migration(inst, a_t, b_t, BIG)
         data3 = b_t.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
         assert data3.transport == transport
