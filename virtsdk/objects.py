@@ -293,6 +293,8 @@ class Migration(VirtObject):
     disk_processed: int = 0
     disk_remaining: int = 0
     error: str = ""
+    #: every max downtime (ms) the live-migration monitor applied, in order
+    downtime_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -365,6 +367,8 @@ class JobStats(VirtObject):
     downtime_ms: int = 0
     setup_time_ms: int = 0
     postcopy: bool = False
+    #: the max downtime (ms) currently allowed; 0 while unknown (hypervisor default)
+    max_downtime_ms: int = 0
 
     @property
     def progress(self) -> float:

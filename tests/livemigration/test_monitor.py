@@ -174,3 +174,33 @@ def test_a_failing_sample_propagates():
 def test_interval_must_be_positive():
     with pytest.raises(ValueError, match="interval"):
         run(ScriptedJob([done()]), interval=0)
+
+
+def test_samples_carry_the_max_downtime_applied_so_far():
+    policy = Scripted({1: [Action(Action.SET_DOWNTIME, 50)],
+                       3: [Action(Action.SET_DOWNTIME, 95), Action(Action.SET_DOWNTIME, 140)]})
+    job = ScriptedJob([running(90)] * 4 + [done()])
+    t = FakeTime()
+    reported: list[JobStats] = []
+    steps: list[int] = []
+    final = monitor_migration(job, [policy], reported.append, 0.5, t.clock, t.sleep,
+                              downtime_steps=steps)
+    # a step applies after a sample: the next sample shows it; 95 and 140 were applied
+    # between the same two samples, so only 140 is ever seen on a sample
+    assert [s.max_downtime_ms for s in reported] == [0, 50, 50, 140, 140]
+    assert final is reported[-1] and final.max_downtime_ms == 140
+    assert steps == [50, 95, 140]
+    assert [v for name, v in job.calls if name == "set_max_downtime"] == steps
+
+
+def test_a_refused_downtime_is_not_a_step_and_the_job_value_shows_until_one_applies():
+    job = ScriptedJob([JobStats(job_type="unbounded", data_total=100, data_remaining=90,
+                                max_downtime_ms=300)] * 3 + [done()],
+                      fail_on="set_max_downtime")
+    steps: list[int] = []
+    t = FakeTime()
+    reported: list[JobStats] = []
+    monitor_migration(job, [Scripted({1: [Action(Action.SET_DOWNTIME, 50)]})],
+                      reported.append, 0.5, t.clock, t.sleep, downtime_steps=steps)
+    assert steps == [] and job.calls == [("set_max_downtime", 50)]
+    assert [s.max_downtime_ms for s in reported] == [300, 300, 300, 0]

@@ -99,6 +99,23 @@ def test_progress_never_decreases_and_status_guard(db):
                             expected_status=MigrationStatus.QUEUED)
 
 
+def test_downtime_steps_append_only_when_the_max_downtime_changes(db):
+    m = db.migration_create(Migration("u1", "h1", MigrationType.LIVE, dest_host="h2",
+                                      status=MigrationStatus.RUNNING))
+    assert db.migration_get(m.id).downtime_steps == [] and db.migration_details(m.id) == {}
+    for allowed in (0, 50, 50, 95, 95, 0, 140):  # 0: no step applied / not known
+        db.migration_record_progress(m.id, {"progress": 10}, max_downtime_ms=allowed)
+    assert db.migration_get(m.id).downtime_steps == [50, 95, 140]
+    assert db.migration_details(m.id)["downtime_steps"] == [50, 95, 140]
+    assert [x.downtime_steps for x in db.migration_get_all(instance_uuid="u1")] == [
+        [50, 95, 140]]
+    db.migration_update(m.id, {"downtime_steps": [7]})
+    assert db.migration_get(m.id).downtime_steps == [7]
+    stored = db.migration_create(Migration("u2", "h1", MigrationType.LIVE,
+                                           downtime_steps=[1, 2]))
+    assert db.migration_get(stored.id).downtime_steps == [1, 2]
+
+
 def test_host_usage_counts_instances_and_migration_claims(db):
     a = Instance("a", SMALL, host="h1")
     db.instance_create(a)

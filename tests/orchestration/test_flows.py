@@ -16,6 +16,7 @@ from virtsdk.exceptions import (
     NoValidHost,
     ResizeShrinkNotAllowed,
 )
+from virtsdk.livemigration.policies import LinearDowntimeSteps
 from virtsdk.rpc.notifications import NotificationCollector
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, VMState
 
@@ -129,8 +130,8 @@ def test_live_migrate_to_requested_host_with_progress_monotonic(cloud, fabric):
     seen: list[int] = []
     orig = cloud.db.migration_record_progress
 
-    def spy(mid, values, details=None):
-        stored = orig(mid, values, details)
+    def spy(mid, values, details=None, **kwargs):
+        stored = orig(mid, values, details, **kwargs)
         seen.append(stored)
         return stored
 
@@ -144,6 +145,33 @@ def test_live_migrate_to_requested_host_with_progress_monotonic(cloud, fabric):
     assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 100
     details = api.get_migration_details(ctx, mig.id)
     assert details["job_type"] == "completed" and details["downtime_ms"] > 0
+    check_intact(cloud, fabric, moved, before, memory=True)
+
+
+def test_live_migration_that_needs_downtime_steps_records_them(cloud, fabric):
+    """A guest whose 100 MiB working set is dirtied faster than the link copies it
+    converges only once the allowed downtime covers it (~100 ms at 1 GiB/s): the
+    linear policy's steps 50, 95, 140... that the monitor applied until then are in the
+    migration record, in order."""
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric, metadata={"fake:dirty_rate_mbps": "2000",
+                                                 "fake:working_set_mb": "100"})
+    mig = api.live_migrate(ctx, inst.uuid)
+    moved = api.wait(ctx, inst.uuid)
+    assert moved.host != inst.host
+    final = api.get_migration(ctx, inst.uuid, mig.id)
+    assert final.status == MigrationStatus.COMPLETED
+    g = cloud.conf.live_migration
+    linear = LinearDowntimeSteps(g.downtime, g.downtime_steps, g.downtime_delay).values()
+    steps = final.downtime_steps
+    # the first step applies at once; a step is skipped only if the (scaled) clock
+    # jumped past it between two samples, so the record is a strictly increasing
+    # subsequence of the schedule that ends with a downtime covering the working set
+    assert steps[0] == linear[0] and len(steps) >= 2, steps
+    assert steps == sorted(set(steps)) and set(steps) <= set(linear), (steps, linear)
+    needed_ms = 100 * 1000 / 1024  # working set / link bandwidth
+    assert steps[0] < needed_ms <= steps[-1], steps
+    assert api.get_migration_details(ctx, mig.id)["downtime_steps"] == steps
     check_intact(cloud, fabric, moved, before, memory=True)
 
 

@@ -15,7 +15,6 @@ instance metadata; the demo never imports a driver.
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import tempfile
 import time
@@ -59,19 +58,6 @@ class Step:
     notes: list[str] = field(default_factory=list)
 
 
-class _DowntimeLog(logging.Handler):
-    """Collects the downtime steps the live-migration monitor applies (it logs each
-    one), so the demo can show them without knowing the driver."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.steps: list[int] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("live migration: max downtime") and record.args:
-            self.steps.append(int(record.args[0]))  # type: ignore[index]
-
-
 class Demo:
     def __init__(self, args: argparse.Namespace, console: Console) -> None:
         self.console = console
@@ -88,7 +74,6 @@ class Demo:
                                    state_path=self.state_dir, overrides=overrides)
         self.api, self.ctx = self.cloud.api, self.cloud.ctx
         self.steps: list[Step] = []
-        self.downtime = _DowntimeLog()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -142,13 +127,10 @@ class Demo:
     # -- the scenario -----------------------------------------------------------------------
 
     def run(self) -> bool:
-        logging.getLogger("virtsdk.livemigration.monitor").addHandler(self.downtime)
-        logging.getLogger("virtsdk.livemigration.monitor").setLevel(logging.INFO)
         self.cloud.start()
         try:
             self._scenario()
         finally:
-            logging.getLogger("virtsdk.livemigration.monitor").removeHandler(self.downtime)
             self.cloud.stop()
             if self.own_dir:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -210,12 +192,11 @@ class Demo:
     def _live(self, progress: Progress, inst: Instance) -> None:
         inst = self.api.show_instance(self.ctx, inst.uuid)
         source, t0 = inst.host, time.monotonic()
-        self.downtime.steps.clear()
         step = Step("live migrate (busy guest)", inst.name)
         mig = self.api.live_migrate(self.ctx, inst.uuid)
         done = self._watch(progress, f"{inst.name}: live migration", inst, lambda: mig.id)
         details = self.api.get_migration_details(self.ctx, int(mig.id or 0))
-        applied = self.downtime.steps
+        applied = self.api.get_migration(self.ctx, inst.uuid, int(mig.id or 0)).downtime_steps
         step.notes.append("downtime steps " + ">".join(str(d) for d in applied) + " ms"
                           if applied else "no downtime step needed")
         step.notes.append(f"final downtime {details.get('downtime_ms', '?')} ms after "

@@ -292,7 +292,9 @@ class LiveMigrationMixin(ManagerBase):
 
     def _live_progress(self, mid: int, instance: Instance) -> Callable[[JobStats], None]:
         """The driver's progress callback: stores each sample (progress never goes
-        down) and delivers an abort that arrived before the driver's job existed."""
+        down; a changed ``max_downtime_ms`` is appended to the record's
+        ``downtime_steps``) and delivers an abort that arrived before the driver's job
+        existed."""
         abort_sent: list[bool] = []
 
         def record(stats: JobStats) -> None:
@@ -310,18 +312,20 @@ class LiveMigrationMixin(ManagerBase):
                                              expected_status=Status.RUNNING)
                 except Conflict:
                     pass
-            self.db.migration_record_progress(mid, {
-                "progress": int(stats.progress),
-                "memory_total": stats.memory_total,
-                "memory_processed": stats.memory_processed,
-                "memory_remaining": stats.memory_remaining,
-                "disk_total": stats.disk_total, "disk_processed": stats.disk_processed,
-                "disk_remaining": stats.disk_remaining,
-            }, details={"downtime_ms": stats.downtime_ms,
-                        "memory_iteration": stats.memory_iteration,
-                        "job_type": stats.job_type,
-                        "time_elapsed_ms": stats.time_elapsed_ms,
-                        "memory_dirty_rate": stats.memory_dirty_rate})
+            self.db.migration_record_progress(
+                mid, {
+                    "progress": int(stats.progress),
+                    "memory_total": stats.memory_total,
+                    "memory_processed": stats.memory_processed,
+                    "memory_remaining": stats.memory_remaining,
+                    "disk_total": stats.disk_total, "disk_processed": stats.disk_processed,
+                    "disk_remaining": stats.disk_remaining,
+                }, details={"downtime_ms": stats.downtime_ms,
+                            "memory_iteration": stats.memory_iteration,
+                            "job_type": stats.job_type,
+                            "time_elapsed_ms": stats.time_elapsed_ms,
+                            "memory_dirty_rate": stats.memory_dirty_rate},
+                max_downtime_ms=stats.max_downtime_ms)
         return record
 
     def _post_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,

@@ -295,11 +295,13 @@ class Database:
 
     def migration_record_progress(
         self, migration_id: int, values: dict[str, Any],
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None, max_downtime_ms: int = 0,
     ) -> int:
         """Store a progress sample; ``progress`` never goes down.  Returns the stored
         progress.  Byte counters are replaced by the newest sample; ``details`` are
-        merged into the migration's free-form details."""
+        merged into the migration's free-form details.  A ``max_downtime_ms`` > 0 that
+        differs from the last of the migration's ``downtime_steps`` is appended to them
+        (in the same transaction, so concurrent samples cannot lose a step)."""
         values = dict(values)
         with self._session() as s:
             row = self._migration_row(s, migration_id)
@@ -307,8 +309,12 @@ class Database:
             row.progress = max(row.progress, min(100, progress))
             for key, value in values.items():
                 setattr(row, key, int(value))
-            if details:
-                row.details = {**(row.details or {}), **details}
+            merged = {**(row.details or {}), **(details or {})}
+            steps = list(merged.get("downtime_steps", []))
+            if max_downtime_ms > 0 and (not steps or steps[-1] != max_downtime_ms):
+                merged["downtime_steps"] = [*steps, int(max_downtime_ms)]
+            if merged != (row.details or {}):
+                row.details = merged
             row.updated_at = utcnow()
             return row.progress
 

@@ -66,13 +66,25 @@ def row_to_instance(row: InstanceRow) -> Instance:
     )
 
 
+#: Migration fields kept in the row's free-form ``details`` JSON (no column of their
+#: own, so a database created before them needs no schema change)
+MIGRATION_DETAIL_FIELDS = ("downtime_steps",)
+
+
 def migration_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Migration field values -> column values; fields of
+    :data:`MIGRATION_DETAIL_FIELDS` go into ``details``."""
     names = {f.name for f in dataclasses.fields(Migration)} | {"details"}
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in names or key in ("id", "uuid"):
             raise KeyError(f"migration has no updatable field {key!r}")
-        out[key] = _prim(value)
+        if key in MIGRATION_DETAIL_FIELDS:
+            out.setdefault("details", {})[key] = [int(v) for v in value]
+        elif key == "details":
+            out["details"] = {**dict(value or {}), **out.get("details", {})}
+        else:
+            out[key] = _prim(value)
     return out
 
 
@@ -80,6 +92,8 @@ def migration_columns(migration: Migration) -> dict[str, Any]:
     values = {f.name: getattr(migration, f.name) for f in dataclasses.fields(Migration)}
     values.pop("id")
     uuid = values.pop("uuid")
+    if not values["downtime_steps"]:
+        values.pop("downtime_steps")  # nothing to keep: the details stay empty
     cols = migration_values(values)
     cols["uuid"] = uuid
     return cols
@@ -106,6 +120,7 @@ def row_to_migration(row: MigrationRow) -> Migration:
         disk_processed=row.disk_processed,
         disk_remaining=row.disk_remaining,
         error=row.error,
+        downtime_steps=[int(v) for v in (row.details or {}).get("downtime_steps", [])],
     )
 
 

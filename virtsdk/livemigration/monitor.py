@@ -52,11 +52,20 @@ class MonotonicProgress:
 
 class _Applier:
     """Applies policy actions to the job, each kind at most once where repeating it
-    makes no sense (abort, post-copy, pause)."""
+    makes no sense (abort, post-copy, pause).  ``downtime_steps`` lists every max
+    downtime the job accepted, in order (a call that raised is not a step)."""
 
-    def __init__(self, job: MigrationJob) -> None:
+    def __init__(self, job: MigrationJob, downtime_steps: list[int]) -> None:
         self.job = job
         self.done: set[str] = set()
+        self.downtime_steps = downtime_steps
+
+    def stamp(self, stats: JobStats) -> JobStats:
+        """``stats`` with ``max_downtime_ms`` set to the last applied step (unchanged,
+        the job's own value, while no step was applied)."""
+        if not self.downtime_steps or stats.max_downtime_ms == self.downtime_steps[-1]:
+            return stats
+        return dataclasses.replace(stats, max_downtime_ms=self.downtime_steps[-1])
 
     def apply(self, action: Action, stats: JobStats) -> None:
         if Action.ABORT in self.done:
@@ -66,6 +75,7 @@ class _Applier:
                 LOG.info("live migration: max downtime -> %d ms (%s)",
                          action.value, action.reason)
                 self.job.set_max_downtime(action.value)
+                self.downtime_steps.append(int(action.value))
             elif action.kind == Action.ABORT:
                 LOG.warning("live migration: aborting (%s)", action.reason)
                 self.done.add(Action.ABORT)
@@ -103,6 +113,7 @@ def monitor_migration(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     data_gb: float | None = None,
+    downtime_steps: list[int] | None = None,
 ) -> JobStats:
     """Watch ``job`` until it ends and return its final stats.
 
@@ -112,6 +123,13 @@ def monitor_migration(
     ``job.set_max_downtime``, ``abort`` -> ``job.abort`` (once; later actions are
     ignored), ``postcopy`` -> ``job.start_postcopy`` (once; a job that raises
     NotSupported is paused instead), ``pause`` -> ``job.pause`` (once).
+
+    Every sample handed to ``progress`` (and the one returned) carries in
+    ``max_downtime_ms`` the last max downtime applied (the job's own value before the
+    first step).  A step is applied after a sample, so the next sample shows it; two
+    steps applied between the same two samples show only the later one.  The caller
+    that wants every step may pass a ``downtime_steps`` list: the monitor appends each
+    max downtime the job accepted, in order.
 
     ``data_gb`` (RAM + disk to move, GiB) starts the policies; when None it is taken
     from the first sample's ``data_total``.  Returns the last sample, whose
@@ -123,7 +141,7 @@ def monitor_migration(
         raise ValueError(f"monitor interval must be > 0, got {interval}")
     start = clock()
     mono = MonotonicProgress()
-    applier = _Applier(job)
+    applier = _Applier(job, downtime_steps if downtime_steps is not None else [])
     started = False
     while True:
         raw = job.stats()
@@ -134,7 +152,7 @@ def monitor_migration(
             for policy in policies:
                 policy.start(data_gb)
             started = True
-        stats = mono.apply(raw)
+        stats = applier.stamp(mono.apply(raw))
         if progress is not None:
             progress(stats)
         if stats.job_type in TERMINAL_JOB_TYPES:
