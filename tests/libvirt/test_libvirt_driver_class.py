@@ -17,7 +17,7 @@ def test_found_by_entry_point() -> None:
 def test_options_live_in_the_libvirt_group_with_the_live_ones() -> None:
     names = {o.dest for o in LibvirtDriver.list_opts()}
     assert {"connection_uri", "virt_type", "instances_path", "image_cache_path", "my_ip",
-            "host_exec_prefix", "disk_transport", "shutdown_timeout",
+            "host_exec_prefix", "disk_transport",
             "shutdown_retry_interval"} <= names
     assert len(names) == len(LibvirtDriver.list_opts())  # no duplicates
     conf = cfg.ConfigOpts()

@@ -37,8 +37,9 @@ class LibvirtCloud:
     def __init__(self, lab: Any) -> None:
         self.state_path = tempfile.mkdtemp(prefix="virtsdk-lvcloud-")
         self.url = f"inproc:///lvcloud-{uuid.uuid4().hex[:10]}"
-        common = {"compute": {"report_interval": 1.0},
-                  "libvirt": {"shutdown_timeout": 3, "shutdown_retry_interval": 1}}
+        common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
+                              "shutdown_retry_interval": 2},
+                  "libvirt": {"shutdown_retry_interval": 2}}
         self.conf = make_conf(self.state_path, "libvirt", common, self.url)
         self.db = Database.from_conf(self.conf)
         self.conductor = ConductorService(self.conf, self.db)

@@ -46,11 +46,10 @@ libvirt_opts: list[cfg.Opt] = [
                     "falls back to 'local'."),
     cfg.IntOpt("disk_transfer_timeout", default=600, min=1,
                help="Seconds the destination waits for the disks of a cold migration."),
-    cfg.IntOpt("shutdown_timeout", default=60, min=0,
-               help="Default seconds to wait for a clean guest shutdown before "
-                    "forcing it off."),
     cfg.IntOpt("shutdown_retry_interval", default=10, min=1,
-               help="Default seconds between clean shutdown requests."),
+               help="Seconds between clean shutdown requests when a caller passes no "
+                    "retry interval.  The shutdown timeout itself is the caller's "
+                    "(the compute manager's [compute] shutdown_timeout)."),
     cfg.IntOpt("boot_timeout", default=60, min=1,
                help="Seconds to wait for a started domain to report running."),
     cfg.IntOpt("connect_retries", default=3, min=0,
