@@ -108,6 +108,8 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
+        """Options of ``[libvirt]`` (the loader registers them before building the
+        driver): this package's and the live-migration ones."""
         return config.list_opts()
 
     # -- helpers (see the module docstring) ----------------------------------------------
@@ -174,6 +176,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
             Guest(dom).start(self.lv_conf.boot_timeout)
 
     def _remove_domain(self, instance: Instance) -> None:
+        """Force the instance's domain off and undefine it, if this host has one."""
         dom = self._find(instance)
         if dom is not None:
             guest = Guest(dom)
@@ -189,6 +192,8 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._conn.getVersion()
 
     def cleanup_host(self, host: str) -> None:
+        """Called by the manager when its service stops: closes the libvirt
+        connection; guests keep running."""
         self._host.close()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -267,6 +272,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         return self._host.list_domain_names()
 
     def instance_exists(self, instance: Instance) -> bool:
+        """Any host: whether libvirt here has a domain with the instance's UUID."""
         return self._find(instance) is not None
 
     def get_available_resource(self, nodename: str | None = None) -> HostResources:
