@@ -269,7 +269,11 @@ class ColdMigration:
         except BaseException:
             LOG.exception("sending the disks of %s to %s failed; restoring the source",
                           instance.uuid, dest)
-            self._restore_source(instance, start=was_running)
+            try:
+                self._restore_source(instance, start=was_running)
+            except Exception:  # noqa: BLE001 - the transfer error is the one to report
+                LOG.exception("restoring %s failed; finish_revert_migration can retry "
+                              "(the disks are kept)", instance.uuid)
             raise
 
     @staticmethod
