@@ -386,3 +386,31 @@ def test_revert_redefines_a_lost_source_domain(lab_drivers: list[LibvirtDriver],
     assert a._lookup(inst).UUIDString() == inst.uuid
     assert sha256(a._paths.disk(inst, "disk")) == digest
     a.finish_revert_migration(CTX, inst, NET, mig, power_on=False)  # idempotent
+
+
+def test_raw_disks_resize_with_ephemeral_and_stay_sparse(lab: Any, image_meta: ImageMeta,
+                                                         lab_drivers: list[LibvirtDriver]
+                                                         ) -> None:
+    """raw root and ephemeral disks: both sent (sparse), grown on the destination; a
+    flavor that adds swap gets a fresh swap disk there (swap never travels)."""
+    a = make_driver(lab.hosts[0], images_type="raw")
+    b = make_driver(lab.hosts[1], images_type="raw")
+    before = Flavor("raw-s", 256, 1, 1, ephemeral_gb=1)
+    after = Flavor("raw-b", 256, 1, 2, ephemeral_gb=2, swap_mb=16)
+    inst = Instance(name="raw-disks", flavor=before)
+    a.spawn(CTX, inst, image_meta, NET, power_on=False)
+    mig = migration(inst, a, b, after)
+    data = b.prepare_migrate_disk_target(CTX, inst, after, mig)
+    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, after, NET,
+                                        migrate_data=data)
+    assert sorted(d.path for d in sent) == ["disk", "disk.local"]
+    inst.flavor = after
+    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True,
+                       power_on=False)
+    got = {d.path: d for d in b.get_instance_disk_info(inst)}
+    assert {p: (d.type, d.virt_disk_size) for p, d in got.items()} == {
+        "disk": ("raw", 2 * GiB), "disk.local": ("raw", 2 * GiB),
+        "disk.swap": ("raw", 16 * 1024 * 1024)}
+    assert all(d.disk_size < 64 * 1024 * 1024 for d in got.values())  # still sparse
+    a.confirm_migration(CTX, mig, inst, NET)
+    assert not a.instance_exists(inst)
