@@ -16,7 +16,8 @@ runs with its defaults (fsync before reporting success; compression auto);
 ``stream_nofsync`` and ``nc+fsync`` show what the fsync costs on each side.
 ``local`` and ``cp --sparse=always`` copy on this machine (shared-storage case).
 Every round starts after ``sync`` with an empty destination; the fast tools run
-interleaved, ``ROUNDS`` (5; ``VIRTSDK_BENCH_ROUNDS``) times, scp and rsync once;
+interleaved, ``ROUNDS`` (5; ``VIRTSDK_BENCH_ROUNDS``) times, scp and rsync once
+(``VIRTSDK_BENCH_SLOW_ROUNDS``);
 times are medians.  The destination directory is on tmpfs by default (the machine's
 disk is shared with other work and its writeback noise dwarfs the network path);
 ``VIRTSDK_BENCH_DEST=disk`` writes into host B's instances directory instead.
@@ -48,7 +49,8 @@ ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "5"))
 #: "tmpfs" (default): host B writes into /dev/shm, so the shared disk's noise does not
 #: drown the network path; "disk": into B's instances directory.
 DEST = os.environ.get("VIRTSDK_BENCH_DEST", "tmpfs")
-SLOW_ROUNDS = 1  # scp / rsync take 20-40x longer; one round each
+#: scp / rsync take 10-40x longer: one round each unless VIRTSDK_BENCH_SLOW_ROUNDS says more
+SLOW_ROUNDS = int(os.environ.get("VIRTSDK_BENCH_SLOW_ROUNDS", "1"))
 NC_PORT = 40111
 HELPER = str(Path(__file__).with_name("transfer_send.py"))
 REPORT = "/tmp/virtsdk-bench-disk-transfer.md"

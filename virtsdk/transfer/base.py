@@ -61,8 +61,6 @@ common_opts = [
                     "on 2 cores over one link, two at once was 1.17x slower than one after "
                     "the other (the transfer is CPU and link bound), hence 1; raise it "
                     "where disks sit on separate storage and cores are free."),
-    cfg.FloatOpt("receive_timeout", default=600.0, min=1.0,
-                 help="Seconds finish_receive waits for the source to complete a transfer."),
 ]
 
 

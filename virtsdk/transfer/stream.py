@@ -224,6 +224,12 @@ class StreamTransport(DiskTransport):
                 raise DiskTransferError(f"transfer {tid} did not complete within "
                                         f"{timeout:.0f}s")
             time.sleep(0.05)
+        proc = _RECEIVERS.get(tid)
+        if proc is not None:  # it answers the sender, then exits by itself
+            try:
+                proc.wait(max(0.1, min(10.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
         self._stop_receiver(ticket)
         out = []
         for prim in record["files"]:
