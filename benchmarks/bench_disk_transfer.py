@@ -11,7 +11,8 @@ Images are made at benchmark time in host A's instances directory:
 
 Every network transfer goes from host A's network namespace to host B's address
 and writes into B's instances directory.  The floor is ``nc`` moving the image's
-*allocated* bytes (a dense file of that size) from A to B into a file.  ``stream``
+*allocated* bytes (a dense file of that size) from A to B into a file; ``tcp`` is a
+stricter floor (transfer_tcpfloor.py: kernel sendfile, 4 MiB receive buffers).  ``stream``
 runs with its defaults (fsync before reporting success; compression auto);
 ``stream_nofsync`` and ``nc+fsync`` show what the fsync costs on each side.
 ``local`` and ``cp --sparse=always`` copy on this machine (shared-storage case).
@@ -53,10 +54,11 @@ DEST = os.environ.get("VIRTSDK_BENCH_DEST", "tmpfs")
 SLOW_ROUNDS = int(os.environ.get("VIRTSDK_BENCH_SLOW_ROUNDS", "1"))
 NC_PORT = 40111
 HELPER = str(Path(__file__).with_name("transfer_send.py"))
+TCP_FLOOR = str(Path(__file__).with_name("transfer_tcpfloor.py"))
 REPORT = "/tmp/virtsdk-bench-disk-transfer.md"
 
 IMAGES = ["sparse4g", "dense1g", "qcow2", "extents"]
-TOOLS = ["nc", "nc+fsync", "stream", "stream_nofsync", "local", "cp", "rsync", "scp"]
+TOOLS = ["nc", "nc+fsync", "tcp", "stream", "stream_nofsync", "local", "cp", "rsync", "scp"]
 #: (image, tool) -> seconds of each round; (image, tool) -> verification notes
 TIMES: dict[tuple[str, str], list[float]] = {}
 CHECKS: dict[tuple[str, str], str] = {}
@@ -190,6 +192,27 @@ def _nc(lab: Any, floor: str, dest: Path, fsync: bool) -> float:
             listener.wait()
 
 
+def _tcp(lab: Any, floor: str, dest: Path) -> float:
+    """The Python raw-TCP floor (see transfer_tcpfloor.py); seconds as the receiver
+    on host B measured them."""
+    a, b = lab.hosts
+    recv = subprocess.Popen([*b.exec_prefix, sys.executable, TCP_FLOOR, "recv", b.address,
+                             str(NC_PORT + 1), str(dest / "floor")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert recv.stdout is not None
+        if recv.stdout.readline().strip() != "ready":
+            raise RuntimeError("the TCP floor receiver did not start")
+        subprocess.run([*a.exec_prefix, sys.executable, TCP_FLOOR, "send", b.address,
+                        str(NC_PORT + 1), floor], check=True, timeout=300)
+        out, _ = recv.communicate(timeout=300)
+        return float(out.strip().splitlines()[-1])
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+
+
 def _run_transport(lab: Any, name: str, src: str | list[str], dest: Path,
                    overrides: dict[str, dict[str, Any]], sshd: Sshd | None) -> float:
     conf = _conf()
@@ -221,6 +244,7 @@ def _runs(lab: Any, src: str, floor: str, sshd: Sshd) -> dict[str, Callable[[Pat
     return {
         "nc": lambda d: _nc(lab, floor, d, fsync=False),
         "nc+fsync": lambda d: _nc(lab, floor, d, fsync=True),
+        "tcp": lambda d: _tcp(lab, floor, d),
         "stream": lambda d: _run_transport(lab, "stream", src, d, {}, None),
         "stream_nofsync": lambda d: _run_transport(
             lab, "stream", src, d, {"transport_stream": {"fsync": False}}, None),
@@ -232,7 +256,7 @@ def _runs(lab: Any, src: str, floor: str, sshd: Sshd) -> dict[str, Callable[[Pat
 
 
 def _check(image: str, tool: str, src: str, dest: Path) -> None:
-    if tool.startswith("nc"):
+    if tool.startswith("nc") or tool == "tcp":
         CHECKS[(image, tool)] = f"{os.path.getsize(dest / 'floor') >> 20} MiB moved"
         return
     got = str(dest / "disk")
@@ -371,12 +395,13 @@ def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
             if m is not None:
                 lines.append(f"| {image} | {tool} | {m:.2f} | {len(TIMES[(image, tool)])} | "
                              f"{CHECKS.get((image, tool), '')} |")
-    lines += ["", "| image | stream/nc | stream/(nc+fsync) | stream_nofsync/nc | rsync/stream "
-                  "| scp/stream | local/cp |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| image | stream/nc | stream/tcp | stream/(nc+fsync) | stream_nofsync/nc "
+                  "| rsync/stream | scp/stream | local/cp |", "|---|---|---|---|---|---|---|---|"]
     for image in IMAGES:
         s = _median(image, "stream")
         lines.append(
             f"| {image} | {_ratio(s, _median(image, 'nc'))} "
+            f"| {_ratio(s, _median(image, 'tcp'))} "
             f"| {_ratio(s, _median(image, 'nc+fsync'))} "
             f"| {_ratio(_median(image, 'stream_nofsync'), _median(image, 'nc'))} "
             f"| {_ratio(_median(image, 'rsync'), s)} | {_ratio(_median(image, 'scp'), s)} "
