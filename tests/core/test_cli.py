@@ -44,4 +44,6 @@ def test_sample_config_includes_driver_groups():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "[DEFAULT]" in out.stdout and "compute_driver" in out.stdout
-    assert "[fake]" in out.stdout
+    assert "[fake]" in out.stdout and "[libvirt]" in out.stdout
+    assert "[disk_transfer]" in out.stdout and "[transport_stream]" in out.stdout
+    assert "[live_migration]" in out.stdout
