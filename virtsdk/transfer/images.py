@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from oslo_concurrency import processutils
 
+from virtsdk.exceptions import Invalid
+
 QCOW2_MAGIC = b"QFI\xfb"
 _HEADER = struct.Struct(">4sIQI")  # magic, version, backing_file_offset, backing_file_size
 
@@ -43,9 +45,18 @@ def backing_file_of(path: str) -> str | None:
     return raw.decode("utf-8", errors="strict")
 
 
+QCOW2 = "qcow2"
+RAW = "raw"
+FORMATS = (QCOW2, RAW)
+
+
+class UnsafeImage(Invalid):
+    """An image file whose metadata this host refuses to use."""
+
+
 @dataclass
 class ImageInfo:
-    """What ``qemu-img info`` says about one image."""
+    """What ``qemu-img info`` says about one image (sizes in bytes)."""
 
     path: str
     format: str
@@ -55,19 +66,33 @@ class ImageInfo:
     backing_format: str | None = None
 
 
-def image_info(path: str) -> ImageInfo:
-    """``qemu-img info --output=json`` of ``path`` (through processutils.execute).
+def image_info(path: str | os.PathLike[str], memory_mb: int = 1024) -> ImageInfo:
+    """Inspect ``path`` with ``qemu-img info --force-share`` (works while a guest runs).
 
-    Runs on whichever host calls it; used by drivers and tests, not on the hot path.
+    Called by drivers on the host that holds the file, including for files received
+    from another host, so it is hardened: ``qemu-img`` runs under memory and CPU
+    limits, and formats other than raw/qcow2 or a qcow2 with an external data file
+    (which would make this host read an arbitrary file) raise :class:`UnsafeImage`.
     """
+    limits = processutils.ProcessLimits(address_space=memory_mb * 1024 * 1024, cpu_time=30)
     out, _err = processutils.execute("qemu-img", "info", "--force-share", "--output=json",
-                                     path)
+                                     os.fspath(path), prlimit=limits)
     data = json.loads(out)
-    return ImageInfo(path=path, format=data.get("format", "raw"),
-                     virtual_size=int(data.get("virtual-size", 0)),
-                     actual_size=int(data.get("actual-size", 0)),
-                     backing_file=data.get("backing-filename"),
-                     backing_format=data.get("backing-filename-format"))
+    fmt = data.get("format", "")
+    if fmt not in FORMATS:
+        raise UnsafeImage(f"{path}: image format {fmt!r} is not one of {FORMATS}")
+    spec = (data.get("format-specific") or {}).get("data") or {}
+    if spec.get("data-file"):
+        raise UnsafeImage(f"{path}: qcow2 with an external data file ({spec['data-file']}) "
+                          "refused")
+    return ImageInfo(
+        path=os.fspath(path),
+        format=fmt,
+        virtual_size=int(data.get("virtual-size", 0)),
+        actual_size=int(data.get("actual-size", 0)),
+        backing_file=data.get("full-backing-filename") or data.get("backing-filename"),
+        backing_format=data.get("backing-filename-format"),
+    )
 
 
 def resolve_backing(image_path: str, backing: str) -> str:

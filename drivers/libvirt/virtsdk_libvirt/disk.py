@@ -10,64 +10,25 @@ files), so a crafted image cannot make this host read arbitrary files.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 
 from oslo_concurrency import processutils
 
 from virtsdk.exceptions import Invalid
-
-QCOW2 = "qcow2"
-RAW = "raw"
-FORMATS = (QCOW2, RAW)
-
-
-class UnsafeImage(Invalid):
-    """An image file whose metadata this host refuses to use."""
-
-
-@dataclass
-class ImageInfo:
-    """What ``qemu-img info`` says about one file (sizes in bytes)."""
-
-    path: str
-    format: str
-    virtual_size: int
-    actual_size: int
-    backing_file: str | None = None
-    backing_format: str | None = None
-    data_file: str | None = None
-
-
-def _limits(memory_mb: int) -> processutils.ProcessLimits:
-    return processutils.ProcessLimits(address_space=memory_mb * 1024 * 1024, cpu_time=30)
+from virtsdk.transfer.images import (  # noqa: F401 - re-exported for the driver's modules
+    FORMATS,
+    QCOW2,
+    RAW,
+    ImageInfo,
+    UnsafeImage,
+    image_info,
+)
 
 
 def info(path: str | os.PathLike[str], memory_mb: int = 1024) -> ImageInfo:
-    """Inspect ``path`` (``qemu-img info --force-share``: works while a guest runs).
-
-    Raises UnsafeImage for formats other than qcow2/raw or an external data file.
-    """
-    out, _err = processutils.execute(
-        "qemu-img", "info", "--force-share", "--output=json", os.fspath(path),
-        prlimit=_limits(memory_mb))
-    data = json.loads(out)
-    fmt = data.get("format", "")
-    if fmt not in FORMATS:
-        raise UnsafeImage(f"{path}: image format {fmt!r} is not one of {FORMATS}")
-    spec = (data.get("format-specific") or {}).get("data") or {}
-    data_file = spec.get("data-file")
-    if data_file:
-        raise UnsafeImage(f"{path}: qcow2 with an external data file ({data_file}) refused")
-    return ImageInfo(
-        path=os.fspath(path),
-        format=fmt,
-        virtual_size=int(data.get("virtual-size", 0)),
-        actual_size=int(data.get("actual-size", 0)),
-        backing_file=data.get("full-backing-filename") or data.get("backing-filename"),
-        backing_format=data.get("backing-filename-format"),
-    )
+    """Inspect ``path``: the core's hardened ``qemu-img info`` (resource limits; raw and
+    qcow2 only; external data files refused with UnsafeImage)."""
+    return image_info(path, memory_mb)
 
 
 def create_overlay(path: str | os.PathLike[str], backing: str | os.PathLike[str],
