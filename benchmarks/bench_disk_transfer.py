@@ -388,12 +388,13 @@ def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
     """Print (and save) the table with the ratios the targets are stated in."""
     if not TIMES and not CHECKSUM_RATES:
         pytest.skip("no measurements (run the whole module)")
-    lines = ["| image | tool | median s | rounds | result |", "|---|---|---|---|---|"]
+    lines = ["| image | tool | median s | rounds (s) | result |", "|---|---|---|---|---|"]
     for image in IMAGES:
         for tool in TOOLS:
             m = _median(image, tool)
             if m is not None:
-                lines.append(f"| {image} | {tool} | {m:.2f} | {len(TIMES[(image, tool)])} | "
+                rounds = " ".join(f"{t:.2f}" for t in TIMES[(image, tool)])
+                lines.append(f"| {image} | {tool} | {m:.2f} | {rounds} | "
                              f"{CHECKS.get((image, tool), '')} |")
     lines += ["", "| image | stream/nc | stream/tcp | stream/(nc+fsync) | stream_nofsync/nc "
                   "| rsync/stream | scp/stream | local/cp |", "|---|---|---|---|---|---|---|---|"]

@@ -64,3 +64,42 @@ def test_digest_depends_on_size(tmp_path):
 def test_unknown_checksum_is_refused():
     with pytest.raises(ValueError, match="unknown checksum"):
         extents.checksum_function("md4")
+
+
+def _runs_by_blocks(offset: int, data: bytes) -> list[tuple[int, bytes]]:
+    """The definition: maximal sequences of non-zero BLOCKs (a short last block too)."""
+    out: list[tuple[int, bytes]] = []
+    start = -1
+    for pos in range(0, len(data), extents.BLOCK):
+        block = data[pos:pos + extents.BLOCK]
+        if block.count(0) == len(block):
+            if start >= 0:
+                out.append((offset + start, data[start:pos]))
+                start = -1
+        elif start < 0:
+            start = pos
+    if start >= 0:
+        out.append((offset + start, data[start:]))
+    return out
+
+
+@pytest.mark.parametrize("tail", [0, 1, 100, 4095])
+def test_runs_in_finds_zero_blocks_however_they_start(tail):
+    """Blocks that begin with zeros but are not zero, zero blocks between data, a
+    short last block; the same from a larger reused buffer with a length."""
+    block = extents.BLOCK
+    late = bytearray(block)
+    late[block - 1] = 7  # first 8 bytes zero, not a zero block
+    early = bytearray(block)
+    early[3] = 1
+    pattern = [bytes(block), rnd(block), bytes(late), bytes(block), bytes(block), bytes(early),
+               rnd(block), bytes(block)]
+    for last in (bytes(tail), rnd(tail)):
+        data = b"".join(pattern) + last
+        expected = _runs_by_blocks(8 * block, data)
+        for buf in (data, bytearray(data) + bytearray(b"\1" * 5000)):
+            got = [(r.offset, bytes(r.data)) for r in extents.runs_in(8 * block, buf, len(data))]
+            assert got == expected
+    assert list(extents.runs_in(0, bytes(extents.CHUNK))) == []
+    dense = rnd(extents.CHUNK)
+    assert [(r.offset, bytes(r.data)) for r in extents.runs_in(0, dense)] == [(0, dense)]

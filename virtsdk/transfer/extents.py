@@ -26,6 +26,7 @@ BLOCK = 4096
 #: Largest run; also the grid that cuts runs (so runs are the same on both ends).
 CHUNK = 4 << 20
 _ZERO_CHUNK = bytes(CHUNK)
+_ZERO_BLOCK = bytes(BLOCK)
 _DIGEST_MAGIC = b"virtsdk-runs-v1"
 
 
@@ -116,26 +117,36 @@ def _spans(fd: int, size: int) -> Iterator[tuple[int, int]]:
         yield cur_start, cur_end
 
 
-def runs_in(offset: int, data: memoryview) -> Iterator[Run]:
-    """Split ``data`` (read at ``offset``, BLOCK aligned) into its non-zero runs."""
-    n = len(data)
-    if data == _ZERO_CHUNK[:n]:
-        return
-    zero = _ZERO_CHUNK[:BLOCK]
-    start = -1
-    pos = 0
-    while pos < n:
-        end = min(pos + BLOCK, n)
-        is_zero = data[pos:end] == (zero if end - pos == BLOCK else _ZERO_CHUNK[:end - pos])
-        if is_zero:
-            if start >= 0:
-                yield Run(offset + start, data[start:pos])
-                start = -1
-        elif start < 0:
-            start = pos
-        pos = end
-    if start >= 0:
-        yield Run(offset + start, data[start:n])
+def runs_in(offset: int, data: bytes | bytearray, length: int | None = None
+            ) -> Iterator[Run]:
+    """Split the first ``length`` bytes of ``data`` (read at ``offset``, BLOCK aligned;
+    all of it when ``length`` is None) into its non-zero runs.
+
+    No Python loop over the bytes: only blocks whose first 8 bytes are zero are
+    compared with a zero block (``startswith``, a memcmp).
+    """
+    n = len(data) if length is None else length
+    view = memoryview(data)[:n]
+    full = n - n % BLOCK
+    zero_blocks: list[int] = []
+    if full:
+        heads = view[:full].cast("Q")[::BLOCK // 8].tolist()
+        if 0 in heads:
+            if full == CHUNK and data.startswith(_ZERO_CHUNK):
+                zero_blocks = list(range(len(heads)))
+            else:
+                zero_blocks = [i for i, head in enumerate(heads)
+                               if not head and data.startswith(_ZERO_BLOCK, i * BLOCK)]
+    if n > full and data.startswith(_ZERO_CHUNK[:n - full], full):
+        zero_blocks.append(full // BLOCK)
+    start = 0
+    for block in zero_blocks:
+        pos = block * BLOCK
+        if pos > start:
+            yield Run(offset + start, view[start:pos])
+        start = pos + BLOCK
+    if start < n:
+        yield Run(offset + start, view[start:n])
 
 
 def read_spans(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
@@ -147,10 +158,23 @@ def read_spans(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
         yield start, data
 
 
+def read_spans_into(fd: int, size: int, buffers: Callable[[], bytearray]
+                    ) -> Iterator[tuple[int, bytearray, int]]:
+    """Like :func:`read_spans` without allocating: ``(offset, buffer, length)``, each
+    piece read into a buffer (of at least CHUNK bytes) from ``buffers()``.  The
+    caller owns every buffer it is given (and may hand it back to ``buffers``)."""
+    for start, end in _spans(fd, size):
+        buf = buffers()
+        got = os.preadv(fd, [memoryview(buf)[:end - start]], start)
+        if got != end - start:
+            raise OSError(errno.EIO, f"short read at {start}: file changed while reading")
+        yield start, buf, got
+
+
 def iter_runs(fd: int, size: int) -> Iterator[Run]:
     """Every non-zero run of the open file, in offset order."""
     for start, data in read_spans(fd, size):
-        yield from runs_in(start, memoryview(data))
+        yield from runs_in(start, data)
 
 
 class DigestBuilder:

@@ -25,13 +25,15 @@ import zstandard
 from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer.base import ProgressMeter, SendFile, SentFile
-from virtsdk.transfer.extents import CHECKSUMS, DigestBuilder, read_spans, runs_in
+from virtsdk.transfer.extents import CHECKSUMS, CHUNK, DigestBuilder, read_spans_into, runs_in
 from virtsdk.transfer.images import backing_file_of
 
 _SAMPLE = 256 << 10
 #: Runs smaller than this are batched; a batch is sent once it holds BATCH_BYTES.
 SMALL_RUN = 256 << 10
 BATCH_BYTES = 2 << 20
+#: Read buffers per file being sent (CHUNK bytes each, reused: no per-chunk allocation).
+READ_BUFFERS = 4
 _END = object()
 
 
@@ -236,7 +238,7 @@ class StreamSender:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                state, header, payload, step = item
+                state, header, payload, step, release = item
                 if header:
                     t0 = time.perf_counter()
                     sock.sendall(header)
@@ -257,6 +259,8 @@ class StreamSender:
                         self.opts.on_wire(self.wire_total)
                 if step:
                     self.meter.add(step, state.send.name)
+                if release is not None:  # every frame that pointed into it is sent
+                    release[0].put(release[1])
         finally:
             stop.set()
             while True:  # unblock producers waiting on a full queue
@@ -272,6 +276,8 @@ class StreamSender:
                  stop: threading.Event) -> None:
         try:
             self._produce_runs(fd, state, frames, stop)
+        except _Stopped:
+            pass
         except BaseException as exc:  # noqa: BLE001 - handed to the sending thread
             frames.put(exc)
         finally:
@@ -282,11 +288,25 @@ class StreamSender:
         fn, _size = CHECKSUMS[self.opts.checksum]
         cctx = zstandard.ZstdCompressor(level=self.opts.level)
         batch = _Batch(state, fn, self.chooser, cctx)
+        free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(READ_BUFFERS):
+            free.put(bytearray(CHUNK))
+
+        def next_buffer() -> bytearray:
+            """A read buffer the sending thread is done with (raises _Stopped once
+            it gave up)."""
+            while True:
+                try:
+                    return free.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        raise _Stopped from None
+
         pos = 0  # bytes of the file accounted for in progress (holes included)
-        for start, data in read_spans(fd, state.size):
+        for start, buf, length in read_spans_into(fd, state.size, next_buffer):
             if stop.is_set():
                 return
-            for run in runs_in(start, memoryview(data)):
+            for run in runs_in(start, buf, length):
                 raw_len = len(run.data)
                 digest = fn(run.data)
                 state.digest.add(run.offset, raw_len, digest)
@@ -308,11 +328,12 @@ class StreamSender:
                 body = payload if payload is not None else run.data
                 header = P.FRAME.pack(P.DATA, flags, state.index, run.offset, raw_len,
                                       len(body)) + digest
-                frames.put((state, header, body, step + batch.take_step()))
-            span_end = start + len(data)
+                frames.put((state, header, body, step + batch.take_step(), None))
+            span_end = start + length
             if span_end > pos:
                 batch.step += span_end - pos
                 pos = span_end
+            frames.put((state, b"", b"", 0, (free, buf)))  # buffer back once sent
         if batch.entries:
             frames.put(batch.frame())
         state.sent.digest = state.digest.hexdigest()
@@ -322,7 +343,7 @@ class StreamSender:
                            "backing_file": state.sent.backing_file}).encode()
         header = P.FRAME.pack(P.FILE_DONE, 0, state.index, state.size, 0, len(info)) \
             + bytes(CHECKSUMS[self.opts.checksum][1])
-        frames.put((state, header, info, state.size - pos + batch.take_step()))
+        frames.put((state, header, info, state.size - pos + batch.take_step(), None))
 
 
 class _Batch:
@@ -360,7 +381,11 @@ class _Batch:
                               self.state.index, len(self.entries), len(payload),
                               len(body)) + self.fn(payload)
         self.entries, self.data, self.size = [], [], 0
-        return (self.state, header, body, self.take_step())
+        return (self.state, header, body, self.take_step(), None)
+
+
+class _Stopped(Exception):
+    """The sending thread gave up; a reader waiting for a buffer stops."""
 
 
 def _error_reply(sock: socket.socket) -> dict[str, Any] | None:
