@@ -103,3 +103,17 @@ def test_runs_in_finds_zero_blocks_however_they_start(tail):
     assert list(extents.runs_in(0, bytes(extents.CHUNK))) == []
     dense = rnd(extents.CHUNK)
     assert [(r.offset, bytes(r.data)) for r in extents.runs_in(0, dense)] == [(0, dense)]
+
+
+@pytest.mark.parametrize("checksum", sorted(extents.CHECKSUMS))
+def test_scan_runs_matches_iter_runs(odd_files, checksum):
+    """Reading in small pieces and hashing as it goes finds the same runs, digests and
+    heads as reading whole extent pieces."""
+    fn = extents.checksum_function(checksum)
+    for name, path in odd_files.items():
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            whole = [(r.offset, len(r.data), fn(r.data), bytes(r.data[:1000]))
+                     for r in extents.iter_runs(fh.fileno(), size)]
+            scanned = [tuple(r) for r in extents.scan_runs(fh.fileno(), size, checksum, 1000)]
+        assert scanned == whole, name

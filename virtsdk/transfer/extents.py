@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -27,6 +27,8 @@ BLOCK = 4096
 CHUNK = 4 << 20
 _ZERO_CHUNK = bytes(CHUNK)
 _ZERO_BLOCK = bytes(BLOCK)
+#: What :func:`scan_runs` reads at a time.
+PIECE = 256 << 10
 _DIGEST_MAGIC = b"virtsdk-runs-v1"
 
 
@@ -35,6 +37,16 @@ class Run(NamedTuple):
 
     offset: int
     data: memoryview
+
+
+class ScannedRun(NamedTuple):
+    """A run found by :func:`scan_runs`: where, how long, its checksum and its first
+    ``keep`` bytes (all of it when it is no longer)."""
+
+    offset: int
+    length: int
+    digest: bytes
+    head: bytes
 
 
 def _xxh3(data: bytes | memoryview) -> bytes:
@@ -59,6 +71,28 @@ CHECKSUMS: dict[str, tuple[Callable[[bytes | memoryview], bytes], int]] = {
     "crc32": (_crc32, 4),
     "sha256": (_sha256, 32),
     "blake2b": (_blake2b, 16),
+}
+
+
+class _Crc32:
+    """Incremental form of :func:`_crc32`."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return struct.pack(">I", self.value)
+
+
+#: Incremental hashers giving the same digests as :data:`CHECKSUMS`.
+HASHERS: dict[str, Callable[[], Any]] = {
+    "xxh3": xxhash.xxh3_128,
+    "crc32": _Crc32,
+    "sha256": hashlib.sha256,
+    "blake2b": lambda: hashlib.blake2b(digest_size=16),
 }
 
 
@@ -99,7 +133,7 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         yield 0, size
 
 
-def _spans(fd: int, size: int) -> Iterator[tuple[int, int]]:
+def spans(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """Extent pieces cut on the CHUNK grid, adjacent pieces of one cell merged."""
     cur_start = cur_end = -1
     for off, length in data_extents(fd, size):
@@ -151,7 +185,7 @@ def runs_in(offset: int, data: bytes | bytearray, length: int | None = None
 
 def read_spans(fd: int, size: int) -> Iterator[tuple[int, bytes]]:
     """``(offset, data)`` of every extent piece (at most CHUNK bytes each)."""
-    for start, end in _spans(fd, size):
+    for start, end in spans(fd, size):
         data = os.pread(fd, end - start, start)
         if len(data) != end - start:
             raise OSError(errno.EIO, f"short read at {start}: file changed while reading")
@@ -163,12 +197,42 @@ def read_spans_into(fd: int, size: int, buffers: Callable[[], bytearray]
     """Like :func:`read_spans` without allocating: ``(offset, buffer, length)``, each
     piece read into a buffer (of at least CHUNK bytes) from ``buffers()``.  The
     caller owns every buffer it is given (and may hand it back to ``buffers``)."""
-    for start, end in _spans(fd, size):
+    for start, end in spans(fd, size):
         buf = buffers()
         got = os.preadv(fd, [memoryview(buf)[:end - start]], start)
         if got != end - start:
             raise OSError(errno.EIO, f"short read at {start}: file changed while reading")
         yield start, buf, got
+
+
+def scan_runs(fd: int, size: int, checksum: str, keep: int = PIECE) -> Iterator[ScannedRun]:
+    """Every non-zero run of the open file with its ``checksum``, read in PIECE-sized
+    pieces into one small buffer (it stays in the CPU cache; nothing else is kept but
+    each run's first ``keep`` bytes).  The same runs and digests as :func:`iter_runs`
+    with :data:`CHECKSUMS`.  For senders that send the data itself with sendfile."""
+    new_hasher = HASHERS[checksum]
+    buf = bytearray(PIECE)
+    view = memoryview(buf)
+    for start, end in spans(fd, size):
+        cur: tuple[int, Any, bytearray] | None = None  # offset, hasher, head
+        length = 0
+        pos = start
+        while pos < end:
+            n = min(PIECE, end - pos)
+            if os.preadv(fd, [view[:n]], pos) != n:
+                raise OSError(errno.EIO, f"short read at {pos}: file changed while reading")
+            for run in runs_in(pos, buf, n):
+                if cur is None or cur[0] + length != run.offset:
+                    if cur is not None:
+                        yield ScannedRun(cur[0], length, cur[1].digest(), bytes(cur[2]))
+                    cur, length = (run.offset, new_hasher(), bytearray()), 0
+                cur[1].update(run.data)
+                if len(cur[2]) < keep:
+                    cur[2].extend(run.data[:keep - len(cur[2])])
+                length += len(run.data)
+            pos += n
+        if cur is not None:
+            yield ScannedRun(cur[0], length, cur[1].digest(), bytes(cur[2]))
 
 
 def iter_runs(fd: int, size: int) -> Iterator[Run]:

@@ -3,14 +3,19 @@
 Reader threads (one per file being sent, ``parallel_files`` at a time) read only the
 data extents, drop all-zero blocks, checksum each run and compress it when that pays
 (:class:`CompressionChooser`); the calling thread writes the frames to one TCP (or
-TLS) connection.  Runs the receiver already has (same offset, length and checksum,
-from an earlier interrupted session) are not sent again.  Source files are opened
-read-only.
+TLS) connection.  Over plain TCP a raw run's data is read only to find and checksum
+it (256 KiB at a time, into one buffer that stays in the CPU cache) and the kernel
+sends it from the page cache (sendfile); over TLS, or with compression ``on``, runs
+are read whole into a few reused buffers.  Runs the receiver already has (same
+offset, length and checksum, from an earlier interrupted session) are not sent
+again.  Source files are opened read-only.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import queue
 import socket
 import ssl
@@ -25,7 +30,14 @@ import zstandard
 from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer.base import ProgressMeter, SendFile, SentFile
-from virtsdk.transfer.extents import CHECKSUMS, CHUNK, DigestBuilder, read_spans_into, runs_in
+from virtsdk.transfer.extents import (
+    CHECKSUMS,
+    CHUNK,
+    DigestBuilder,
+    read_spans_into,
+    runs_in,
+    scan_runs,
+)
 from virtsdk.transfer.images import backing_file_of
 
 _SAMPLE = 256 << 10
@@ -89,26 +101,37 @@ class CompressionChooser:
         t_comp = max(1 / self.comp_bps, self.ratio / self.link_bps)
         return t_comp < 0.95 * t_raw
 
-    def maybe_compress(self, data: memoryview, cctx: zstandard.ZstdCompressor) -> bytes | None:
-        """The compressed run, or None to send it raw."""
-        if self.mode == "off" or len(data) < 16384:
-            return None
+    def wants(self, sample: bytes | memoryview, length: int,
+              cctx: zstandard.ZstdCompressor) -> bool:
+        """Should a run of ``length`` bytes that starts with ``sample`` be compressed?
+        (In ``auto`` every 32nd call measures zstd on the sample's first 256 KiB.)"""
+        if self.mode == "off" or length < 16384:
+            return False
         if self.mode == "on":
-            return cctx.compress(data)
+            return True
         with self._lock:
             self._runs += 1
             probe = self._runs % 32 == 1
         if probe:
-            sample = data[:_SAMPLE]
+            sample = sample[:_SAMPLE]
             t0 = time.perf_counter()
             out = cctx.compress(sample)
             self._observe_compression(len(sample), len(out), time.perf_counter() - t0)
-        if not self._worth_it():
-            return None
+        return self._worth_it()
+
+    def compress(self, data: bytes | memoryview, cctx: zstandard.ZstdCompressor
+                 ) -> bytes | None:
+        """``data`` compressed (in ``auto``: None unless that is smaller)."""
+        if self.mode == "on":
+            return cctx.compress(data)
         t0 = time.perf_counter()
         out = cctx.compress(data)
         self._observe_compression(len(data), len(out), time.perf_counter() - t0)
         return out if len(out) < len(data) else None
+
+    def maybe_compress(self, data: memoryview, cctx: zstandard.ZstdCompressor) -> bytes | None:
+        """The compressed run, or None to send it raw."""
+        return self.compress(data, cctx) if self.wants(data, len(data), cctx) else None
 
 
 @dataclass
@@ -161,6 +184,8 @@ class StreamSender:
         self.chooser = CompressionChooser(opts.compression, opts.level)
         self.resumed_bytes = 0
         self.wire_total = 0
+        #: set by _pump: raw runs go by sendfile (not over TLS)
+        self._zero_copy = False
 
     def run(self) -> list[SentFile]:
         """Send everything, reconnecting (and resuming) after dropped connections up
@@ -226,10 +251,10 @@ class StreamSender:
         frames: queue.Queue[Any] = queue.Queue(maxsize=8)
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self.opts.parallel_files)
+        self._zero_copy = not isinstance(sock, ssl.SSLSocket)
         futures = [pool.submit(self._produce, handles[s.index].fileno(), s, frames, stop)
                    for s in states]
         pending = len(futures)
-        zero_copy = not isinstance(sock, ssl.SSLSocket)
         try:
             while pending:
                 item = frames.get()
@@ -241,17 +266,18 @@ class StreamSender:
                 state, header, payload, step, release = item
                 if header:
                     t0 = time.perf_counter()
-                    sock.sendall(header)
-                    if zero_copy and isinstance(payload, memoryview) and header[1] == 0 \
-                            and header[0] == P.DATA:
-                        # raw run: let the kernel send it straight from the page cache
+                    if payload is None:
+                        # raw run: the kernel sends it straight from the page cache
                         _kind, _flags, _i, offset, raw_len, _n = P.FRAME.unpack_from(header)
+                        sock.sendall(header, socket.MSG_MORE)
                         sent = sock.sendfile(handles[state.index], offset, raw_len)
                         if sent != raw_len:
                             raise OSError(f"sendfile sent {sent} of {raw_len} bytes")
+                        wire = len(header) + raw_len
                     else:
+                        sock.sendall(header)
                         sock.sendall(payload)
-                    wire = len(header) + len(payload)
+                        wire = len(header) + len(payload)
                     self.chooser.observe_link(wire, time.perf_counter() - t0)
                     state.sent.bytes_on_wire += wire
                     self.wire_total += wire
@@ -288,6 +314,62 @@ class StreamSender:
         fn, _size = CHECKSUMS[self.opts.checksum]
         cctx = zstandard.ZstdCompressor(level=self.opts.level)
         batch = _Batch(state, fn, self.chooser, cctx)
+        if self._zero_copy and self.opts.compression != "on":
+            pos = self._scan_runs(fd, state, frames, stop, cctx, batch)
+        else:
+            pos = self._read_runs(fd, state, frames, stop, fn, cctx, batch)
+        if batch.entries:
+            frames.put(batch.frame())
+        state.sent.digest = state.digest.hexdigest()
+        state.sent.seconds = time.monotonic() - state.started
+        info = json.dumps({"digest": state.sent.digest, "bytes_sent": state.sent.bytes_sent,
+                           "seconds": state.sent.seconds,
+                           "backing_file": state.sent.backing_file}).encode()
+        header = P.FRAME.pack(P.FILE_DONE, 0, state.index, state.size, 0, len(info)) \
+            + bytes(CHECKSUMS[self.opts.checksum][1])
+        frames.put((state, header, info, state.size - pos + batch.take_step(), None))
+
+    def _scan_runs(self, fd: int, state: _FileState, frames: queue.Queue[Any],
+                   stop: threading.Event, cctx: zstandard.ZstdCompressor,
+                   batch: _Batch) -> int:
+        """Queue the runs of a file whose raw runs go by sendfile: they are found and
+        hashed from small pieces (:func:`scan_runs`) and never held in memory; only a
+        run that is compressed is read again.  Returns the offset progress reached."""
+        pos = 0  # bytes of the file accounted for in progress (holes included)
+        for run in scan_runs(fd, state.size, self.opts.checksum, keep=SMALL_RUN):
+            if stop.is_set():
+                raise _Stopped
+            step, pos = run.offset + run.length - pos, run.offset + run.length
+            state.digest.add(run.offset, run.length, run.digest)
+            if state.done.get(run.offset) == (run.length, run.digest):
+                state.resumed += run.length
+                batch.step += step
+                continue
+            state.sent.bytes_sent += run.length
+            if run.length < SMALL_RUN:  # its head is all of it
+                batch.add(run.offset, run.head, run.digest, step)
+                if batch.full():
+                    frames.put(batch.frame())
+                continue
+            if batch.entries:
+                frames.put(batch.frame())
+            body = None
+            if self.chooser.wants(run.head, run.length, cctx):
+                data = os.pread(fd, run.length, run.offset)
+                if len(data) != run.length:
+                    raise OSError(errno.EIO, f"short read at {run.offset}: file changed")
+                body = self.chooser.compress(data, cctx)
+            header = P.FRAME.pack(P.DATA, P.COMPRESSED if body is not None else 0,
+                                  state.index, run.offset, run.length,
+                                  run.length if body is None else len(body)) + run.digest
+            frames.put((state, header, body, step + batch.take_step(), None))
+        return pos
+
+    def _read_runs(self, fd: int, state: _FileState, frames: queue.Queue[Any],
+                   stop: threading.Event, fn: Any, cctx: zstandard.ZstdCompressor,
+                   batch: _Batch) -> int:
+        """Queue the runs of a file read whole into reused buffers (TLS, or
+        compression ``on``).  Returns the offset progress reached."""
         free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(READ_BUFFERS):
             free.put(bytearray(CHUNK))
@@ -305,7 +387,7 @@ class StreamSender:
         pos = 0  # bytes of the file accounted for in progress (holes included)
         for start, buf, length in read_spans_into(fd, state.size, next_buffer):
             if stop.is_set():
-                return
+                raise _Stopped
             for run in runs_in(start, buf, length):
                 raw_len = len(run.data)
                 digest = fn(run.data)
@@ -334,16 +416,7 @@ class StreamSender:
                 batch.step += span_end - pos
                 pos = span_end
             frames.put((state, b"", b"", 0, (free, buf)))  # buffer back once sent
-        if batch.entries:
-            frames.put(batch.frame())
-        state.sent.digest = state.digest.hexdigest()
-        state.sent.seconds = time.monotonic() - state.started
-        info = json.dumps({"digest": state.sent.digest, "bytes_sent": state.sent.bytes_sent,
-                           "seconds": state.sent.seconds,
-                           "backing_file": state.sent.backing_file}).encode()
-        header = P.FRAME.pack(P.FILE_DONE, 0, state.index, state.size, 0, len(info)) \
-            + bytes(CHECKSUMS[self.opts.checksum][1])
-        frames.put((state, header, info, state.size - pos + batch.take_step(), None))
+        return pos
 
 
 class _Batch:
@@ -360,7 +433,7 @@ class _Batch:
         self.size = 0
         self.step = 0
 
-    def add(self, offset: int, data: memoryview, digest: bytes, step: int) -> None:
+    def add(self, offset: int, data: bytes | memoryview, digest: bytes, step: int) -> None:
         self.entries.append(P.BATCH_ENTRY.pack(offset, len(data)) + digest)
         self.data.append(bytes(data))
         self.size += len(data)
