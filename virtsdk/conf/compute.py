@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from virtsdk.conf.groups import register_group
+
 group = cfg.OptGroup("compute", title="The compute manager of a host")
 
 opts = [
@@ -32,15 +34,8 @@ opts = [
 ]
 
 
-def _fresh(group: cfg.OptGroup) -> cfg.OptGroup:
-    """A new OptGroup per ConfigOpts: oslo.config keeps per-conf state (overrides)
-    inside the group object, so sharing one between confs would leak overrides."""
-    return cfg.OptGroup(group.name, title=group.title)
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(_fresh(group))
-    conf.register_opts(opts, group=group.name)
+    register_group(conf, group, opts)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

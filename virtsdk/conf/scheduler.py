@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from virtsdk.conf.groups import register_group
+
 scheduler_group = cfg.OptGroup("scheduler", title="Choosing hosts")
 api_group = cfg.OptGroup("api", title="The public Python API")
 
@@ -39,17 +41,9 @@ api_opts = [
 ]
 
 
-def _fresh(group: cfg.OptGroup) -> cfg.OptGroup:
-    """A new OptGroup per ConfigOpts: oslo.config keeps per-conf state (overrides)
-    inside the group object, so sharing one between confs would leak overrides."""
-    return cfg.OptGroup(group.name, title=group.title)
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(_fresh(scheduler_group))
-    conf.register_opts(scheduler_opts, group=scheduler_group.name)
-    conf.register_group(_fresh(api_group))
-    conf.register_opts(api_opts, group=api_group.name)
+    register_group(conf, scheduler_group, scheduler_opts)
+    register_group(conf, api_group, api_opts)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
