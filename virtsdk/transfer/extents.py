@@ -28,7 +28,7 @@ CHUNK = 4 << 20
 _ZERO_CHUNK = bytes(CHUNK)
 _ZERO_BLOCK = bytes(BLOCK)
 #: What :func:`scan_runs` reads at a time.
-PIECE = 256 << 10
+PIECE = 1 << 20
 _DIGEST_MAGIC = b"virtsdk-runs-v1"
 
 

@@ -49,6 +49,18 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def blocking_with_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make a plain TCP socket blocking, with ``seconds`` as kernel-side send and
+    receive timeouts (``SO_SNDTIMEO``/``SO_RCVTIMEO``; an expired one raises an
+    OSError), so that ``os.sendfile`` can send a whole run in one call instead of
+    polling between partial sends."""
+    whole = int(seconds)
+    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1e6))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
 def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
     got = 0
     n = len(view)

@@ -4,7 +4,7 @@ Reader threads (one per file being sent, ``parallel_files`` at a time) read only
 data extents, drop all-zero blocks, checksum each run and compress it when that pays
 (:class:`CompressionChooser`); the calling thread writes the frames to one TCP (or
 TLS) connection.  Over plain TCP a raw run's data is read only to find and checksum
-it (256 KiB at a time, into one buffer that stays in the CPU cache) and the kernel
+it (1 MiB at a time, into one buffer that stays in the CPU cache) and the kernel
 sends it from the page cache (sendfile); over TLS, or with compression ``on``, runs
 are read whole into a few reused buffers.  Runs the receiver already has (same
 offset, length and checksum, from an earlier interrupted session) are not sent
@@ -149,14 +149,42 @@ class _FileState:
 def _connect(ticket: dict[str, Any], opts: SenderOptions) -> socket.socket:
     sock = socket.create_connection((ticket["address"], int(ticket["port"])),
                                     timeout=opts.connect_timeout)
-    sock.settimeout(opts.io_timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if ticket.get("tls"):
-        if opts.tls is None:
-            sock.close()
-            raise DiskTransferError("the receiver expects TLS but no TLS is configured")
-        sock = opts.tls.wrap_socket(sock, server_hostname=ticket["address"])
-    return sock
+    if not ticket.get("tls"):
+        P.blocking_with_timeout(sock, opts.io_timeout)
+        return sock
+    sock.settimeout(opts.io_timeout)
+    if opts.tls is None:
+        sock.close()
+        raise DiskTransferError("the receiver expects TLS but no TLS is configured")
+    return opts.tls.wrap_socket(sock, server_hostname=ticket["address"])
+
+
+def _sendfile(sock: socket.socket, src: Any, offset: int, count: int) -> None:
+    """Send ``count`` bytes of the open file ``src`` from ``offset`` (kernel sendfile).
+    On a blocking socket one call usually sends it all."""
+    if sock.gettimeout() is not None:
+        sent = sock.sendfile(src, offset, count)
+        if sent != count:
+            raise OSError(errno.EIO, f"sendfile sent {sent} of {count} bytes")
+        return
+    out, fd = sock.fileno(), src.fileno()
+    while count:
+        try:
+            sent = os.sendfile(out, fd, offset, count)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            data = os.pread(fd, count, offset)  # a file system sendfile cannot read
+            if len(data) != count:
+                raise OSError(errno.EIO, f"short read at {offset}: file changed") from exc
+            sock.sendall(data)
+            return
+        if not sent:
+            raise OSError(errno.EIO, f"the source ends before {offset + count}: it changed "
+                                     "while being sent")
+        offset += sent
+        count -= sent
 
 
 def _raise_for(reply: dict[str, Any]) -> None:
@@ -270,9 +298,7 @@ class StreamSender:
                         # raw run: the kernel sends it straight from the page cache
                         _kind, _flags, _i, offset, raw_len, _n = P.FRAME.unpack_from(header)
                         sock.sendall(header, socket.MSG_MORE)
-                        sent = sock.sendfile(handles[state.index], offset, raw_len)
-                        if sent != raw_len:
-                            raise OSError(f"sendfile sent {sent} of {raw_len} bytes")
+                        _sendfile(sock, handles[state.index], offset, raw_len)
                         wire = len(header) + raw_len
                     else:
                         sock.sendall(header)
