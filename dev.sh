@@ -15,7 +15,7 @@ DEB_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config iproute2 cpio busybox-static
   # disk transports and the tools they are benchmarked against
-  rsync openssh-client openssh-server netcat-openbsd zstd
+  rsync openssh-client openssh-server netcat-openbsd zstd openssl
 )
 
 apt_install() {
