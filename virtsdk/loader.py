@@ -77,7 +77,12 @@ def load_driver_class(name: str, namespace: str = NAMESPACE) -> type[ComputeDriv
     Raises DriverNotFound (naming what is installed), DriverConflict, DriverLoadError
     (naming the entry point and the cause) or DriverTypeError.
     """
-    claims = _claims(namespace)
+    return _load_claimed(name, namespace, _claims(namespace))
+
+
+def _load_claimed(name: str, namespace: str,
+                  claims: dict[str, list[tuple[str, str, str]]]) -> type[ComputeDriver]:
+    """:func:`load_driver_class` over an already gathered claims map."""
     if name not in claims:
         raise DriverNotFound(name, list(claims))
     owners = claims[name]
@@ -130,7 +135,8 @@ def list_drivers(namespace: str = NAMESPACE) -> list[DriverEntry]:
     """Every installed driver, loadable or not, sorted by name.  Never raises for a
     broken driver: it is reported with ``available=False`` and the reason."""
     entries = []
-    for name, owners in sorted(_claims(namespace).items()):
+    claims = _claims(namespace)  # one scan of the installed distributions for all
+    for name, owners in sorted(claims.items()):
         dist, version, target = owners[0]
         entry = DriverEntry(name, target, dist, version, available=False)
         if len({d.lower() for d, _, _ in owners}) > 1:
@@ -139,7 +145,7 @@ def list_drivers(namespace: str = NAMESPACE) -> list[DriverEntry]:
             entries.append(entry)
             continue
         try:
-            cls = load_driver_class(name, namespace)
+            cls = _load_claimed(name, namespace, claims)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             entry.error = str(exc)
         else:
