@@ -97,3 +97,38 @@ def lab_drivers(lab: Any) -> Iterator[list[LibvirtDriver]]:
             driver.cleanup_host(driver.host)
         for host in lab.hosts:
             clean_lab_host(host)
+
+
+def lab_host_overrides(lab: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """``EmbeddedCloud(host_overrides=...)``: each lab host's own ``[libvirt]`` section."""
+    return {h.name: {"libvirt": {"connection_uri": h.libvirt_uri,
+                                 "instances_path": str(h.instances_path),
+                                 "my_ip": h.address,
+                                 "host_exec_prefix": list(h.exec_prefix)}}
+            for h in lab.hosts}
+
+
+@pytest.fixture
+def libvirt_cloud(lab: Any, lab_drivers: Any) -> Iterator[Any]:
+    """API + conductor + one libvirt compute service per lab host (an EmbeddedCloud
+    whose hosts differ only in ``[libvirt]``).  ``lab_drivers`` only for its clean-up
+    of the lab hosts afterwards."""
+    from virtsdk.cloud import EmbeddedCloud
+
+    common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
+                          "shutdown_retry_interval": 2},
+              "libvirt": {"shutdown_retry_interval": 2}}
+    cloud = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", overrides=common,
+                          host_overrides=lab_host_overrides(lab)).start()
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+def console_of(cloud: Any, host: str, instance_uuid: str) -> Any:
+    """The console log of ``instance_uuid`` on ``host`` of an embedded cloud."""
+    from virtsdk_lab.guest import ConsoleLog
+
+    driver = cloud.computes[host].driver
+    return ConsoleLog(driver._paths.instance_dir(instance_uuid) / "console.log")

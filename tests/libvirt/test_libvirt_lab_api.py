@@ -1,28 +1,18 @@
 """End to end through the API layer with the libvirt driver on the lab: boot, resize
 to the other host, revert, resize again, confirm.
 
-The embedded cloud shares one configuration between its hosts, but each libvirt host
-needs its own ``[libvirt]`` section, so this test assembles the same pieces by hand:
-one ConfigOpts for the API and conductor, and one per compute host that differs only
-in ``[libvirt]`` (all on the same inproc:// virtual host and database).
+The cloud is the ``libvirt_cloud`` fixture: an EmbeddedCloud with one compute service
+per lab host, each with its own ``[libvirt]`` section, on one bus and database.
 """
 
 from __future__ import annotations
 
-import tempfile
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from virtsdk_lab.guest import ConsoleLog
 
-from virtsdk.api import API
-from virtsdk.cloud import make_conf
-from virtsdk.compute.service import ComputeService
-from virtsdk.conductor.service import ConductorService
+from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
-from virtsdk.db.api import Database
 from virtsdk.objects import ImageMeta
 from virtsdk.states import MigrationStatus, PowerState, VMState
 
@@ -31,62 +21,9 @@ GiB = 1024 ** 3
 TIMEOUT = 180
 
 
-class LibvirtCloud:
-    """API + conductor + one libvirt compute service per lab host."""
-
-    def __init__(self, lab: Any) -> None:
-        self.state_path = tempfile.mkdtemp(prefix="virtsdk-lvcloud-")
-        self.url = f"inproc:///lvcloud-{uuid.uuid4().hex[:10]}"
-        common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
-                              "shutdown_retry_interval": 2},
-                  "libvirt": {"shutdown_retry_interval": 2}}
-        self.conf = make_conf(self.state_path, "libvirt", common, self.url)
-        self.db = Database.from_conf(self.conf)
-        self.conductor = ConductorService(self.conf, self.db)
-        self.api = API(self.conf, self.db)
-        self.computes: dict[str, ComputeService] = {}
-        self.lab = lab
-        self.common = common
-
-    def host_conf(self, host: Any) -> Any:
-        overrides = {**self.common, "libvirt": {
-            **self.common["libvirt"],
-            "connection_uri": host.libvirt_uri, "instances_path": str(host.instances_path),
-            "my_ip": host.address, "host_exec_prefix": list(host.exec_prefix)}}
-        return make_conf(self.state_path, "libvirt", overrides, self.url)
-
-    def start(self) -> LibvirtCloud:
-        self.conductor.start()
-        for host in self.lab.hosts:
-            service = ComputeService(self.host_conf(host), host.name, self.db, "libvirt")
-            service.start()
-            self.computes[host.name] = service
-        return self
-
-    def stop(self) -> None:
-        for service in self.computes.values():
-            service.stop()
-        self.conductor.stop()
-        self.db.dispose()
-
-
-@pytest.fixture
-def cloud(lab: Any, lab_drivers: Any) -> Iterator[LibvirtCloud]:
-    # lab_drivers only for its clean-up of the lab hosts afterwards
-    c = LibvirtCloud(lab).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-def console(cloud: LibvirtCloud, host: str, instance_uuid: str) -> ConsoleLog:
-    driver = cloud.computes[host].driver
-    return ConsoleLog(driver._paths.instance_dir(instance_uuid) / "console.log")
-
-
-def test_resize_revert_resize_confirm_through_the_api(cloud: LibvirtCloud,
+def test_resize_revert_resize_confirm_through_the_api(libvirt_cloud: Any,
                                                       guest_image: Any) -> None:
+    cloud = libvirt_cloud
     api, ctx = cloud.api, get_admin_context()
     api.flavor_create(ctx, "lv-small", 256, 1, 1)
     api.flavor_create(ctx, "lv-big", 256, 1, 2)

@@ -2,36 +2,27 @@
 compute hosts) -> source compute (pre_live_migration on the destination over RPC,
 ``live_migration``, post steps) on the two lab hosts, one guest boot.
 
-The cloud is assembled by ``LibvirtCloud`` of the libvirt API test (one compute
-service per lab host, each with its own ``[libvirt]`` section).
+The cloud is the ``libvirt_cloud`` fixture (one compute service per lab host, each with
+its own ``[libvirt]`` section).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_libvirt_lab_api import TIMEOUT, LibvirtCloud, console
 
+from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
 from virtsdk.states import MigrationStatus, PowerState, VMState
 
 pytestmark = pytest.mark.lab
+TIMEOUT = 180
 
 
-@pytest.fixture
-def cloud(lab: Any, lab_drivers: Any) -> Iterator[LibvirtCloud]:
-    # lab_drivers only for its clean-up of the lab hosts afterwards
-    c = LibvirtCloud(lab).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-def test_live_migration_through_the_api(cloud: LibvirtCloud, guest_image: Any) -> None:
+def test_live_migration_through_the_api(libvirt_cloud: Any, guest_image: Any) -> None:
+    cloud = libvirt_cloud
     api, ctx = cloud.api, get_admin_context()
     api.flavor_create(ctx, "lv-live", 128, 1, 0)
     image = ImageMeta(id=f"vsdk-live-{guest_image.key}",

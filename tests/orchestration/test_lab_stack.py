@@ -42,13 +42,9 @@ def where(lab: Any, instance_uuid: str) -> list[tuple[str, bool]]:
 
 @pytest.fixture
 def lab_cloud(lab: Any, tmp_path: Any) -> Iterator[EmbeddedCloud]:
-    from tests.libvirt.conftest import clean_lab_host
+    from tests.libvirt.conftest import clean_lab_host, lab_host_overrides
 
-    per_host = {h.name: {"libvirt": {"connection_uri": h.libvirt_uri,
-                                     "instances_path": str(h.instances_path),
-                                     "my_ip": h.address,
-                                     "host_exec_prefix": list(h.exec_prefix)}}
-                for h in lab.hosts}
+    per_host = lab_host_overrides(lab)
     cloud = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", state_path=str(tmp_path),
                           overrides={"compute": {"report_interval": 2.0}},
                           host_overrides=per_host)
