@@ -24,11 +24,9 @@ from virtsdk.transfer.images import (  # noqa: F401 - re-exported for the driver
     image_info,
 )
 
-
-def info(path: str | os.PathLike[str], memory_mb: int = 1024) -> ImageInfo:
-    """Inspect ``path``: the core's hardened ``qemu-img info`` (resource limits; raw and
-    qcow2 only; external data files refused with UnsafeImage)."""
-    return image_info(path, memory_mb)
+#: inspect a file: the core's hardened ``qemu-img info`` (resource limits; raw and qcow2
+#: only; external data files refused with UnsafeImage)
+info = image_info
 
 
 def create_overlay(path: str | os.PathLike[str], backing: str | os.PathLike[str],
