@@ -71,3 +71,15 @@ def test_wait_for_heartbeat_filters_by_boot_and_sequence(log):
     assert log.wait_for_heartbeat(0, after_seq=1).seq == 2
     with pytest.raises(TimeoutError):
         log.wait_for_heartbeat(0, boot_id="ffeeddccbbaa9988", after_seq=1)
+
+
+def test_a_line_still_being_written_is_not_read(tmp_path):
+    path = tmp_path / "console.log"
+    path.write_text("BOOT 00112233aabbccdd\nBOOT ffee")  # the guest is mid-line
+    log = ConsoleLog(path)
+    assert log.boot_ids() == ["00112233aabbccdd"]
+    with pytest.raises(TimeoutError):
+        log.wait_for(r"BOOT (ff[0-9a-f]+)", timeout=0)
+    with path.open("a") as fh:
+        fh.write("ddccbbaa9988\n")
+    assert log.wait_for(r"BOOT (ff[0-9a-f]+)", timeout=0).group(1) == "ffeeddccbbaa9988"

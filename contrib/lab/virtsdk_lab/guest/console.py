@@ -53,9 +53,16 @@ class ConsoleLog:
         except FileNotFoundError:
             return ""
 
+    def _lines(self, start: int = 0) -> list[str]:
+        """Complete lines from character offset ``start``: a last line without its
+        newline is still being written by the guest (``BOOT 1a30`` of ``BOOT 1a30f2...``)
+        and is left for the next read."""
+        text = self.text()[start:]
+        return text[: text.rfind("\n") + 1].splitlines()
+
     def _matches(self, pattern: re.Pattern[str]) -> list[re.Match[str]]:
         found = []
-        for line in self.text().splitlines():
+        for line in self._lines():
             m = pattern.search(line)
             if m:
                 found.append(m)
@@ -112,7 +119,7 @@ class ConsoleLog:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            for line in self.text()[start:].splitlines():
+            for line in self._lines(start):
                 m = regex.search(line)
                 if m:
                     return m
