@@ -27,6 +27,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message never echoes a
+    10 KB hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 #: The suffix oslo.messaging gives the class of an error re-raised from a remote service.
 REMOTE_SUFFIX = "_Remote"
 
@@ -157,7 +164,7 @@ class Invalid(VirtSDKError):
 class InvalidHostname(Invalid):
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
-        super().__init__(f"invalid hostname {hostname!r}")
+        super().__init__(f"invalid hostname {shown(hostname, 260)}")
 
 
 class UnsafePath(Invalid):
@@ -173,6 +180,24 @@ class UnsafeXML(Invalid):
 
 class InvalidFlavor(Invalid):
     pass
+
+
+class InvalidInput(Invalid):
+    """A user-supplied field broke its rule (type, length, characters or range).
+
+    Raised by the API before anything is read or written; ``field`` names the field
+    (``"instance name"``, ``"flavor memory_mb"``), ``reason`` says which rule.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}")
+
+
+class InvalidFlavorInput(InvalidInput, InvalidFlavor):
+    """A flavor field broke its rule: both an :class:`InvalidInput` and an
+    :class:`InvalidFlavor`."""
 
 
 class FlavorNotFound(Invalid):

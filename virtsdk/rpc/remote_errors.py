@@ -80,13 +80,13 @@ class ErrorReportingDispatcher(oslo_messaging.RPCDispatcher):  # type: ignore[mi
 
     def _request_id(self, ctxt: Any, error: BaseException) -> str:
         carried = getattr(error, "request_id", None)
-        if isinstance(carried, str) and _REQUEST_ID.match(carried):
+        if isinstance(carried, str) and _REQUEST_ID.fullmatch(carried):
             return carried  # raised by a further hop, which logged it under this id
         try:
             candidate = getattr(self.serializer.deserialize_context(ctxt), "request_id", None)
         except Exception:  # noqa: BLE001 - a context we cannot read still gets an id
             candidate = None
-        if isinstance(candidate, str) and _REQUEST_ID.match(candidate):
+        if isinstance(candidate, str) and _REQUEST_ID.fullmatch(candidate):
             return candidate
         return new_request_id()
 
