@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from virtsdk.api import fields
+from virtsdk.context import RequestContext
 from virtsdk.db.models import (
     ActionEventRow,
     ActionRow,
@@ -294,3 +295,28 @@ def test_every_rule_is_declared_once():
     assert fields.FIELDS["instance name"].max_len == InstanceRow.__table__.c.name.type.length
     assert fields.FIELDS["instance uuid"].max_len == InstanceRow.__table__.c.uuid.type.length
     assert set(Base.metadata.tables) >= {t.__tablename__ for t in TABLES}
+
+
+@pytest.mark.parametrize("ctx", [
+    pytest.param(RequestContext(request_id="r" * 65), id="long-request-id"),
+    pytest.param(RequestContext(request_id="req-1\nforged"), id="newline-request-id"),
+    pytest.param(RequestContext(request_id=""), id="empty-request-id"),
+    pytest.param(RequestContext(user_id="u\x00"), id="nul-user"),
+    pytest.param(RequestContext(project_id="p" * 65), id="long-project"),
+    pytest.param({"request_id": "req-1"}, id="dict"),
+    pytest.param(None, id="none"),
+])
+def test_hostile_request_contexts_record_nothing(cloud, fabric, ctx):
+    """The context is written with the instance action (String(64) columns)."""
+    api = cloud.api
+    refused(cloud, lambda: api.create_instance(ctx, "vm", "small"), InvalidInput)
+    inst, _ = boot(cloud, fabric)
+    try:
+        for call in (lambda: api.live_migrate(ctx, inst.uuid),
+                     lambda: api.migrate(ctx, inst.uuid),
+                     lambda: api.delete_instance(ctx, inst.uuid),
+                     lambda: api.reset_state(ctx, inst.uuid)):
+            refused(cloud, call, InvalidInput)
+        assert api.show_instance(cloud.ctx, inst.uuid).task_state is None
+    finally:
+        api.delete_instance(cloud.ctx, inst.uuid)

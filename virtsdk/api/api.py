@@ -114,6 +114,7 @@ class API:
         has spawned it; :meth:`wait` for ACTIVE).  NoValidHost if nothing fits.
         InvalidInput for a name, image or metadata that breaks its rule
         (:mod:`virtsdk.api.fields`)."""
+        fields.context(ctx)
         fields.check("instance name", name)
         if metadata is not None:
             fields.check("instance metadata", metadata)
@@ -134,6 +135,7 @@ class API:
     def delete_instance(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Destroy an idle instance and its disks.  A resized instance must be
         confirmed or reverted first (its other copy would be orphaned)."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "delete", (VMState.ACTIVE, VMState.STOPPED,
@@ -160,6 +162,7 @@ class API:
                     vm_state: VMState = VMState.ACTIVE) -> Instance:
         """Admin: clear the task and set ``vm_state`` (to reuse an instance left in
         ERROR once an operator has checked it)."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         vm_state = fields.check("vm_state", vm_state)
         return self.db.instance_update(instance_uuid, {"vm_state": vm_state,
@@ -204,6 +207,7 @@ class API:
         """Resize to another flavor (scheduler picks the host; the own host only with
         ``[api] allow_resize_to_same_host``).  Ends in vm_state RESIZED, awaiting
         :meth:`confirm_resize` or :meth:`revert_resize`."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         flavor = self.db.flavor_get(fields.flavor_name(flavor_name))
@@ -223,6 +227,7 @@ class API:
                 host: str | None = None) -> None:
         """Cold-migrate with the same flavor, to ``host`` or where the scheduler says
         (the own host only with ``[api] allow_migrate_to_same_host``)."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         if host is not None:
@@ -277,6 +282,7 @@ class API:
 
     def confirm_resize(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Keep the resized instance; the source deletes its kept copy."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "confirm the resize of", (VMState.RESIZED,))
@@ -301,6 +307,7 @@ class API:
 
     def revert_resize(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Go back to the original instance on the source host."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "revert the resize of", (VMState.RESIZED,))
@@ -343,6 +350,7 @@ class API:
         ``block_migration``: True, False or "auto" (decided by the drivers' checks).
         Returns the migration record as the conductor left it (status 'accepted' or
         later; :meth:`get_migration` follows it)."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         fields.boolean("disk_over_commit", disk_over_commit)
         instance = self.db.instance_get(instance_uuid)
@@ -378,6 +386,7 @@ class API:
                              migration_id: int) -> None:
         """Cancel a queued, preparing or running live migration; the guest stays on
         the source and the migration ends 'cancelled'."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         migration = self._live_migration(instance_uuid, migration_id)
@@ -394,6 +403,7 @@ class API:
     def live_migration_force_complete(self, ctx: RequestContext, instance_uuid: str,
                                       migration_id: int) -> None:
         """Make a running live migration finish now (post-copy or pausing)."""
+        fields.context(ctx)
         fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         migration = self._live_migration(instance_uuid, migration_id)

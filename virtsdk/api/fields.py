@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from virtsdk.db.models import FlavorRow, InstanceRow
+from virtsdk.context import RequestContext
+from virtsdk.db.models import ActionRow, FlavorRow, InstanceRow
 from virtsdk.exceptions import (
     FlavorNotFound,
     InstanceNotFound,
@@ -75,13 +76,25 @@ FIELDS: dict[str, Any] = {
     "migration type": Choice(MigrationType),
     "vm_state": Choice(VMState),
     "wait timeout": Number(0, 7 * 24 * 3600),
-    "wait poll": Number(0.001, 60),
+    "wait poll": Number(0.0001, 60),
+    # a request's context is recorded with its instance action
+    "context request_id": Text(_length(ActionRow.__table__.c.request_id)),
+    "context user_id": Text(_length(ActionRow.__table__.c.user_id), min_len=0),
+    "context project_id": Text(_length(ActionRow.__table__.c.project_id), min_len=0),
 }
 
 
 def check(field: str, value: Any) -> Any:
     """Check ``value`` against the rule of ``field``; InvalidInput if it breaks it."""
     return FIELDS[field].check(field, value)
+
+
+def context(ctx: Any) -> None:
+    """The request context of an API call that records an instance action."""
+    if not isinstance(ctx, RequestContext):
+        raise InvalidInput("context", f"must be a RequestContext, not {type(ctx).__name__}")
+    for attr in ("request_id", "user_id", "project_id"):
+        check(f"context {attr}", getattr(ctx, attr))
 
 
 def flavor(name: Any, memory_mb: Any, vcpus: Any, root_gb: Any, ephemeral_gb: Any,

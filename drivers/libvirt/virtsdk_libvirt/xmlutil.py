@@ -111,7 +111,7 @@ def parse(document: str | bytes) -> etree._Element:
 
 def to_string(element: etree._Element) -> str:
     """Serialise ``element`` (pretty-printed, no XML declaration) for libvirt."""
-    return etree.tostring(element, pretty_print=True, encoding="unicode")
+    return str(etree.tostring(element, pretty_print=True, encoding="unicode"))
 
 
 def find_text(element: etree._Element, path: str, default: str = "") -> str:
@@ -120,4 +120,4 @@ def find_text(element: etree._Element, path: str, default: str = "") -> str:
     found = element.find(path)
     if found is None or found.text is None:
         return default
-    return found.text
+    return str(found.text)
