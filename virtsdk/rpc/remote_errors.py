@@ -11,7 +11,8 @@ endpoint raises:
   with the request id, topic, server and method;
 * stamps the request id on the error (``error.request_id``; a
   :class:`~virtsdk.exceptions.VirtSDKError` carries it across the call and the caller
-  gets it back as the same attribute);
+  gets it back as the same attribute; any other error, which oslo.messaging rebuilds
+  from its text, gets it as a note, so it appears in the caller's message);
 * hands oslo.messaging the error without its traceback and without its chained
   causes, so what travels is the class, the message and the error's own fields.
 
@@ -102,6 +103,13 @@ def report(error: BaseException, tb: Any, request_id: str, where: str) -> BaseEx
         error.request_id = request_id  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - an exception type with __slots__
         pass
+    if not isinstance(error, VirtSDKError):
+        # A builtin error is rebuilt from its message alone and any other class
+        # arrives as oslo_messaging.RemoteError: neither keeps an attribute, but both
+        # show the last line oslo formats, which ends with the exception's notes.
+        note = f"request id: {request_id}"
+        if note not in getattr(error, "__notes__", ()):
+            error.add_note(note)
     error.__traceback__ = None
     error.__cause__ = None
     error.__context__ = None
