@@ -56,7 +56,8 @@ def _check_short(err: VirtSDKError, request_id: str, caplog: pytest.LogCaptureFi
     logged = [r for r in caplog.records
               if r.name == "virtsdk.rpc.remote_errors" and request_id in r.getMessage()]
     assert logged, "the serving service logged nothing under the error's request id"
-    assert any("Traceback (most recent call last)" in r.getMessage() for r in logged)
+    assert any("Traceback (most recent call last)" in logging.Formatter().format(r)
+               for r in logged)
 
 
 def test_no_valid_host_is_short_and_carries_the_request_id(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 
@@ -156,11 +157,13 @@ def test_the_server_logs_the_traceback_under_the_request_id(any_conf, start_serv
     else:  # rebuilt from text: the id is in the message
         assert ctxt.request_id in str(info.value) or ctxt.request_id in str(
             getattr(info.value, "__notes__", ""))
-    logged = [r.getMessage() for r in caplog.records if ctxt.request_id in r.getMessage()]
+    logged = [logging.Formatter().format(r) for r in caplog.records
+              if ctxt.request_id in r.getMessage()]
     assert len(logged) == 1
     assert "compute on h1: raise_error" in logged[0]
     assert "Traceback (most recent call last)" in logged[0]
     assert "endpoints.py" in logged[0]
+    assert ctxt.request_id in caplog.text and "Traceback" in caplog.text
 
 
 def test_a_hostile_request_id_is_not_echoed(conf, start_server, caplog):

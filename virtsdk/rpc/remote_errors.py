@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import logging
 import re
-import traceback
 import uuid
 from typing import Any
 
 import oslo_messaging
 
-from virtsdk.exceptions import VirtSDKError
+from virtsdk.exceptions import REMOTE_SUFFIX, VirtSDKError
 
 LOG = logging.getLogger(__name__)
 
@@ -95,10 +94,12 @@ class ErrorReportingDispatcher(oslo_messaging.RPCDispatcher):  # type: ignore[mi
 def report(error: BaseException, tb: Any, request_id: str, where: str) -> BaseException:
     """Log ``error`` with its traceback under ``request_id``, then return it stamped
     with the id and stripped of traceback and chained causes (ready to be sent)."""
-    text = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
     level = logging.WARNING if isinstance(error, VirtSDKError) else logging.ERROR
-    LOG.log(level, "[%s] %s raised %s: %s\n%s", request_id, where,
-            type(error).__name__, error, text)
+    # Handlers format the record (and cache its traceback text) while LOG.log runs,
+    # before the traceback and causes are dropped below.
+    LOG.log(level, "[%s] %s raised %s: %s", request_id, where,
+            type(error).__name__.removesuffix(REMOTE_SUFFIX), error,
+            exc_info=(type(error), error, tb))
     try:
         error.request_id = request_id  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - an exception type with __slots__
