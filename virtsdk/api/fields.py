@@ -4,8 +4,9 @@ The API checks its arguments here before it reads or writes anything, so a value
 that does not fit the database is refused with an :class:`~virtsdk.exceptions.Invalid`
 error on every backend alike (SQLite does not enforce ``String(255)``; PostgreSQL
 would raise its own ``StringDataRightTruncation`` or ``NumericValueOutOfRange``).
-Text lengths are the database columns' lengths; MiB, GiB and vCPU counts fit a 32-bit
-``Integer``; byte counts and row ids a 64-bit ``BigInteger``.  Hostnames follow
+Text lengths and id ranges are the database columns' (a 32-bit ``Integer`` id column
+holds up to 2**31 - 1 on PostgreSQL); MiB, GiB and vCPU counts fit a 32-bit
+``Integer``; byte counts a 64-bit ``BigInteger``.  Hostnames follow
 :func:`virtsdk.validation.validate_hostname`.
 
 A value given to *look something up* (an instance uuid, a migration id, a flavor
@@ -19,8 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import BigInteger
+
 from virtsdk.context import RequestContext
-from virtsdk.db.models import ActionRow, FlavorRow, InstanceRow
+from virtsdk.db.models import ActionRow, FlavorRow, InstanceRow, MigrationRow
 from virtsdk.exceptions import (
     FlavorNotFound,
     InstanceNotFound,
@@ -47,6 +50,12 @@ def _length(column: Any) -> int:
     return int(column.type.length)
 
 
+def _int_max(column: Any) -> int:
+    """The largest value an integer column holds on every backend (PostgreSQL's
+    ``integer`` is 32-bit; SQLite's is always 64-bit)."""
+    return INT64_MAX if isinstance(column.type, BigInteger) else INT32_MAX
+
+
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12}$")
 _SHORT_TEXT = Text(255)
@@ -71,7 +80,7 @@ FIELDS: dict[str, Any] = {
     "image location": Text(4096, min_len=0),
     "image size": Integer(0, INT64_MAX),
     "image properties": _PROPERTIES,
-    "migration id": Integer(1, INT64_MAX),
+    "migration id": Integer(1, _int_max(MigrationRow.__table__.c.id)),
     "migration status": Choice(MigrationStatus),
     "migration type": Choice(MigrationType),
     "vm_state": Choice(VMState),
