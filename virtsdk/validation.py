@@ -21,7 +21,6 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +137,7 @@ class Mapping:
         return dict(value)
 
 
-def check_fields(rules: dict[str, Any], values: Iterable[tuple[str, Any]],
-                 error: type[InvalidInput] = InvalidInput) -> None:
-    """Check each ``(name, value)`` against ``rules[name]`` (a :class:`Text`,
-    :class:`Integer`... object); the field is named ``name`` in the error."""
-    for name, value in values:
-        rules[name].check(name, value, error)
-
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one DNS label, with fullmatch
 
 
 def validate_hostname(hostname: str) -> str:

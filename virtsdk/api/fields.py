@@ -56,8 +56,8 @@ def _int_max(column: Any) -> int:
     return INT64_MAX if isinstance(column.type, BigInteger) else INT32_MAX
 
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                   r"[0-9a-fA-F]{12}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}")  # used with fullmatch
 _SHORT_TEXT = Text(255)
 _OPTIONAL_TEXT = Text(255, min_len=0)
 _PROPERTIES = Mapping(key=Text(255), value=Text(255, min_len=0, multiline=True,
