@@ -16,6 +16,8 @@ DEB_PACKAGES=(
   libvirt-dev pkg-config iproute2 cpio busybox-static
   # disk transports and the tools they are benchmarked against
   rsync openssh-client openssh-server netcat-openbsd zstd openssl
+  # the API validation tests run against a throw-away PostgreSQL server too
+  postgresql
 )
 
 apt_install() {

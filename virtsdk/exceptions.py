@@ -27,6 +27,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error message never echoes a
+    10 KB hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The suffix oslo.messaging gives the class of an error re-raised from a remote service.
+REMOTE_SUFFIX = "_Remote"
+
+
 class _RemoteRebuildable(type):
     """Metaclass of :class:`VirtSDKError`: lets an error cross an RPC call as itself.
 
@@ -38,22 +49,49 @@ class _RemoteRebuildable(type):
     """
 
     def __call__(cls, *args: Any, _remote: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        request_id = None
         if _remote is not None:
             args = tuple(_remote.get("args", ()))
             kwargs = dict(_remote.get("kwargs", {}))
+            request_id = _remote.get("request_id")
         exc = super().__call__(*args, **kwargs)
         exc._ctor_arguments = (args, kwargs)
+        if isinstance(request_id, str):
+            exc.request_id = request_id
         return exc
 
 
 class VirtSDKError(Exception, metaclass=_RemoteRebuildable):
-    """Base class of every virtsdk error."""
+    """Base class of every virtsdk error.
+
+    ``str(error)`` is the error's own message, also when it was raised by another
+    service and crossed an RPC call: the remote traceback stays in that service's log
+    (:mod:`virtsdk.rpc.remote_errors`), under :attr:`request_id`.
+    """
+
+    #: The request id under which the service that raised this error logged its
+    #: traceback; None for an error raised in this process.
+    request_id: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # oslo.messaging re-raises a remote error as a subclass named ``<Class>_Remote``
+        # whose __str__ appends the remote traceback to the message.  The traceback
+        # was already logged by the serving service; keep str() the error's own
+        # message.
+        if cls.__name__.endswith(REMOTE_SUFFIX):
+            for name in ("__str__", "__unicode__"):
+                if name in cls.__dict__:
+                    delattr(cls, name)
 
     @property
     def kwargs(self) -> dict[str, Any]:
         """What oslo.messaging sends so an RPC caller can rebuild this error."""
         args, kwargs = getattr(self, "_ctor_arguments", (self.args, {}))
-        return {"_remote": {"args": _jsonable(list(args)), "kwargs": _jsonable(kwargs)}}
+        remote: dict[str, Any] = {"args": _jsonable(list(args)), "kwargs": _jsonable(kwargs)}
+        if self.request_id is not None:
+            remote["request_id"] = self.request_id
+        return {"_remote": remote}
 
 
 # -- driver discovery -------------------------------------------------------------------
@@ -126,7 +164,7 @@ class Invalid(VirtSDKError):
 class InvalidHostname(Invalid):
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
-        super().__init__(f"invalid hostname {hostname!r}")
+        super().__init__(f"invalid hostname {shown(hostname, 260)}")
 
 
 class UnsafePath(Invalid):
@@ -142,6 +180,24 @@ class UnsafeXML(Invalid):
 
 class InvalidFlavor(Invalid):
     pass
+
+
+class InvalidInput(Invalid):
+    """A user-supplied field broke its rule (type, length, characters or range).
+
+    Raised by the API before anything is read or written; ``field`` names the field
+    (``"instance name"``, ``"flavor memory_mb"``), ``reason`` says which rule.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}")
+
+
+class InvalidFlavorInput(InvalidInput, InvalidFlavor):
+    """A flavor field broke its rule: both an :class:`InvalidInput` and an
+    :class:`InvalidFlavor`."""
 
 
 class FlavorNotFound(Invalid):

@@ -47,3 +47,22 @@ def test_sample_config_includes_driver_groups():
     assert "[fake]" in out.stdout and "[libvirt]" in out.stdout
     assert "[disk_transfer]" in out.stdout and "[transport_stream]" in out.stdout
     assert "[live_migration]" in out.stdout
+
+
+def test_a_remote_error_prints_its_request_id_not_a_traceback(monkeypatch, capsys):
+    """An operator greps the serving service's log for the id the CLI prints."""
+    import argparse
+
+    from virtsdk.cli import main as cli_main
+    from virtsdk.exceptions import NoValidHost
+
+    def fail(_args: argparse.Namespace) -> int:
+        raise NoValidHost(_remote={"args": ["no host has 1 TiB free"],
+                                   "request_id": "req-1234"})
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    assert cli_main.main([]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: no host has 1 TiB free (request req-1234)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 
@@ -9,6 +10,7 @@ import oslo_messaging
 import pytest
 
 from virtsdk import exceptions, rpc
+from virtsdk.context import RequestContext
 
 from .conftest import make_conf
 from .endpoints import ERRORS, Recorder
@@ -49,8 +51,9 @@ def test_virtsdk_errors_come_back_as_their_own_class(client, ctxt, kind, cls, at
     assert type(err).__mro__[1] is cls or type(err) is cls
     for name, value in attrs.items():
         assert getattr(err, name) == value
-    # The caller sees the original message first, then the remote traceback.
-    assert str(err).startswith(str(original))
+    # The caller sees the error's own message; the traceback stays in the server's log.
+    assert str(err) == str(original)
+    assert err.request_id == ctxt.request_id
 
 
 def test_rollback_classification_survives_the_trip(client, ctxt):
@@ -60,8 +63,9 @@ def test_rollback_classification_survives_the_trip(client, ctxt):
 
 
 def test_builtin_errors_come_back_as_themselves(client, ctxt):
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as info:
         client.call(ctxt, "raise_error", kind="key_error")
+    assert "Traceback" not in str(info.value) and ".py" not in str(info.value)
 
 
 def test_errors_from_other_modules_become_remote_error(client, ctxt):
@@ -69,6 +73,7 @@ def test_errors_from_other_modules_become_remote_error(client, ctxt):
         client.call(ctxt, "raise_error", kind="local_only")
     assert info.value.exc_type == "LocalOnlyError"
     assert "private" in info.value.value
+    assert "Traceback" not in str(info.value) and ".py" not in str(info.value)
 
 
 def test_error_rebuilt_locally_keeps_constructor_arguments():
@@ -135,3 +140,37 @@ def test_errors_of_other_packages_are_not_imported(client, ctxt, foreign_modules
     finally:
         del ERRORS["outsider"]
     assert info.value.exc_type == "_OutsiderError"
+
+
+@pytest.mark.parametrize("kind", ["instance_not_found", "key_error", "local_only"])
+def test_the_server_logs_the_traceback_under_the_request_id(any_conf, start_server, ctxt,
+                                                           caplog, kind):
+    """On any transport: the caller's error is short, the server's log has the rest."""
+    start_server(any_conf, "compute", "h1", [Recorder("h1")])
+    caller = rpc.get_client(any_conf, "compute", server="h1", timeout=10)
+    with caplog.at_level("WARNING", logger="virtsdk.rpc.remote_errors"), \
+            pytest.raises(Exception) as info:
+        caller.call(ctxt, "raise_error", kind=kind)
+    assert "Traceback" not in str(info.value) and 'File "' not in str(info.value)
+    if isinstance(info.value, exceptions.VirtSDKError):
+        assert info.value.request_id == ctxt.request_id
+    else:  # rebuilt from text: the id is in the message
+        assert ctxt.request_id in str(info.value) or ctxt.request_id in str(
+            getattr(info.value, "__notes__", ""))
+    logged = [logging.Formatter().format(r) for r in caplog.records
+              if ctxt.request_id in r.getMessage()]
+    assert len(logged) == 1
+    assert "compute on h1: raise_error" in logged[0]
+    assert "Traceback (most recent call last)" in logged[0]
+    assert "endpoints.py" in logged[0]
+    assert ctxt.request_id in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_hostile_request_id_is_not_echoed(conf, start_server, caplog):
+    start_server(conf, "compute", "h1", [Recorder("h1")])
+    caller = rpc.get_client(conf, "compute", server="h1", timeout=10)
+    bad = RequestContext(request_id="req-1\nFAKE LOG LINE " + "x" * 300)
+    with pytest.raises(exceptions.InstanceNotFound) as info:
+        caller.call(bad, "raise_error", kind="instance_not_found")
+    assert info.value.request_id.startswith("req-")
+    assert "\n" not in info.value.request_id and len(info.value.request_id) <= 64

@@ -21,6 +21,7 @@ from typing import Any
 import oslo_messaging
 from oslo_config import cfg
 
+from virtsdk.api import fields
 from virtsdk.compute import utils
 from virtsdk.compute.manager import BINARY
 from virtsdk.compute.rpcapi import ComputeAPI
@@ -89,7 +90,10 @@ class API:
 
     def flavor_create(self, ctx: RequestContext, name: str, memory_mb: int, vcpus: int,
                       root_gb: int, ephemeral_gb: int = 0, swap_mb: int = 0) -> Flavor:
-        """Store a flavor (InvalidFlavor for bad sizes, Conflict for a taken name)."""
+        """Store a flavor (InvalidFlavor for bad sizes or a bad name, Conflict for a
+        taken name).  Sizes must fit a 32-bit integer: memory_mb and vcpus >= 1, the
+        rest >= 0 (:mod:`virtsdk.api.fields`)."""
+        fields.flavor(name, memory_mb, vcpus, root_gb, ephemeral_gb, swap_mb)
         return self.db.flavor_create(Flavor(name, memory_mb, vcpus, root_gb,
                                             ephemeral_gb, swap_mb))
 
@@ -97,7 +101,7 @@ class API:
         return self.db.flavor_list()
 
     def flavor_get(self, ctx: RequestContext, name: str) -> Flavor:
-        return self.db.flavor_get(name)
+        return self.db.flavor_get(fields.flavor_name(name))
 
     # -- instances --------------------------------------------------------------------------
 
@@ -107,12 +111,18 @@ class API:
                         host: str | None = None) -> Instance:
         """Boot an instance: the scheduler picks a host (or checks ``host``) and the
         build is cast there.  Returns the instance (vm_state BUILDING until the host
-        has spawned it; :meth:`wait` for ACTIVE).  NoValidHost if nothing fits."""
-        flavor = self.db.flavor_get(flavor_name)
+        has spawned it; :meth:`wait` for ACTIVE).  NoValidHost if nothing fits.
+        InvalidInput for a name, image or metadata that breaks its rule
+        (:mod:`virtsdk.api.fields`)."""
+        fields.context(ctx)
+        fields.check("instance name", name)
+        if metadata is not None:
+            fields.check("instance metadata", metadata)
+        if image is not None:
+            fields.image(image)
+        flavor = self.db.flavor_get(fields.flavor_name(flavor_name))
         if host is not None:
             self._host(host)
-        if not name:
-            raise Invalid("an instance needs a name")
         sysmeta = {"network_info": utils.network_info_metadata(utils.new_network_info())}
         instance = Instance(name=name, flavor=flavor, image=image or ImageMeta(
             id="cirros", name="cirros"), metadata=dict(metadata or {}),
@@ -125,6 +135,8 @@ class API:
     def delete_instance(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Destroy an idle instance and its disks.  A resized instance must be
         confirmed or reverted first (its other copy would be orphaned)."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "delete", (VMState.ACTIVE, VMState.STOPPED,
                                                VMState.ERROR, VMState.BUILDING))
@@ -138,20 +150,27 @@ class API:
         self.compute.terminate_instance(ctx, instance.host, instance)
 
     def show_instance(self, ctx: RequestContext, instance_uuid: str) -> Instance:
+        fields.instance_uuid(instance_uuid)
         return self.db.instance_get(instance_uuid)
 
     def list_instances(self, ctx: RequestContext, host: str | None = None) -> list[Instance]:
+        if host is not None:
+            validate_hostname(host)
         return self.db.instance_get_all(host)
 
     def reset_state(self, ctx: RequestContext, instance_uuid: str,
                     vm_state: VMState = VMState.ACTIVE) -> Instance:
         """Admin: clear the task and set ``vm_state`` (to reuse an instance left in
         ERROR once an operator has checked it)."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
+        vm_state = fields.check("vm_state", vm_state)
         return self.db.instance_update(instance_uuid, {"vm_state": vm_state,
                                                        "task_state": None})
 
     def list_actions(self, ctx: RequestContext, instance_uuid: str) -> list[InstanceAction]:
         """The instance's actions, oldest first, each with its events."""
+        fields.instance_uuid(instance_uuid)
         self.db.instance_get(instance_uuid, read_deleted=True)
         return self.db.actions_get(instance_uuid)
 
@@ -163,6 +182,9 @@ class API:
         """Block until the instance has no task (and is not BUILDING) and its latest
         action is closed (its events recorded); returns it.  MigrationTimeout after
         ``timeout`` seconds.  Not an RPC: it reads records."""
+        fields.instance_uuid(instance_uuid)
+        fields.check("wait timeout", timeout)
+        fields.check("wait poll", poll)
         deadline = time.monotonic() + timeout
         idle_since: float | None = None
         while True:
@@ -185,8 +207,10 @@ class API:
         """Resize to another flavor (scheduler picks the host; the own host only with
         ``[api] allow_resize_to_same_host``).  Ends in vm_state RESIZED, awaiting
         :meth:`confirm_resize` or :meth:`revert_resize`."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
-        flavor = self.db.flavor_get(flavor_name)
+        flavor = self.db.flavor_get(fields.flavor_name(flavor_name))
         if flavor.flavorid == instance.flavor.flavorid:
             raise Invalid(f"instance {instance_uuid} already has flavor {flavor.name!r}; "
                           "choose another flavor (or use migrate)")
@@ -203,6 +227,8 @@ class API:
                 host: str | None = None) -> None:
         """Cold-migrate with the same flavor, to ``host`` or where the scheduler says
         (the own host only with ``[api] allow_migrate_to_same_host``)."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         if host is not None:
             self._host(host)
@@ -256,6 +282,8 @@ class API:
 
     def confirm_resize(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Keep the resized instance; the source deletes its kept copy."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "confirm the resize of", (VMState.RESIZED,))
         instance = self._start_task(instance, TaskState.RESIZE_CONFIRMING,
@@ -279,6 +307,8 @@ class API:
 
     def revert_resize(self, ctx: RequestContext, instance_uuid: str) -> None:
         """Go back to the original instance on the source host."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         self._check_state(instance, "revert the resize of", (VMState.RESIZED,))
         instance = self._start_task(instance, TaskState.RESIZE_REVERTING,
@@ -320,6 +350,9 @@ class API:
         ``block_migration``: True, False or "auto" (decided by the drivers' checks).
         Returns the migration record as the conductor left it (status 'accepted' or
         later; :meth:`get_migration` follows it)."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
+        fields.boolean("disk_over_commit", disk_over_commit)
         instance = self.db.instance_get(instance_uuid)
         if block_migration == "auto":
             block: bool | None = None
@@ -342,7 +375,7 @@ class API:
         return self.db.migration_get(int(mid))
 
     def _live_migration(self, instance_uuid: str, migration_id: int) -> Migration:
-        migration = self.db.migration_get(migration_id)
+        migration = self.db.migration_get(fields.migration_id(migration_id))
         if migration.instance_uuid != instance_uuid or \
                 migration.migration_type != MigrationType.LIVE:
             raise MigrationNotFound(f"instance {instance_uuid} has no live migration "
@@ -353,6 +386,8 @@ class API:
                              migration_id: int) -> None:
         """Cancel a queued, preparing or running live migration; the guest stays on
         the source and the migration ends 'cancelled'."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         migration = self._live_migration(instance_uuid, migration_id)
         if migration.status not in _ABORTABLE:
@@ -368,6 +403,8 @@ class API:
     def live_migration_force_complete(self, ctx: RequestContext, instance_uuid: str,
                                       migration_id: int) -> None:
         """Make a running live migration finish now (post-copy or pausing)."""
+        fields.context(ctx)
+        fields.instance_uuid(instance_uuid)
         instance = self.db.instance_get(instance_uuid)
         migration = self._live_migration(instance_uuid, migration_id)
         if migration.status != Status.RUNNING:
@@ -388,6 +425,14 @@ class API:
                         status: MigrationStatus | None = None,
                         migration_type: MigrationType | None = None) -> list[Migration]:
         """Migrations, oldest first, filtered by instance, host, status and type."""
+        if instance_uuid is not None:
+            fields.instance_uuid(instance_uuid)
+        if host is not None:
+            validate_hostname(host)
+        if status is not None:
+            status = fields.check("migration status", status)
+        if migration_type is not None:
+            migration_type = fields.check("migration type", migration_type)
         return self.db.migration_get_all(instance_uuid, host,
                                          None if status is None else [status],
                                          migration_type)
@@ -395,7 +440,8 @@ class API:
     def get_migration(self, ctx: RequestContext, instance_uuid: str,
                       migration_id: int) -> Migration:
         """One migration of the instance, with its progress (never decreasing)."""
-        migration = self.db.migration_get(migration_id)
+        fields.instance_uuid(instance_uuid)
+        migration = self.db.migration_get(fields.migration_id(migration_id))
         if migration.instance_uuid != instance_uuid:
             raise MigrationNotFound(f"instance {instance_uuid} has no migration "
                                     f"{migration_id}")
@@ -404,4 +450,4 @@ class API:
     def get_migration_details(self, ctx: RequestContext,
                               migration_id: int) -> dict[str, Any]:
         """Free-form details of a migration (e.g. final downtime of a live one)."""
-        return self.db.migration_details(migration_id)
+        return self.db.migration_details(fields.migration_id(migration_id))

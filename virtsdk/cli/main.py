@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(exc, VirtSDKError):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # a remote error's traceback is in the serving service's log under this id
+        where = f" (request {exc.request_id})" if exc.request_id else ""
+        print(f"error: {exc}{where}", file=sys.stderr)
         return 1
 
 

@@ -16,7 +16,8 @@ Typical use, on any host::
 
 Arguments and return values go through :class:`VirtObjectSerializer`; a
 :mod:`virtsdk.exceptions` error raised by an endpoint is raised again, as the same
-class, in the caller (see :mod:`virtsdk.rpc.remote_errors`).
+class, in the caller, with its own message and the ``request_id`` under which the
+serving service logged the traceback (see :mod:`virtsdk.rpc.remote_errors`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Any
 import oslo_messaging
 from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
+from oslo_messaging.rpc.server import RPCServer
 
+from virtsdk.rpc.remote_errors import ErrorReportingDispatcher
 from virtsdk.rpc.serializer import VirtObjectSerializer
 
 # oslo.messaging reads these groups on every call but registers them only on the
@@ -223,16 +226,14 @@ def get_server(
     down, ``.stop()`` then ``.wait()``.  Messages are handled on a thread pool
     (``threading`` executor), so endpoints must be thread-safe.  An endpoint may set a
     ``target = oslo_messaging.Target(version=...)`` attribute to declare its version.
+    Errors the endpoints raise are logged here with their traceback and reach the
+    caller short, typed and carrying a request id
+    (:class:`~virtsdk.rpc.remote_errors.ErrorReportingDispatcher`).
     """
     target = oslo_messaging.Target(topic=topic, server=server)
-    return prompt_stop(
-        oslo_messaging.get_rpc_server(
-            get_transport(conf),
-            target,
-            endpoints,
-            serializer=VirtObjectSerializer(),
-        )
-    )
+    dispatcher = ErrorReportingDispatcher(endpoints, VirtObjectSerializer(),
+                                          f"{topic} on {server}")
+    return prompt_stop(RPCServer(get_transport(conf), target, dispatcher))
 
 
 def prompt_stop(

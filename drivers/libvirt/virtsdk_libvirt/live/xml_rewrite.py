@@ -7,12 +7,14 @@ us (listen addresses, its instance directory, VIFs, volume connection info) arri
 first.  The functions here work on an already parsed tree (parse with the driver's
 hardened parser, :mod:`virtsdk_libvirt.xmlutil`) and never touch libvirt or the disk.
 
-What is rewritten (REFERENCE.md section 2, for what the driver creates):
+What is rewritten (for what the driver creates):
 
-* graphics listen addresses, VNC and SPICE: the ``listen`` attribute and every
+* graphics listen addresses, VNC and SPICE: the ``listen`` attribute (when libvirt
+  reads it: no ``<listen>`` child, or the first is ``type='address'``) and every
   ``<listen type='address'>`` child;
-* serial / console TCP sources: ``host`` and, when the destination reserved ports,
-  ``service``;
+* serial / console / channel TCP sources that listen (``mode='bind'``; a source
+  without ``mode`` connects out and is left alone): ``host`` and, when the
+  destination reserved ports, ``service``;
 * paths under the source's instance directory and image cache re-rooted to the
   destination's (:attr:`DestinationSpec.path_moves`): disk
   sources and backing stores, kernel / initrd / dtb, file-backed serial consoles and
@@ -93,13 +95,22 @@ def is_portable_address(addr: str | None) -> bool:
     return ip.is_unspecified or ip.is_loopback
 
 
+def _listen_attribute_applies(graphics: etree._Element) -> bool:
+    """Whether libvirt reads the ``listen`` attribute of ``<graphics>``: only when the
+    device has no ``<listen>`` child or its first one is ``type='address'`` (with a
+    first ``type='network'``, ``'socket'`` or ``'none'`` child the attribute is a
+    leftover libvirt ignores, kept for old clients)."""
+    first = graphics.find("listen")
+    return first is None or first.get("type") == "address"
+
+
 def graphics_listen_addresses(root: etree._Element) -> dict[str, list[str]]:
     """Every address each graphics type listens on (attribute and children)."""
     out: dict[str, list[str]] = {}
     for gr in root.iterfind("./devices/graphics"):
         gtype = gr.get("type", "")
         addrs = out.setdefault(gtype, [])
-        if gr.get("listen"):
+        if gr.get("listen") and _listen_attribute_applies(gr):
             addrs.append(gr.get("listen", ""))
         for listen in gr.iterfind("listen"):
             if listen.get("type") == "address" and listen.get("address"):
@@ -112,7 +123,7 @@ def serial_listen_addresses(root: etree._Element) -> list[str]:
     out = []
     for dev in _tcp_char_devices(root):
         for src in dev.iterfind("source"):
-            if src.get("mode", "bind") == "bind" and src.get("host"):
+            if _binds(src) and src.get("host"):
                 out.append(src.get("host", ""))
     return out
 
@@ -152,7 +163,9 @@ def rewrite_graphics(root: etree._Element, spec: DestinationSpec) -> None:
             continue
         new = spec.listen_for(gtype)
         listens = [el for el in gr.iterfind("listen") if el.get("type") == "address"]
-        current = [gr.get("listen")] + [el.get("address") for el in listens]
+        attribute = _listen_attribute_applies(gr)
+        current = [gr.get("listen") if attribute else None]
+        current += [el.get("address") for el in listens]
         if new is None:
             bad = [a for a in current if not is_portable_address(a)]
             if bad:
@@ -161,7 +174,7 @@ def rewrite_graphics(root: etree._Element, spec: DestinationSpec) -> None:
                     "and the destination gave no listen address for it"
                 )
             continue
-        if gr.get("listen") is not None:
+        if attribute and gr.get("listen") is not None:
             gr.set("listen", new)
         for el in listens:
             el.set("address", new)
@@ -183,7 +196,7 @@ def rewrite_serial(root: etree._Element, spec: DestinationSpec) -> None:
             and (target is None or target.get("type", "serial") == "serial")
         )
         for src in dev.iterfind("source"):
-            if src.get("mode", "bind") != "bind":
+            if not _binds(src):
                 continue
             host = src.get("host")
             if spec.serial_listen is not None:
@@ -335,6 +348,12 @@ def rewrite_for_destination(root: etree._Element, spec: DestinationSpec) -> etre
     rewrite_vifs(root, spec.vifs)
     rewrite_volumes(root, spec.volumes)
     return root
+
+
+def _binds(source: etree._Element) -> bool:
+    """Whether a TCP character device ``<source>`` listens (``mode='bind'``); libvirt
+    reads a missing ``mode`` as ``connect``: the guest dials out, nothing to move."""
+    return bool(source.get("mode", "connect") == "bind")
 
 
 def _tcp_char_devices(root: etree._Element) -> list[etree._Element]:
