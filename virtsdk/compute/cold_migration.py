@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import Conflict, NotSupported, RescheduledError
@@ -53,7 +53,7 @@ class ColdMigrationMixin(ManagerBase):
             return
         values: dict[str, object] = {"status": status}
         if exc is not None:
-            values["error"] = utils.describe(exc)
+            values["error"] = actions.describe(exc)
         try:
             self.db.migration_update(migration.id, values)
         except Exception:  # noqa: BLE001 - never hide the original failure
@@ -68,14 +68,14 @@ class ColdMigrationMixin(ManagerBase):
         """End a failed flow: optional field fixes, then error-out semantics
         (``rollback`` forces "restore ``restore``" whatever the error)."""
         LOG.warning("%s of %s failed on %s: %s", instance.task_state, instance.uuid,
-                    self.host, utils.describe(exc))
+                    self.host, actions.describe(exc))
         if extra:
             try:
                 self.db.instance_update(instance.uuid, dict(extra))
             except Exception:  # noqa: BLE001
                 LOG.exception("could not restore fields of %s", instance.uuid)
-        utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
-        utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
+        actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
+        actions.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
 
     def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
         """The driver's transfer callback: stores progress in the migration record,
@@ -111,7 +111,7 @@ class ColdMigrationMixin(ManagerBase):
         restore = instance.vm_state
         box: dict[str, object] = {}
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
                                       self.host):
                 self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), box)
         except RescheduledError as exc:
@@ -199,7 +199,7 @@ class ColdMigrationMixin(ManagerBase):
         instance = self.db.instance_get(instance.uuid)
         self._abort_target(ctx, instance, migrate_data)
         if destroy and instance.host != self.host:
-            self.driver.destroy(ctx, instance, utils.network_info(instance),
+            self.driver.destroy(ctx, instance, network.network_info(instance),
                                 destroy_disks=True)
 
     # -- source: resize_instance ----------------------------------------------------------
@@ -214,7 +214,7 @@ class ColdMigrationMixin(ManagerBase):
         restore = instance.vm_state
         reached_driver = False
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid,
+            with actions.event_reporter(self.db, ctx, instance.uuid,
                                       "compute_resize_instance", self.host):
                 migration = self.db.migration_update(
                     int(migration.id or 0), {"status": Status.MIGRATING},
@@ -226,7 +226,7 @@ class ColdMigrationMixin(ManagerBase):
                 reached_driver = True
                 disk_info = self.driver.migrate_disk_and_power_off(
                     ctx, instance, str(migration.dest_host), flavor,
-                    utils.network_info(instance), None,
+                    network.network_info(instance), None,
                     self.conf.compute.shutdown_timeout,
                     self.conf.compute.shutdown_retry_interval, migrate_data,
                     progress=self._transfer_progress(int(migration.id or 0)))
@@ -270,7 +270,7 @@ class ColdMigrationMixin(ManagerBase):
         if reached_driver:
             try:
                 self.driver.finish_revert_migration(
-                    ctx, instance, utils.network_info(instance), migration,
+                    ctx, instance, network.network_info(instance), migration,
                     power_on=restore == VMState.ACTIVE)
             except Exception as exc2:  # noqa: BLE001
                 LOG.exception("could not restore %s on its source", instance.uuid)
@@ -292,7 +292,7 @@ class ColdMigrationMixin(ManagerBase):
         restore = self._old_vm_state(instance)
         reached_driver = False
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
                                       self.host):
                 new, old = migration.new_flavor or instance.flavor, migration.old_flavor
                 instance = self.db.instance_update(
@@ -303,7 +303,7 @@ class ColdMigrationMixin(ManagerBase):
                 power_on = restore == VMState.ACTIVE
                 reached_driver = True
                 self.driver.finish_migration(
-                    ctx, migration, instance, disk_info, utils.network_info(instance),
+                    ctx, migration, instance, disk_info, network.network_info(instance),
                     instance.image or ImageMeta(id="none"), resize_instance=new != old,
                     power_on=power_on)
                 self.db.migration_update(int(migration.id or 0),
@@ -321,7 +321,7 @@ class ColdMigrationMixin(ManagerBase):
                 return
             self._finish_resize_failed(ctx, instance, migration, migrate_data, exc)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
                               migration: Migration, migrate_data: ColdMigrateData | None,
@@ -330,7 +330,7 @@ class ColdMigrationMixin(ManagerBase):
         self._mark_migration(migration, Status.ERROR, exc)
         if migration.source_host != self.host:
             try:
-                self.driver.destroy(ctx, instance, utils.network_info(instance),
+                self.driver.destroy(ctx, instance, network.network_info(instance),
                                     destroy_disks=True)
             except Exception:  # noqa: BLE001 - logged; the source copy is intact
                 LOG.exception("could not remove partial %s from %s", instance.uuid,
@@ -341,8 +341,8 @@ class ColdMigrationMixin(ManagerBase):
             "flavor": migration.old_flavor or instance.flavor})
         try:
             self.compute_rpc.restore_resize_source(
-                ctx, migration.source_host, instance, migration, utils.describe(exc),
-                isinstance(exc, utils.ROLLBACK_ERRORS))
+                ctx, migration.source_host, instance, migration, actions.describe(exc),
+                isinstance(exc, actions.ROLLBACK_ERRORS))
         except Exception as exc2:  # noqa: BLE001 - the source keeps the copy; ERROR
             self._fail_flow(ctx, instance, exc2, VMState.ERROR)
 
@@ -355,18 +355,18 @@ class ColdMigrationMixin(ManagerBase):
         old = self._old_vm_state(instance)
         final = old if rollback else VMState.ERROR
         try:
-            self.driver.finish_revert_migration(ctx, instance, utils.network_info(instance),
+            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 migration, power_on=old == VMState.ACTIVE)
         except Exception as exc:  # noqa: BLE001
             LOG.exception("could not restore %s on %s", instance.uuid, self.host)
-            final, reason = VMState.ERROR, f"{reason}; restore: {utils.describe(exc)}"
+            final, reason = VMState.ERROR, f"{reason}; restore: {actions.describe(exc)}"
         self.db.instance_update(instance.uuid, {
             "host": self.host, "node": migration.source_node,
             "flavor": migration.old_flavor or instance.flavor, "old_flavor": None,
             "new_flavor": None, "vm_state": final, "task_state": None,
             "power_state": PowerState.RUNNING if old == VMState.ACTIVE
             else PowerState.SHUTDOWN})
-        utils.finish_action(self.db, ctx, instance.uuid, reason)
+        actions.finish_action(self.db, ctx, instance.uuid, reason)
 
     # -- confirm / revert -----------------------------------------------------------------
 
@@ -376,11 +376,11 @@ class ColdMigrationMixin(ManagerBase):
         migration 'confirmed', vm_state back to ACTIVE/STOPPED."""
         instance = self._instance(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
                                       self.host):
                 self._notify(ctx, "resize.confirm.start", instance, migration_id=migration.id)
                 self.driver.confirm_migration(ctx, migration, instance,
-                                              utils.network_info(instance))
+                                              network.network_info(instance))
                 self.db.migration_update(int(migration.id or 0),
                                          {"status": Status.CONFIRMED},
                                          expected_status=Status.CONFIRMING)
@@ -394,7 +394,7 @@ class ColdMigrationMixin(ManagerBase):
             self._mark_migration(migration, Status.ERROR, exc)
             self._fail_flow(ctx, instance, exc, VMState.RESIZED)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def revert_resize(self, ctx: RequestContext, instance: Instance,
                       migration: Migration) -> None:
@@ -402,11 +402,11 @@ class ColdMigrationMixin(ManagerBase):
         ``finish_revert_resize`` to the source."""
         instance = self._instance(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
                                       self.host):
                 self._notify(ctx, "resize.revert.start", instance, migration_id=migration.id)
                 if migration.source_host != self.host:
-                    self.driver.destroy(ctx, instance, utils.network_info(instance),
+                    self.driver.destroy(ctx, instance, network.network_info(instance),
                                         destroy_disks=True)
         except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
             self._mark_migration(migration, Status.ERROR, exc)
@@ -427,14 +427,14 @@ class ColdMigrationMixin(ManagerBase):
         instance = self._instance(instance)
         old = self._old_vm_state(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid,
+            with actions.event_reporter(self.db, ctx, instance.uuid,
                                       "compute_finish_revert_resize", self.host):
                 instance = self.db.instance_update(
                     instance.uuid, {"host": self.host, "node": migration.source_node,
                                     "flavor": migration.old_flavor or instance.flavor},
                     expected_task_state=TaskState.RESIZE_REVERTING)
                 self.driver.finish_revert_migration(
-                    ctx, instance, utils.network_info(instance), migration,
+                    ctx, instance, network.network_info(instance), migration,
                     power_on=old == VMState.ACTIVE)
                 self.db.migration_update(int(migration.id or 0), {"status": Status.REVERTED},
                                          expected_status=Status.REVERTING)
@@ -449,4 +449,4 @@ class ColdMigrationMixin(ManagerBase):
             self._mark_migration(migration, Status.ERROR, exc)
             self._fail_flow(ctx, instance, exc, VMState.RESIZED)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)

@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
@@ -92,11 +92,11 @@ class LiveMigrationMixin(ManagerBase):
         returns ``migrate_data`` completed (listen addresses...).  Notifications
         ``live_migration.pre.start`` / ``.end``."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
+        with actions.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
                                   self.host):
             self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
             data = self.driver.pre_live_migration(ctx, instance, None,
-                                                  utils.network_info(instance), disk_info,
+                                                  network.network_info(instance), disk_info,
                                                   migrate_data)
             self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
         return data
@@ -107,7 +107,7 @@ class LiveMigrationMixin(ManagerBase):
         """Destination, RPC call from the source once the guest runs here: the
         instance record moves to this host first, then the driver finishes."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid,
+        with actions.event_reporter(self.db, ctx, instance.uuid,
                                   "compute_post_live_migration_at_destination", self.host):
             self._notify(ctx, "live_migration.post.dest.start", instance,
                          migration_id=migration.id)
@@ -116,7 +116,7 @@ class LiveMigrationMixin(ManagerBase):
                                 "power_state": PowerState.RUNNING},
                 expected_task_state=TaskState.MIGRATING)
             self.driver.post_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), block_migration, None)
+                ctx, instance, network.network_info(instance), block_migration, None)
             self._notify(ctx, "live_migration.post.dest.end", instance,
                          migration_id=migration.id)
 
@@ -127,11 +127,11 @@ class LiveMigrationMixin(ManagerBase):
         """Destination, RPC call from the source after a failure: remove what
         pre_live_migration created here."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid,
+        with actions.event_reporter(self.db, ctx, instance.uuid,
                                   "compute_rollback_live_migration_at_destination",
                                   self.host):
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), None, destroy_disks,
+                ctx, instance, network.network_info(instance), None, destroy_disks,
                 migrate_data)
             self._notify(ctx, "live_migration.rollback.dest.end", instance,
                          migration_id=migration.id)
@@ -337,7 +337,7 @@ class LiveMigrationMixin(ManagerBase):
         self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,
                                                             migration)
         self.driver.post_live_migration_at_source(ctx, instance,
-                                                  utils.network_info(instance))
+                                                  network.network_info(instance))
         self._notify(ctx, "live_migration.post.end", instance, migration_id=migration.id)
 
     def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
@@ -370,7 +370,7 @@ class LiveMigrationMixin(ManagerBase):
         if status is not None:
             values["status"] = status
         if error is not None:
-            values["error"] = utils.describe(error)
+            values["error"] = actions.describe(error)
         if values:
             self.db.migration_update(mid, values)
         inst_values: dict[str, object] = {"task_state": None,
@@ -386,8 +386,8 @@ class LiveMigrationMixin(ManagerBase):
         tb = "" if error is None else "".join(traceback.format_exception(error))
         self.db.action_event_finish(ctx, instance.uuid, EVENT,
                                     "Success" if result_ok else "Error", tb)
-        utils.finish_action(self.db, ctx, instance.uuid,
-                            "" if error is None else utils.describe(error))
+        actions.finish_action(self.db, ctx, instance.uuid,
+                            "" if error is None else actions.describe(error))
 
     # -- abort / force complete -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS
@@ -85,7 +85,7 @@ class RecoveryMixin(ManagerBase):
             self._abort_target(ctx, instance, None)  # type: ignore[attr-defined]
             self.db.action_finish_open(instance.uuid,
                                        f"interrupted by a restart of {self.host}")
-            utils.error_out_instance(self.db, instance.uuid, MigrationError(),
+            actions.error_out_instance(self.db, instance.uuid, MigrationError(),
                                      instance.vm_state, rollback=True)
         elif dest and m.status == Status.POST_MIGRATING and instance.task_state in (
                 TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
@@ -124,7 +124,7 @@ class RecoveryMixin(ManagerBase):
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
         try:
-            self.driver.finish_revert_migration(ctx, instance, utils.network_info(instance),
+            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 m, power_on=old == VMState.ACTIVE)
         except Exception:  # noqa: BLE001
             LOG.exception("recovery: could not restore %s here", instance.uuid)
@@ -173,7 +173,7 @@ class RecoveryMixin(ManagerBase):
                 self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance,
                                                                     True, m)
                 self.driver.post_live_migration_at_source(ctx, instance,
-                                                          utils.network_info(instance))
+                                                          network.network_info(instance))
             except Exception:  # noqa: BLE001
                 LOG.exception("recovery: finishing %s on %s failed", instance.uuid, dest)
                 final = VMState.ERROR

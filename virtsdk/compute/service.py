@@ -16,10 +16,11 @@ import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
-from virtsdk.compute.manager import BINARY, ComputeManager
+from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
 from virtsdk.db.api import Database
 from virtsdk.loader import load_driver
+from virtsdk.services import COMPUTE
 
 LOG = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ComputeService:
             "max_outbound": self.conf.compute.max_concurrent_live_migrations_outbound,
         }
         capabilities = {**self.driver.capabilities.as_dict(), "driver": self.driver.name}
-        self.db.service_register(self.host, BINARY, TOPIC, capabilities, limits)
+        self.db.service_register(self.host, COMPUTE, TOPIC, capabilities, limits)
         self.manager._start()  # noqa: SLF001 - the service drives its manager
         self._server = rpc.get_server(self.conf, TOPIC, self.host, [self.manager])
         self._server.start()

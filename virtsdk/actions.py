@@ -1,21 +1,21 @@
-"""Helpers every compute flow uses: action events, error handling, network info.
+"""Instance actions and their events, and how a failed request leaves an instance.
 
-Called by the compute manager (and the conductor) on the host doing the work.
+Who calls it: the API (closing the action of a request it refused or that failed
+on the way), the conductor and the compute manager (recording each step of a flow
+as an action event, and erroring out or restoring an instance when a flow fails).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import traceback
-import uuid as uuidlib
 from collections.abc import Iterator
 
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.exceptions import InstanceNotFound, NotSupported, RollbackError
-from virtsdk.objects import VIF, Instance, NetworkInfo
+from virtsdk.objects import Instance
 from virtsdk.states import VMState
 
 LOG = logging.getLogger(__name__)
@@ -66,23 +66,5 @@ def finish_action(db: Database, ctx: RequestContext, instance_uuid: str,
 
 
 def describe(exc: BaseException) -> str:
+    """``Type: message`` of an error, as action messages and logs show it."""
     return f"{type(exc).__name__}: {exc}"
-
-
-def new_network_info() -> NetworkInfo:
-    """One VIF with a fresh locally-administered MAC, for a new instance."""
-    raw = uuidlib.uuid4().bytes
-    mac = "fa:16:3e:" + ":".join(f"{b:02x}" for b in raw[:3])
-    return NetworkInfo(vifs=[VIF(id=str(uuidlib.uuid4()), address=mac, network="private")])
-
-
-def network_info(instance: Instance) -> NetworkInfo:
-    """The instance's network info, kept in ``system_metadata['network_info']``."""
-    raw = instance.system_metadata.get("network_info")
-    if not raw:
-        return NetworkInfo()
-    return NetworkInfo.from_primitive(json.loads(raw))
-
-
-def network_info_metadata(info: NetworkInfo) -> str:
-    return json.dumps(info.to_primitive())
