@@ -25,7 +25,8 @@ from virtsdk.compute.service import ComputeService
 from virtsdk.conductor.service import ConductorService
 from virtsdk.context import RequestContext, get_admin_context
 from virtsdk.db.api import Database
-from virtsdk.loader import load_driver_class, register_driver_opts
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, load, register_opts
 
 
 def make_conf(state_path: str | None = None, driver: str = "fake",
@@ -38,7 +39,7 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
     conf_pkg.register_all(conf)
     rpc.register_opts(conf)
     conf([], project="virtsdk", default_config_files=[])
-    register_driver_opts(conf, load_driver_class(driver))
+    register_opts(conf, load(COMPUTE_DRIVERS, driver, ComputeDriver))
     conf.set_override("compute_driver", driver)
     conf.set_override("state_path", state_path or tempfile.mkdtemp(prefix="virtsdk-"))
     conf.set_override("transport_url",

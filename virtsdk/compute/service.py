@@ -19,7 +19,8 @@ from virtsdk import rpc
 from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
 from virtsdk.db.api import Database
-from virtsdk.loader import load_driver
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, load
 from virtsdk.services import COMPUTE
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class ComputeService:
         self.conf = conf
         self.host = host
         self.db = db
-        self.driver = load_driver(driver_name or conf.compute_driver, conf, host)
+        driver_cls = load(COMPUTE_DRIVERS, driver_name or conf.compute_driver, ComputeDriver)
+        self.driver = driver_cls(conf, host)
         self.manager = ComputeManager(conf, host, db, self.driver)
         self._server: oslo_messaging.MessageHandlingServer | None = None
         self._stop = threading.Event()

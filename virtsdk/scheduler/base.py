@@ -17,6 +17,7 @@ from oslo_config import cfg
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.objects import Flavor, HostResources
+from virtsdk.plugins import Plugin
 from virtsdk.resources import with_usage
 from virtsdk.services import COMPUTE
 
@@ -43,7 +44,7 @@ class HostState:
     capabilities: dict[str, object] = field(default_factory=dict)
 
 
-class Scheduler(abc.ABC):
+class Scheduler(Plugin, abc.ABC):
     """Base class of schedulers (see the module docstring)."""
 
     def __init__(self, conf: cfg.ConfigOpts, db: Database) -> None:

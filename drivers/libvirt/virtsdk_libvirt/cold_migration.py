@@ -33,6 +33,7 @@ from virtsdk.exceptions import (
     DiskTransferError,
     Invalid,
     NotSupported,
+    PluginError,
     TransferIntegrityError,
 )
 from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, ImageMeta, Instance, Migration
@@ -42,7 +43,6 @@ from virtsdk.transfer.base import (
     HostEndpoint,
     SendFile,
     TransferResult,
-    UnknownTransport,
     choose_transport,
     load_transport,
     write_probe,
@@ -104,7 +104,7 @@ class ColdMigration:
         name = self._transport_name(None)
         try:
             return name, load_transport(name, self.drv.conf)
-        except (UnknownTransport, DiskTransferError) as exc:
+        except (PluginError, DiskTransferError) as exc:
             if self.drv.lv_conf.disk_transport != AUTO or name == LOCAL:
                 raise
             LOG.warning("disk transport %s unavailable (%s); falling back to %s",

@@ -1,6 +1,6 @@
 """Options of the libvirt driver, group ``[libvirt]`` (the driver's entry-point name).
 
-Registered by :func:`virtsdk.loader.register_driver_opts` through
+Registered by :func:`virtsdk.plugins.register_opts` (when the driver is built) from
 ``LibvirtDriver.list_opts()``, which also appends the live-migration options of
 ``virtsdk_libvirt.live.opts``.  Read on every host through ``driver.lv_conf``.
 """
