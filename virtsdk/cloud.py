@@ -22,6 +22,7 @@ from virtsdk import conf as conf_pkg
 from virtsdk import rpc
 from virtsdk.api import API
 from virtsdk.compute.service import ComputeService
+from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.conductor.service import ConductorService
 from virtsdk.context import RequestContext, get_admin_context
 from virtsdk.db.api import Database
@@ -92,8 +93,8 @@ class EmbeddedCloud:
     def start_compute(self, host: str) -> ComputeService:
         """(Re)start the compute service of ``host``: a new manager and driver object
         (the hypervisor state outlives the service), recovery, then RPC."""
-        service = ComputeService(self.host_confs.get(host, self.conf), host, self.db,
-                                 self.driver_name)
+        conf = self.host_confs.get(host, self.conf)
+        service = ComputeService(conf, host, self.db, ConductorAPI(conf), self.driver_name)
         service.start()
         self.computes[host] = service
         return service

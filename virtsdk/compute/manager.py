@@ -24,11 +24,11 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from virtsdk import actions, network
+from virtsdk.compute.base import ConductorClient
 from virtsdk.compute.cold_migration import ColdMigrationMixin
 from virtsdk.compute.live_migration import LiveMigrationMixin
 from virtsdk.compute.recovery import RecoveryMixin
 from virtsdk.compute.rpcapi import ComputeAPI
-from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.driver import ComputeDriver
@@ -48,13 +48,13 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
     target = oslo_messaging.Target(version="1.0")
 
     def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
-                 driver: ComputeDriver) -> None:
+                 driver: ComputeDriver, conductor: ConductorClient) -> None:
         self.conf = conf
         self.host = host
         self.db = db
         self.driver = driver
         self.compute_rpc = ComputeAPI(conf)
-        self.conductor_rpc = ConductorAPI(conf)
+        self.conductor_rpc = conductor
         self.notifier = Notifier(conf, "compute", host)
         #: set when the service stops: late callbacks of a "crashed" manager do nothing
         self.stopped = threading.Event()

@@ -5,6 +5,9 @@ per-host daemon.  ``start()`` registers the service, runs the manager's start-up
 (driver init, resource report, crash recovery), then serves topic ``compute`` with
 server = host and reports every ``[compute] report_interval`` seconds.  ``stop()``
 stops serving; it leaves the hypervisor's guests alone (like a service restart).
+Whoever builds it hands it the conductor's client (``conductor``, a
+:class:`~virtsdk.conductor.rpcapi.ConductorAPI`), so compute never imports the layer
+above it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
+from virtsdk.compute.base import ConductorClient
 from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
 from virtsdk.db.api import Database
@@ -30,13 +34,13 @@ class ComputeService:
     """See the module docstring."""
 
     def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
-                 driver_name: str | None = None) -> None:
+                 conductor: ConductorClient, driver_name: str | None = None) -> None:
         self.conf = conf
         self.host = host
         self.db = db
         driver_cls = load(COMPUTE_DRIVERS, driver_name or conf.compute_driver, ComputeDriver)
         self.driver = driver_cls(conf, host)
-        self.manager = ComputeManager(conf, host, db, self.driver)
+        self.manager = ComputeManager(conf, host, db, self.driver, conductor)
         self._server: oslo_messaging.MessageHandlingServer | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
