@@ -153,7 +153,8 @@ class ComputeDriver(Plugin, abc.ABC):
     @property
     def config_group(self) -> cfg.ConfigOpts.GroupAttr:
         """This driver's options (group :meth:`option_group`, ``[<name>]``)."""
-        return getattr(self.conf, self.option_group())
+        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.option_group())
+        return group
 
     @classmethod
     def implemented_methods(cls) -> list[str]:

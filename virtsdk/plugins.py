@@ -140,7 +140,7 @@ def names(group: str) -> list[str]:
     return sorted(installed(group))
 
 
-class _ClaimedManager(sd_driver.DriverManager):
+class _ClaimedManager(sd_driver.DriverManager[Any]):
     """stevedore's loader over the entry points just read (see the module doc)."""
 
     def __init__(self, group: str, name: str, claim: Claim,
@@ -204,7 +204,7 @@ def load_function(group: str, name: str) -> Callable[..., Any]:
     obj, target = _import(group, name, installed(group))
     if not callable(obj) or isinstance(obj, type):
         raise PluginTypeError(group, name, target, f"{obj!r} is not a function")
-    return obj  # type: ignore[no-any-return]  # callable() narrows to Callable[..., object]
+    return obj
 
 
 def describe_all(group: str, base: type[Any] | None = None) -> list[PluginInfo]:

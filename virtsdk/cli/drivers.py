@@ -13,7 +13,7 @@ from virtsdk.driver import ComputeDriver
 from virtsdk.plugins import COMPUTE_DRIVERS, describe_all, load
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drivers", help="list and describe installed compute drivers")
     dsub = p.add_subparsers(dest="drivers_command", metavar="ACTION")
     dsub.required = True

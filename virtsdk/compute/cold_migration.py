@@ -114,18 +114,19 @@ class ColdMigrationMixin(ManagerBase):
             with actions.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
                                       self.host):
                 self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), box)
-        except RescheduledError as exc:
-            self._mark_migration(box.get("migration"), Status.ERROR, exc)  # type: ignore[arg-type]
+        except RescheduledError as refused:
+            self._mark_migration(box.get("migration"), Status.ERROR, refused)  # type: ignore[arg-type]
+            failure: Exception = refused
             if alternates:
                 LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
-                         instance.uuid, self.host, exc, alternates)
+                         instance.uuid, self.host, refused, alternates)
                 try:
                     self.conductor_rpc.resize_instance(ctx, instance, flavor, alternates,
                                                        migration_type)
                     return
-                except Exception as exc2:  # noqa: BLE001 - reschedule lost: restore
-                    exc = exc2
-            self._fail_flow(ctx, instance, exc, restore,
+                except Exception as lost:  # noqa: BLE001 - reschedule lost: restore
+                    failure = lost
+            self._fail_flow(ctx, instance, failure, restore,
                             {"old_flavor": None, "new_flavor": None}, rollback=True)
             return
         except Exception as exc:  # noqa: BLE001 - a cast: the records say what happened

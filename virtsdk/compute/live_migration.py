@@ -216,24 +216,28 @@ class LiveMigrationMixin(ManagerBase):
         self.db.migration_update(mid, {"status": Status.RUNNING},
                                  expected_status=Status.PREPARING)
         outcome: dict[str, BaseException | None] = {}
+        # the callbacks keep the driver.PostMethod / RecoverMethod signatures (a driver
+        # may pass their arguments by name); the records use the manager's own copies
+        own_instance, own_dest = instance, dest
 
-        def post_method(_c: RequestContext, _i: Instance, _d: str, _b: bool,
-                        data: LiveMigrateData) -> None:
+        def post_method(context: RequestContext, instance: Instance, dest: str,
+                        block_migration: bool, migrate_data: LiveMigrateData) -> None:
             outcome["post"] = None
             if self.stopped.is_set():
                 return
             try:
-                self._post_live_migration(ctx, instance, dest, block, data, migration)
+                self._post_live_migration(ctx, own_instance, own_dest, block, migrate_data,
+                                          migration)
             except Exception as exc:  # noqa: BLE001 - recorded as the outcome
-                LOG.exception("post live migration of %s failed", instance.uuid)
+                LOG.exception("post live migration of %s failed", own_instance.uuid)
                 outcome["post"] = exc
 
-        def recover_method(_c: RequestContext, _i: Instance, _d: str,
-                           data: LiveMigrateData) -> None:
+        def recover_method(context: RequestContext, instance: Instance, dest: str,
+                           migrate_data: LiveMigrateData) -> None:
             outcome["recover"] = None
             if not self.stopped.is_set():
-                outcome["recover"] = self._rollback_live(ctx, instance, dest, data,
-                                                         migration)
+                outcome["recover"] = self._rollback_live(ctx, own_instance, own_dest,
+                                                         migrate_data, migration)
 
         error: BaseException | None = None
         try:

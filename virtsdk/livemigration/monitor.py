@@ -111,7 +111,7 @@ def monitor_migration(
     progress: Callable[[JobStats], None] | None = None,
     interval: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     data_gb: float | None = None,
     downtime_steps: list[int] | None = None,
 ) -> JobStats:

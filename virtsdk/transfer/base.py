@@ -297,7 +297,8 @@ def load_transport(name: str, conf: cfg.ConfigOpts) -> DiskTransport:
 def configured_transport(conf: cfg.ConfigOpts) -> str:
     """``[disk_transfer] transport`` (registering the options if needed)."""
     register_transport_opts(conf, DiskTransport)
-    return conf.disk_transfer.transport
+    name: str = conf.disk_transfer.transport
+    return name
 
 
 def probe_name(ticket: dict[str, Any]) -> str:
@@ -325,7 +326,7 @@ def is_shared_dest(ticket: dict[str, Any]) -> bool:
     try:
         path = os.path.join(ticket["dest_dir"], probe_name(ticket))
         with open(path, encoding="ascii") as fh:
-            return fh.read() == ticket["transfer_id"]
+            return fh.read() == str(ticket["transfer_id"])
     except (OSError, KeyError):
         return False
 

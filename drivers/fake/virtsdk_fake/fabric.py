@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,7 @@ class Fabric:
     # -- locking ---------------------------------------------------------------------------
 
     @property
-    def lock(self) -> object:
+    def lock(self) -> AbstractContextManager[object]:
         """Context manager serialising every change of fabric state (re-entrant)."""
         return self._lock.write_lock()
 

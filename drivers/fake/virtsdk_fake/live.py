@@ -280,7 +280,7 @@ class FakeLiveMigration(FakeDriverBase):
     def _resume_source(self, uuid: str) -> None:
         with self.fabric.lock:
             inst = self.hostobj.instances.get(uuid)
-            if inst is not None and inst.metadata.pop("fake:paused_by_migration", None):
+            if inst is not None and inst.metadata.pop("fake:paused_by_migration", ""):
                 inst.power_state = PowerState.RUNNING
 
     def live_migration_abort(self, instance: Instance) -> None:

@@ -9,7 +9,7 @@ address, VIF plugging retries).
 
 from __future__ import annotations
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
 #: Names accepted by ``live_migration_extra_flags`` and their libvirt flag names.
 EXTRA_FLAG_NAMES: dict[str, str] = {
@@ -90,7 +90,7 @@ live_opts: list[cfg.Opt] = [
     cfg.ListOpt(
         "live_migration_extra_flags",
         default=[],
-        item_type=cfg.types.String(choices=sorted(EXTRA_FLAG_NAMES)),
+        item_type=types.String(choices=sorted(EXTRA_FLAG_NAMES)),
         help="Additional libvirt migration flags by short name: "
         + ", ".join(sorted(EXTRA_FLAG_NAMES))
         + ".",
