@@ -61,7 +61,7 @@ def finish_action(db: Database, ctx: RequestContext, instance_uuid: str,
     """Close the instance action of this request (tolerates a deleted instance)."""
     try:
         db.action_finish(ctx, instance_uuid, message)
-    except Exception:  # noqa: BLE001 - bookkeeping must not hide the real outcome
+    except Exception:  # bookkeeping must not hide the real outcome
         LOG.exception("could not finish action of %s", instance_uuid)
 
 

@@ -56,7 +56,7 @@ class ColdMigrationMixin(ManagerBase):
             values["error"] = actions.describe(exc)
         try:
             self.db.migration_update(migration.id, values)
-        except Exception:  # noqa: BLE001 - never hide the original failure
+        except Exception:  # never hide the original failure
             LOG.exception("could not mark migration %s %s", migration.id, status)
 
     def _old_vm_state(self, instance: Instance) -> VMState:
@@ -72,7 +72,7 @@ class ColdMigrationMixin(ManagerBase):
         if extra:
             try:
                 self.db.instance_update(instance.uuid, dict(extra))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("could not restore fields of %s", instance.uuid)
         actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
         actions.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
@@ -187,7 +187,7 @@ class ColdMigrationMixin(ManagerBase):
         try:
             self.driver.abort_migrate_disk_target(ctx, instance,
                                                   migrate_data or ColdMigrateData())
-        except Exception:  # noqa: BLE001 - cleanup is best effort; logged
+        except Exception:  # cleanup is best effort; logged
             LOG.exception("abort_migrate_disk_target of %s failed on %s", instance.uuid,
                           self.host)
 
@@ -265,7 +265,7 @@ class ColdMigrationMixin(ManagerBase):
         try:
             self.compute_rpc.abort_resize_target(ctx, str(migration.dest_host), instance,
                                                  migration, migrate_data, destroy=True)
-        except Exception:  # noqa: BLE001 - the destination may be down; logged
+        except Exception:  # the destination may be down; logged
             LOG.exception("could not clean destination %s of %s", migration.dest_host,
                           instance.uuid)
         if reached_driver:
@@ -273,7 +273,7 @@ class ColdMigrationMixin(ManagerBase):
                 self.driver.finish_revert_migration(
                     ctx, instance, network.network_info(instance), migration,
                     power_on=restore == VMState.ACTIVE)
-            except Exception as exc2:  # noqa: BLE001
+            except Exception as exc2:
                 LOG.exception("could not restore %s on its source", instance.uuid)
                 exc = exc2
         self._fail_flow(ctx, instance, exc, restore, {
@@ -333,7 +333,7 @@ class ColdMigrationMixin(ManagerBase):
             try:
                 self.driver.destroy(ctx, instance, network.network_info(instance),
                                     destroy_disks=True)
-            except Exception:  # noqa: BLE001 - logged; the source copy is intact
+            except Exception:  # logged; the source copy is intact
                 LOG.exception("could not remove partial %s from %s", instance.uuid,
                               self.host)
             self._abort_target(ctx, instance, migrate_data)
@@ -358,7 +358,7 @@ class ColdMigrationMixin(ManagerBase):
         try:
             self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 migration, power_on=old == VMState.ACTIVE)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.exception("could not restore %s on %s", instance.uuid, self.host)
             final, reason = VMState.ERROR, f"{reason}; restore: {actions.describe(exc)}"
         self.db.instance_update(instance.uuid, {

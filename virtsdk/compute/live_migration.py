@@ -184,7 +184,7 @@ class LiveMigrationMixin(ManagerBase):
                 return
             self._run_live_migration(ctx, instance, dest, block_migration, migration,
                                      migrate_data)
-        except Exception as exc:  # noqa: BLE001 - last resort: never lose the outcome
+        except Exception as exc:  # last resort: never lose the outcome
             LOG.exception("live migration %s of %s crashed", mid, instance.uuid)
             if not self.stopped.is_set():
                 self._end_live(ctx, instance, mid, Status.ERROR, exc, vm_state=VMState.ERROR)
@@ -228,7 +228,7 @@ class LiveMigrationMixin(ManagerBase):
             try:
                 self._post_live_migration(ctx, own_instance, own_dest, block, migrate_data,
                                           migration)
-            except Exception as exc:  # noqa: BLE001 - recorded as the outcome
+            except Exception as exc:  # recorded as the outcome
                 LOG.exception("post live migration of %s failed", own_instance.uuid)
                 outcome["post"] = exc
 
@@ -308,7 +308,7 @@ class LiveMigrationMixin(ManagerBase):
                 abort_sent.append(True)
                 try:
                     self.driver.live_migration_abort(instance)
-                except Exception:  # noqa: BLE001 - the job may have just ended
+                except Exception:  # the job may have just ended
                     LOG.exception("late abort of migration %s failed", mid)
             if stats.postcopy:
                 try:
@@ -351,14 +351,14 @@ class LiveMigrationMixin(ManagerBase):
         first: BaseException | None = None
         try:
             self.driver.rollback_live_migration_at_source(ctx, instance, migrate_data)
-        except Exception as exc:  # noqa: BLE001 - the destination must still be cleaned
+        except Exception as exc:  # the destination must still be cleaned
             LOG.exception("rollback at source of %s failed", instance.uuid)
             first = exc
         try:
             self.compute_rpc.rollback_live_migration_at_destination(
                 ctx, dest, instance, not migrate_data.is_shared_block_storage,
                 migrate_data, migration)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.exception("rollback at destination %s of %s failed", dest, instance.uuid)
             first = first or exc
         self._notify(ctx, "live_migration._rollback.end", instance,
@@ -384,7 +384,7 @@ class LiveMigrationMixin(ManagerBase):
             inst_values["node"] = host
         try:
             self.db.instance_update(instance.uuid, inst_values)
-        except Exception:  # noqa: BLE001 - deleted meanwhile
+        except Exception:  # deleted meanwhile
             LOG.exception("could not settle instance %s", instance.uuid)
         result_ok = status in (Status.COMPLETED,)
         tb = "" if error is None else "".join(traceback.format_exception(error))

@@ -75,7 +75,7 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         self.stopped.set()
         try:
             self.driver.cleanup_host(self.host)
-        except Exception:  # noqa: BLE001 - shutting down anyway
+        except Exception:  # shutting down anyway
             LOG.exception("driver cleanup_host failed on %s", self.host)
 
     def _report_resources(self) -> None:

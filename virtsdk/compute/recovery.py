@@ -42,7 +42,7 @@ class RecoveryMixin(ManagerBase):
         for migration in self.db.migration_get_all(host=self.host, statuses=IN_PROGRESS):
             try:
                 self._recover_migration(ctx, migration)
-            except Exception:  # noqa: BLE001 - one bad record must not stop the rest
+            except Exception:  # one bad record must not stop the rest
                 LOG.exception("recovery of migration %s failed", migration.id)
         for instance in self.db.instance_get_all(host=self.host):
             if instance.task_state is None:
@@ -116,7 +116,7 @@ class RecoveryMixin(ManagerBase):
             try:
                 self.compute_rpc.abort_resize_target(ctx, m.dest_host, instance, m, None,
                                                      destroy=True)
-            except Exception:  # noqa: BLE001 - the destination may be down too
+            except Exception:  # the destination may be down too
                 LOG.exception("recovery: could not clean %s on %s", instance.uuid,
                               m.dest_host)
         else:
@@ -126,7 +126,7 @@ class RecoveryMixin(ManagerBase):
         try:
             self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 m, power_on=old == VMState.ACTIVE)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("recovery: could not restore %s here", instance.uuid)
             final = VMState.ERROR
         self.db.instance_update(instance.uuid, {
@@ -153,14 +153,15 @@ class RecoveryMixin(ManagerBase):
         there: int | None = None
         try:
             there = self.compute_rpc.instance_power_state(ctx, dest, instance)
-        except Exception:  # noqa: BLE001 - destination down: judge from here
+        except Exception:  # destination down: judge from here
             LOG.exception("recovery: cannot ask %s about %s", dest, instance.uuid)
         data = LiveMigrateData(is_shared_block_storage=False)
         if here in _ALIVE:
             try:
                 self.driver.live_migration_abort(instance)
-            except Exception:  # noqa: BLE001 - usually: no job left
-                pass
+            except Exception:  # usually: no job left to abort
+                LOG.info("recovery: no live migration of %s to abort", instance.uuid,
+                         exc_info=True)
             failed = self._rollback_live(ctx, instance, dest, data, m)  # type: ignore[attr-defined]
             self._settle(m, Status.ERROR if failed else Status.FAILED,
                          f"interrupted by a restart of {self.host}; guest kept on source")
@@ -174,7 +175,7 @@ class RecoveryMixin(ManagerBase):
                                                                     True, m)
                 self.driver.post_live_migration_at_source(ctx, instance,
                                                           network.network_info(instance))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("recovery: finishing %s on %s failed", instance.uuid, dest)
                 final = VMState.ERROR
             self._settle(m, Status.ERROR, f"interrupted by a restart of {self.host}; "

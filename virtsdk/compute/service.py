@@ -63,7 +63,7 @@ class ComputeService:
         while not self._stop.wait(self.conf.compute.report_interval):
             try:
                 self.manager._report_resources()  # noqa: SLF001
-            except Exception:  # noqa: BLE001 - the next beat retries
+            except Exception:  # the next beat retries
                 LOG.exception("heartbeat of %s failed", self.host)
 
     def stop(self, graceful: bool = True) -> None:

@@ -94,7 +94,7 @@ class _Applier:
                 self._pause(action)
             else:
                 LOG.error("live migration: policy asked for unknown action %r", action)
-        except Exception:  # noqa: BLE001 - the job may have ended meanwhile
+        except Exception:  # the job may have ended meanwhile
             LOG.exception("live migration: action %s failed", action)
 
     def _pause(self, action: Action) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from oslo_concurrency import lockutils
 
-from virtsdk.exceptions import HostNotFound, InsufficientResources
+from virtsdk.exceptions import HostNotFound, InsufficientResources, MigrationError
 from virtsdk.objects import Flavor, HostResources
 from virtsdk_fake.clock import Clock, ManualClock, ScaledClock
 from virtsdk_fake.faults import FaultInjector, StallHandle
@@ -227,7 +227,7 @@ class Fabric:
                 for job in list(h.jobs.values()):
                     try:
                         job.abort()
-                    except Exception:  # noqa: BLE001 - post-copy jobs cannot be aborted
+                    except MigrationError:  # post-copy jobs cannot be aborted
                         LOG.warning("fabric reset: a migration from %s is in post-copy",
                                     h.name)
             self.hosts.clear()

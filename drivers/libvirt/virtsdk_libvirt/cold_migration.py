@@ -271,7 +271,7 @@ class ColdMigration:
                           instance.uuid, dest)
             try:
                 self._restore_source(instance, start=was_running)
-            except Exception:  # noqa: BLE001 - the transfer error is the one to report
+            except Exception:  # the transfer error is the one to report
                 LOG.exception("restoring %s failed; finish_revert_migration can retry "
                               "(the disks are kept)", instance.uuid)
             raise
