@@ -15,7 +15,7 @@ it must guarantee.  Methods for features a driver does not offer keep the defaul
 implementation, which raises :class:`virtsdk.exceptions.NotSupported` naming the driver
 and the feature; the manager turns that into a clean rollback.
 
-Cold migration / resize (REFERENCE.md section 1)::
+Cold migration / resize (the whole chain: docs/flows.md)::
 
     dest:   prepare_migrate_disk_target()          during prep_resize
     source: migrate_disk_and_power_off()           resize_instance

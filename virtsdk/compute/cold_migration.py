@@ -1,4 +1,4 @@
-"""Cold migration and resize on the compute side (REFERENCE.md section 1).
+"""Cold migration and resize on the compute side (the chain of docs/flows.md).
 
 RPC methods, all casts, each running on the host named in its docstring::
 

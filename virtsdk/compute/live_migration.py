@@ -1,4 +1,4 @@
-"""Live migration on the compute side (REFERENCE.md sections 1 and 2).
+"""Live migration on the compute side (flow and statuses: docs/flows.md).
 
 RPC methods and the hosts they run on::
 

@@ -8,7 +8,7 @@ it loads by entry-point name; it never imports a driver.
 Every public method here is an RPC method.  The flows are split by theme into mixins
 (:mod:`.cold_migration`, :mod:`.live_migration`, :mod:`.recovery`); this module holds
 the instance lifecycle and what every flow shares.  Each flow keeps the vm_state /
-task_state / migration-status machine of REFERENCE.md section 2 and ends by clearing
+task_state / migration-status machine of docs/flows.md ("States") and ends by clearing
 the task state *after* the migration record reached its final status, so "task_state
 is None" means "this flow is over" to any observer.
 """

@@ -2,9 +2,9 @@
 
 Called by the API, the conductor and compute managers of other hosts.  Casts return
 at once; calls wait for the remote manager and re-raise its virtsdk error as the same
-class.  Which hops are calls and which are casts follows the seed (REFERENCE.md
-section 1): the cold-migration chain is casts, ``pre_live_migration`` and the
-live-migration checks are calls.
+class.  Which hops are calls and which are casts follows Nova (docs/flows.md): the
+cold-migration chain is casts, ``pre_live_migration`` and the live-migration checks
+are calls.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Who calls it: the API (``migrate_server`` and ``build_instance``, RPC calls) and
 compute managers (``resize_instance``, a cast that reschedules a cold migration).
 It runs the scheduler in-process and casts work to compute hosts; it never talks to
-a driver.  ``migrate_server`` dispatches as the seed does: ``live and not flavor`` ->
+a driver.  ``migrate_server`` dispatches as Nova's conductor does: ``live and not flavor`` ->
 live migration (:class:`~virtsdk.conductor.live_migrate.LiveMigrationTask`),
 ``not live and flavor`` -> cold migration wrapped in the action event
 ``cold_migrate``.

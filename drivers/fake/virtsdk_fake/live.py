@@ -1,4 +1,4 @@
-"""Live migration for the fake driver (REFERENCE.md sections 1-2).
+"""Live migration for the fake driver (the flow and statuses of docs/flows.md).
 
 Checks on both sides (shared storage detected through a check file the destination
 leaves on its storage pool), ``pre_live_migration`` creates a paused placeholder on the

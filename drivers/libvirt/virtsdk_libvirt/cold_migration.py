@@ -1,4 +1,4 @@
-"""The cold-migration / resize steps of the libvirt driver (REFERENCE.md section 1).
+"""The cold-migration / resize steps of the libvirt driver (chain: docs/flows.md).
 
 ``LibvirtDriver`` delegates its cold-migration methods to :class:`ColdMigration`::
 
