@@ -46,6 +46,7 @@ from virtsdk.exceptions import (
     UnexpectedTaskState,
 )
 from virtsdk.objects import Flavor, Instance, Migration
+from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, VMState
 
 #: Sentinel: do not check the task state.
@@ -510,13 +511,13 @@ class Database:
                 if key in values:
                     setattr(row, key, values[key])
 
-    def service_get_all(self, binary: str = "virtsdk-compute") -> list[Service]:
+    def service_get_all(self, binary: str = COMPUTE) -> list[Service]:
         with self._session() as s:
             rows = s.scalars(select(ServiceRow).where(
                 ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
             return [convert.row_to_service(r) for r in rows]
 
-    def service_get(self, host: str, binary: str = "virtsdk-compute") -> Service | None:
+    def service_get(self, host: str, binary: str = COMPUTE) -> Service | None:
         for svc in self.service_get_all(binary):
             if svc.host == host:
                 return svc
