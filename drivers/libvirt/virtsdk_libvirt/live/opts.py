@@ -2,7 +2,7 @@
 
 Declared here and returned by :func:`list_opts`, which the driver's
 ``LibvirtDriver.list_opts`` includes, so they are registered in the driver's own group
-(its entry-point name, ``libvirt``) by the loader.  Read on the source host
+(its entry-point name, ``libvirt``) when the driver is built.  Read on the source host
 (URI, flags, bandwidth, parallel connections) and on the destination host (inbound
 address, VIF plugging retries).
 """
