@@ -101,23 +101,23 @@ def test_unknown_name_lists_what_is_installed(group, load, known):
     assert "Traceback" not in msg
 
 
-@pytest.mark.parametrize(("group", "load", "known"), GROUPS, ids=IDS)
-def test_import_failure_names_the_entry_point_and_the_cause(bad_plugins, group, load, known):
-    bad_plugins(group)
-    with pytest.raises(PluginLoadError) as err:
-        load("broken")
-    msg = str(err.value)
-    assert "broken = throwaway_broken:Anything" in msg and group in msg
-    assert "ModuleNotFoundError" in msg and "no_such_library_anywhere" in msg
+#: a broken entry point, the error it gives and what the message must name
+BROKEN = [
+    ("broken", PluginLoadError,
+     ["broken = throwaway_broken:Anything", "ModuleNotFoundError", "no_such_library_anywhere"]),
+    ("notaplugin", PluginTypeError, ["notaplugin = throwaway_bad:NOT_A_PLUGIN", "is not"]),
+]
 
 
+@pytest.mark.parametrize(("name", "error", "named"), BROKEN, ids=["import", "type"])
 @pytest.mark.parametrize(("group", "load", "known"), GROUPS, ids=IDS)
-def test_wrong_type_is_refused(bad_plugins, group, load, known):
+def test_a_broken_entry_point_is_named_with_its_cause(bad_plugins, group, load, known, name,
+                                                      error, named):
     bad_plugins(group)
-    with pytest.raises(PluginTypeError) as err:
-        load("notaplugin")
+    with pytest.raises(error) as err:
+        load(name)
     msg = str(err.value)
-    assert "notaplugin = throwaway_bad:NOT_A_PLUGIN" in msg and "is not" in msg
+    assert group in msg and all(part in msg for part in named), msg
 
 
 @pytest.mark.parametrize(("group", "load", "known"), GROUPS, ids=IDS)
