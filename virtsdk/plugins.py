@@ -111,12 +111,6 @@ class PluginInfo:
     error: str = ""
     plugin: type[Any] | None = None
 
-    @property
-    def summary(self) -> str:
-        """The first line of the plugin class's docstring."""
-        doc = (self.plugin.__doc__ or "").strip().splitlines() if self.plugin else []
-        return doc[0] if doc else ""
-
 
 def installed(group: str) -> dict[str, list[Claim]]:
     """Entry-point name -> every distribution's claim on it, read now."""
