@@ -14,15 +14,16 @@ Every replaceable part is a class registered under a name in an entry-point grou
 - ``virtsdk.cli_commands``: a function ``register(subparsers)`` (:func:`load_function`).
 
 A plugin class derives from its group's base class (which derives from
-:class:`Plugin`), sets :attr:`Plugin.name` to the name its entry point registers,
-and declares its own options in :meth:`Plugin.list_opts`; :func:`register_opts`
-registers them in :meth:`Plugin.option_group` (every base class does so when the
-plugin is built, so a plugin never registers options itself).
+:class:`Plugin`), sets :attr:`Plugin.name` to the name its entry point registers
+(a class that does not is loaded as a subclass carrying that name) and declares its
+own options in :meth:`Plugin.list_opts`; :func:`register_opts` registers them in
+:meth:`Plugin.option_group` (every base class does so when the plugin is built, so
+a plugin never registers options itself).
 
 :func:`load` imports only the plugin asked for and raises one family of errors
 (:class:`~virtsdk.exceptions.PluginError`): an unknown name lists what is installed,
-an import failure names the entry point and the cause, a class of the wrong type or
-name says what it should be, and two distributions claiming one name are both
+an import failure names the entry point and the cause, an object of the wrong type
+says what it should be, and two distributions claiming one name are both
 named.  :func:`describe_all` lists a group without ever raising for a broken plugin.
 
 The installed distributions are read afresh on every call (not memoised for the
@@ -32,6 +33,7 @@ life of the process), so a plugin installed while a cloud runs is found.
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -60,7 +62,7 @@ T = TypeVar("T")
 class Plugin:
     """What every plugin class declares: its name and its options."""
 
-    #: The entry-point name the class is registered under (checked by :func:`load`).
+    #: The entry-point name the class is registered under (see the module doc).
     name: ClassVar[str] = ""
 
     @classmethod
@@ -173,11 +175,28 @@ def _check(group: str, name: str, target: str, obj: object, base: type[T]) -> ty
     if not (isinstance(obj, type) and issubclass(obj, base)):
         raise PluginTypeError(group, name, target,
                               f"{obj!r} is not a subclass of {base.__module__}.{base.__name__}")
-    declared = getattr(obj, "name", name) if issubclass(base, Plugin) else name
-    if declared != name:
-        raise PluginTypeError(group, name, target,
-                              f"the class declares name = {declared!r}; set name = {name!r}")
+    if issubclass(base, Plugin) and getattr(obj, "name", name) != name:
+        return _named(obj, name)
     return obj
+
+
+_NAMED: dict[tuple[type[Any], str], type[Any]] = {}
+_NAMED_LOCK = threading.Lock()
+
+
+def _named(cls: type[T], name: str) -> type[T]:
+    """A subclass of ``cls`` whose :attr:`Plugin.name` is ``name`` (one per pair, so
+    loading twice gives the same class).  For a plugin class that does not declare
+    the name its entry point registers: the entry-point name is what the plugin is
+    called (its option group, its messages), and the loaded class is never changed."""
+    with _NAMED_LOCK:
+        named = _NAMED.get((cls, name))
+        if named is None:
+            namespace = {"name": name, "__module__": cls.__module__,
+                         "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+            metaclass: Any = type(cls)  # ABCMeta for the plugin base classes
+            named = _NAMED[(cls, name)] = metaclass(cls.__name__, (cls,), namespace)
+        return named
 
 
 def load(group: str, name: str, base: type[T]) -> type[T]:

@@ -20,7 +20,6 @@ from oslo_config import cfg
 class ThrowAwayDriver(ComputeDriver):
     """A driver from a separate distribution, used by the discovery tests."""
 
-    name = "throwaway"
     capabilities = Capabilities(supports_cold_migration=True)
 
     @classmethod

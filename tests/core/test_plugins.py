@@ -174,12 +174,18 @@ def test_driver_from_a_separate_distribution_is_found_and_loaded(installed_distr
     assert driver.get_available_resource().hostname == "h1"
 
 
-def test_a_class_registered_under_another_name_is_refused(installed_distribution):
+def test_a_class_is_called_by_its_entry_point_name_and_never_changed(installed_distribution):
     installed_distribution(
-        "throwaway-alias", "throwaway_alias", {"alias": "throwaway_alias:ThrowAwayDriver"})
-    with pytest.raises(PluginTypeError) as err:
-        plugins.load(plugins.COMPUTE_DRIVERS, "alias", ComputeDriver)
-    assert "name = 'throwaway'" in str(err.value) and "set name = 'alias'" in str(err.value)
+        "throwaway-alias", "throwaway_alias", {"alias": "throwaway_alias:ThrowAwayDriver",
+                                               "other": "throwaway_alias:ThrowAwayDriver"})
+    alias = plugins.load(plugins.COMPUTE_DRIVERS, "alias", ComputeDriver)
+    assert alias.name == "alias" and alias.option_group() == "alias"
+    assert alias is plugins.load(plugins.COMPUTE_DRIVERS, "alias", ComputeDriver)
+    other = plugins.load(plugins.COMPUTE_DRIVERS, "other", ComputeDriver)
+    assert other.name == "other" and other.__mro__[1] is alias.__mro__[1]
+    original = alias.__mro__[1]
+    assert original.__name__ == alias.__name__ == "ThrowAwayDriver"
+    assert original.name == ""  # the loaded class itself was not touched
 
 
 def test_broken_drivers_are_listed_not_raised(installed_distribution):
