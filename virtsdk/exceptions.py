@@ -136,11 +136,10 @@ class PluginNotFound(PluginError):
 class PluginLoadError(PluginError):
     """The entry point of ``name`` failed to import; names its target and the cause."""
 
-    def __init__(self, group: str, name: str, target: str,
-                 cause: BaseException | str) -> None:
+    def __init__(self, group: str, name: str, target: str, cause: str) -> None:
         self.target = target
         #: ``Type: message`` of what the import raised (a string, so it crosses RPC)
-        self.cause = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.cause = cause
         super().__init__(group, name,
                          f"{_kind(group)} {name!r} (entry point {name} = {target} in group "
                          f"{group}) failed to load: {self.cause}")

@@ -167,7 +167,8 @@ def _import(group: str, name: str, claims: dict[str, list[Claim]]) -> tuple[obje
         mgr = _ClaimedManager(group, name, claim, on_failure)
     except NoMatches as exc:
         cause: BaseException = failure[0] if failure else exc
-        raise PluginLoadError(group, name, claim.target, cause) from cause
+        raise PluginLoadError(group, name, claim.target,
+                              f"{type(cause).__name__}: {cause}") from cause
     return mgr.driver, claim.target
 
 

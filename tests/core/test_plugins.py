@@ -120,10 +120,12 @@ def test_a_broken_entry_point_is_named_with_its_cause(bad_plugins, group, load, 
     assert group in msg and all(part in msg for part in named), msg
 
 
+@pytest.mark.parametrize("name", ["warp-drive", "broken", "notaplugin"])
 @pytest.mark.parametrize(("group", "load", "known"), GROUPS, ids=IDS)
-def test_every_error_is_one_family_that_crosses_rpc(group, load, known):
+def test_every_error_is_one_family_that_crosses_rpc(bad_plugins, group, load, known, name):
+    bad_plugins(group)
     with pytest.raises(PluginError) as err:
-        load("warp-drive")
+        load(name)
     again = type(err.value)(**err.value.kwargs)
     assert type(again) is type(err.value) and str(again) == str(err.value)
 
