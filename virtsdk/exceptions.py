@@ -133,26 +133,30 @@ class PluginNotFound(PluginError):
                          f"{group}; installed: {', '.join(self.installed) or 'none'})")
 
 
-class PluginLoadError(PluginError):
+class _EntryPointError(PluginError):
+    """An error about what one entry point (``name = target`` in ``group``) names."""
+
+    def __init__(self, group: str, name: str, target: str, problem: str) -> None:
+        self.target = target
+        super().__init__(group, name,
+                         f"{_kind(group)} {name!r} (entry point {name} = {target} in group "
+                         f"{group}) {problem}")
+
+
+class PluginLoadError(_EntryPointError):
     """The entry point of ``name`` failed to import; names its target and the cause."""
 
     def __init__(self, group: str, name: str, target: str, cause: str) -> None:
-        self.target = target
         #: ``Type: message`` of what the import raised (a string, so it crosses RPC)
         self.cause = cause
-        super().__init__(group, name,
-                         f"{_kind(group)} {name!r} (entry point {name} = {target} in group "
-                         f"{group}) failed to load: {self.cause}")
+        super().__init__(group, name, target, f"failed to load: {cause}")
 
 
-class PluginTypeError(PluginError):
+class PluginTypeError(_EntryPointError):
     """The entry point of ``name`` names something that is not a plugin of its group."""
 
     def __init__(self, group: str, name: str, target: str, reason: str) -> None:
-        self.target = target
-        super().__init__(group, name,
-                         f"{_kind(group)} {name!r} (entry point {name} = {target} in group "
-                         f"{group}) is not usable: {reason}")
+        super().__init__(group, name, target, f"is not usable: {reason}")
 
 
 class PluginConflict(PluginError):
