@@ -17,18 +17,15 @@ from virtsdk.driver import ComputeDriver
 
 
 @dataclass
-class DriverEntry:
-    """One installed driver as ``virtsdk drivers list`` shows it."""
+class DriverEntry(plugins.PluginInfo):
+    """One installed driver with its description, as ``virtsdk drivers list`` shows it."""
 
-    name: str
-    target: str
-    distribution: str
-    version: str
-    available: bool
-    error: str = ""
     capabilities: dict[str, object] = field(default_factory=dict)
     summary: str = ""
-    driver_class: type[ComputeDriver] | None = None
+
+    @property
+    def driver_class(self) -> type[ComputeDriver] | None:
+        return self.plugin
 
 
 def load_driver_class(name: str) -> type[ComputeDriver]:
@@ -46,8 +43,7 @@ def load_driver(name: str, conf: cfg.ConfigOpts, host: str) -> ComputeDriver:
 def list_drivers() -> list[DriverEntry]:
     out = []
     for info in plugins.describe_all(plugins.COMPUTE_DRIVERS, ComputeDriver):
-        entry = DriverEntry(info.name, info.target, info.distribution, info.version,
-                            info.available, info.error, driver_class=info.plugin)
+        entry = DriverEntry(**vars(info))
         if info.plugin is not None:
             desc = info.plugin.describe()
             entry.capabilities, entry.summary = desc.capabilities, desc.summary
