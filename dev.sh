@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command per job on a fresh Debian machine (run as root, or with sudo):
 #   ./dev.sh demo   - install everything, then run `virtsdk demo` on the embedded default
-#   ./dev.sh test   - install everything, then run ruff and the whole test suite
+#   ./dev.sh test   - install everything, then the checks of `lint` and the whole test suite
 #                     (including the libvirt lab tests, which start and stop their own hosts)
+#   ./dev.sh lint   - only the checks: ruff, mypy (strict for virtsdk/) and import-linter
+#                     (the core never imports a driver, arrows point down, no cycles)
 # Other jobs: ./dev.sh setup | bench | shell
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,17 +52,24 @@ venv_install() {
 
 setup() { apt_install; venv_install; }
 
+lint() {
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/mypy"                      # configuration: [tool.mypy] in pyproject.toml
+  "$VENV/bin/lint-imports"              # contracts: [tool.importlinter] in pyproject.toml
+}
+
 job=${1:-help}
 shift || true
 case "$job" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
+  lint) venv_install; lint ;;
   test)
     setup
-    "$VENV/bin/ruff" check .
+    lint
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
   shell) setup; exec bash --rcfile <(echo "source $VENV/bin/activate") ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -22,10 +22,12 @@ from virtsdk import conf as conf_pkg
 from virtsdk import rpc
 from virtsdk.api import API
 from virtsdk.compute.service import ComputeService
+from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.conductor.service import ConductorService
 from virtsdk.context import RequestContext, get_admin_context
 from virtsdk.db.api import Database
-from virtsdk.loader import load_driver_class, register_driver_opts
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, load, register_opts
 
 
 def make_conf(state_path: str | None = None, driver: str = "fake",
@@ -38,7 +40,7 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
     conf_pkg.register_all(conf)
     rpc.register_opts(conf)
     conf([], project="virtsdk", default_config_files=[])
-    register_driver_opts(conf, load_driver_class(driver))
+    register_opts(conf, load(COMPUTE_DRIVERS, driver, ComputeDriver))
     conf.set_override("compute_driver", driver)
     conf.set_override("state_path", state_path or tempfile.mkdtemp(prefix="virtsdk-"))
     conf.set_override("transport_url",
@@ -91,8 +93,8 @@ class EmbeddedCloud:
     def start_compute(self, host: str) -> ComputeService:
         """(Re)start the compute service of ``host``: a new manager and driver object
         (the hypervisor state outlives the service), recovery, then RPC."""
-        service = ComputeService(self.host_confs.get(host, self.conf), host, self.db,
-                                 self.driver_name)
+        conf = self.host_confs.get(host, self.conf)
+        service = ComputeService(conf, host, self.db, ConductorAPI(conf), self.driver_name)
         service.start()
         self.computes[host] = service
         return service

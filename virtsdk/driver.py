@@ -3,7 +3,8 @@
 Who calls what
 --------------
 A compute manager (:mod:`virtsdk.compute.manager`) runs on every host and owns exactly
-one driver instance, built by :func:`virtsdk.loader.load_driver` with that host's name
+one driver instance, loaded by :func:`virtsdk.plugins.load` (group ``virtsdk.compute_drivers``)
+and built with that host's name
 and the global :class:`oslo_config.cfg.ConfigOpts`.  The manager calls the driver; a
 driver never calls the manager or another host's driver.  Anything one host must tell
 another travels in the return values listed below and is carried over RPC by the
@@ -14,7 +15,7 @@ it must guarantee.  Methods for features a driver does not offer keep the defaul
 implementation, which raises :class:`virtsdk.exceptions.NotSupported` naming the driver
 and the feature; the manager turns that into a clean rollback.
 
-Cold migration / resize (REFERENCE.md section 1)::
+Cold migration / resize (the whole chain: docs/flows.md)::
 
     dest:   prepare_migrate_disk_target()          during prep_resize
     source: migrate_disk_and_power_off()           resize_instance
@@ -65,6 +66,7 @@ from virtsdk.objects import (
     NetworkInfo,
     TransferProgress,
 )
+from virtsdk.plugins import Plugin, register_opts
 
 
 @dataclass(frozen=True)
@@ -128,33 +130,31 @@ class DriverDescription:
     implemented: list[str] = field(default_factory=list)
 
 
-class ComputeDriver(abc.ABC):
+class ComputeDriver(Plugin, abc.ABC):
     """Base class of every hypervisor driver.
 
     Subclasses set :attr:`capabilities`, implement the abstract lifecycle methods and
     override the migration methods they support.  A driver's options live in its own
-    oslo.config group, named after its entry point; it declares them in
-    :meth:`list_opts` and reads them through ``self.conf[self.config_group]``.
+    oslo.config group, named after its entry point (:attr:`name`, which the class
+    sets to the name its entry point registers); it declares them in :meth:`list_opts`
+    and reads them through :attr:`config_group`.  They are registered when the driver
+    is built.
     """
 
-    #: Set by the loader to the entry-point name; also the oslo.config group name.
-    name: ClassVar[str] = "base"
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
+        register_opts(conf, type(self))
         self.conf = conf
         self.host = host
 
     # -- configuration & description ----------------------------------------------------
 
-    @classmethod
-    def list_opts(cls) -> list[cfg.Opt]:
-        """The options of this driver's group (registered by the loader)."""
-        return []
-
     @property
     def config_group(self) -> cfg.ConfigOpts.GroupAttr:
-        return getattr(self.conf, self.name)
+        """This driver's options (group :meth:`option_group`, ``[<name>]``)."""
+        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.option_group())
+        return group
 
     @classmethod
     def implemented_methods(cls) -> list[str]:

@@ -94,52 +94,80 @@ class VirtSDKError(Exception, metaclass=_RemoteRebuildable):
         return {"_remote": remote}
 
 
-# -- driver discovery -------------------------------------------------------------------
+class Invalid(VirtSDKError):
+    """Bad input: rejected before anything was touched."""
 
 
-class DriverError(VirtSDKError):
-    """Base class of driver discovery and loading errors."""
+# -- plugin discovery (virtsdk.plugins) ---------------------------------------------------
+
+#: What each entry-point group's plugins are called in messages.
+PLUGIN_KINDS = {
+    "virtsdk.compute_drivers": "compute driver",
+    "virtsdk.convergence_policies": "convergence policy",
+    "virtsdk.disk_transports": "disk transport",
+    "virtsdk.schedulers": "scheduler",
+    "virtsdk.cli_commands": "command",
+}
 
 
-class DriverNotFound(DriverError):
-    def __init__(self, name: str, available: list[str]) -> None:
+def _kind(group: str) -> str:
+    return PLUGIN_KINDS.get(group, f"{group} plugin")
+
+
+class PluginError(Invalid):
+    """A plugin that cannot be used; names the entry-point ``group`` and ``name``."""
+
+    def __init__(self, group: str, name: str, message: str) -> None:
+        self.group = group
         self.name = name
-        self.available = sorted(available)
-        avail = ", ".join(self.available) or "none"
-        super().__init__(
-            f"no compute driver named {name!r} is installed "
-            f"(installed drivers: {avail})"
-        )
+        super().__init__(message)
 
 
-class DriverLoadError(DriverError):
-    def __init__(self, name: str, target: str, cause: BaseException) -> None:
-        self.name = name
+class PluginNotFound(PluginError):
+    """No installed distribution registers ``name`` in ``group``."""
+
+    def __init__(self, group: str, name: str, installed: list[str]) -> None:
+        self.installed = sorted(installed)
+        super().__init__(group, name,
+                         f"no {_kind(group)} named {name!r} is installed (entry-point group "
+                         f"{group}; installed: {', '.join(self.installed) or 'none'})")
+
+
+class _EntryPointError(PluginError):
+    """An error about what one entry point (``name = target`` in ``group``) names."""
+
+    def __init__(self, group: str, name: str, target: str, problem: str) -> None:
         self.target = target
+        super().__init__(group, name,
+                         f"{_kind(group)} {name!r} (entry point {name} = {target} in group "
+                         f"{group}) {problem}")
+
+
+class PluginLoadError(_EntryPointError):
+    """The entry point of ``name`` failed to import; names its target and the cause."""
+
+    def __init__(self, group: str, name: str, target: str, cause: str) -> None:
+        #: ``Type: message`` of what the import raised (a string, so it crosses RPC)
         self.cause = cause
-        super().__init__(
-            f"compute driver {name!r} ({target}) failed to load: "
-            f"{type(cause).__name__}: {cause}"
-        )
+        super().__init__(group, name, target, f"failed to load: {cause}")
 
 
-class DriverTypeError(DriverError):
-    def __init__(self, name: str, obj: object) -> None:
-        self.name = name
-        super().__init__(
-            f"entry point {name!r} names {obj!r}, which is not a subclass of "
-            "virtsdk.driver.ComputeDriver"
-        )
+class PluginTypeError(_EntryPointError):
+    """The entry point of ``name`` names something that is not a plugin of its group."""
+
+    def __init__(self, group: str, name: str, target: str, reason: str) -> None:
+        super().__init__(group, name, target, f"is not usable: {reason}")
 
 
-class DriverConflict(DriverError):
-    def __init__(self, name: str, distributions: list[str]) -> None:
-        self.name = name
+class PluginConflict(PluginError):
+    """More than one distribution registers ``name`` in ``group``."""
+
+    def __init__(self, group: str, name: str, distributions: list[str]) -> None:
         self.distributions = sorted(distributions)
-        super().__init__(
-            f"compute driver name {name!r} is claimed by more than one distribution: "
-            f"{', '.join(self.distributions)}; uninstall all but one"
-        )
+        super().__init__(group, name,
+                         f"{_kind(group)} name {name!r} is claimed by more than one "
+                         f"distribution: {', '.join(self.distributions)}; uninstall all "
+                         "but one")
 
 
 class NotSupported(VirtSDKError):
@@ -155,10 +183,6 @@ class NotSupported(VirtSDKError):
 
 
 # -- input validation -------------------------------------------------------------------
-
-
-class Invalid(VirtSDKError):
-    """Bad input: rejected before anything was touched."""
 
 
 class InvalidHostname(Invalid):
@@ -298,29 +322,6 @@ class TransferAuthError(DiskTransferError):
 
 class TransferIntegrityError(DiskTransferError):
     pass
-
-
-class PolicyNotFound(Invalid):
-    """A convergence policy name that no installed entry point provides."""
-
-    def __init__(self, name: str, available: list[str]) -> None:
-        self.name = name
-        self.available = sorted(available)
-        super().__init__(
-            f"no convergence policy named {name!r} is installed "
-            f"(installed policies: {', '.join(self.available) or 'none'})"
-        )
-
-
-class PolicyLoadError(Invalid):
-    """A convergence policy that failed to import or to read its configuration."""
-
-    def __init__(self, name: str, cause: BaseException) -> None:
-        self.name = name
-        self.cause = cause
-        super().__init__(
-            f"convergence policy {name!r} failed to load: {type(cause).__name__}: {cause}"
-        )
 
 
 class InjectedFault(VirtSDKError):

@@ -47,13 +47,13 @@ class Notifier:
     def info(self, ctx: RequestContext, event_type: str, payload: dict[str, Any]) -> None:
         try:
             self._notifier.info(ctx, event_type, payload)
-        except Exception:  # noqa: BLE001 - see the module docstring
+        except Exception:  # see the module docstring
             LOG.exception("could not emit notification %s", event_type)
 
     def error(self, ctx: RequestContext, event_type: str, payload: dict[str, Any]) -> None:
         try:
             self._notifier.error(ctx, event_type, payload)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("could not emit notification %s", event_type)
 
     @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import typing
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -90,10 +89,15 @@ def from_primitive(value: Any) -> Any:
     return value
 
 
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+_HINTS: dict[type[VirtObject], dict[str, Any]] = {}
+
+
+def _type_hints(cls: type[VirtObject]) -> dict[str, Any]:
     """``typing.get_type_hints`` per class, computed once (it dominates decoding)."""
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _coerce(hint: Any, value: Any) -> Any:

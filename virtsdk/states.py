@@ -1,4 +1,4 @@
-"""The state vocabulary of instances and migrations (REFERENCE.md section 2).
+"""The state vocabulary of instances and migrations (transitions: docs/flows.md).
 
 ``vm_state`` is what the instance *is*; ``task_state`` is what is being done to it
 (None when idle); ``power_state`` is what the hypervisor reports.  Migration records

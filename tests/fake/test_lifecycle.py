@@ -7,16 +7,17 @@ from oslo_config import cfg
 from virtsdk_fake.driver import FakeDriver
 from virtsdk_fake.storage import GiB, MiB
 
+from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound, InsufficientResources
-from virtsdk.loader import load_driver
 from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
+from virtsdk.plugins import COMPUTE_DRIVERS, load
 from virtsdk.states import PowerState
 
 from .conftest import BIG, SMALL
 
 
 def test_loaded_by_entry_point_with_its_own_option_group(conf, fabric):
-    driver = load_driver("fake", conf, "via-loader")
+    driver = load(COMPUTE_DRIVERS, "fake", ComputeDriver)(conf, "via-loader")
     assert isinstance(driver, FakeDriver)
     assert conf.fake.fabric == fabric.name
     assert "via-loader" in fabric.hosts

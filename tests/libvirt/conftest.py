@@ -19,7 +19,7 @@ import pytest
 from oslo_config import cfg
 from virtsdk_libvirt.driver import LibvirtDriver
 
-from virtsdk.loader import register_driver_opts
+from virtsdk.plugins import register_opts
 
 
 def make_conf(lab_host: Any, **overrides: Any) -> cfg.ConfigOpts:
@@ -30,7 +30,7 @@ def make_conf(lab_host: Any, **overrides: Any) -> cfg.ConfigOpts:
     ``**{"transport_local.method": "userspace"}``).
     """
     conf = cfg.ConfigOpts()
-    register_driver_opts(conf, LibvirtDriver)
+    register_opts(conf, LibvirtDriver)
     conf([], project="virtsdk-test", default_config_files=[])
     values: dict[str, Any] = {
         "connection_uri": lab_host.libvirt_uri,

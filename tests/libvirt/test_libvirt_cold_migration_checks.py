@@ -17,7 +17,6 @@ from virtsdk.exceptions import (
     TransferIntegrityError,
     UnsafePath,
 )
-from virtsdk.loader import register_driver_opts
 from virtsdk.objects import (
     ColdMigrateData,
     DiskInfo,
@@ -27,6 +26,7 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
+from virtsdk.plugins import register_opts
 from virtsdk.states import MigrationType
 from virtsdk.transfer.base import ReceivedFile, SentFile, TransferResult
 
@@ -34,7 +34,7 @@ from virtsdk.transfer.base import ReceivedFile, SentFile, TransferResult
 @pytest.fixture
 def driver(tmp_path: Path) -> LibvirtDriver:
     conf = cfg.ConfigOpts()
-    register_driver_opts(conf, LibvirtDriver)
+    register_opts(conf, LibvirtDriver)
     conf.set_override("connection_uri", "test:///default", group="libvirt")
     conf.set_override("instances_path", str(tmp_path / "instances"), group="libvirt")
     return LibvirtDriver(conf, "h1")

@@ -7,11 +7,12 @@ from oslo_config import cfg
 from virtsdk_libvirt import config
 from virtsdk_libvirt.driver import LibvirtDriver
 
-from virtsdk.loader import load_driver, load_driver_class
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, load
 
 
 def test_found_by_entry_point() -> None:
-    assert load_driver_class("libvirt") is LibvirtDriver
+    assert load(COMPUTE_DRIVERS, "libvirt", ComputeDriver) is LibvirtDriver
 
 
 def test_options_live_in_the_libvirt_group_with_the_live_ones() -> None:
@@ -21,7 +22,7 @@ def test_options_live_in_the_libvirt_group_with_the_live_ones() -> None:
             "shutdown_retry_interval"} <= names
     assert len(names) == len(LibvirtDriver.list_opts())  # no duplicates
     conf = cfg.ConfigOpts()
-    driver = load_driver("libvirt", conf, "h1")
+    driver = load(COMPUTE_DRIVERS, "libvirt", ComputeDriver)(conf, "h1")
     assert isinstance(driver, LibvirtDriver)
     assert conf.libvirt.virt_type == "qemu" and conf.libvirt.disk_transport == "auto"
     assert conf.libvirt.cpu_mode == "maximum"

@@ -16,14 +16,14 @@ from virtsdk_libvirt.live.checks import CHECK_FILE_PREFIX
 
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import Invalid, InvalidHostname, UnsafePath
-from virtsdk.loader import register_driver_opts
 from virtsdk.objects import Flavor, Instance, LiveMigrateData, NetworkInfo
+from virtsdk.plugins import register_opts
 
 
 @pytest.fixture
 def driver(tmp_path, monkeypatch):
     conf = cfg.ConfigOpts()
-    register_driver_opts(conf, LibvirtDriver)
+    register_opts(conf, LibvirtDriver)
     conf([], default_config_files=[])
     conf.set_override("connection_uri", "qemu+tcp://192.0.2.1/system", "libvirt")
     conf.set_override("instances_path", str(tmp_path / "instances"), "libvirt")

@@ -26,8 +26,8 @@ from virtsdk.exceptions import (
     MigrationNotFound,
     NotSupported,
 )
-from virtsdk.loader import register_driver_opts
 from virtsdk.objects import DiskInfo, Flavor, Instance, LiveMigrateData
+from virtsdk.plugins import register_opts
 
 
 class NameOnly:
@@ -40,7 +40,7 @@ class NameOnly:
 @pytest.fixture
 def driver(tmp_path):
     conf = cfg.ConfigOpts()
-    register_driver_opts(conf, LibvirtDriver)
+    register_opts(conf, LibvirtDriver)
     conf([], default_config_files=[])
     conf.set_override("connection_uri", "qemu+tcp://127.0.0.1:1/system", "libvirt")
     conf.set_override("connect_retries", 0, "libvirt")

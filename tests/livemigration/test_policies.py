@@ -6,11 +6,11 @@ import pytest
 from oslo_config import cfg
 
 from virtsdk import conf as conf_pkg
-from virtsdk.exceptions import PolicyNotFound
+from virtsdk import plugins
+from virtsdk.exceptions import PluginNotFound
 from virtsdk.livemigration import opts as lm_opts
 from virtsdk.livemigration.base import Action
 from virtsdk.livemigration.loader import (
-    available_policies,
     configured_policy_names,
     load_configured_policies,
     load_policies,
@@ -178,9 +178,9 @@ def test_bad_parameters_are_refused(build):
 
 
 def test_loader_builds_policies_from_entry_points(conf):
-    assert set(available_policies()) >= {"linear_downtime", "exponential_downtime",
-                                         "completion_timeout", "stall_detection",
-                                         "postcopy", "auto_converge"}
+    assert set(plugins.names(plugins.CONVERGENCE_POLICIES)) >= {
+        "linear_downtime", "exponential_downtime", "completion_timeout", "stall_detection",
+        "postcopy", "auto_converge"}
     policies = load_policies(["linear_downtime", " completion_timeout", "linear_downtime"],
                              conf)
     assert [type(p) for p in policies] == [LinearDowntimeSteps, CompletionTimeout]
@@ -188,7 +188,7 @@ def test_loader_builds_policies_from_entry_points(conf):
 
 
 def test_loader_names_what_is_installed_for_an_unknown_policy(conf):
-    with pytest.raises(PolicyNotFound) as info:
+    with pytest.raises(PluginNotFound) as info:
         load_policies(["linear_downtime", "warp_drive"], conf)
     assert "'warp_drive'" in str(info.value) and "stall_detection" in str(info.value)
 

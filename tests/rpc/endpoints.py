@@ -91,7 +91,8 @@ class LocalOnlyError(Exception):
 
 ERRORS: dict[str, Callable[[], BaseException]] = {
     "instance_not_found": lambda: exceptions.InstanceNotFound("inst-1", host="hostB"),
-    "driver_not_found": lambda: exceptions.DriverNotFound("nope", ["fake", "libvirt"]),
+    "driver_not_found": lambda: exceptions.PluginNotFound(
+        "virtsdk.compute_drivers", "nope", ["fake", "libvirt"]),
     "invalid_state": lambda: exceptions.InstanceInvalidState(
         "inst-2", "vm_state", "stopped", "live-migrate"
     ),

@@ -30,8 +30,8 @@ def client():
     ("kind", "cls", "attrs"),
     [
         ("instance_not_found", exceptions.InstanceNotFound, {"instance": "inst-1"}),
-        ("driver_not_found", exceptions.DriverNotFound,
-         {"name": "nope", "available": ["fake", "libvirt"]}),
+        ("driver_not_found", exceptions.PluginNotFound,
+         {"name": "nope", "installed": ["fake", "libvirt"]}),
         ("invalid_state", exceptions.InstanceInvalidState, {"state": "stopped"}),
         ("unexpected_task_state", exceptions.UnexpectedTaskState,
          {"expected": "migrating", "actual": None}),

@@ -21,9 +21,8 @@ from typing import Any
 import oslo_messaging
 from oslo_config import cfg
 
+from virtsdk import actions, network
 from virtsdk.api import fields
-from virtsdk.compute import utils
-from virtsdk.compute.manager import BINARY
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import RequestContext
@@ -40,6 +39,7 @@ from virtsdk.exceptions import (
     UnexpectedTaskState,
 )
 from virtsdk.objects import Flavor, ImageMeta, Instance, Migration
+from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, TaskState, VMState
 from virtsdk.validation import validate_hostname
 
@@ -75,7 +75,7 @@ class API:
 
     def _host(self, host: str) -> Service:
         validate_hostname(host)
-        svc = self.db.service_get(host, BINARY)
+        svc = self.db.service_get(host, COMPUTE)
         if svc is None:
             raise HostNotFound(f"compute host {host!r} not found")
         return svc
@@ -123,7 +123,7 @@ class API:
         flavor = self.db.flavor_get(fields.flavor_name(flavor_name))
         if host is not None:
             self._host(host)
-        sysmeta = {"network_info": utils.network_info_metadata(utils.new_network_info())}
+        sysmeta = {"network_info": network.network_info_metadata(network.new_network_info())}
         instance = Instance(name=name, flavor=flavor, image=image or ImageMeta(
             id="cirros", name="cirros"), metadata=dict(metadata or {}),
             system_metadata=sysmeta)
@@ -175,7 +175,7 @@ class API:
         return self.db.actions_get(instance_uuid)
 
     def list_services(self, ctx: RequestContext) -> list[Service]:
-        return self.db.service_get_all(BINARY)
+        return self.db.service_get_all(COMPUTE)
 
     def wait(self, ctx: RequestContext, instance_uuid: str, timeout: float = 60.0,
              poll: float = 0.005) -> Instance:
@@ -267,7 +267,7 @@ class API:
         try:
             yield
         except oslo_messaging.MessageDeliveryFailure as exc:
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
             self.db.instance_update(instance.uuid, {"task_state": None},
                                     expected_task_state=task)
             raise
@@ -336,7 +336,7 @@ class API:
         """The request never left this process: give the resize back to the user."""
         self.db.migration_update(int(migration.id or 0), {"status": Status.FINISHED},
                                  expected_status=status)
-        utils.finish_action(self.db, ctx, instance.uuid, "request could not be sent")
+        actions.finish_action(self.db, ctx, instance.uuid, "request could not be sent")
         self.db.instance_update(instance.uuid, {"task_state": None},
                                 expected_task_state=task)
 
@@ -398,7 +398,7 @@ class API:
         self.db.action_start(ctx, instance_uuid, "live_migration_abort")
         self.compute.live_migration_abort(ctx, migration.source_host, instance,
                                           migration_id)
-        utils.finish_action(self.db, ctx, instance_uuid)
+        actions.finish_action(self.db, ctx, instance_uuid)
 
     def live_migration_force_complete(self, ctx: RequestContext, instance_uuid: str,
                                       migration_id: int) -> None:
@@ -416,7 +416,7 @@ class API:
         self.db.action_start(ctx, instance_uuid, "live_migration_force_complete")
         self.compute.live_migration_force_complete(ctx, migration.source_host, instance,
                                                    migration_id)
-        utils.finish_action(self.db, ctx, instance_uuid)
+        actions.finish_action(self.db, ctx, instance_uuid)
 
     # -- migration records ------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ DIRTY_GUEST = {"fake:dirty_rate_mbps": "150", "fake:working_set_mb": "40"}
 HOPELESS_GUEST = {"fake:dirty_rate_mbps": "400"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run every migration flow on an embedded 3-host cloud")
     p.add_argument("--driver", default="fake", help="compute driver entry point (fake)")
     p.add_argument("--time-scale", type=float, default=0.01,

@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from virtsdk.loader import list_drivers, load_driver_class
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, describe_all, load
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drivers", help="list and describe installed compute drivers")
     dsub = p.add_subparsers(dest="drivers_command", metavar="ACTION")
     dsub.required = True
@@ -28,9 +29,10 @@ def cmd_list(_args: argparse.Namespace) -> int:
     table = Table(title="virtsdk compute drivers (entry-point group virtsdk.compute_drivers)")
     for col in ("name", "distribution", "version", "status", "capabilities"):
         table.add_column(col)
-    for entry in list_drivers():
+    for entry in describe_all(COMPUTE_DRIVERS, ComputeDriver):
+        capabilities = entry.plugin.capabilities.as_dict() if entry.plugin else {}
         caps = ", ".join(
-            k.removeprefix("supports_") for k, v in entry.capabilities.items() if v is True
+            k.removeprefix("supports_") for k, v in capabilities.items() if v is True
         )
         status = (
             "available" if entry.available
@@ -42,7 +44,7 @@ def cmd_list(_args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    cls = load_driver_class(args.name)
+    cls = load(COMPUTE_DRIVERS, args.name, ComputeDriver)
     desc = cls.describe()
     console = Console()
     console.print(f"[bold]{desc.name}[/bold]: {desc.summary}")
@@ -53,7 +55,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         caps.add_row(key, str(value))
     console.print(caps)
     console.print("implements: " + (", ".join(desc.implemented) or "lifecycle only"))
-    opts = Table(title=escape(f"options (group [{desc.name}])"))
+    opts = Table(title=escape(f"options (group [{cls.option_group()}])"))
     for col in ("option", "type", "default", "help"):
         opts.add_column(col)
     for opt in cls.list_opts():

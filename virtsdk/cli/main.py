@@ -13,9 +13,8 @@ import argparse
 import sys
 import warnings
 
-from stevedore import extension
-
-CLI_NAMESPACE = "virtsdk.cli_commands"
+from virtsdk import plugins
+from virtsdk.exceptions import PluginError, VirtSDKError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,16 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="oslo.config file(s) to read")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    broken: list[str] = []
-
-    def on_failure(_mgr: object, ep: object, err: BaseException) -> None:
-        broken.append(f"{getattr(ep, 'name', ep)}: {err}")
-
-    mgr = extension.ExtensionManager(CLI_NAMESPACE, on_load_failure_callback=on_failure)
-    for ext in sorted(mgr, key=lambda e: e.name):
-        ext.plugin(sub)
-    for item in broken:
-        print(f"warning: command plugin {item}", file=sys.stderr)
+    for name in plugins.names(plugins.CLI_COMMANDS):
+        try:
+            register = plugins.load_function(plugins.CLI_COMMANDS, name)
+        except PluginError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 
@@ -51,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - a CLI shows errors, not tracebacks
-        from virtsdk.exceptions import VirtSDKError
-
-        if not isinstance(exc, VirtSDKError):
-            raise
+    except VirtSDKError as exc:  # a CLI shows errors, not tracebacks
         # a remote error's traceback is in the serving service's log under this id
         where = f" (request {exc.request_id})" if exc.request_id else ""
         print(f"error: {exc}{where}", file=sys.stderr)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from oslo_config import cfg
 
 from virtsdk.compute.rpcapi import ComputeAPI
-from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.driver import ComputeDriver
 from virtsdk.notifications import Notifier
 from virtsdk.objects import Flavor, Instance
+
+
+class ConductorClient(Protocol):
+    """What a compute manager asks of the conductor, given to it by whoever builds it
+    (:class:`virtsdk.conductor.rpcapi.ConductorAPI`; compute never imports the layer
+    above it)."""
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                        alternates: list[str], migration_type: str) -> None:
+        """Cast: schedule a refused cold migration / resize again on ``alternates``."""
 
 
 class ManagerBase:
@@ -25,7 +34,7 @@ class ManagerBase:
     db: Database
     driver: ComputeDriver
     compute_rpc: ComputeAPI
-    conductor_rpc: ConductorAPI
+    conductor_rpc: ConductorClient
     notifier: Notifier
     stopped: threading.Event
     _live_threads: dict[int, threading.Thread]

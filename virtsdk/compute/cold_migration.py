@@ -1,4 +1,4 @@
-"""Cold migration and resize on the compute side (REFERENCE.md section 1).
+"""Cold migration and resize on the compute side (the chain of docs/flows.md).
 
 RPC methods, all casts, each running on the host named in its docstring::
 
@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import Conflict, NotSupported, RescheduledError
@@ -53,10 +53,10 @@ class ColdMigrationMixin(ManagerBase):
             return
         values: dict[str, object] = {"status": status}
         if exc is not None:
-            values["error"] = utils.describe(exc)
+            values["error"] = actions.describe(exc)
         try:
             self.db.migration_update(migration.id, values)
-        except Exception:  # noqa: BLE001 - never hide the original failure
+        except Exception:  # never hide the original failure
             LOG.exception("could not mark migration %s %s", migration.id, status)
 
     def _old_vm_state(self, instance: Instance) -> VMState:
@@ -68,14 +68,14 @@ class ColdMigrationMixin(ManagerBase):
         """End a failed flow: optional field fixes, then error-out semantics
         (``rollback`` forces "restore ``restore``" whatever the error)."""
         LOG.warning("%s of %s failed on %s: %s", instance.task_state, instance.uuid,
-                    self.host, utils.describe(exc))
+                    self.host, actions.describe(exc))
         if extra:
             try:
                 self.db.instance_update(instance.uuid, dict(extra))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("could not restore fields of %s", instance.uuid)
-        utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
-        utils.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
+        actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
+        actions.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
 
     def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
         """The driver's transfer callback: stores progress in the migration record,
@@ -111,21 +111,22 @@ class ColdMigrationMixin(ManagerBase):
         restore = instance.vm_state
         box: dict[str, object] = {}
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
                                       self.host):
                 self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), box)
-        except RescheduledError as exc:
-            self._mark_migration(box.get("migration"), Status.ERROR, exc)  # type: ignore[arg-type]
+        except RescheduledError as refused:
+            self._mark_migration(box.get("migration"), Status.ERROR, refused)  # type: ignore[arg-type]
+            failure: Exception = refused
             if alternates:
                 LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
-                         instance.uuid, self.host, exc, alternates)
+                         instance.uuid, self.host, refused, alternates)
                 try:
                     self.conductor_rpc.resize_instance(ctx, instance, flavor, alternates,
                                                        migration_type)
                     return
-                except Exception as exc2:  # noqa: BLE001 - reschedule lost: restore
-                    exc = exc2
-            self._fail_flow(ctx, instance, exc, restore,
+                except Exception as lost:  # noqa: BLE001 - reschedule lost: restore
+                    failure = lost
+            self._fail_flow(ctx, instance, failure, restore,
                             {"old_flavor": None, "new_flavor": None}, rollback=True)
             return
         except Exception as exc:  # noqa: BLE001 - a cast: the records say what happened
@@ -186,7 +187,7 @@ class ColdMigrationMixin(ManagerBase):
         try:
             self.driver.abort_migrate_disk_target(ctx, instance,
                                                   migrate_data or ColdMigrateData())
-        except Exception:  # noqa: BLE001 - cleanup is best effort; logged
+        except Exception:  # cleanup is best effort; logged
             LOG.exception("abort_migrate_disk_target of %s failed on %s", instance.uuid,
                           self.host)
 
@@ -199,7 +200,7 @@ class ColdMigrationMixin(ManagerBase):
         instance = self.db.instance_get(instance.uuid)
         self._abort_target(ctx, instance, migrate_data)
         if destroy and instance.host != self.host:
-            self.driver.destroy(ctx, instance, utils.network_info(instance),
+            self.driver.destroy(ctx, instance, network.network_info(instance),
                                 destroy_disks=True)
 
     # -- source: resize_instance ----------------------------------------------------------
@@ -214,7 +215,7 @@ class ColdMigrationMixin(ManagerBase):
         restore = instance.vm_state
         reached_driver = False
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid,
+            with actions.event_reporter(self.db, ctx, instance.uuid,
                                       "compute_resize_instance", self.host):
                 migration = self.db.migration_update(
                     int(migration.id or 0), {"status": Status.MIGRATING},
@@ -226,7 +227,7 @@ class ColdMigrationMixin(ManagerBase):
                 reached_driver = True
                 disk_info = self.driver.migrate_disk_and_power_off(
                     ctx, instance, str(migration.dest_host), flavor,
-                    utils.network_info(instance), None,
+                    network.network_info(instance), None,
                     self.conf.compute.shutdown_timeout,
                     self.conf.compute.shutdown_retry_interval, migrate_data,
                     progress=self._transfer_progress(int(migration.id or 0)))
@@ -264,15 +265,15 @@ class ColdMigrationMixin(ManagerBase):
         try:
             self.compute_rpc.abort_resize_target(ctx, str(migration.dest_host), instance,
                                                  migration, migrate_data, destroy=True)
-        except Exception:  # noqa: BLE001 - the destination may be down; logged
+        except Exception:  # the destination may be down; logged
             LOG.exception("could not clean destination %s of %s", migration.dest_host,
                           instance.uuid)
         if reached_driver:
             try:
                 self.driver.finish_revert_migration(
-                    ctx, instance, utils.network_info(instance), migration,
+                    ctx, instance, network.network_info(instance), migration,
                     power_on=restore == VMState.ACTIVE)
-            except Exception as exc2:  # noqa: BLE001
+            except Exception as exc2:
                 LOG.exception("could not restore %s on its source", instance.uuid)
                 exc = exc2
         self._fail_flow(ctx, instance, exc, restore, {
@@ -292,7 +293,7 @@ class ColdMigrationMixin(ManagerBase):
         restore = self._old_vm_state(instance)
         reached_driver = False
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
                                       self.host):
                 new, old = migration.new_flavor or instance.flavor, migration.old_flavor
                 instance = self.db.instance_update(
@@ -303,7 +304,7 @@ class ColdMigrationMixin(ManagerBase):
                 power_on = restore == VMState.ACTIVE
                 reached_driver = True
                 self.driver.finish_migration(
-                    ctx, migration, instance, disk_info, utils.network_info(instance),
+                    ctx, migration, instance, disk_info, network.network_info(instance),
                     instance.image or ImageMeta(id="none"), resize_instance=new != old,
                     power_on=power_on)
                 self.db.migration_update(int(migration.id or 0),
@@ -321,7 +322,7 @@ class ColdMigrationMixin(ManagerBase):
                 return
             self._finish_resize_failed(ctx, instance, migration, migrate_data, exc)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
                               migration: Migration, migrate_data: ColdMigrateData | None,
@@ -330,9 +331,9 @@ class ColdMigrationMixin(ManagerBase):
         self._mark_migration(migration, Status.ERROR, exc)
         if migration.source_host != self.host:
             try:
-                self.driver.destroy(ctx, instance, utils.network_info(instance),
+                self.driver.destroy(ctx, instance, network.network_info(instance),
                                     destroy_disks=True)
-            except Exception:  # noqa: BLE001 - logged; the source copy is intact
+            except Exception:  # logged; the source copy is intact
                 LOG.exception("could not remove partial %s from %s", instance.uuid,
                               self.host)
             self._abort_target(ctx, instance, migrate_data)
@@ -341,8 +342,8 @@ class ColdMigrationMixin(ManagerBase):
             "flavor": migration.old_flavor or instance.flavor})
         try:
             self.compute_rpc.restore_resize_source(
-                ctx, migration.source_host, instance, migration, utils.describe(exc),
-                isinstance(exc, utils.ROLLBACK_ERRORS))
+                ctx, migration.source_host, instance, migration, actions.describe(exc),
+                isinstance(exc, actions.ROLLBACK_ERRORS))
         except Exception as exc2:  # noqa: BLE001 - the source keeps the copy; ERROR
             self._fail_flow(ctx, instance, exc2, VMState.ERROR)
 
@@ -355,18 +356,18 @@ class ColdMigrationMixin(ManagerBase):
         old = self._old_vm_state(instance)
         final = old if rollback else VMState.ERROR
         try:
-            self.driver.finish_revert_migration(ctx, instance, utils.network_info(instance),
+            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 migration, power_on=old == VMState.ACTIVE)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.exception("could not restore %s on %s", instance.uuid, self.host)
-            final, reason = VMState.ERROR, f"{reason}; restore: {utils.describe(exc)}"
+            final, reason = VMState.ERROR, f"{reason}; restore: {actions.describe(exc)}"
         self.db.instance_update(instance.uuid, {
             "host": self.host, "node": migration.source_node,
             "flavor": migration.old_flavor or instance.flavor, "old_flavor": None,
             "new_flavor": None, "vm_state": final, "task_state": None,
             "power_state": PowerState.RUNNING if old == VMState.ACTIVE
             else PowerState.SHUTDOWN})
-        utils.finish_action(self.db, ctx, instance.uuid, reason)
+        actions.finish_action(self.db, ctx, instance.uuid, reason)
 
     # -- confirm / revert -----------------------------------------------------------------
 
@@ -376,11 +377,11 @@ class ColdMigrationMixin(ManagerBase):
         migration 'confirmed', vm_state back to ACTIVE/STOPPED."""
         instance = self._instance(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
                                       self.host):
                 self._notify(ctx, "resize.confirm.start", instance, migration_id=migration.id)
                 self.driver.confirm_migration(ctx, migration, instance,
-                                              utils.network_info(instance))
+                                              network.network_info(instance))
                 self.db.migration_update(int(migration.id or 0),
                                          {"status": Status.CONFIRMED},
                                          expected_status=Status.CONFIRMING)
@@ -394,7 +395,7 @@ class ColdMigrationMixin(ManagerBase):
             self._mark_migration(migration, Status.ERROR, exc)
             self._fail_flow(ctx, instance, exc, VMState.RESIZED)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def revert_resize(self, ctx: RequestContext, instance: Instance,
                       migration: Migration) -> None:
@@ -402,11 +403,11 @@ class ColdMigrationMixin(ManagerBase):
         ``finish_revert_resize`` to the source."""
         instance = self._instance(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
                                       self.host):
                 self._notify(ctx, "resize.revert.start", instance, migration_id=migration.id)
                 if migration.source_host != self.host:
-                    self.driver.destroy(ctx, instance, utils.network_info(instance),
+                    self.driver.destroy(ctx, instance, network.network_info(instance),
                                         destroy_disks=True)
         except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
             self._mark_migration(migration, Status.ERROR, exc)
@@ -427,14 +428,14 @@ class ColdMigrationMixin(ManagerBase):
         instance = self._instance(instance)
         old = self._old_vm_state(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid,
+            with actions.event_reporter(self.db, ctx, instance.uuid,
                                       "compute_finish_revert_resize", self.host):
                 instance = self.db.instance_update(
                     instance.uuid, {"host": self.host, "node": migration.source_node,
                                     "flavor": migration.old_flavor or instance.flavor},
                     expected_task_state=TaskState.RESIZE_REVERTING)
                 self.driver.finish_revert_migration(
-                    ctx, instance, utils.network_info(instance), migration,
+                    ctx, instance, network.network_info(instance), migration,
                     power_on=old == VMState.ACTIVE)
                 self.db.migration_update(int(migration.id or 0), {"status": Status.REVERTED},
                                          expected_status=Status.REVERTING)
@@ -449,4 +450,4 @@ class ColdMigrationMixin(ManagerBase):
             self._mark_migration(migration, Status.ERROR, exc)
             self._fail_flow(ctx, instance, exc, VMState.RESIZED)
             return
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)

@@ -1,4 +1,4 @@
-"""Live migration on the compute side (REFERENCE.md sections 1 and 2).
+"""Live migration on the compute side (flow and statuses: docs/flows.md).
 
 RPC methods and the hosts they run on::
 
@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
@@ -92,11 +92,11 @@ class LiveMigrationMixin(ManagerBase):
         returns ``migrate_data`` completed (listen addresses...).  Notifications
         ``live_migration.pre.start`` / ``.end``."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
+        with actions.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
                                   self.host):
             self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
             data = self.driver.pre_live_migration(ctx, instance, None,
-                                                  utils.network_info(instance), disk_info,
+                                                  network.network_info(instance), disk_info,
                                                   migrate_data)
             self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
         return data
@@ -107,7 +107,7 @@ class LiveMigrationMixin(ManagerBase):
         """Destination, RPC call from the source once the guest runs here: the
         instance record moves to this host first, then the driver finishes."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid,
+        with actions.event_reporter(self.db, ctx, instance.uuid,
                                   "compute_post_live_migration_at_destination", self.host):
             self._notify(ctx, "live_migration.post.dest.start", instance,
                          migration_id=migration.id)
@@ -116,7 +116,7 @@ class LiveMigrationMixin(ManagerBase):
                                 "power_state": PowerState.RUNNING},
                 expected_task_state=TaskState.MIGRATING)
             self.driver.post_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), block_migration, None)
+                ctx, instance, network.network_info(instance), block_migration, None)
             self._notify(ctx, "live_migration.post.dest.end", instance,
                          migration_id=migration.id)
 
@@ -127,11 +127,11 @@ class LiveMigrationMixin(ManagerBase):
         """Destination, RPC call from the source after a failure: remove what
         pre_live_migration created here."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid,
+        with actions.event_reporter(self.db, ctx, instance.uuid,
                                   "compute_rollback_live_migration_at_destination",
                                   self.host):
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), None, destroy_disks,
+                ctx, instance, network.network_info(instance), None, destroy_disks,
                 migrate_data)
             self._notify(ctx, "live_migration.rollback.dest.end", instance,
                          migration_id=migration.id)
@@ -184,7 +184,7 @@ class LiveMigrationMixin(ManagerBase):
                 return
             self._run_live_migration(ctx, instance, dest, block_migration, migration,
                                      migrate_data)
-        except Exception as exc:  # noqa: BLE001 - last resort: never lose the outcome
+        except Exception as exc:  # last resort: never lose the outcome
             LOG.exception("live migration %s of %s crashed", mid, instance.uuid)
             if not self.stopped.is_set():
                 self._end_live(ctx, instance, mid, Status.ERROR, exc, vm_state=VMState.ERROR)
@@ -216,24 +216,28 @@ class LiveMigrationMixin(ManagerBase):
         self.db.migration_update(mid, {"status": Status.RUNNING},
                                  expected_status=Status.PREPARING)
         outcome: dict[str, BaseException | None] = {}
+        # the callbacks keep the driver.PostMethod / RecoverMethod signatures (a driver
+        # may pass their arguments by name); the records use the manager's own copies
+        own_instance, own_dest = instance, dest
 
-        def post_method(_c: RequestContext, _i: Instance, _d: str, _b: bool,
-                        data: LiveMigrateData) -> None:
+        def post_method(context: RequestContext, instance: Instance, dest: str,
+                        block_migration: bool, migrate_data: LiveMigrateData) -> None:
             outcome["post"] = None
             if self.stopped.is_set():
                 return
             try:
-                self._post_live_migration(ctx, instance, dest, block, data, migration)
-            except Exception as exc:  # noqa: BLE001 - recorded as the outcome
-                LOG.exception("post live migration of %s failed", instance.uuid)
+                self._post_live_migration(ctx, own_instance, own_dest, block, migrate_data,
+                                          migration)
+            except Exception as exc:  # recorded as the outcome
+                LOG.exception("post live migration of %s failed", own_instance.uuid)
                 outcome["post"] = exc
 
-        def recover_method(_c: RequestContext, _i: Instance, _d: str,
-                           data: LiveMigrateData) -> None:
+        def recover_method(context: RequestContext, instance: Instance, dest: str,
+                           migrate_data: LiveMigrateData) -> None:
             outcome["recover"] = None
             if not self.stopped.is_set():
-                outcome["recover"] = self._rollback_live(ctx, instance, dest, data,
-                                                         migration)
+                outcome["recover"] = self._rollback_live(ctx, own_instance, own_dest,
+                                                         migrate_data, migration)
 
         error: BaseException | None = None
         try:
@@ -304,7 +308,7 @@ class LiveMigrationMixin(ManagerBase):
                 abort_sent.append(True)
                 try:
                     self.driver.live_migration_abort(instance)
-                except Exception:  # noqa: BLE001 - the job may have just ended
+                except Exception:  # the job may have just ended
                     LOG.exception("late abort of migration %s failed", mid)
             if stats.postcopy:
                 try:
@@ -337,7 +341,7 @@ class LiveMigrationMixin(ManagerBase):
         self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,
                                                             migration)
         self.driver.post_live_migration_at_source(ctx, instance,
-                                                  utils.network_info(instance))
+                                                  network.network_info(instance))
         self._notify(ctx, "live_migration.post.end", instance, migration_id=migration.id)
 
     def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
@@ -347,14 +351,14 @@ class LiveMigrationMixin(ManagerBase):
         first: BaseException | None = None
         try:
             self.driver.rollback_live_migration_at_source(ctx, instance, migrate_data)
-        except Exception as exc:  # noqa: BLE001 - the destination must still be cleaned
+        except Exception as exc:  # the destination must still be cleaned
             LOG.exception("rollback at source of %s failed", instance.uuid)
             first = exc
         try:
             self.compute_rpc.rollback_live_migration_at_destination(
                 ctx, dest, instance, not migrate_data.is_shared_block_storage,
                 migrate_data, migration)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.exception("rollback at destination %s of %s failed", dest, instance.uuid)
             first = first or exc
         self._notify(ctx, "live_migration._rollback.end", instance,
@@ -370,7 +374,7 @@ class LiveMigrationMixin(ManagerBase):
         if status is not None:
             values["status"] = status
         if error is not None:
-            values["error"] = utils.describe(error)
+            values["error"] = actions.describe(error)
         if values:
             self.db.migration_update(mid, values)
         inst_values: dict[str, object] = {"task_state": None,
@@ -380,14 +384,14 @@ class LiveMigrationMixin(ManagerBase):
             inst_values["node"] = host
         try:
             self.db.instance_update(instance.uuid, inst_values)
-        except Exception:  # noqa: BLE001 - deleted meanwhile
+        except Exception:  # deleted meanwhile
             LOG.exception("could not settle instance %s", instance.uuid)
         result_ok = status in (Status.COMPLETED,)
         tb = "" if error is None else "".join(traceback.format_exception(error))
         self.db.action_event_finish(ctx, instance.uuid, EVENT,
                                     "Success" if result_ok else "Error", tb)
-        utils.finish_action(self.db, ctx, instance.uuid,
-                            "" if error is None else utils.describe(error))
+        actions.finish_action(self.db, ctx, instance.uuid,
+                            "" if error is None else actions.describe(error))
 
     # -- abort / force complete -------------------------------------------------------------
 

@@ -8,7 +8,7 @@ it loads by entry-point name; it never imports a driver.
 Every public method here is an RPC method.  The flows are split by theme into mixins
 (:mod:`.cold_migration`, :mod:`.live_migration`, :mod:`.recovery`); this module holds
 the instance lifecycle and what every flow shares.  Each flow keeps the vm_state /
-task_state / migration-status machine of REFERENCE.md section 2 and ends by clearing
+task_state / migration-status machine of docs/flows.md ("States") and ends by clearing
 the task state *after* the migration record reached its final status, so "task_state
 is None" means "this flow is over" to any observer.
 """
@@ -23,23 +23,26 @@ import oslo_messaging
 from oslo_concurrency import lockutils
 from oslo_config import cfg
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
+from virtsdk.compute.base import ConductorClient
 from virtsdk.compute.cold_migration import ColdMigrationMixin
 from virtsdk.compute.live_migration import LiveMigrationMixin
 from virtsdk.compute.recovery import RecoveryMixin
 from virtsdk.compute.rpcapi import ComputeAPI
-from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import InstanceNotFound, InsufficientResources
 from virtsdk.notifications import Notifier, instance_payload
 from virtsdk.objects import Flavor, ImageMeta, Instance
+from virtsdk.resources import AllocationRatios, shortfalls, with_usage
+from virtsdk.services import COMPUTE
 from virtsdk.states import PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
-BINARY = "virtsdk-compute"
+#: Old name of :data:`virtsdk.services.COMPUTE`, kept for code not yet updated.
+BINARY = COMPUTE
 
 
 class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
@@ -48,13 +51,13 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
     target = oslo_messaging.Target(version="1.0")
 
     def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
-                 driver: ComputeDriver) -> None:
+                 driver: ComputeDriver, conductor: ConductorClient) -> None:
         self.conf = conf
         self.host = host
         self.db = db
         self.driver = driver
         self.compute_rpc = ComputeAPI(conf)
-        self.conductor_rpc = ConductorAPI(conf)
+        self.conductor_rpc = conductor
         self.notifier = Notifier(conf, "compute", host)
         #: set when the service stops: late callbacks of a "crashed" manager do nothing
         self.stopped = threading.Event()
@@ -75,13 +78,13 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         self.stopped.set()
         try:
             self.driver.cleanup_host(self.host)
-        except Exception:  # noqa: BLE001 - shutting down anyway
+        except Exception:  # shutting down anyway
             LOG.exception("driver cleanup_host failed on %s", self.host)
 
     def _report_resources(self) -> None:
         """Heartbeat with the capacity the driver reports now."""
         res = self.driver.get_available_resource(self.host)
-        self.db.service_heartbeat(self.host, BINARY, resources=res.to_primitive())
+        self.db.service_heartbeat(self.host, COMPUTE, resources=res.to_primitive())
 
     # -- shared helpers -------------------------------------------------------------------
 
@@ -93,17 +96,9 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         """Raise InsufficientResources (reschedulable) unless ``flavor`` fits here
         on top of everything claimed.  Call with :meth:`_resource_lock` held; the
         caller records the claim (instance host or migration) before releasing it."""
-        res = self.driver.get_available_resource(self.host)
-        used = self.db.host_usage(self.host)
-        ratio = self.conf.scheduler
-        short = []
-        if used.memory_mb + flavor.memory_mb > res.memory_mb * ratio.ram_allocation_ratio:
-            short.append("RAM")
-        if used.vcpus + flavor.vcpus > res.vcpus * ratio.cpu_allocation_ratio:
-            short.append("vCPUs")
-        if used.disk_gb + flavor.root_gb + flavor.ephemeral_gb > (
-                res.local_gb * ratio.disk_allocation_ratio):
-            short.append("disk")
+        res = with_usage(self.driver.get_available_resource(self.host),
+                         self.db.host_usage(self.host))
+        short = shortfalls(res, flavor, AllocationRatios.from_conf(self.conf))
         if short:
             raise InsufficientResources(
                 f"host {self.host!r} lacks {', '.join(short)} for {what} "
@@ -123,14 +118,14 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         vm_state ACTIVE; on failure vm_state ERROR and the driver left nothing."""
         instance = self._instance(instance)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid,
+            with actions.event_reporter(self.db, ctx, instance.uuid,
                                       "compute_build_and_run_instance", self.host):
                 instance = self.db.instance_update(
                     instance.uuid, {"task_state": TaskState.SPAWNING},
                     expected_task_state=None)
                 self._notify(ctx, "instance.create.start", instance)
                 self.driver.spawn(ctx, instance, instance.image or ImageMeta(id="none"),
-                                  utils.network_info(instance))
+                                  network.network_info(instance))
                 self.db.instance_update(
                     instance.uuid, {"vm_state": VMState.ACTIVE, "task_state": None,
                                     "power_state": PowerState.RUNNING},
@@ -143,26 +138,26 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
                                                         "task_state": None})
             except InstanceNotFound:
                 pass
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def terminate_instance(self, ctx: RequestContext, instance: Instance) -> None:
         """Called by the API on the instance's host: destroy it with its disks and
         mark it deleted.  Raises what the driver raised (the instance then stays, in
         ERROR, so nothing is lost silently)."""
         instance = self._instance(instance)
-        with utils.event_reporter(self.db, ctx, instance.uuid, "compute_terminate_instance",
+        with actions.event_reporter(self.db, ctx, instance.uuid, "compute_terminate_instance",
                                   self.host):
             try:
-                self.driver.destroy(ctx, instance, utils.network_info(instance),
+                self.driver.destroy(ctx, instance, network.network_info(instance),
                                     destroy_disks=True)
             except Exception as exc:
-                utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+                actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
                 self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR,
                                                         "task_state": None})
                 raise
             self.db.instance_destroy(instance.uuid)
         self._notify(ctx, "instance.delete.end", instance)
-        utils.finish_action(self.db, ctx, instance.uuid)
+        actions.finish_action(self.db, ctx, instance.uuid)
 
     def instance_power_state(self, ctx: RequestContext, instance: Instance) -> int | None:
         """Called over RPC (recovery, checks): the power state the driver reports for

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from virtsdk.compute import utils
+from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS
@@ -42,7 +42,7 @@ class RecoveryMixin(ManagerBase):
         for migration in self.db.migration_get_all(host=self.host, statuses=IN_PROGRESS):
             try:
                 self._recover_migration(ctx, migration)
-            except Exception:  # noqa: BLE001 - one bad record must not stop the rest
+            except Exception:  # one bad record must not stop the rest
                 LOG.exception("recovery of migration %s failed", migration.id)
         for instance in self.db.instance_get_all(host=self.host):
             if instance.task_state is None:
@@ -85,7 +85,7 @@ class RecoveryMixin(ManagerBase):
             self._abort_target(ctx, instance, None)  # type: ignore[attr-defined]
             self.db.action_finish_open(instance.uuid,
                                        f"interrupted by a restart of {self.host}")
-            utils.error_out_instance(self.db, instance.uuid, MigrationError(),
+            actions.error_out_instance(self.db, instance.uuid, MigrationError(),
                                      instance.vm_state, rollback=True)
         elif dest and m.status == Status.POST_MIGRATING and instance.task_state in (
                 TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
@@ -116,7 +116,7 @@ class RecoveryMixin(ManagerBase):
             try:
                 self.compute_rpc.abort_resize_target(ctx, m.dest_host, instance, m, None,
                                                      destroy=True)
-            except Exception:  # noqa: BLE001 - the destination may be down too
+            except Exception:  # the destination may be down too
                 LOG.exception("recovery: could not clean %s on %s", instance.uuid,
                               m.dest_host)
         else:
@@ -124,9 +124,9 @@ class RecoveryMixin(ManagerBase):
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
         try:
-            self.driver.finish_revert_migration(ctx, instance, utils.network_info(instance),
+            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
                                                 m, power_on=old == VMState.ACTIVE)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("recovery: could not restore %s here", instance.uuid)
             final = VMState.ERROR
         self.db.instance_update(instance.uuid, {
@@ -153,14 +153,15 @@ class RecoveryMixin(ManagerBase):
         there: int | None = None
         try:
             there = self.compute_rpc.instance_power_state(ctx, dest, instance)
-        except Exception:  # noqa: BLE001 - destination down: judge from here
+        except Exception:  # destination down: judge from here
             LOG.exception("recovery: cannot ask %s about %s", dest, instance.uuid)
         data = LiveMigrateData(is_shared_block_storage=False)
         if here in _ALIVE:
             try:
                 self.driver.live_migration_abort(instance)
-            except Exception:  # noqa: BLE001 - usually: no job left
-                pass
+            except Exception:  # usually: no job left to abort
+                LOG.info("recovery: no live migration of %s to abort", instance.uuid,
+                         exc_info=True)
             failed = self._rollback_live(ctx, instance, dest, data, m)  # type: ignore[attr-defined]
             self._settle(m, Status.ERROR if failed else Status.FAILED,
                          f"interrupted by a restart of {self.host}; guest kept on source")
@@ -173,8 +174,8 @@ class RecoveryMixin(ManagerBase):
                 self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance,
                                                                     True, m)
                 self.driver.post_live_migration_at_source(ctx, instance,
-                                                          utils.network_info(instance))
-            except Exception:  # noqa: BLE001
+                                                          network.network_info(instance))
+            except Exception:
                 LOG.exception("recovery: finishing %s on %s failed", instance.uuid, dest)
                 final = VMState.ERROR
             self._settle(m, Status.ERROR, f"interrupted by a restart of {self.host}; "

@@ -2,9 +2,9 @@
 
 Called by the API, the conductor and compute managers of other hosts.  Casts return
 at once; calls wait for the remote manager and re-raise its virtsdk error as the same
-class.  Which hops are calls and which are casts follows the seed (REFERENCE.md
-section 1): the cold-migration chain is casts, ``pre_live_migration`` and the
-live-migration checks are calls.
+class.  Which hops are calls and which are casts follows Nova (docs/flows.md): the
+cold-migration chain is casts, ``pre_live_migration`` and the live-migration checks
+are calls.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class ComputeAPI:
     def instance_power_state(self, ctx: RequestContext, host: str,
                              instance: Instance) -> int | None:
         """The power state ``host``'s driver reports for the instance, None if absent."""
-        return self._call(ctx, host, "instance_power_state", instance=instance)
+        state: int | None = self._call(ctx, host, "instance_power_state", instance=instance)
+        return state
 
     # -- cold migration / resize ----------------------------------------------------------
 
@@ -103,23 +104,26 @@ class ComputeAPI:
         self, ctx: RequestContext, host: str, instance: Instance,
         block_migration: bool | None, disk_over_commit: bool,
     ) -> LiveMigrateData:
-        return self._call(ctx, host, "check_can_live_migrate_destination",
-                          instance=instance, block_migration=block_migration,
-                          disk_over_commit=disk_over_commit)
+        data: LiveMigrateData = self._call(
+            ctx, host, "check_can_live_migrate_destination", instance=instance,
+            block_migration=block_migration, disk_over_commit=disk_over_commit)
+        return data
 
     def check_can_live_migrate_source(self, ctx: RequestContext, host: str,
                                       instance: Instance,
                                       dest_check_data: LiveMigrateData) -> LiveMigrateData:
-        return self._call(ctx, host, "check_can_live_migrate_source", instance=instance,
-                          dest_check_data=dest_check_data)
+        data: LiveMigrateData = self._call(ctx, host, "check_can_live_migrate_source",
+                                           instance=instance, dest_check_data=dest_check_data)
+        return data
 
     def pre_live_migration(self, ctx: RequestContext, host: str, instance: Instance,
                            block_migration: bool, disk_info: list[DiskInfo] | None,
                            migrate_data: LiveMigrateData,
                            migration: Migration) -> LiveMigrateData:
-        return self._call(ctx, host, "pre_live_migration", instance=instance,
-                          block_migration=block_migration, disk_info=disk_info,
-                          migrate_data=migrate_data, migration=migration)
+        data: LiveMigrateData = self._call(ctx, host, "pre_live_migration", instance=instance,
+                                           block_migration=block_migration, disk_info=disk_info,
+                                           migrate_data=migrate_data, migration=migration)
+        return data
 
     def live_migration(self, ctx: RequestContext, host: str, instance: Instance, dest: str,
                        block_migration: bool | None, migration: Migration,

@@ -5,6 +5,9 @@ per-host daemon.  ``start()`` registers the service, runs the manager's start-up
 (driver init, resource report, crash recovery), then serves topic ``compute`` with
 server = host and reports every ``[compute] report_interval`` seconds.  ``stop()``
 stops serving; it leaves the hypervisor's guests alone (like a service restart).
+Whoever builds it hands it the conductor's client (``conductor``, a
+:class:`~virtsdk.conductor.rpcapi.ConductorAPI`), so compute never imports the layer
+above it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
-from virtsdk.compute.manager import BINARY, ComputeManager
+from virtsdk.compute.base import ConductorClient
+from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
 from virtsdk.db.api import Database
-from virtsdk.loader import load_driver
+from virtsdk.driver import ComputeDriver
+from virtsdk.plugins import COMPUTE_DRIVERS, load
+from virtsdk.services import COMPUTE
 
 LOG = logging.getLogger(__name__)
 
@@ -28,12 +34,13 @@ class ComputeService:
     """See the module docstring."""
 
     def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
-                 driver_name: str | None = None) -> None:
+                 conductor: ConductorClient, driver_name: str | None = None) -> None:
         self.conf = conf
         self.host = host
         self.db = db
-        self.driver = load_driver(driver_name or conf.compute_driver, conf, host)
-        self.manager = ComputeManager(conf, host, db, self.driver)
+        driver_cls = load(COMPUTE_DRIVERS, driver_name or conf.compute_driver, ComputeDriver)
+        self.driver = driver_cls(conf, host)
+        self.manager = ComputeManager(conf, host, db, self.driver, conductor)
         self._server: oslo_messaging.MessageHandlingServer | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -44,7 +51,7 @@ class ComputeService:
             "max_outbound": self.conf.compute.max_concurrent_live_migrations_outbound,
         }
         capabilities = {**self.driver.capabilities.as_dict(), "driver": self.driver.name}
-        self.db.service_register(self.host, BINARY, TOPIC, capabilities, limits)
+        self.db.service_register(self.host, COMPUTE, TOPIC, capabilities, limits)
         self.manager._start()  # noqa: SLF001 - the service drives its manager
         self._server = rpc.get_server(self.conf, TOPIC, self.host, [self.manager])
         self._server.start()
@@ -56,7 +63,7 @@ class ComputeService:
         while not self._stop.wait(self.conf.compute.report_interval):
             try:
                 self.manager._report_resources()  # noqa: SLF001
-            except Exception:  # noqa: BLE001 - the next beat retries
+            except Exception:  # the next beat retries
                 LOG.exception("heartbeat of %s failed", self.host)
 
     def stop(self, graceful: bool = True) -> None:

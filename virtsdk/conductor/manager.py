@@ -3,7 +3,7 @@
 Who calls it: the API (``migrate_server`` and ``build_instance``, RPC calls) and
 compute managers (``resize_instance``, a cast that reschedules a cold migration).
 It runs the scheduler in-process and casts work to compute hosts; it never talks to
-a driver.  ``migrate_server`` dispatches as the seed does: ``live and not flavor`` ->
+a driver.  ``migrate_server`` dispatches as Nova's conductor does: ``live and not flavor`` ->
 live migration (:class:`~virtsdk.conductor.live_migrate.LiveMigrationTask`),
 ``not live and flavor`` -> cold migration wrapped in the action event
 ``cold_migrate``.
@@ -18,7 +18,7 @@ from typing import Any
 import oslo_messaging
 from oslo_config import cfg
 
-from virtsdk.compute import utils
+from virtsdk import actions
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.conductor.live_migrate import LiveMigrationTask
 from virtsdk.context import RequestContext
@@ -61,7 +61,7 @@ class ConductorManager:
                 chosen = self.scheduler.select_destinations(ctx, spec)[0]
             except NoValidHost:
                 self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
-                utils.finish_action(self.db, ctx, instance.uuid, "no valid host")
+                actions.finish_action(self.db, ctx, instance.uuid, "no valid host")
                 raise
             instance = self.db.instance_update(instance.uuid, {"host": chosen,
                                                                "node": chosen})
@@ -69,7 +69,7 @@ class ConductorManager:
             self.compute_rpc.build_and_run_instance(ctx, chosen, instance)
         except Exception:
             self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
-            utils.finish_action(self.db, ctx, instance.uuid, "build could not be sent")
+            actions.finish_action(self.db, ctx, instance.uuid, "build could not be sent")
             raise
         return chosen
 
@@ -88,7 +88,7 @@ class ConductorManager:
             return self._live_migrate(ctx, instance, scheduler_hint, block_migration,
                                       disk_over_commit)
         if not live and not rebuild and flavor:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "cold_migrate", HOST):
+            with actions.event_reporter(self.db, ctx, instance.uuid, "cold_migrate", HOST):
                 self._cold_migrate(ctx, instance, flavor, scheduler_hint,
                                    migration_type or str(MigrationType.RESIZE))
             return None
@@ -105,17 +105,17 @@ class ConductorManager:
             hosts = self.scheduler.select_destinations(
                 ctx, spec, max_hosts=self.conf.scheduler.max_attempts)
         except NoValidHost as exc:
-            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
                                      rollback=True)
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
             raise
         try:
             self.compute_rpc.prep_resize(ctx, hosts[0], instance, flavor, hosts[1:],
                                          migration_type)
         except Exception as exc:
-            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
                                      rollback=True)
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
             raise
 
     def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
@@ -128,17 +128,17 @@ class ConductorManager:
         if not remaining:
             exc = NoValidHost(f"no alternate host left for {instance.uuid} "
                               f"(tried {', '.join(alternates) or 'none'})")
-            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
                                      rollback=True)
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
             return
         try:
             self.compute_rpc.prep_resize(ctx, remaining[0], instance, flavor,
                                          remaining[1:], migration_type)
         except Exception as exc:  # noqa: BLE001 - a cast: restore and record
-            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
                                      rollback=True)
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
 
     def _live_migrate(self, ctx: RequestContext, instance: Instance,
                       scheduler_hint: dict[str, Any], block_migration: bool | None,
@@ -152,14 +152,14 @@ class ConductorManager:
                                  instance, scheduler_hint.get("host"), block_migration,
                                  disk_over_commit, migration)
         try:
-            with utils.event_reporter(self.db, ctx, instance.uuid, "conductor_live_migrate",
+            with actions.event_reporter(self.db, ctx, instance.uuid, "conductor_live_migrate",
                                       HOST):
                 task.execute()
         except Exception as exc:
             self.db.migration_update(int(migration.id or 0), {
-                "status": MigrationStatus.ERROR, "error": utils.describe(exc)})
-            utils.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
+                "status": MigrationStatus.ERROR, "error": actions.describe(exc)})
+            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
                                      rollback=isinstance(exc, _EXPECTED_LIVE_ERRORS))
-            utils.finish_action(self.db, ctx, instance.uuid, utils.describe(exc))
+            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
             raise
         return int(migration.id or 0)

@@ -44,7 +44,8 @@ class ConductorAPI:
     def build_instance(self, ctx: RequestContext, instance: Instance,
                        host: str | None) -> str:
         self._hook("build_instance")
-        return self._client.call(ctx, "build_instance", instance=instance, host=host)
+        chosen: str = self._client.call(ctx, "build_instance", instance=instance, host=host)
+        return chosen
 
     def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                         alternates: list[str], migration_type: str) -> None:

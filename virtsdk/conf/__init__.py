@@ -8,6 +8,8 @@ driver declares its own group (``ComputeDriver.list_opts``).
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from oslo_config import cfg
 
 from virtsdk import rpc
@@ -25,7 +27,7 @@ def register_all(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
     return conf
 
 
-def add_module(module: object) -> None:
+def add_module(module: ModuleType) -> None:
     """Add an options module (one with ``register_opts`` and ``list_opts``)."""
     if module not in _MODULES:
         _MODULES.append(module)

@@ -6,7 +6,7 @@ import socket
 
 from oslo_config import cfg
 
-opts = [
+opts: list[cfg.Opt] = [
     cfg.StrOpt("host", default=socket.gethostname(), sample_default="<hostname>",
                help="Name of this compute host, as the scheduler and RPC know it."),
     cfg.StrOpt("compute_driver", default="fake",

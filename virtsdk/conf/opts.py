@@ -13,14 +13,20 @@ from virtsdk import conf as conf_pkg
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    from virtsdk.loader import list_drivers
-    from virtsdk.transfer.base import list_transport_opts
+    from virtsdk import plugins
+    from virtsdk.driver import ComputeDriver
+    from virtsdk.transfer.base import DiskTransport, common_opts
 
     out: list[tuple[str | None, list[cfg.Opt]]] = []
     for module in conf_pkg._MODULES:  # noqa: SLF001
         out.extend(module.list_opts())
-    out.extend(list_transport_opts())
-    for entry in list_drivers():
-        if entry.driver_class is not None and entry.driver_class.list_opts():
-            out.append((entry.name, entry.driver_class.list_opts()))
+    out.append(("disk_transfer", list(common_opts)))
+    seen: set[str] = set()
+    for group, base in ((plugins.DISK_TRANSPORTS, DiskTransport),
+                        (plugins.COMPUTE_DRIVERS, ComputeDriver)):
+        for info in plugins.describe_all(group, base):
+            cls = info.plugin
+            if cls is not None and cls.list_opts() and cls.option_group() not in seen:
+                seen.add(cls.option_group())
+                out.append((cls.option_group(), cls.list_opts()))
     return out

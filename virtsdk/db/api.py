@@ -18,10 +18,10 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from oslo_config import cfg
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import CursorResult, create_engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtsdk.context import RequestContext
@@ -46,6 +46,7 @@ from virtsdk.exceptions import (
     UnexpectedTaskState,
 )
 from virtsdk.objects import Flavor, Instance, Migration
+from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, VMState
 
 #: Sentinel: do not check the task state.
@@ -67,7 +68,8 @@ IN_PROGRESS = COLD_IN_PROGRESS + LIVE_IN_PROGRESS
 def connection_url(conf: cfg.ConfigOpts) -> str:
     """``[database] connection`` or the default SQLite file under ``state_path``."""
     if conf.database.connection:
-        return conf.database.connection
+        url: str = conf.database.connection
+        return url
     os.makedirs(conf.state_path, exist_ok=True)
     return f"sqlite:///{os.path.join(conf.state_path, 'virtsdk.sqlite')}"
 
@@ -205,8 +207,9 @@ class Database:
                 stmt = stmt.where(
                     _state_clause(InstanceRow.vm_state, _states(expected_vm_state)))
             cols["updated_at"] = utcnow()
-            result = s.execute(stmt.values(**cols).execution_options(
-                synchronize_session=False))
+            # an UPDATE returns a CursorResult, the one kind of Result with a rowcount
+            result = cast(CursorResult[Any], s.execute(stmt.values(**cols).execution_options(
+                synchronize_session=False)))
             row = self._instance_row(s, uuid)  # loaded after the UPDATE: current
             if result.rowcount == 0:
                 if expected_vm_state is not ANY and row.vm_state not in _states(
@@ -363,11 +366,11 @@ class Database:
                     flavors.append(convert.flavor(m.new_flavor or m.old_flavor))
                 elif m.migration_type != str(MigrationType.LIVE):  # kept source copy
                     flavors.append(convert.flavor(m.old_flavor))
-        flavors = [f for f in flavors if f is not None]
+        known = [f for f in flavors if f is not None]
         return HostUsage(
-            vcpus=sum(f.vcpus for f in flavors),
-            memory_mb=sum(f.memory_mb for f in flavors),
-            disk_gb=sum(f.root_gb + f.ephemeral_gb for f in flavors),
+            vcpus=sum(f.vcpus for f in known),
+            memory_mb=sum(f.memory_mb for f in known),
+            disk_gb=sum(f.root_gb + f.ephemeral_gb for f in known),
         )
 
     # -- instance actions and events ------------------------------------------------------
@@ -508,13 +511,13 @@ class Database:
                 if key in values:
                     setattr(row, key, values[key])
 
-    def service_get_all(self, binary: str = "virtsdk-compute") -> list[Service]:
+    def service_get_all(self, binary: str = COMPUTE) -> list[Service]:
         with self._session() as s:
             rows = s.scalars(select(ServiceRow).where(
                 ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
             return [convert.row_to_service(r) for r in rows]
 
-    def service_get(self, host: str, binary: str = "virtsdk-compute") -> Service | None:
+    def service_get(self, host: str, binary: str = COMPUTE) -> Service | None:
         for svc in self.service_get_all(binary):
             if svc.host == host:
                 return svc

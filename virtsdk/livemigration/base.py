@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from virtsdk.objects import JobStats
+from virtsdk.plugins import Plugin
 
 
 class MigrationJob(Protocol):
@@ -50,14 +51,12 @@ class Action:
     PAUSE: ClassVar[str] = "pause"
 
 
-class ConvergencePolicy(abc.ABC):
+class ConvergencePolicy(Plugin, abc.ABC):
     """Decides, sample by sample, how to make a migration converge (or give up).
 
     One policy object serves one migration: :meth:`start` is called once with the
     amount of data to move, then :meth:`decide` with every sample.
     """
-
-    name: ClassVar[str] = "base"
 
     def migration_flags(self) -> set[str]:
         """Flags the job must start with for this policy (e.g. ``auto_converge``,

@@ -1,32 +1,19 @@
-"""Load convergence policies by name through stevedore (group
-``virtsdk.convergence_policies``).
+"""Build the convergence policies of one live migration (plugins of the entry-point
+group ``virtsdk.convergence_policies``, loaded by :func:`virtsdk.plugins.load`).
 
 Called by a driver's ``live_migration`` on the source host, once per migration (policies
-keep per-migration state).  Unknown or broken policies raise
-:class:`~virtsdk.exceptions.PolicyNotFound` / :class:`~virtsdk.exceptions.PolicyLoadError`
-naming the policy and what is installed, before the migration starts.
+keep per-migration state).  An unknown, broken or misconfigured policy raises a
+:class:`~virtsdk.exceptions.PluginError` naming it before the migration starts.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-
 from oslo_config import cfg
-from stevedore import driver as sd_driver
-from stevedore import extension as sd_extension
-from stevedore.exception import NoMatches
 
-from virtsdk.exceptions import PolicyLoadError, PolicyNotFound
+from virtsdk.exceptions import PluginTypeError
 from virtsdk.livemigration import opts
 from virtsdk.livemigration.base import ConvergencePolicy
-
-NAMESPACE = "virtsdk.convergence_policies"
-
-
-def available_policies() -> list[str]:
-    """Names of the installed convergence policies, sorted."""
-    names = {ep.name for ep in importlib.metadata.entry_points(group=NAMESPACE)}
-    return sorted(names)
+from virtsdk.plugins import CONVERGENCE_POLICIES, load
 
 
 def _ensure_opts(conf: cfg.ConfigOpts) -> None:
@@ -37,42 +24,24 @@ def _ensure_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def load_policy(name: str, conf: cfg.ConfigOpts) -> ConvergencePolicy:
-    """Build one policy from its entry point, configured from ``[live_migration]``.
-
-    A policy class with a ``from_conf(conf)`` classmethod is built through it, any
-    other with no arguments.
-    """
+    """Build one policy from its entry point, configured from ``[live_migration]``
+    (through the class's ``from_conf(conf)`` when it has one, else with no
+    arguments).  A configuration the policy refuses is a PluginTypeError."""
     _ensure_opts(conf)
-    failure: list[BaseException] = []
-
-    def on_failure(_mgr: object, _ep: object, err: BaseException) -> None:
-        failure.append(err)
-
-    # stevedore keeps a process-wide list per group; drop it so that policies
-    # installed after the first load are seen (as virtsdk.loader does for drivers)
-    sd_extension.ExtensionManager.ENTRY_POINT_CACHE.pop(NAMESPACE, None)
-    try:
-        mgr = sd_driver.DriverManager(NAMESPACE, name, invoke_on_load=False,
-                                      on_load_failure_callback=on_failure)
-    except NoMatches as exc:
-        if failure:
-            raise PolicyLoadError(name, failure[0]) from failure[0]
-        raise PolicyNotFound(name, available_policies()) from exc
-    cls = mgr.driver
-    if not (isinstance(cls, type) and issubclass(cls, ConvergencePolicy)):
-        raise PolicyLoadError(name, TypeError(f"{cls!r} is not a ConvergencePolicy"))
+    cls = load(CONVERGENCE_POLICIES, name, ConvergencePolicy)
     try:
         from_conf = getattr(cls, "from_conf", None)
         return from_conf(conf) if from_conf is not None else cls()
     except (ValueError, TypeError, cfg.Error) as exc:
-        raise PolicyLoadError(name, exc) from exc
+        raise PluginTypeError(CONVERGENCE_POLICIES, name, f"{cls.__module__}:{cls.__name__}",
+                              f"cannot be built from [live_migration]: {exc}") from exc
 
 
 def load_policies(names: list[str], conf: cfg.ConfigOpts) -> list[ConvergencePolicy]:
     """Build the policies ``names`` (in order, duplicates dropped) for one migration.
 
-    Raises PolicyNotFound for an unknown name (listing the installed ones) and
-    PolicyLoadError when a policy cannot be imported or configured.
+    Raises the :class:`~virtsdk.exceptions.PluginError` of the first policy that
+    cannot be loaded or configured.
     """
     seen: list[str] = []
     for name in names:

@@ -94,7 +94,7 @@ class _Applier:
                 self._pause(action)
             else:
                 LOG.error("live migration: policy asked for unknown action %r", action)
-        except Exception:  # noqa: BLE001 - the job may have ended meanwhile
+        except Exception:  # the job may have ended meanwhile
             LOG.exception("live migration: action %s failed", action)
 
     def _pause(self, action: Action) -> None:
@@ -111,7 +111,7 @@ def monitor_migration(
     progress: Callable[[JobStats], None] | None = None,
     interval: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     data_gb: float | None = None,
     downtime_steps: list[int] | None = None,
 ) -> JobStats:

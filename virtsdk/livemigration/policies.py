@@ -20,7 +20,8 @@ from virtsdk.objects import JobStats
 
 
 def _group(conf: cfg.ConfigOpts) -> cfg.ConfigOpts.GroupAttr:
-    return conf.live_migration
+    group: cfg.ConfigOpts.GroupAttr = conf.live_migration
+    return group
 
 
 class _Scheduled(ConvergencePolicy):

@@ -65,7 +65,7 @@ DEFAULT_EXCHANGE = "virtsdk"
 DEFAULT_NOTIFICATION_DRIVER = "messagingv2"
 
 
-class _AllowedExceptionModules(list):
+class _AllowedExceptionModules(list[str]):
     """oslo.messaging's ``allowed_remote_exmods``, extended to whole package trees.
 
     oslo.messaging only asks ``module in allowed``; this answers yes for the listed

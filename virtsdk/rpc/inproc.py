@@ -110,7 +110,8 @@ def _timeout_reason(
 
 
 def _encode_failure(exc: BaseException) -> str:
-    return rpc_common.serialize_remote_exception((type(exc), exc, exc.__traceback__))
+    data: str = rpc_common.serialize_remote_exception((type(exc), exc, exc.__traceback__))
+    return data
 
 
 class _RpcListener(Consumer):

@@ -34,7 +34,8 @@ def encode(payload: dict[str, Any]) -> str:
 
 
 def decode(data: str) -> dict[str, Any]:
-    return jsonutils.loads(data)
+    payload: dict[str, Any] = jsonutils.loads(data)
+    return payload
 
 
 class Queue:

@@ -46,7 +46,7 @@ def new_request_id() -> str:
     return f"req-{uuid.uuid4()}"
 
 
-class ReportedError(oslo_messaging.ExpectedException):  # type: ignore[misc]
+class ReportedError(oslo_messaging.ExpectedException):
     """What the dispatcher raises to the RPC server for an endpoint's error: the server
     replies with :attr:`exc_info`, whose traceback is None (already logged here)."""
 
@@ -55,7 +55,7 @@ class ReportedError(oslo_messaging.ExpectedException):  # type: ignore[misc]
         self.exc_info = (type(error), error, None)
 
 
-class ErrorReportingDispatcher(oslo_messaging.RPCDispatcher):  # type: ignore[misc]
+class ErrorReportingDispatcher(oslo_messaging.RPCDispatcher):
     """oslo.messaging's RPC dispatcher whose endpoint errors go out as described in
     the module docstring.  ``where`` names the server in log lines
     (``"compute on host1"``)."""

@@ -42,7 +42,8 @@ class VirtObjectSerializer(oslo_messaging.Serializer):
         if isinstance(ctxt, RequestContext):
             return ctxt.to_primitive()
         if isinstance(ctxt, dict):
-            return to_primitive(ctxt)
+            primitive: dict[str, Any] = to_primitive(ctxt)
+            return primitive
         raise TypeError(
             f"RPC context must be a virtsdk.context.RequestContext or a dict, "
             f"not {type(ctxt).__name__}"

@@ -17,6 +17,9 @@ from oslo_config import cfg
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.objects import Flavor, HostResources
+from virtsdk.plugins import Plugin
+from virtsdk.resources import with_usage
+from virtsdk.services import COMPUTE
 
 
 @dataclass
@@ -41,7 +44,7 @@ class HostState:
     capabilities: dict[str, object] = field(default_factory=dict)
 
 
-class Scheduler(abc.ABC):
+class Scheduler(Plugin, abc.ABC):
     """Base class of schedulers (see the module docstring)."""
 
     def __init__(self, conf: cfg.ConfigOpts, db: Database) -> None:
@@ -54,14 +57,10 @@ class Scheduler(abc.ABC):
         last reported.  Hosts that never reported resources are left out."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         out = []
-        for svc in self.db.service_get_all("virtsdk-compute"):
+        for svc in self.db.service_get_all(COMPUTE):
             if svc.resources is None:
                 continue
-            usage = self.db.host_usage(svc.host)
-            res = svc.resources.copy()
-            res.vcpus_used = usage.vcpus
-            res.memory_mb_used = usage.memory_mb
-            res.local_gb_used = usage.disk_gb
+            res = with_usage(svc.resources, self.db.host_usage(svc.host))
             out.append(HostState(
                 host=svc.host, resources=res,
                 is_up=svc.is_up(self.conf.compute.service_down_time, now),

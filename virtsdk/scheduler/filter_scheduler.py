@@ -18,6 +18,8 @@ from virtsdk.scheduler.weights import ALL_WEIGHERS, BaseWeigher, normalise
 class FilterScheduler(Scheduler):
     """Filters from ``[scheduler] enabled_filters``, weighers from ``weighers``."""
 
+    name = "filter_scheduler"
+
     def __init__(self, conf: cfg.ConfigOpts, db: Database) -> None:
         super().__init__(conf, db)
         self.filters: list[BaseFilter] = [

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from oslo_config import cfg
 
+from virtsdk.resources import AllocationRatios, Resource, fits
 from virtsdk.scheduler.base import HostState, RequestSpec
 
 
@@ -46,38 +47,35 @@ class IgnoreHostsFilter(BaseFilter):
         return not spec.force_hosts or host.host in spec.force_hosts
 
 
-class RamFilter(BaseFilter):
+class _FitFilter(BaseFilter):
+    """The flavor's claim on one resource fits (:func:`virtsdk.resources.fits`)."""
+
+    resource: ClassVar[Resource]
+
+    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+        return fits(host.resources, spec.flavor, AllocationRatios.from_conf(self.conf),
+                    self.resource)
+
+
+class RamFilter(_FitFilter):
     """Free RAM (times ``ram_allocation_ratio``) holds the flavor's memory."""
 
     name = "RamFilter"
-
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
-        res = host.resources
-        limit = res.memory_mb * self.conf.scheduler.ram_allocation_ratio
-        return limit - res.memory_mb_used >= spec.flavor.memory_mb
+    resource = Resource.RAM
 
 
-class CoreFilter(BaseFilter):
+class CoreFilter(_FitFilter):
     """Free vCPUs (times ``cpu_allocation_ratio``) hold the flavor's vCPUs."""
 
     name = "CoreFilter"
-
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
-        res = host.resources
-        limit = res.vcpus * self.conf.scheduler.cpu_allocation_ratio
-        return limit - res.vcpus_used >= spec.flavor.vcpus
+    resource = Resource.VCPUS
 
 
-class DiskFilter(BaseFilter):
+class DiskFilter(_FitFilter):
     """Free local disk (times ``disk_allocation_ratio``) holds root + ephemeral."""
 
     name = "DiskFilter"
-
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
-        res = host.resources
-        limit = res.local_gb * self.conf.scheduler.disk_allocation_ratio
-        need = spec.flavor.root_gb + spec.flavor.ephemeral_gb
-        return limit - res.local_gb_used >= need
+    resource = Resource.DISK
 
 
 ALL_FILTERS: dict[str, type[BaseFilter]] = {

@@ -66,6 +66,9 @@ CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "supports_live_migration_force_complete": ("live_migration_force_complete",),
 }
 
+#: the two drivers (source, destination) a contract test runs on
+Pair = tuple[ComputeDriver, ComputeDriver]
+
 
 @dataclass
 class MethodRecorder:
@@ -124,7 +127,7 @@ class DriverContractTests:
         return src, dst
 
     @pytest.fixture
-    def guest(self, pair: tuple[ComputeDriver, ComputeDriver], ctx: RequestContext,
+    def guest(self, pair: Pair, ctx: RequestContext,
               contract_flavor: Flavor, contract_image: ImageMeta) -> Iterator[Instance]:
         """One running instance on the source host, removed from both hosts after."""
         src, dst = pair
@@ -149,7 +152,7 @@ class DriverContractTests:
 
     # -- declarations --------------------------------------------------------------------
 
-    def test_capabilities_are_backed_by_methods(self, pair: tuple[ComputeDriver, ComputeDriver]
+    def test_capabilities_are_backed_by_methods(self, pair: Pair
                                                 ) -> None:
         driver = pair[0]
         implemented = set(type(driver).implemented_methods())
@@ -158,7 +161,7 @@ class DriverContractTests:
                 missing = [m for m in methods if m not in implemented]
                 assert not missing, f"{capability} claimed but {missing} not implemented"
 
-    def test_host_resources_are_sane(self, pair: tuple[ComputeDriver, ComputeDriver]) -> None:
+    def test_host_resources_are_sane(self, pair: Pair) -> None:
         res = pair[0].get_available_resource()
         assert isinstance(res, HostResources)
         assert res.vcpus > 0 and res.memory_mb > 0 and res.local_gb > 0
@@ -167,21 +170,21 @@ class DriverContractTests:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def test_spawn_makes_a_running_listed_instance(self, pair: tuple, guest: Instance) -> None:
+    def test_spawn_makes_a_running_listed_instance(self, pair: Pair, guest: Instance) -> None:
         src, dst = pair
         assert guest.name in src.list_instances()
         assert src.instance_exists(guest)
         assert src.get_info(guest).state == PowerState.RUNNING
         assert guest.name not in dst.list_instances()
 
-    def test_power_off_then_on(self, pair: tuple, guest: Instance, ctx: RequestContext) -> None:
+    def test_power_off_then_on(self, pair: Pair, guest: Instance, ctx: RequestContext) -> None:
         src = pair[0]
         src.power_off(guest, timeout=0)
         assert src.get_info(guest).state == PowerState.SHUTDOWN
         src.power_on(ctx, guest, NetworkInfo())
         assert src.get_info(guest).state == PowerState.RUNNING
 
-    def test_destroy_removes_and_is_idempotent(self, pair: tuple, guest: Instance,
+    def test_destroy_removes_and_is_idempotent(self, pair: Pair, guest: Instance,
                                                ctx: RequestContext) -> None:
         src = pair[0]
         src.destroy(ctx, guest, NetworkInfo())
@@ -190,13 +193,13 @@ class DriverContractTests:
             src.get_info(guest)
         src.destroy(ctx, guest, NetworkInfo())
 
-    def test_get_info_of_unknown_instance(self, pair: tuple, contract_flavor: Flavor) -> None:
+    def test_get_info_of_unknown_instance(self, pair: Pair, contract_flavor: Flavor) -> None:
         with pytest.raises(InstanceNotFound):
             pair[0].get_info(Instance(name="contract-missing", flavor=contract_flavor))
 
     # -- cold migration / resize ---------------------------------------------------------
 
-    def _cold_migrate(self, pair: tuple, guest: Instance, ctx: RequestContext,
+    def _cold_migrate(self, pair: Pair, guest: Instance, ctx: RequestContext,
                       flavor: Flavor) -> Migration:
         src, dst = pair
         migration = _migration(guest, src, dst, flavor)
@@ -209,7 +212,7 @@ class DriverContractTests:
                              resize_instance=flavor != guest.old_flavor)
         return migration
 
-    def test_cold_migration_then_confirm(self, pair: tuple, guest: Instance,
+    def test_cold_migration_then_confirm(self, pair: Pair, guest: Instance,
                                          ctx: RequestContext) -> None:
         src, dst = pair
         self._require(src, "supports_cold_migration")
@@ -220,7 +223,7 @@ class DriverContractTests:
         assert guest.name not in src.list_instances()
         assert guest.name in dst.list_instances()
 
-    def test_resize_then_revert_restores_the_source(self, pair: tuple, guest: Instance,
+    def test_resize_then_revert_restores_the_source(self, pair: Pair, guest: Instance,
                                                      ctx: RequestContext,
                                                      contract_bigger_flavor: Flavor) -> None:
         src, dst = pair
@@ -234,7 +237,7 @@ class DriverContractTests:
         assert guest.name not in dst.list_instances()
 
     def test_resize_refuses_to_shrink_before_touching_anything(
-        self, pair: tuple, guest: Instance, ctx: RequestContext, contract_flavor: Flavor
+        self, pair: Pair, guest: Instance, ctx: RequestContext, contract_flavor: Flavor
     ) -> None:
         src, dst = pair
         self._require(src, "supports_resize")
@@ -248,7 +251,7 @@ class DriverContractTests:
 
     # -- live migration ------------------------------------------------------------------
 
-    def _prepare_live(self, pair: tuple, guest: Instance, ctx: RequestContext
+    def _prepare_live(self, pair: Pair, guest: Instance, ctx: RequestContext
                       ) -> LiveMigrateData:
         src, dst = pair
         check = dst.check_can_live_migrate_destination(
@@ -260,7 +263,7 @@ class DriverContractTests:
         disks = src.get_instance_disk_info(guest) if data.block_migration else None
         return dst.pre_live_migration(ctx, guest, None, NetworkInfo(), disks, data)
 
-    def test_live_migration_ends_in_post_method(self, pair: tuple, guest: Instance,
+    def test_live_migration_ends_in_post_method(self, pair: Pair, guest: Instance,
                                                 ctx: RequestContext) -> None:
         src, dst = pair
         self._require(src, "supports_live_migration")
@@ -279,7 +282,7 @@ class DriverContractTests:
         assert dst.get_info(guest).state == PowerState.RUNNING
         assert guest.name not in src.list_instances()
 
-    def test_live_migration_to_invalid_host_recovers(self, pair: tuple, guest: Instance,
+    def test_live_migration_to_invalid_host_recovers(self, pair: Pair, guest: Instance,
                                                      ctx: RequestContext) -> None:
         src = pair[0]
         self._require(src, "supports_live_migration")
@@ -291,7 +294,7 @@ class DriverContractTests:
         assert src.get_info(guest).state == PowerState.RUNNING
 
     def test_pre_live_migration_refuses_existing_instance_dir(
-        self, pair: tuple, guest: Instance, ctx: RequestContext
+        self, pair: Pair, guest: Instance, ctx: RequestContext
     ) -> None:
         src, dst = pair
         self._require(src, "supports_live_migration")
@@ -306,7 +309,7 @@ class DriverContractTests:
         assert guest.name not in dst.list_instances()
         assert src.get_info(guest).state == PowerState.RUNNING
 
-    def _start_slow_live(self, pair: tuple, guest: Instance, ctx: RequestContext,
+    def _start_slow_live(self, pair: Pair, guest: Instance, ctx: RequestContext,
                          slow: Callable[[ComputeDriver, Instance], None] | None
                          ) -> tuple[threading.Thread, MethodRecorder, list[BaseException],
                                     LiveMigrateData]:
@@ -335,7 +338,7 @@ class DriverContractTests:
         return worker, rec, errors, data
 
     def test_live_migration_abort_keeps_guest_on_source(
-        self, pair: tuple, guest: Instance, ctx: RequestContext,
+        self, pair: Pair, guest: Instance, ctx: RequestContext,
         slow_live_migration: Callable[[ComputeDriver, Instance], None] | None,
     ) -> None:
         src, dst = pair
@@ -353,7 +356,7 @@ class DriverContractTests:
         assert guest.name not in dst.list_instances()
 
     def test_live_migration_force_complete_finishes_on_destination(
-        self, pair: tuple, guest: Instance, ctx: RequestContext,
+        self, pair: Pair, guest: Instance, ctx: RequestContext,
         slow_live_migration: Callable[[ComputeDriver, Instance], None] | None,
     ) -> None:
         src, dst = pair

@@ -2,7 +2,7 @@
 
 A transport moves the files of one instance from a source host into a directory on
 a destination host.  Transports are plugins in the entry-point group
-:data:`NAMESPACE`; a driver loads one with :func:`load_transport`.
+``virtsdk.disk_transports``; a driver loads one with :func:`load_transport`.
 
 Who calls what (all calls are made by the *driver* on the host named)::
 
@@ -36,14 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from oslo_config import cfg
-from stevedore import driver as sd_driver
-from stevedore.exception import NoMatches
 
 from virtsdk.exceptions import DiskTransferError, Invalid, UnsafePath
 from virtsdk.objects import TransferProgress, VirtObject
+from virtsdk.plugins import DISK_TRANSPORTS, Plugin, load, register_opts
 from virtsdk.validation import confine_path, validate_hostname
 
-NAMESPACE = "virtsdk.disk_transports"
 #: Names under ``dest_dir`` that belong to the transports themselves.
 STATE_PREFIX = ".virtsdk-"
 #: ``[disk_transfer] transport`` value that lets :func:`choose_transport` decide.
@@ -62,17 +60,6 @@ common_opts = [
                     "the other (the transfer is CPU and link bound), hence 1; raise it "
                     "where disks sit on separate storage and cores are free."),
 ]
-
-
-class UnknownTransport(Invalid):
-    """No transport plugin of that name is installed."""
-
-    def __init__(self, name: str, installed: list[str]) -> None:
-        self.name = name
-        self.installed = installed
-        super().__init__(
-            f"unknown disk transport {name!r}; installed: {', '.join(sorted(installed)) or 'none'}"
-        )
 
 
 @dataclass
@@ -229,7 +216,7 @@ class ProgressMeter:
         self.add(0, final=True)
 
 
-class DiskTransport(abc.ABC):
+class DiskTransport(Plugin, abc.ABC):
     """Base class of disk-transport plugins.
 
     One object may serve many transfers; per-transfer state lives in the ticket and
@@ -237,8 +224,6 @@ class DiskTransport(abc.ABC):
     ``cancel_receive`` work from any object (or after a service restart).
     """
 
-    #: Entry-point name, set by :func:`load_transport`.
-    name: ClassVar[str] = "base"
     #: oslo.config group of the plugin's own options (``transport_<name>`` by default).
     config_group: ClassVar[str] = ""
 
@@ -247,17 +232,12 @@ class DiskTransport(abc.ABC):
         register_transport_opts(conf, type(self))
 
     @classmethod
-    def group_name(cls) -> str:
+    def option_group(cls) -> str:
         return cls.config_group or f"transport_{cls.name}"
-
-    @classmethod
-    def list_opts(cls) -> list[cfg.Opt]:
-        """Options of this transport's own group (``[transport_<name>]``)."""
-        return []
 
     @property
     def opts(self) -> Any:
-        return self.conf[self.group_name()]
+        return self.conf[self.option_group()]
 
     @property
     def common(self) -> Any:
@@ -304,70 +284,21 @@ class DiskTransport(abc.ABC):
 
 def register_transport_opts(conf: cfg.ConfigOpts, cls: type[DiskTransport]) -> None:
     """Register ``[disk_transfer]`` and the plugin's own group (idempotent)."""
-    for group, opts in (("disk_transfer", common_opts), (cls.group_name(), cls.list_opts())):
-        conf.register_group(cfg.OptGroup(group))
-        known = conf[group]._group._opts  # noqa: SLF001 - idempotence check
-        conf.register_opts([o for o in opts if o.dest not in known], group=group)
-
-
-def installed_transports() -> list[str]:
-    """Entry-point names of the installed transports."""
-    import importlib.metadata
-
-    eps = importlib.metadata.entry_points(group=NAMESPACE)
-    return sorted({ep.name for ep in eps})
+    conf.register_opts(common_opts, group="disk_transfer")
+    register_opts(conf, cls)
 
 
 def load_transport(name: str, conf: cfg.ConfigOpts) -> DiskTransport:
-    """Build the transport registered as ``name`` (stevedore).
-
-    Raises :class:`UnknownTransport` listing what is installed, or DiskTransferError
-    naming the cause when the plugin fails to import.
-    """
-    installed = installed_transports()
-    if name not in installed:
-        raise UnknownTransport(name, installed)
-    failure: list[BaseException] = []
-
-    def on_failure(_mgr: object, _ep: object, err: BaseException) -> None:
-        failure.append(err)
-
-    try:
-        mgr = sd_driver.DriverManager(NAMESPACE, name, invoke_on_load=False,
-                                      on_load_failure_callback=on_failure)
-    except NoMatches as exc:
-        if failure:
-            raise DiskTransferError(f"disk transport {name!r} failed to load: {failure[0]}") \
-                from failure[0]
-        raise UnknownTransport(name, installed) from exc
-    cls = mgr.driver
-    if not (isinstance(cls, type) and issubclass(cls, DiskTransport)):
-        raise DiskTransferError(f"disk transport {name!r} is not a DiskTransport: {cls!r}")
-    cls.name = name
-    return cls(conf)
-
-
-def list_transport_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """``[disk_transfer]`` and every installed transport's group, for
-    ``oslo-config-generator`` (a transport that fails to import is left out)."""
-    out: list[tuple[str, list[cfg.Opt]]] = [("disk_transfer", list(common_opts))]
-    seen = {"disk_transfer"}
-    conf = cfg.ConfigOpts()
-    for name in installed_transports():
-        try:
-            cls = type(load_transport(name, conf))
-        except (DiskTransferError, Invalid):
-            continue
-        if cls.group_name() not in seen and cls.list_opts():
-            seen.add(cls.group_name())
-            out.append((cls.group_name(), cls.list_opts()))
-    return out
+    """Build the transport registered as ``name`` (see :func:`virtsdk.plugins.load`
+    for the errors)."""
+    return load(DISK_TRANSPORTS, name, DiskTransport)(conf)
 
 
 def configured_transport(conf: cfg.ConfigOpts) -> str:
     """``[disk_transfer] transport`` (registering the options if needed)."""
     register_transport_opts(conf, DiskTransport)
-    return conf.disk_transfer.transport
+    name: str = conf.disk_transfer.transport
+    return name
 
 
 def probe_name(ticket: dict[str, Any]) -> str:
@@ -395,7 +326,7 @@ def is_shared_dest(ticket: dict[str, Any]) -> bool:
     try:
         path = os.path.join(ticket["dest_dir"], probe_name(ticket))
         with open(path, encoding="ascii") as fh:
-            return fh.read() == ticket["transfer_id"]
+            return fh.read() == str(ticket["transfer_id"])
     except (OSError, KeyError):
         return False
 

@@ -265,9 +265,9 @@ class StreamSender:
                 _raise_for(P.recv_message(sock))
                 return [s.sent for s in states]
             except OSError:
-                reply = _error_reply(sock)
-                if reply is not None and reply.get("kind") in ("auth", "integrity"):
-                    _raise_for(reply)
+                error_reply = _error_reply(sock)
+                if error_reply is not None and error_reply.get("kind") in ("auth", "integrity"):
+                    _raise_for(error_reply)
                 raise
             finally:
                 sock.close()

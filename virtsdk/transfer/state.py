@@ -46,7 +46,8 @@ def write_state(dest_dir: str, transfer_id: str, state: dict[str, Any]) -> None:
 def read_state(dest_dir: str, transfer_id: str) -> dict[str, Any] | None:
     try:
         with open(state_path(dest_dir, transfer_id), encoding="utf-8") as fh:
-            return json.load(fh)
+            state: dict[str, Any] = json.load(fh)
+            return state
     except FileNotFoundError:
         return None
 

@@ -61,7 +61,7 @@ def try_lock(index: int, run_dir: Path = RUN_DIR) -> IndexLock | None:
 
 def allocate(
     is_reserved: Callable[[int], bool],
-    clean_stale: Callable[[int], None],
+    clean_stale: Callable[[int], object],
     run_dir: Path = RUN_DIR,
 ) -> IndexLock:
     """Lock the lowest free lab index.

@@ -26,7 +26,7 @@ def _console() -> Console:
     return console
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``lab`` and its sub-commands to the ``virtsdk`` parser (called by the CLI)."""
     parser = sub.add_parser("lab", help="multi-host libvirt lab on this machine")
     lab_sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")

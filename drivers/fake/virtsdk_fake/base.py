@@ -49,7 +49,6 @@ class FakeDriverBase(ComputeDriver):
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
-        self._register_opts(conf)
         group = self.config_group
         self.fabric: Fabric = get_fabric(group.fabric, group.time_scale)
         self.fabric.shared_storage = group.shared_storage
@@ -64,13 +63,6 @@ class FakeDriverBase(ComputeDriver):
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
         return opts.list_opts()
-
-    def _register_opts(self, conf: cfg.ConfigOpts) -> None:
-        """Register ``[fake]`` when the driver is built without the loader (tests)."""
-        group = cfg.OptGroup(self.name, title="Options of the fake driver")
-        conf.register_group(group)
-        known = conf[self.name]._group._opts  # noqa: SLF001 - idempotence check
-        conf.register_opts([o for o in self.list_opts() if o.dest not in known], group=group)
 
     # -- helpers used by every part ------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Cold migration and resize for the fake driver (REFERENCE.md section 1).
+"""Cold migration and resize for the fake driver (the call chain of docs/flows.md).
 
 dest ``prepare_migrate_disk_target`` -> source ``migrate_disk_and_power_off`` -> dest
 ``finish_migration`` -> source ``confirm_migration`` | (dest ``destroy`` + source

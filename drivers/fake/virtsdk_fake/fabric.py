@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from oslo_concurrency import lockutils
 
-from virtsdk.exceptions import HostNotFound, InsufficientResources
+from virtsdk.exceptions import HostNotFound, InsufficientResources, MigrationError
 from virtsdk.objects import Flavor, HostResources
 from virtsdk_fake.clock import Clock, ManualClock, ScaledClock
 from virtsdk_fake.faults import FaultInjector, StallHandle
@@ -135,7 +136,7 @@ class Fabric:
     # -- locking ---------------------------------------------------------------------------
 
     @property
-    def lock(self) -> object:
+    def lock(self) -> AbstractContextManager[object]:
         """Context manager serialising every change of fabric state (re-entrant)."""
         return self._lock.write_lock()
 
@@ -226,7 +227,7 @@ class Fabric:
                 for job in list(h.jobs.values()):
                     try:
                         job.abort()
-                    except Exception:  # noqa: BLE001 - post-copy jobs cannot be aborted
+                    except MigrationError:  # post-copy jobs cannot be aborted
                         LOG.warning("fabric reset: a migration from %s is in post-copy",
                                     h.name)
             self.hosts.clear()

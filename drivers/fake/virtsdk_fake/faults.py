@@ -111,7 +111,8 @@ class FaultInjector:
     def clear(self, step: str | None = None) -> None:
         """Disarm everything (or only ``step``); stalled threads are released."""
         with self._lock:
-            keep, drop = [], []
+            keep: list[_Arm] = []
+            drop: list[_Arm] = []
             for arm in self._arms:
                 (drop if step is None or arm.step == step else keep).append(arm)
             self._arms = keep

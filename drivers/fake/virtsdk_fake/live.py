@@ -1,4 +1,4 @@
-"""Live migration for the fake driver (REFERENCE.md sections 1-2).
+"""Live migration for the fake driver (the flow and statuses of docs/flows.md).
 
 Checks on both sides (shared storage detected through a check file the destination
 leaves on its storage pool), ``pre_live_migration`` creates a paused placeholder on the
@@ -280,7 +280,7 @@ class FakeLiveMigration(FakeDriverBase):
     def _resume_source(self, uuid: str) -> None:
         with self.fabric.lock:
             inst = self.hostobj.instances.get(uuid)
-            if inst is not None and inst.metadata.pop("fake:paused_by_migration", None):
+            if inst is not None and inst.metadata.pop("fake:paused_by_migration", ""):
                 inst.power_state = PowerState.RUNNING
 
     def live_migration_abort(self, instance: Instance) -> None:

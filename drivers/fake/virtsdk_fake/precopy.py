@@ -1,6 +1,6 @@
 """A simulated live-migration job: disk mirror, pre-copy rounds, post-copy.
 
-The model (REFERENCE.md section 3): with bandwidth B and a guest dirtying D bytes/s
+The model (docs/flows.md, "The pre-copy model"): with bandwidth B and a guest dirtying D bytes/s
 of a working set W, each pre-copy round sends what the previous one left dirty; the
 switch-over happens as soon as everything still pending (unsent + re-dirtied) fits in
 ``B * max_downtime``.  With D >= B and W large that never happens.  Auto-converge

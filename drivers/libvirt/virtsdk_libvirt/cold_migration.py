@@ -1,4 +1,4 @@
-"""The cold-migration / resize steps of the libvirt driver (REFERENCE.md section 1).
+"""The cold-migration / resize steps of the libvirt driver (chain: docs/flows.md).
 
 ``LibvirtDriver`` delegates its cold-migration methods to :class:`ColdMigration`::
 
@@ -33,6 +33,7 @@ from virtsdk.exceptions import (
     DiskTransferError,
     Invalid,
     NotSupported,
+    PluginError,
     TransferIntegrityError,
 )
 from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, ImageMeta, Instance, Migration
@@ -42,7 +43,6 @@ from virtsdk.transfer.base import (
     HostEndpoint,
     SendFile,
     TransferResult,
-    UnknownTransport,
     choose_transport,
     load_transport,
     write_probe,
@@ -104,7 +104,7 @@ class ColdMigration:
         name = self._transport_name(None)
         try:
             return name, load_transport(name, self.drv.conf)
-        except (UnknownTransport, DiskTransferError) as exc:
+        except (PluginError, DiskTransferError) as exc:
             if self.drv.lv_conf.disk_transport != AUTO or name == LOCAL:
                 raise
             LOG.warning("disk transport %s unavailable (%s); falling back to %s",
@@ -271,7 +271,7 @@ class ColdMigration:
                           instance.uuid, dest)
             try:
                 self._restore_source(instance, start=was_running)
-            except Exception:  # noqa: BLE001 - the transfer error is the one to report
+            except Exception:  # the transfer error is the one to report
                 LOG.exception("restoring %s failed; finish_revert_migration can retry "
                               "(the disks are kept)", instance.uuid)
             raise

@@ -1,6 +1,6 @@
 """Options of the libvirt driver, group ``[libvirt]`` (the driver's entry-point name).
 
-Registered by :func:`virtsdk.loader.register_driver_opts` through
+Registered by :func:`virtsdk.plugins.register_opts` (when the driver is built) from
 ``LibvirtDriver.list_opts()``, which also appends the live-migration options of
 ``virtsdk_libvirt.live.opts``.  Read on every host through ``driver.lv_conf``.
 """
@@ -21,7 +21,8 @@ libvirt_opts: list[cfg.Opt] = [
     cfg.StrOpt("cpu_mode", default="maximum",
                choices=["maximum", "host-model", "host-passthrough", "none"],
                help="Guest CPU mode.  'maximum' with migratable='on' is what runs "
-                    "stably under emulation (REFERENCE.md section 4)."),
+                    "stably under plain QEMU emulation (with QEMU's default CPU model a "
+                    "Debian guest kernel crashed there)."),
     cfg.StrOpt("instances_path", default="/var/lib/virtsdk/instances",
                help="Directory holding one sub-directory per instance."),
     cfg.StrOpt("image_cache_path", default="",

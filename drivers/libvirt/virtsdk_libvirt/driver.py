@@ -94,9 +94,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
-        from virtsdk.loader import register_driver_opts
-
-        register_driver_opts(conf, type(self))
         self.lv_conf = conf[config.GROUP]
         self._paths = InstancePaths(self.lv_conf.instances_path, self.lv_conf.image_cache_path)
         self._host = Host(self.lv_conf.connection_uri, str(self._paths.root),
@@ -108,8 +105,8 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        """Options of ``[libvirt]`` (the loader registers them before building the
-        driver): this package's and the live-migration ones."""
+        """Options of ``[libvirt]`` (registered when the driver is built): this
+        package's and the live-migration ones."""
         return config.list_opts()
 
     # -- helpers (see the module docstring) ----------------------------------------------

@@ -2,14 +2,14 @@
 
 Declared here and returned by :func:`list_opts`, which the driver's
 ``LibvirtDriver.list_opts`` includes, so they are registered in the driver's own group
-(its entry-point name, ``libvirt``) by the loader.  Read on the source host
+(its entry-point name, ``libvirt``) when the driver is built.  Read on the source host
 (URI, flags, bandwidth, parallel connections) and on the destination host (inbound
 address, VIF plugging retries).
 """
 
 from __future__ import annotations
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
 #: Names accepted by ``live_migration_extra_flags`` and their libvirt flag names.
 EXTRA_FLAG_NAMES: dict[str, str] = {
@@ -90,7 +90,7 @@ live_opts: list[cfg.Opt] = [
     cfg.ListOpt(
         "live_migration_extra_flags",
         default=[],
-        item_type=cfg.types.String(choices=sorted(EXTRA_FLAG_NAMES)),
+        item_type=types.String(choices=sorted(EXTRA_FLAG_NAMES)),
         help="Additional libvirt migration flags by short name: "
         + ", ".join(sorted(EXTRA_FLAG_NAMES))
         + ".",

@@ -72,7 +72,7 @@ class RollbackMixin:
             guest.undefine()
         try:
             self.unplug_vifs(instance, network_info)
-        except Exception:  # noqa: BLE001 - cleanup goes on
+        except Exception:  # cleanup goes on
             LOG.exception("rollback at destination: unplugging VIFs of %s failed",
                           instance.uuid)
         shared = migrate_data is not None and bool(migrate_data.is_shared_instance_path)

@@ -224,7 +224,7 @@ class SourceMigrationMixin:
         otherwise go on without a client), then wait for the worker."""
         try:
             job.abort()
-        except Exception:  # noqa: BLE001 - post-copy started, or the job just ended
+        except Exception:  # post-copy started, or the job just ended
             LOG.exception("abortJob failed")
         job.wait()
 
