@@ -106,6 +106,15 @@ class EmbeddedCloud:
         service = self.computes.pop(host)
         service.stop(graceful=not crash)
 
+    def restart_conductor(self, crash: bool = False) -> ConductorService:
+        """Stop the conductor (``crash=True``: without waiting for requests in
+        flight, which then change nothing) and start a new one, which first
+        recovers what the old one left."""
+        self.conductor.stop(graceful=not crash)
+        self.conductor = ConductorService(self.conf, self.db)
+        self.conductor.start()
+        return self.conductor
+
     def stop(self) -> None:
         for host in list(self.computes):
             self.stop_compute(host)
