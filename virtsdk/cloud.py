@@ -101,8 +101,9 @@ class EmbeddedCloud:
 
     def stop_compute(self, host: str, crash: bool = False) -> None:
         """Stop ``host``'s service; its guests stay where they are.  ``crash=True``
-        does not wait for requests in flight (flows it was running stop touching
-        records), as a killed process would."""
+        does not wait for requests in flight and fences the stopped incarnation
+        (:mod:`virtsdk.compute.fence`): its threads can no longer write a record,
+        call the driver or send RPC, as with a killed process."""
         service = self.computes.pop(host)
         service.stop(graceful=not crash)
 
