@@ -101,10 +101,20 @@ class EmbeddedCloud:
 
     def stop_compute(self, host: str, crash: bool = False) -> None:
         """Stop ``host``'s service; its guests stay where they are.  ``crash=True``
-        does not wait for requests in flight (flows it was running stop touching
-        records), as a killed process would."""
+        does not wait for requests in flight and fences the stopped incarnation
+        (:mod:`virtsdk.compute.fence`): its threads can no longer write a record,
+        call the driver or send RPC, as with a killed process."""
         service = self.computes.pop(host)
         service.stop(graceful=not crash)
+
+    def restart_conductor(self, crash: bool = False) -> ConductorService:
+        """Stop the conductor (``crash=True``: without waiting for requests in
+        flight, which then change nothing) and start a new one, which first
+        recovers what the old one left."""
+        self.conductor.stop(graceful=not crash)
+        self.conductor = ConductorService(self.conf, self.db)
+        self.conductor.start()
+        return self.conductor
 
     def stop(self) -> None:
         for host in list(self.computes):

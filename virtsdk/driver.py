@@ -249,6 +249,16 @@ class ComputeDriver(Plugin, abc.ABC):
     def instance_exists(self, instance: Instance) -> bool:
         return instance.name in self.list_instances()
 
+    def list_instance_uuids_on_host(self) -> dict[str, list[str]]:
+        """This host, for the reconcile task and ``virtsdk audit``: every instance
+        uuid of which this hypervisor holds anything, mapped to what it holds, from
+        :data:`HELD_KINDS`: ``instance`` (a defined guest), ``resize_copy`` (the
+        source's kept copy of a cold migration), ``incoming`` (a prepared target,
+        received disks or a live-migration placeholder), ``leftover`` (disks a
+        block migration left on its source).  Optional: the default raises
+        NotSupported and the audit reports the host as not auditable."""
+        raise self._unsupported("listing what the hypervisor holds (audit)")
+
     def get_instance_disk_info(
         self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
     ) -> list[DiskInfo]:
@@ -466,6 +476,12 @@ class ComputeDriver(Plugin, abc.ABC):
         """Destination, after failure: remove everything pre_live_migration created,
         leaving this host clean."""
 
+
+#: What :meth:`ComputeDriver.list_instance_uuids_on_host` reports per instance.
+HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING, HELD_LEFTOVER = (
+    "instance", "resize_copy", "incoming", "leftover")
+HELD_KINDS: tuple[str, ...] = (HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING,
+                               HELD_LEFTOVER)
 
 OPTIONAL_METHODS: tuple[str, ...] = (
     "get_instance_disk_info",

@@ -8,6 +8,7 @@ through the public API.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -45,6 +46,18 @@ def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
     api.flavor_create(ctx, "tiny-disk", 256, 1, 0)
     api.flavor_create(ctx, "large", 4096, 2, 2)
     return cloud
+
+
+@contextlib.contextmanager
+def own_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> Iterator[EmbeddedCloud]:
+    """A cloud of one's own (:func:`make_cloud`), stopped with its fabric after."""
+    c = make_cloud(tmp_path, **overrides)
+    try:
+        yield c
+    finally:
+        get_fabric(c.conf.fake.fabric).faults.clear()
+        c.stop()
+        drop_fabric(c.conf.fake.fabric)
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,14 @@ class ColdMigrationMixin(ManagerBase):
         migration = box["migration"]
         migrate_data = box["migrate_data"]
         assert isinstance(migration, Migration) and isinstance(migrate_data, ColdMigrateData)
+        current = self.db.migration_get(int(migration.id or 0))
+        if current.status != Status.PRE_MIGRATING:
+            # settled meanwhile (a restart of the source recovered it): its clean-up
+            # of this host may have run before the target existed
+            LOG.warning("prep_resize of %s: migration %s is %s; undoing the target",
+                        instance.uuid, migration.id, current.status)
+            self._abort_target(ctx, instance, migrate_data)
+            return
         try:
             self.compute_rpc.resize_instance(ctx, migration.source_host, instance,
                                              migration, flavor, migrate_data)

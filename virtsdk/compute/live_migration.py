@@ -15,6 +15,12 @@ Migration statuses: accepted (conductor) -> queued (waiting for a slot: per-host
 limits on outbound and inbound migrations) -> preparing -> running (-> running
 (post-copy)) -> completed; or failed / cancelled / error.  The instance keeps task
 MIGRATING until the record is final; then the task is cleared.
+
+The driver's ``post_method`` / ``recover_method`` callbacks only record which way
+the migration went; once ``live_migration`` returned, the manager runs the post
+path (source post, destination post over RPC, source clean-up) or both sides'
+rollback.  A driver that returns without calling either is judged by asking both
+hosts where the guest runs.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Callable
 
 from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
+from virtsdk.compute.fence import ServiceFenced
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
     Conflict,
@@ -98,6 +105,14 @@ class LiveMigrationMixin(ManagerBase):
             data = self.driver.pre_live_migration(ctx, instance, None,
                                                   network.network_info(instance), disk_info,
                                                   migrate_data)
+            current = self.db.migration_get(int(migration.id or 0))
+            if current.status != Status.PREPARING:
+                # the source gave up meanwhile (crash + recovery, abort): its rollback
+                # may have run before this placeholder existed, so remove it here
+                self.driver.rollback_live_migration_at_destination(
+                    ctx, instance, network.network_info(instance), None, True, data)
+                raise MigrationError(f"migration {migration.id} is {current.status}, no "
+                                     "longer preparing: placeholder removed")
             self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
         return data
 
@@ -184,6 +199,8 @@ class LiveMigrationMixin(ManagerBase):
                 return
             self._run_live_migration(ctx, instance, dest, block_migration, migration,
                                      migrate_data)
+        except ServiceFenced:
+            return  # this service incarnation is gone: recovery owns the flow
         except Exception as exc:  # last resort: never lose the outcome
             LOG.exception("live migration %s of %s crashed", mid, instance.uuid)
             if not self.stopped.is_set():
@@ -215,29 +232,17 @@ class LiveMigrationMixin(ManagerBase):
             return
         self.db.migration_update(mid, {"status": Status.RUNNING},
                                  expected_status=Status.PREPARING)
-        outcome: dict[str, BaseException | None] = {}
-        # the callbacks keep the driver.PostMethod / RecoverMethod signatures (a driver
-        # may pass their arguments by name); the records use the manager's own copies
-        own_instance, own_dest = instance, dest
+        # the driver's callbacks only record which way it went (with its completed
+        # migrate data); post or rollback runs here, after live_migration returned
+        outcome: dict[str, LiveMigrateData] = {}
 
         def post_method(context: RequestContext, instance: Instance, dest: str,
                         block_migration: bool, migrate_data: LiveMigrateData) -> None:
-            outcome["post"] = None
-            if self.stopped.is_set():
-                return
-            try:
-                self._post_live_migration(ctx, own_instance, own_dest, block, migrate_data,
-                                          migration)
-            except Exception as exc:  # recorded as the outcome
-                LOG.exception("post live migration of %s failed", own_instance.uuid)
-                outcome["post"] = exc
+            outcome.setdefault("post", migrate_data)
 
         def recover_method(context: RequestContext, instance: Instance, dest: str,
                            migrate_data: LiveMigrateData) -> None:
-            outcome["recover"] = None
-            if not self.stopped.is_set():
-                outcome["recover"] = self._rollback_live(ctx, own_instance, own_dest,
-                                                         migrate_data, migration)
+            outcome.setdefault("recover", migrate_data)
 
         error: BaseException | None = None
         try:
@@ -248,30 +253,29 @@ class LiveMigrationMixin(ManagerBase):
             error = exc
         if self.stopped.is_set():
             return  # the service "crashed": recovery at restart settles the records
-        if "post" in outcome:
-            post_error = outcome["post"]
-            if post_error is None:
-                self._end_live(ctx, instance, mid, Status.COMPLETED, None)
-            else:
-                self._end_live(ctx, instance, mid, Status.ERROR, post_error,
-                               vm_state=VMState.ERROR, host=dest)
-            return
-        if "recover" not in outcome:  # the driver broke its contract: see where it is
+        if "post" not in outcome and "recover" not in outcome:
+            # the driver broke its contract: ask both hosts where the guest runs
             error = error or MigrationError("driver returned without post or recover")
-            if self._guest_moved(ctx, instance, dest):
-                post_failed = False
-                try:
-                    self._post_live_migration(ctx, instance, dest, block, migrate_data,
-                                              migration)
-                except Exception as exc:  # noqa: BLE001 - recorded below
-                    error, post_failed = exc, True
-                self._end_live(ctx, instance, mid, Status.ERROR, error, host=dest,
-                               vm_state=VMState.ERROR if post_failed else None)
+            outcome["post" if self._guest_moved(ctx, instance, dest) else "recover"] = \
+                migrate_data
+            broken: BaseException | None = error
+        else:
+            broken = None
+        if "post" in outcome:
+            try:
+                self._post_live_migration(ctx, instance, dest, block, outcome["post"],
+                                          migration)
+            except Exception as exc:  # noqa: BLE001 - the guest runs there: ERROR
+                LOG.exception("post live migration of %s failed", instance.uuid)
+                self._end_live(ctx, instance, mid, Status.ERROR, exc,
+                               vm_state=VMState.ERROR, host=dest)
                 return
-            outcome["recover"] = self._rollback_live(ctx, instance, dest, migrate_data,
-                                                     migration)
+            self._end_live(ctx, instance, mid, Status.ERROR if broken else Status.COMPLETED,
+                           broken, host=dest if broken else None)
+            return
+        rollback_error = self._rollback_live(ctx, instance, dest, outcome["recover"],
+                                             migration)
         cancelled = mid in self._aborted or isinstance(error, LiveMigrationAborted)
-        rollback_error = outcome["recover"]
         self._end_live(ctx, instance, mid,
                        Status.ERROR if rollback_error else (
                            Status.CANCELLED if cancelled else Status.FAILED),

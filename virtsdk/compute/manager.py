@@ -6,7 +6,9 @@ and :class:`virtsdk.compute.service.ComputeService` (``init_host`` at start,
 it loads by entry-point name; it never imports a driver.
 
 Every public method here is an RPC method.  The flows are split by theme into mixins
-(:mod:`.cold_migration`, :mod:`.live_migration`, :mod:`.recovery`); this module holds
+(:mod:`.cold_migration`, :mod:`.live_migration`); start-up recovery
+(:class:`~.recovery.Recovery`) and the reconcile task (:class:`~.reconcile.Reconciler`)
+are objects built here with explicit dependencies.  This module holds
 the instance lifecycle and what every flow shares.  Each flow keeps the vm_state /
 task_state / migration-status machine of docs/flows.md ("States") and ends by clearing
 the task state *after* the migration record reached its final status, so "task_state
@@ -26,8 +28,10 @@ from oslo_config import cfg
 from virtsdk import actions, network
 from virtsdk.compute.base import ConductorClient
 from virtsdk.compute.cold_migration import ColdMigrationMixin
+from virtsdk.compute.fence import Fence
 from virtsdk.compute.live_migration import LiveMigrationMixin
-from virtsdk.compute.recovery import RecoveryMixin
+from virtsdk.compute.reconcile import Reconciler
+from virtsdk.compute.recovery import Recovery
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
@@ -45,7 +49,7 @@ LOG = logging.getLogger(__name__)
 BINARY = COMPUTE
 
 
-class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
+class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
     """Manages the instances of one host through its driver (see the module doc)."""
 
     target = oslo_messaging.Target(version="1.0")
@@ -54,11 +58,18 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
                  driver: ComputeDriver, conductor: ConductorClient) -> None:
         self.conf = conf
         self.host = host
-        self.db = db
-        self.driver = driver
-        self.compute_rpc = ComputeAPI(conf)
-        self.conductor_rpc = conductor
+        #: every record write, driver call and RPC of this incarnation passes the
+        #: fence: once the service stopped, a thread left behind can change nothing
+        self.fence = Fence(f"compute {host}")
+        self._real_driver = driver
+        self.db = self.fence.guard(db, serialize=True)
+        self.driver = self.fence.guard(driver)
+        self.compute_rpc = self.fence.guard(ComputeAPI(conf))
+        self.conductor_rpc = self.fence.guard(conductor)
         self.notifier = Notifier(conf, "compute", host)
+        self.reconciler = Reconciler(host, self.db, self.driver,
+                                     conf.compute.reconcile_grace)
+        self.recovery = Recovery(host, self.db, self.driver, self.compute_rpc, self)
         #: set when the service stops: late callbacks of a "crashed" manager do nothing
         self.stopped = threading.Event()
         self._live_threads: dict[int, threading.Thread] = {}
@@ -72,12 +83,13 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         report, then recovery of what a crash interrupted."""
         self.driver.init_host(self.host)
         self._report_resources()
-        self._recover_interrupted(RequestContext(request_id="req-init-host"))
+        self.recovery.recover_interrupted(RequestContext(request_id="req-init-host"))
 
     def _stop(self) -> None:
         self.stopped.set()
+        self.fence.close()
         try:
-            self.driver.cleanup_host(self.host)
+            self._real_driver.cleanup_host(self.host)
         except Exception:  # shutting down anyway
             LOG.exception("driver cleanup_host failed on %s", self.host)
 
@@ -97,7 +109,7 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
         on top of everything claimed.  Call with :meth:`_resource_lock` held; the
         caller records the claim (instance host or migration) before releasing it."""
         res = with_usage(self.driver.get_available_resource(self.host),
-                         self.db.host_usage(self.host))
+                         self.db.host_usage(self.host, exclude_claim_of=instance.uuid))
         short = shortfalls(res, flavor, AllocationRatios.from_conf(self.conf))
         if short:
             raise InsufficientResources(
@@ -166,3 +178,16 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin, RecoveryMixin):
             return int(self.driver.get_info(instance).state)
         except InstanceNotFound:
             return None
+
+    # -- RPC: audit (virtsdk audit) -------------------------------------------------------
+
+    def audit_host(self, ctx: RequestContext) -> dict[str, Any]:
+        """RPC call from ``virtsdk audit``: what this hypervisor holds per instance
+        (None if the driver cannot list) and its resource use."""
+        return self.reconciler.holdings()
+
+    def audit_fix(self, ctx: RequestContext,
+                  differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """RPC call from ``virtsdk audit --fix``: remove the given safely orphaned
+        holdings that are still orphaned now; returns the ones removed."""
+        return self.reconciler.fix(ctx, differences)

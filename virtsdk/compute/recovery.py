@@ -1,32 +1,30 @@
 """Recovery, at service start, of what a crash of this host's compute service cut off.
 
 Called once by :meth:`ComputeManager._start`, before this host serves RPC (so it never
-calls itself over RPC).  For every migration in progress that involves this host:
-
-* cold, this host the source, still 'pre-migrating' / 'migrating' (the kept source
-  copy is authoritative): clean the destination, restore the instance here with
-  ``finish_revert_migration``, migration 'error';
-* cold, this host the destination, crashed in ``prep_resize`` ('pre-migrating') or in
-  ``finish_resize`` ('post-migrating'): clean here and have the source restore it;
-* cold 'confirming' / 'reverting': redo the step (the driver steps are idempotent);
-* live, this host the source: ask both drivers where the guest really runs.  Still
-  here: cancel any job, roll back both sides, migration 'failed'.  Running on the
-  destination: finish the destination side, instance there, migration 'error'.
+calls itself over RPC).  Every migration in progress that involves this host is
+matched against :data:`RULES`, one row per (flow, migration status, which host
+restarted): the first row that matches says what to do.  The table is the whole
+policy; each row has a test (``tests/orchestration/test_recovery_rules.py``).
 
 Instances of this host left with a task but no migration in progress get their task
-cleared (a build that was interrupted ends in ERROR).
+cleared (a build that was interrupted ends in ERROR).  They are collected *before*
+any migration is recovered, so a flow that recovery itself restarts is never taken
+for an orphan task.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Protocol
 
 from virtsdk import actions, network
-from virtsdk.compute.base import ManagerBase
+from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
-from virtsdk.db.api import IN_PROGRESS
+from virtsdk.db.api import IN_PROGRESS, Database
+from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import Conflict, InstanceNotFound, MigrationError, RollbackError
-from virtsdk.objects import Instance, LiveMigrateData, Migration
+from virtsdk.objects import ColdMigrateData, Instance, LiveMigrateData, Migration
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
@@ -35,29 +33,138 @@ Status = MigrationStatus
 _ALIVE = (PowerState.RUNNING, PowerState.PAUSED)
 
 
-class RecoveryMixin(ManagerBase):
-    """Start-up recovery of the compute manager (see the module docstring)."""
 
-    def _recover_interrupted(self, ctx: RequestContext) -> None:
-        for migration in self.db.migration_get_all(host=self.host, statuses=IN_PROGRESS):
-            try:
-                self._recover_migration(ctx, migration)
-            except Exception:  # one bad record must not stop the rest
-                LOG.exception("recovery of migration %s failed", migration.id)
+SOURCE, DEST = "source", "destination"
+COLD, LIVE = "cold", "live"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the recovery table."""
+
+    flow: str                          #: COLD (resize / migration) or LIVE
+    statuses: tuple[MigrationStatus, ...]
+    restarted: str                     #: SOURCE or DEST: the host whose service restarted
+    action: str                        #: name of the Recovery method that runs
+    what: str                          #: what it does, for operators and the docs
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(COLD, (Status.PRE_MIGRATING, Status.MIGRATING), SOURCE, "_recover_cold_source",
+         "source copy authoritative: clean destination, restore here, migration error"),
+    Rule(COLD, (Status.PRE_MIGRATING,), DEST, "_recover_cold_dest_prep",
+         "crashed in prep_resize: undo the target here, instance restored on source"),
+    Rule(COLD, (Status.MIGRATING,), DEST, "_recover_nothing",
+         "the source is sending: it notices the failure and restores itself"),
+    Rule(COLD, (Status.POST_MIGRATING,), SOURCE, "_recover_cold_source_post",
+         "disks sent, finish_resize maybe never cast: unless the destination already "
+         "took the instance, clean it and restore here"),
+    Rule(COLD, (Status.POST_MIGRATING,), DEST, "_recover_cold_dest_finish",
+         "crashed in finish_resize: clean here, the source restores its kept copy"),
+    Rule(COLD, (Status.FINISHED,), SOURCE, "_recover_nothing",
+         "resized, waiting for confirm or revert: nothing was running"),
+    Rule(COLD, (Status.FINISHED,), DEST, "_recover_nothing",
+         "resized, waiting for confirm or revert: nothing was running"),
+    Rule(COLD, (Status.CONFIRMING,), SOURCE, "_recover_confirm",
+         "redo confirm_resize (confirm_migration is idempotent)"),
+    Rule(COLD, (Status.CONFIRMING,), DEST, "_recover_nothing",
+         "confirm runs on the source only"),
+    Rule(COLD, (Status.REVERTING,), DEST, "_recover_revert_dest",
+         "instance still on the destination: redo revert_resize"),
+    Rule(COLD, (Status.REVERTING,), SOURCE, "_recover_revert_source",
+         "instance already moved back (crash in finish_revert_resize): redo "
+         "finish_revert_resize here"),
+    Rule(LIVE, (Status.ACCEPTED, Status.QUEUED), SOURCE, "_recover_live_unstarted",
+         "nothing moved yet: migration failed, instance active here"),
+    Rule(LIVE, (Status.PREPARING, Status.RUNNING, Status.POSTCOPY), SOURCE,
+         "_recover_live",
+         "ask both hosts where the guest runs: roll back to here, or finish there"),
+    Rule(LIVE, (Status.ACCEPTED, Status.QUEUED), DEST, "_recover_nothing",
+         "the destination holds nothing before pre_live_migration"),
+    Rule(LIVE, (Status.PREPARING,), DEST, "_recover_live_dest_placeholder",
+         "crashed in pre_live_migration: remove the placeholder here; the source "
+         "rolls back when its call fails"),
+    Rule(LIVE, (Status.RUNNING, Status.POSTCOPY), DEST, "_recover_nothing",
+         "the source runs the job and settles it (its rollback cleans here)"),
+)
+
+
+def find_rule(m: Migration, host: str) -> Rule | None:
+    """The row of :data:`RULES` for migration ``m`` seen from restarted ``host``.
+    A same-host resize is recovered as the source (its kept copy is here)."""
+    flow = LIVE if m.migration_type == MigrationType.LIVE else COLD
+    restarted = SOURCE if m.source_host == host else DEST
+    for rule in RULES:
+        if rule.flow == flow and rule.restarted == restarted and m.status in rule.statuses:
+            return rule
+    return None
+
+
+class RecoveryFlows(Protocol):
+    """The compute manager's flow steps that recovery runs again (the manager)."""
+
+    def terminate_instance(self, ctx: RequestContext, instance: Instance) -> None: ...
+
+    def confirm_resize(self, ctx: RequestContext, instance: Instance,
+                       migration: Migration) -> None: ...
+
+    def revert_resize(self, ctx: RequestContext, instance: Instance,
+                      migration: Migration) -> None: ...
+
+    def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
+                             migration: Migration) -> None: ...
+
+    def _abort_target(self, ctx: RequestContext, instance: Instance,
+                      migrate_data: ColdMigrateData | None) -> None: ...
+
+    def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
+                              migration: Migration, migrate_data: ColdMigrateData | None,
+                              exc: BaseException) -> None: ...
+
+    def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
+                       migrate_data: LiveMigrateData, migration: Migration
+                       ) -> BaseException | None: ...
+
+
+class Recovery:
+    """Start-up recovery of one compute host (see the module docstring).  Built by
+    the manager with its (fenced) database, driver and RPC client, and the manager
+    itself for the flow steps recovery runs again."""
+
+    def __init__(self, host: str, db: Database, driver: ComputeDriver,
+                 compute_rpc: ComputeAPI, flows: RecoveryFlows) -> None:
+        self.host = host
+        self.db = db
+        self.driver = driver
+        self.compute_rpc = compute_rpc
+        self.flows = flows
+
+    def recover_interrupted(self, ctx: RequestContext) -> None:
+        orphans = []
         for instance in self.db.instance_get_all(host=self.host):
             if instance.task_state is None:
                 continue
             busy = self.db.migration_get_all(instance_uuid=instance.uuid,
                                              statuses=IN_PROGRESS)
             if not busy:
+                orphans.append(instance)
+        for migration in self.db.migration_get_all(host=self.host, statuses=IN_PROGRESS):
+            try:
+                self._recover_migration(ctx, migration)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the rest
+                LOG.exception("recovery of migration %s failed", migration.id)
+        for instance in orphans:
+            try:
                 self._recover_instance(ctx, instance)
+            except Exception:  # noqa: BLE001
+                LOG.exception("recovery of instance %s failed", instance.uuid)
 
     def _recover_instance(self, ctx: RequestContext, instance: Instance) -> None:
         LOG.warning("recovery: clearing task %s of %s", instance.task_state, instance.uuid)
         vm_state = VMState.ERROR if instance.task_state == TaskState.SPAWNING else \
             instance.vm_state
         if instance.task_state == TaskState.DELETING:
-            self.terminate_instance(ctx, instance)  # type: ignore[attr-defined]
+            self.flows.terminate_instance(ctx, instance)
             return
         self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")
         self.db.instance_update(instance.uuid, {"task_state": None, "vm_state": vm_state},
@@ -70,33 +177,19 @@ class RecoveryMixin(ManagerBase):
             self.db.migration_update(int(m.id or 0), {"status": Status.ERROR,
                                                       "error": "instance deleted"})
             return
-        LOG.warning("recovery on %s: %s migration %s of %s was %s", self.host,
-                    m.migration_type, m.id, m.instance_uuid, m.status)
-        if m.migration_type == MigrationType.LIVE:
-            if m.source_host == self.host:
-                self._recover_live(ctx, instance, m)
-            return
-        source, dest = m.source_host == self.host, m.dest_host == self.host
-        if source and m.status in (Status.PRE_MIGRATING, Status.MIGRATING) \
-                and instance.host == self.host:
-            self._recover_cold_source(ctx, instance, m)
-        elif dest and m.status == Status.PRE_MIGRATING:
-            self._settle(m, Status.ERROR, "destination restarted during prep_resize")
-            self._abort_target(ctx, instance, None)  # type: ignore[attr-defined]
-            self.db.action_finish_open(instance.uuid,
-                                       f"interrupted by a restart of {self.host}")
-            actions.error_out_instance(self.db, instance.uuid, MigrationError(),
-                                     instance.vm_state, rollback=True)
-        elif dest and m.status == Status.POST_MIGRATING and instance.task_state in (
-                TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
-            self._finish_resize_failed(  # type: ignore[attr-defined]
-                ctx, instance, m, None,
-                RollbackError("destination restarted during finish_resize; the "
-                              "source copy was restored"))
-        elif source and m.status == Status.CONFIRMING:
-            self.confirm_resize(ctx, instance, m)  # type: ignore[attr-defined]
-        elif dest and m.status == Status.REVERTING and instance.host == self.host:
-            self.revert_resize(ctx, instance, m)  # type: ignore[attr-defined]
+        rule = find_rule(m, self.host)
+        LOG.warning("recovery on %s: %s migration %s of %s was %s: %s", self.host,
+                    m.migration_type, m.id, m.instance_uuid, m.status,
+                    rule.what if rule else "no rule")
+        if rule is not None:
+            getattr(self, rule.action)(ctx, instance, m)
+
+    def _recover_nothing(self, ctx: RequestContext, instance: Instance,
+                         m: Migration) -> None:
+        """The other host owns this step."""
+
+    def _interrupted(self) -> str:
+        return f"interrupted by a restart of {self.host}"
 
     def _settle(self, m: Migration, status: MigrationStatus, why: str) -> bool:
         """Final status for an interrupted migration; False if someone else already
@@ -108,9 +201,55 @@ class RecoveryMixin(ManagerBase):
         except Conflict:
             return False
 
+    # -- cold -----------------------------------------------------------------------------
+
+    def _recover_cold_dest_prep(self, ctx: RequestContext, instance: Instance,
+                                m: Migration) -> None:
+        if not self._settle(m, Status.ERROR, "destination restarted during prep_resize"):
+            return
+        self.flows._abort_target(ctx, instance, None)  # noqa: SLF001
+        self.db.action_finish_open(instance.uuid, self._interrupted())
+        actions.error_out_instance(self.db, instance.uuid, MigrationError(),
+                                 instance.vm_state, rollback=True)
+
+    def _recover_cold_dest_finish(self, ctx: RequestContext, instance: Instance,
+                                  m: Migration) -> None:
+        if instance.task_state not in (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
+            return
+        self.flows._finish_resize_failed(  # noqa: SLF001
+            ctx, instance, m, None,
+            RollbackError("destination restarted during finish_resize; the "
+                          "source copy was restored"))
+
+    def _recover_cold_source_post(self, ctx: RequestContext, instance: Instance,
+                                  m: Migration) -> None:
+        try:  # take the flow from finish_resize, unless it already started there
+            instance = self.db.instance_update(
+                instance.uuid, {"task_state": TaskState.RESIZE_REVERTING},
+                expected_task_state=TaskState.RESIZE_MIGRATED)
+        except Conflict:
+            return
+        self._recover_cold_source(ctx, instance, m)
+
+    def _recover_confirm(self, ctx: RequestContext, instance: Instance,
+                         m: Migration) -> None:
+        self.flows.confirm_resize(ctx, instance, m)
+
+    def _recover_revert_dest(self, ctx: RequestContext, instance: Instance,
+                             m: Migration) -> None:
+        if instance.host == self.host:
+            self.flows.revert_resize(ctx, instance, m)
+
+    def _recover_revert_source(self, ctx: RequestContext, instance: Instance,
+                               m: Migration) -> None:
+        if instance.host == self.host:
+            self.flows.finish_revert_resize(ctx, instance, m)
+
     def _recover_cold_source(self, ctx: RequestContext, instance: Instance,
                              m: Migration) -> None:
-        if not self._settle(m, Status.ERROR, f"interrupted by a restart of {self.host}"):
+        if instance.host != self.host:
+            return
+        if not self._settle(m, Status.ERROR, self._interrupted()):
             return
         if m.dest_host and m.dest_host != self.host:
             try:
@@ -120,21 +259,25 @@ class RecoveryMixin(ManagerBase):
                 LOG.exception("recovery: could not clean %s on %s", instance.uuid,
                               m.dest_host)
         else:
-            self._abort_target(ctx, instance, None)  # type: ignore[attr-defined]
+            self.flows._abort_target(ctx, instance, None)  # noqa: SLF001
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
-        try:
-            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
-                                                m, power_on=old == VMState.ACTIVE)
-        except Exception:
-            LOG.exception("recovery: could not restore %s here", instance.uuid)
-            final = VMState.ERROR
+        if self._power_here(instance) not in _ALIVE:  # powered off for the transfer
+            try:
+                self.driver.finish_revert_migration(
+                    ctx, instance, network.network_info(instance), m,
+                    power_on=old == VMState.ACTIVE)
+            except Exception:
+                LOG.exception("recovery: could not restore %s here", instance.uuid)
+                final = VMState.ERROR
         self.db.instance_update(instance.uuid, {
             "host": self.host, "node": m.source_node, "flavor": m.old_flavor or
             instance.flavor, "old_flavor": None, "new_flavor": None, "vm_state": final,
             "task_state": None, "power_state": PowerState.RUNNING
             if old == VMState.ACTIVE else PowerState.SHUTDOWN})
-        self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")
+        self.db.action_finish_open(instance.uuid, self._interrupted())
+
+    # -- live -----------------------------------------------------------------------------
 
     def _power_here(self, instance: Instance) -> PowerState | None:
         try:
@@ -142,19 +285,36 @@ class RecoveryMixin(ManagerBase):
         except InstanceNotFound:
             return None
 
+    def _recover_live_unstarted(self, ctx: RequestContext, instance: Instance,
+                                m: Migration) -> None:
+        if self._settle(m, Status.FAILED, self._interrupted()):
+            self.db.instance_update(instance.uuid, {"task_state": None,
+                                                    "vm_state": VMState.ACTIVE})
+            self.db.action_finish_open(instance.uuid, self._interrupted())
+
+    def _recover_live_dest_placeholder(self, ctx: RequestContext, instance: Instance,
+                                       m: Migration) -> None:
+        if instance.host == self.host:
+            return
+        try:
+            self.driver.rollback_live_migration_at_destination(
+                ctx, instance, network.network_info(instance), None, True, None)
+        except Exception:  # noqa: BLE001 - nothing was there
+            LOG.info("recovery: no live placeholder of %s on %s", instance.uuid, self.host)
+
     def _recover_live(self, ctx: RequestContext, instance: Instance, m: Migration) -> None:
         dest = str(m.dest_host or "")
-        if m.status in (Status.ACCEPTED, Status.QUEUED) or not dest:
-            if self._settle(m, Status.FAILED, f"interrupted by a restart of {self.host}"):
-                self.db.instance_update(instance.uuid, {"task_state": None,
-                                                        "vm_state": VMState.ACTIVE})
+        if not dest:
+            self._recover_live_unstarted(ctx, instance, m)
             return
         here = self._power_here(instance)
         there: int | None = None
+        unreachable = False
         try:
             there = self.compute_rpc.instance_power_state(ctx, dest, instance)
         except Exception:  # destination down: judge from here
             LOG.exception("recovery: cannot ask %s about %s", dest, instance.uuid)
+            unreachable = True
         data = LiveMigrateData(is_shared_block_storage=False)
         if here in _ALIVE:
             try:
@@ -162,9 +322,15 @@ class RecoveryMixin(ManagerBase):
             except Exception:  # usually: no job left to abort
                 LOG.info("recovery: no live migration of %s to abort", instance.uuid,
                          exc_info=True)
-            failed = self._rollback_live(ctx, instance, dest, data, m)  # type: ignore[attr-defined]
-            self._settle(m, Status.ERROR if failed else Status.FAILED,
-                         f"interrupted by a restart of {self.host}; guest kept on source")
+            # settle first: a pre_live_migration still running on the destination
+            # sees the migration is over and removes its own placeholder; one that
+            # already returned is cleaned by the rollback below
+            why = f"interrupted by a restart of {self.host}; guest kept on source"
+            self._settle(m, Status.FAILED, why)
+            failed = self.flows._rollback_live(ctx, instance, dest, data, m)  # noqa: SLF001
+            if failed:
+                self.db.migration_update(int(m.id or 0), {
+                    "status": Status.ERROR, "error": f"{why}; rollback: {failed}"})
             self.db.instance_update(instance.uuid, {
                 "host": self.host, "node": self.host, "task_state": None,
                 "vm_state": VMState.ERROR if failed else VMState.ACTIVE})
@@ -183,7 +349,9 @@ class RecoveryMixin(ManagerBase):
             self.db.instance_update(instance.uuid, {"host": dest, "node": dest,
                                                     "task_state": None, "vm_state": final})
         else:
-            self._settle(m, Status.ERROR, "guest found running on neither host")
+            self._settle(m, Status.ERROR, f"guest not running here and {dest} could not "
+                         "be asked; virtsdk audit finds where it runs" if unreachable
+                         else "guest found running on neither host")
             self.db.instance_update(instance.uuid, {"task_state": None,
                                                     "vm_state": VMState.ERROR})
         self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")

@@ -55,6 +55,16 @@ class ComputeAPI:
         state: int | None = self._call(ctx, host, "instance_power_state", instance=instance)
         return state
 
+    def audit_host(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        """What ``host``'s hypervisor holds and uses (``virtsdk audit``)."""
+        return self._call(ctx, host, "audit_host")  # type: ignore[no-any-return]
+
+    def audit_fix(self, ctx: RequestContext, host: str,
+                  differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Have ``host`` remove the given safely orphaned holdings."""
+        return self._call(ctx, host, "audit_fix",  # type: ignore[no-any-return]
+                          differences=differences)
+
     # -- cold migration / resize ----------------------------------------------------------
 
     def prep_resize(self, ctx: RequestContext, host: str, instance: Instance, flavor: Flavor,

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
 from virtsdk.compute.base import ConductorClient
+from virtsdk.compute.fence import ServiceFenced
 from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
+from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.driver import ComputeDriver
 from virtsdk.plugins import COMPUTE_DRIVERS, load
@@ -60,11 +63,24 @@ class ComputeService:
         self._heartbeat.start()
 
     def _beat(self) -> None:
+        """Heartbeat every ``report_interval``; the reconcile task every
+        ``reconcile_interval`` (0: never)."""
+        interval = self.conf.compute.reconcile_interval
+        last_reconcile = time.monotonic()
+        ctx = RequestContext(request_id=f"req-reconcile-{self.host}")
         while not self._stop.wait(self.conf.compute.report_interval):
             try:
                 self.manager._report_resources()  # noqa: SLF001
             except Exception:  # the next beat retries
                 LOG.exception("heartbeat of %s failed", self.host)
+            if interval and time.monotonic() - last_reconcile >= interval:
+                last_reconcile = time.monotonic()
+                try:
+                    self.manager.reconciler.run(ctx)
+                except ServiceFenced:
+                    return
+                except Exception:  # noqa: BLE001 - the next pass retries
+                    LOG.exception("reconcile of %s failed", self.host)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop serving and beating.  ``graceful`` waits for requests being handled;

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from typing import Any
 
 from oslo_config import cfg
 
@@ -17,6 +19,7 @@ from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.exceptions import (
     ComputeServiceUnavailable,
+    Conflict,
     HostNotFound,
     InstanceInvalidState,
     MigrationPreCheckError,
@@ -24,9 +27,12 @@ from virtsdk.exceptions import (
 )
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.scheduler import RequestSpec, Scheduler
-from virtsdk.states import PowerState, VMState
+from virtsdk.states import MigrationStatus, PowerState, VMState
 
 LOG = logging.getLogger(__name__)
+
+#: seconds between looks at the migration record while the checks run
+_WATCH_INTERVAL = 0.05
 
 
 class LiveMigrationTask:
@@ -92,16 +98,45 @@ class LiveMigrationTask:
         spec = RequestSpec(flavor=self.instance.flavor, instance_uuid=self.instance.uuid,
                            force_hosts=[dest])
         try:
-            self.scheduler.select_destinations(self.ctx, spec)
+            self.scheduler.select_and_claim(self.ctx, spec)
         except NoValidHost as exc:
             raise MigrationPreCheckError(
                 f"requested host {dest!r} cannot take instance {self.instance.uuid}: "
                 f"{exc}") from exc
 
     def _call_checks(self, dest: str) -> LiveMigrateData:
-        """The drivers' compatibility checks: destination, which asks the source."""
-        return self.compute_rpc.check_can_live_migrate_destination(
-            self.ctx, dest, self.instance, self.block_migration, self.disk_over_commit)
+        """The drivers' compatibility checks: destination, which asks the source.
+
+        The call runs in a helper thread while this one watches the migration
+        record: if a restart of the source settles the migration meanwhile (its
+        recovery marks it failed), the caller gets Conflict at once instead of
+        waiting ``rpc_call_timeout`` for an answer that cannot come."""
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["data"] = self.compute_rpc.check_can_live_migrate_destination(
+                    self.ctx, dest, self.instance, self.block_migration,
+                    self.disk_over_commit)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the waiting thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"live-checks-{self.migration.id}",
+                                  daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(_WATCH_INTERVAL)
+            if not worker.is_alive():
+                break
+            status = self.db.migration_get(int(self.migration.id or 0)).status
+            if status != MigrationStatus.ACCEPTED:
+                raise Conflict(
+                    f"live migration {self.migration.id} of {self.instance.uuid} was "
+                    f"settled as {status!r} while its checks ran (a host restarted)")
+        if "error" in box:
+            raise box["error"]
+        data: LiveMigrateData = box["data"]
+        return data
 
     def _find_destination(self) -> tuple[str, LiveMigrateData]:
         ignore = [self.source]
@@ -110,7 +145,7 @@ class LiveMigrationTask:
             spec = RequestSpec(flavor=self.instance.flavor,
                                instance_uuid=self.instance.uuid, ignore_hosts=list(ignore))
             try:
-                host = self.scheduler.select_destinations(self.ctx, spec)[0]
+                host = self.scheduler.select_and_claim(self.ctx, spec)[0]
             except NoValidHost as exc:
                 if errors:
                     raise NoValidHost(f"{exc}; hosts refused by the checks: "

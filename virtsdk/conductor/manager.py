@@ -12,27 +12,30 @@ live migration (:class:`~virtsdk.conductor.live_migrate.LiveMigrationTask`),
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import actions
+from virtsdk.compute.fence import Fence
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.conductor.live_migrate import LiveMigrationTask
 from virtsdk.context import RequestContext
-from virtsdk.db.api import Database
-from virtsdk.exceptions import Invalid, NotSupported, NoValidHost, RollbackError
+from virtsdk.db.api import IN_PROGRESS, Database
+from virtsdk.exceptions import (
+    Conflict,
+    InstanceNotFound,
+    Invalid,
+    NoValidHost,
+)
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.scheduler import RequestSpec, Scheduler
-from virtsdk.states import MigrationStatus, MigrationType, VMState
+from virtsdk.states import MigrationStatus, MigrationType, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
 HOST = "conductor"
-#: errors of a live migration's checks after which the instance is simply restored
-_EXPECTED_LIVE_ERRORS = (NoValidHost, Invalid, NotSupported, RollbackError)
 
 
 class ConductorManager:
@@ -40,12 +43,47 @@ class ConductorManager:
 
     target = oslo_messaging.Target(version="1.0")
 
-    def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: Scheduler) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: Scheduler,
+                 fence: Fence | None = None) -> None:
         self.conf = conf
         self.db = db
         self.scheduler = scheduler
-        self.compute_rpc = ComputeAPI(conf)
-        self._build_lock = threading.Lock()
+        self.fence = fence or Fence("conductor")
+        self.compute_rpc = self.fence.guard(ComputeAPI(conf))
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def recover_interrupted(self, ctx: RequestContext) -> None:
+        """Called by the service before it serves: settle what the previous
+        conductor was doing when it died (one conductor per deployment: every
+        request in its hands died with it).  A live migration still 'accepted'
+        (the source was never told, or its cast is settled by compare-and-swap
+        against this) ends 'failed' with the instance restored; an instance left in
+        resize_prep with no migration (the cast to the destination never made
+        one) gets its task cleared.  Compare-and-swap throughout: a compute that
+        moved the flow on meanwhile keeps it."""
+        why = "interrupted by a restart of the conductor"
+        for m in self.db.migration_get_all(statuses=[MigrationStatus.ACCEPTED],
+                                           migration_type=MigrationType.LIVE):
+            try:
+                self.db.migration_update(int(m.id or 0), {
+                    "status": MigrationStatus.FAILED, "error": why},
+                    expected_status=MigrationStatus.ACCEPTED)
+                self.db.instance_update(m.instance_uuid, {"task_state": None},
+                                        expected_task_state=TaskState.MIGRATING)
+            except (Conflict, InstanceNotFound):
+                continue
+            self.db.action_finish_open(m.instance_uuid, why)
+        for inst in self.db.instance_get_all():
+            if inst.task_state != TaskState.RESIZE_PREP or self.db.migration_get_all(
+                    instance_uuid=inst.uuid, statuses=IN_PROGRESS):
+                continue
+            try:
+                self.db.instance_update(inst.uuid, {"task_state": None},
+                                        expected_task_state=TaskState.RESIZE_PREP)
+            except (Conflict, InstanceNotFound):
+                continue
+            self.db.action_finish_open(inst.uuid, why)
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -56,15 +94,13 @@ class ConductorManager:
         instance in ERROR and is raised to the caller."""
         spec = RequestSpec(flavor=instance.flavor, instance_uuid=instance.uuid,
                            force_hosts=[host] if host else [])
-        with self._build_lock:
-            try:
-                chosen = self.scheduler.select_destinations(ctx, spec)[0]
-            except NoValidHost:
-                self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
-                actions.finish_action(self.db, ctx, instance.uuid, "no valid host")
-                raise
-            instance = self.db.instance_update(instance.uuid, {"host": chosen,
-                                                               "node": chosen})
+        try:
+            chosen = self.scheduler.select_and_claim(ctx, spec, boot=True)[0]
+        except NoValidHost:
+            self.db.instance_update(instance.uuid, {"vm_state": VMState.ERROR})
+            actions.finish_action(self.db, ctx, instance.uuid, "no valid host")
+            raise
+        instance = self.db.instance_get(instance.uuid)
         try:
             self.compute_rpc.build_and_run_instance(ctx, chosen, instance)
         except Exception:
@@ -102,7 +138,7 @@ class ConductorManager:
                            ignore_hosts=list(props.get("ignore_hosts", [])),
                            force_hosts=list(props.get("force_hosts", [])))
         try:
-            hosts = self.scheduler.select_destinations(
+            hosts = self.scheduler.select_and_claim(
                 ctx, spec, max_hosts=self.conf.scheduler.max_attempts)
         except NoValidHost as exc:
             actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
@@ -123,8 +159,11 @@ class ConductorManager:
         """Cast from a destination that refused ``prep_resize`` reschedulably: try
         the next alternate that is still up; none left -> instance restored."""
         up = {h.host for h in self.scheduler.host_states() if h.is_up and not h.disabled}
-        remaining = [h for h in alternates if h in up]
         instance = self.db.instance_get(instance.uuid)
+        spec = RequestSpec(flavor=flavor, instance_uuid=instance.uuid)
+        remaining = [h for h in alternates if h in up]
+        while remaining and not self.scheduler.claim(spec, remaining[0]):
+            remaining.pop(0)  # taken meanwhile by a concurrent request
         if not remaining:
             exc = NoValidHost(f"no alternate host left for {instance.uuid} "
                               f"(tried {', '.join(alternates) or 'none'})")
@@ -146,7 +185,10 @@ class ConductorManager:
         migration = self.db.migration_create(Migration(
             instance_uuid=instance.uuid, source_host=str(instance.host),
             migration_type=MigrationType.LIVE, source_node=instance.node,
-            dest_host=scheduler_hint.get("host"), status=MigrationStatus.ACCEPTED,
+            # dest_host is recorded once the destination is claimed and checked:
+            # a migration naming it counts as its claim, which the claim itself
+            # would then count twice
+            status=MigrationStatus.ACCEPTED,
             old_flavor=instance.flavor, new_flavor=instance.flavor))
         task = LiveMigrationTask(self.conf, self.db, self.scheduler, self.compute_rpc, ctx,
                                  instance, scheduler_hint.get("host"), block_migration,
@@ -156,10 +198,32 @@ class ConductorManager:
                                       HOST):
                 task.execute()
         except Exception as exc:
-            self.db.migration_update(int(migration.id or 0), {
-                "status": MigrationStatus.ERROR, "error": actions.describe(exc)})
-            actions.error_out_instance(self.db, instance.uuid, exc, instance.vm_state,
-                                     rollback=isinstance(exc, _EXPECTED_LIVE_ERRORS))
-            actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
+            self._live_checks_failed(ctx, instance, migration, exc)
             raise
         return int(migration.id or 0)
+
+    def _live_checks_failed(self, ctx: RequestContext, instance: Instance,
+                            migration: Migration, exc: BaseException) -> None:
+        """Record a failed live-migration request, compare-and-swap: only a
+        migration still 'accepted' (the conductor's own status) and an instance
+        still 'migrating' are changed.  A late answer (an RPC timeout after the
+        source restarted and its recovery settled the migration) never overwrites
+        the newer outcome."""
+        try:
+            self.db.migration_update(int(migration.id or 0), {
+                "status": MigrationStatus.ERROR, "error": actions.describe(exc)},
+                expected_status=MigrationStatus.ACCEPTED)
+        except Conflict:
+            LOG.info("live migration %s was settled meanwhile; keeping that outcome "
+                     "(late %s)", migration.id, type(exc).__name__)
+            return
+        # still 'accepted': the source was never told, nothing moved; the
+        # instance goes back to the state it had (leftovers of a check are the
+        # reconcile task's business)
+        try:
+            self.db.instance_update(
+                instance.uuid, {"task_state": None, "vm_state": instance.vm_state},
+                expected_task_state=TaskState.MIGRATING)
+        except (Conflict, InstanceNotFound):
+            return
+        actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))

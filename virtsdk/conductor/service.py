@@ -2,6 +2,11 @@
 
 Who uses it: :class:`virtsdk.cloud.EmbeddedCloud` or a conductor daemon; one per
 deployment is enough (more would compete for messages on topic ``conductor``).
+``start()`` first recovers what a crash of the previous conductor cut off
+(:meth:`ConductorManager.recover_interrupted`), then serves.  Everything the
+manager and its scheduler change goes through a :class:`~virtsdk.compute.fence.Fence`,
+so ``stop(graceful=False)`` is a real crash: a request still running in this
+process afterwards can change nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
+from virtsdk.compute.fence import Fence
 from virtsdk.conductor.manager import HOST, ConductorManager
 from virtsdk.conductor.rpcapi import TOPIC
+from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.scheduler import load_scheduler
 
@@ -20,16 +27,24 @@ class ConductorService:
     def __init__(self, conf: cfg.ConfigOpts, db: Database, host: str = HOST) -> None:
         self.conf = conf
         self.host = host
-        self.scheduler = load_scheduler(conf, db)
-        self.manager = ConductorManager(conf, db, self.scheduler)
+        self.fence = Fence(f"conductor {host}")
+        guarded = self.fence.guard(db, serialize=True)
+        self.scheduler = load_scheduler(conf, guarded)
+        self.manager = ConductorManager(conf, guarded, self.scheduler, self.fence)
         self._server: oslo_messaging.MessageHandlingServer | None = None
 
     def start(self) -> None:
+        self.manager.recover_interrupted(RequestContext(request_id="req-conductor-init"))
         self._server = rpc.get_server(self.conf, TOPIC, self.host, [self.manager])
         self._server.start()
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Stop serving; ``graceful=False`` simulates a crash (see the module doc)."""
+        if not graceful:
+            self.fence.close()
         if self._server is not None:
             self._server.stop()
-            self._server.wait()
+            if graceful:
+                self._server.wait()
             self._server = None
+        self.fence.close()

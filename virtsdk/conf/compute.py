@@ -31,6 +31,13 @@ opts = [
                       "waits in status 'queued'."),
     cfg.IntOpt("live_migration_retry_count", default=30, min=1,
                help="Tries for a destination host during live-migration scheduling."),
+    cfg.FloatOpt("reconcile_interval", default=60.0, min=0,
+                 help="Seconds between two runs of the reconcile task that compares "
+                      "what the hypervisor holds with the database (0: never)."),
+    cfg.FloatOpt("reconcile_grace", default=300.0, min=0,
+                 help="Seconds something must stay safely orphaned (seen by the "
+                      "reconcile task with no owner in the database) before that "
+                      "task removes it; anything else is only reported."),
 ]
 
 

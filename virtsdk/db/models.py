@@ -124,3 +124,21 @@ class ServiceRow(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClaimRow(Base):
+    """Resources the scheduler claimed on a destination for a move (cold or live
+    migration, resize) before any migration record names that host: at most one
+    per instance (``consumer``).  Released when the instance's task ends; while a
+    migration in progress names the host as destination, the migration counts
+    instead (so nothing is counted twice)."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

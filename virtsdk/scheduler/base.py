@@ -16,10 +16,15 @@ from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
+from virtsdk.db.records import HostUsage
+from virtsdk.exceptions import NoValidHost
 from virtsdk.objects import Flavor, HostResources
 from virtsdk.plugins import Plugin
-from virtsdk.resources import with_usage
+from virtsdk.resources import AllocationRatios, fits, with_usage
 from virtsdk.services import COMPUTE
+
+#: "as many hosts as pass": candidates for a claim
+_ALL = 1 << 30
 
 
 @dataclass
@@ -66,6 +71,41 @@ class Scheduler(Plugin, abc.ABC):
                 is_up=svc.is_up(self.conf.compute.service_down_time, now),
                 disabled=svc.disabled, capabilities=svc.capabilities))
         return out
+
+    def claim(self, spec: RequestSpec, host: str, boot: bool = False) -> bool:
+        """Claim ``spec``'s flavor on ``host`` for instance ``spec.instance_uuid``,
+        atomically in the database (Nova's scheduler claims allocations the same
+        way): a boot places the instance there, a move records a claim that lives
+        until the instance's task ends.  False if it no longer fits."""
+        svc = self.db.service_get(host)
+        if svc is None or svc.resources is None:
+            return False
+        capacity, flavor = svc.resources, spec.flavor
+        ratios = AllocationRatios.from_conf(self.conf)
+
+        def room(used: HostUsage) -> bool:
+            return fits(with_usage(capacity, used), flavor, ratios)
+
+        if boot:
+            return self.db.claim_boot(spec.instance_uuid, host, room)
+        need = HostUsage(vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
+                         disk_gb=flavor.root_gb + flavor.ephemeral_gb)
+        return self.db.claim_move(host, spec.instance_uuid, need, room)
+
+    def select_and_claim(self, context: RequestContext, spec: RequestSpec,
+                         max_hosts: int = 1, boot: bool = False) -> list[str]:
+        """:meth:`select_destinations`, then a claim on the best host that still
+        has room (a concurrent request may have taken the last slot meanwhile).
+        Returns the claimed host first, then up to ``max_hosts - 1`` alternates
+        (unclaimed: a reschedule claims its own).  NoValidHost if every candidate
+        was taken."""
+        hosts = self.select_destinations(context, spec, max_hosts=_ALL)
+        for host in hosts:
+            if self.claim(spec, host, boot):
+                return [host, *[h for h in hosts if h != host][:max_hosts - 1]]
+        raise NoValidHost(f"no valid host for flavor {spec.flavor.name!r}: every host "
+                          f"that fits ({', '.join(hosts)}) was claimed by concurrent "
+                          "requests")
 
     @abc.abstractmethod
     def select_destinations(

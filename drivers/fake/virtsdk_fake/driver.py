@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from virtsdk.context import RequestContext
+from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE, HELD_LEFTOVER, HELD_RESIZE_COPY
 from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound
 from virtsdk.objects import (
     BlockDeviceInfo,
@@ -136,6 +137,21 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
 
     def instance_exists(self, instance: Instance) -> bool:
         return instance.uuid in self.hostobj.instances
+
+    def list_instance_uuids_on_host(self) -> dict[str, list[str]]:
+        """Everything this host holds per instance uuid (see the interface)."""
+        with self.fabric.lock:
+            h = self.hostobj
+            stores = ((HELD_INSTANCE, h.instances), (HELD_RESIZE_COPY, h.resize_copies),
+                      (HELD_INCOMING, h.cold_targets), (HELD_INCOMING, h.incoming_disks),
+                      (HELD_INCOMING, h.incoming_live), (HELD_LEFTOVER, h.leftovers))
+            out: dict[str, list[str]] = {}
+            for kind, store in stores:
+                for uuid in store:
+                    kinds = out.setdefault(uuid, [])
+                    if kind not in kinds:
+                        kinds.append(kind)
+            return out
 
     def get_available_resource(self, nodename: str | None = None) -> HostResources:
         """Capacity from ``[fake]`` and usage from everything this host holds: defined
