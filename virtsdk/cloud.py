@@ -25,7 +25,8 @@ from virtsdk.compute.service import ComputeService
 from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.conductor.service import ConductorService
 from virtsdk.context import RequestContext, get_admin_context
-from virtsdk.db.api import Database
+from virtsdk.db import migration
+from virtsdk.db.api import Database, connection_url
 from virtsdk.driver import ComputeDriver
 from virtsdk.plugins import COMPUTE_DRIVERS, load, register_opts
 
@@ -78,6 +79,7 @@ class EmbeddedCloud:
             merged.setdefault("DEFAULT", {})["host"] = host
             self.host_confs[host] = make_conf(self.conf.state_path, driver, merged,
                                               transport_url=self.conf.transport_url)
+        migration.db_sync(connection_url(self.conf))
         self.db = Database.from_conf(self.conf)
         self.conductor = ConductorService(self.conf, self.db)
         self.computes: dict[str, ComputeService] = {}

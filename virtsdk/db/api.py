@@ -29,7 +29,6 @@ from virtsdk.db import convert
 from virtsdk.db.models import (
     ActionEventRow,
     ActionRow,
-    Base,
     FlavorRow,
     InstanceRow,
     MigrationRow,
@@ -105,7 +104,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Database:
-    """All persistence of the orchestration layer (see the module docstring)."""
+    """All persistence of the orchestration layer (see the module docstring).
+
+    It expects the schema to be there: :func:`virtsdk.db.migration.db_sync`
+    (``virtsdk-manage db sync``; the embedded cloud runs it on start) makes it."""
 
     def __init__(self, url: str, echo: bool = False) -> None:
         kwargs: dict[str, Any] = {"echo": echo}
@@ -117,7 +119,6 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
-        Base.metadata.create_all(self.engine)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Database:
