@@ -36,7 +36,9 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
               transport_url: str | None = None) -> cfg.ConfigOpts:
     """A private ConfigOpts with every virtsdk option and the driver's group
     registered.  ``overrides`` maps a group name (``DEFAULT`` for the default
-    group) to ``{option: value}``."""
+    group) to ``{option: value}``.  Without a ``transport_url`` the cloud gets a
+    private ``inproc://`` virtual host; on any other transport it gets topics of its
+    own (``rpc_topic_prefix``) unless the overrides name a prefix."""
     conf = cfg.ConfigOpts()
     conf_pkg.register_all(conf)
     rpc.register_opts(conf)
@@ -49,6 +51,9 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
     for group, values in (overrides or {}).items():
         for name, value in values.items():
             conf.set_override(name, value, group=None if group == "DEFAULT" else group)
+    if not conf.transport_url.startswith("inproc:") and not conf.rpc_topic_prefix:
+        # a broker may carry other clouds on the same virtual host: topics of our own
+        conf.set_override("rpc_topic_prefix", f"cloud-{uuid.uuid4().hex[:12]}.")
     return conf
 
 
@@ -77,6 +82,7 @@ class EmbeddedCloud:
             for group, values in extra.items():
                 merged.setdefault(group, {}).update(values)
             merged.setdefault("DEFAULT", {})["host"] = host
+            merged["DEFAULT"]["rpc_topic_prefix"] = self.conf.rpc_topic_prefix
             self.host_confs[host] = make_conf(self.conf.state_path, driver, merged,
                                               transport_url=self.conf.transport_url)
         migration.db_sync(connection_url(self.conf))
@@ -112,6 +118,7 @@ class EmbeddedCloud:
         for host in list(self.computes):
             self.stop_compute(host)
         self.conductor.stop()
+        rpc.cleanup([self.conf, *self.host_confs.values()])
         self.db.dispose()
         if self._own_state:
             shutil.rmtree(self.conf.state_path, ignore_errors=True)

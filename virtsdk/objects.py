@@ -71,7 +71,8 @@ def from_primitive(value: Any) -> Any:
     """Inverse of :func:`to_primitive` (enum fields are restored by their annotations)."""
     if isinstance(value, dict):
         name = value.get(_TAG)
-        if name is not None and set(value) == {_TAG, "data"}:
+        # other keys next to the tag and data (a driver's or a newer peer's) are ignored
+        if isinstance(name, str) and isinstance(value.get("data"), dict):
             cls = _REGISTRY.get(name)
             if cls is None:
                 raise TypeError(f"unknown object type {name!r}")

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 import pytest
 from virtsdk_fake.fabric import drop_fabric, get_fabric
 
-from tests.orchestration.conftest import boot, check_intact, make_cloud
+from tests.orchestration.conftest import ALL_BACKENDS, boot, check_intact, make_cloud
 from virtsdk.states import MigrationStatus, TaskState, VMState
+
+BACKENDS = ALL_BACKENDS
 
 
 @pytest.fixture
-def cloud(tmp_path) -> Iterator:
-    c = make_cloud(tmp_path)
+def cloud(tmp_path, backend) -> Iterator:
+    c = make_cloud(tmp_path, backend)
     yield c
     get_fabric(c.conf.fake.fabric).faults.clear()
     c.stop()

@@ -3,8 +3,9 @@
 Every service (API, conductor, scheduler, compute) talks to the others with the
 helpers here; none of them knows which transport carries the messages.  The default
 ``[DEFAULT] transport_url`` is ``inproc://`` (:mod:`virtsdk.rpc.inproc`, every service
-in one process); ``rabbit://user:pass@host:5672/`` moves the same code to RabbitMQ with
-no other change.
+in one process); ``rabbit://user:pass@host:5672/vhost`` moves the same code to RabbitMQ
+with no other change.  One cloud per virtual host, or a ``[DEFAULT] rpc_topic_prefix``
+of its own: every topic goes through :func:`prefixed_topic`.
 
 Typical use, on any host::
 
@@ -54,6 +55,8 @@ __all__ = [
     "get_notifier",
     "get_server",
     "get_transport",
+    "notification_topics",
+    "prefixed_topic",
     "stop_servers",
     "list_opts",
     "prompt_stop",
@@ -62,7 +65,19 @@ __all__ = [
 
 DEFAULT_TRANSPORT_URL = "inproc://"
 DEFAULT_EXCHANGE = "virtsdk"
-DEFAULT_NOTIFICATION_DRIVER = "messagingv2"
+#: notifications are off unless configured: on a broker, nothing would consume them
+#: and they would pile up on ``notifications.info``
+DEFAULT_NOTIFICATION_DRIVER: list[str] = []
+
+_own_opts = [
+    cfg.StrOpt(
+        "rpc_topic_prefix", default="",
+        help="Prefix of every RPC and notification topic of this cloud (e.g. "
+             "'cloud1.').  Services of one cloud must all use the same prefix.  Two "
+             "clouds that share a broker need their own virtual host in "
+             "transport_url or different prefixes, or they take each other's "
+             "messages."),
+]
 
 
 class _AllowedExceptionModules(list[str]):
@@ -113,11 +128,13 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     ``[oslo_messaging_notifications]`` group (and ``[oslo_messaging_metrics]`` /
     ``[oslo_messaging_tracing]``, which oslo.messaging reads on every call but registers
     only on the global ``cfg.CONF``), then sets the defaults
-    ``transport_url = inproc://``, ``control_exchange = virtsdk`` and notification
-    ``driver = messagingv2`` on this ``conf`` only (a config file still wins).
+    ``transport_url = inproc://``, ``control_exchange = virtsdk`` and no notification
+    ``driver`` (notifications off) on this ``conf`` only (a config file still wins);
+    and virtsdk's own ``[DEFAULT] rpc_topic_prefix``.
     """
     default, notifications = _messaging_opts()
     conf.register_opts(default)
+    conf.register_opts(_own_opts)
     conf.register_opts(notifications, group=_NOTIFICATIONS_GROUP)
     for module_name, attr, group in _CALL_PATH_OPTS:
         try:
@@ -127,7 +144,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(getattr(module, attr), group=group)
     conf.set_default("transport_url", DEFAULT_TRANSPORT_URL)
     conf.set_default("control_exchange", DEFAULT_EXCHANGE)
-    conf.set_default("driver", [DEFAULT_NOTIFICATION_DRIVER], group=_NOTIFICATIONS_GROUP)
+    conf.set_default("driver", DEFAULT_NOTIFICATION_DRIVER, group=_NOTIFICATIONS_GROUP)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
@@ -139,7 +156,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     default, notifications = _messaging_opts()
     overrides: dict[str | None, dict[str, Any]] = {
         None: {"transport_url": DEFAULT_TRANSPORT_URL, "control_exchange": DEFAULT_EXCHANGE},
-        _NOTIFICATIONS_GROUP: {"driver": [DEFAULT_NOTIFICATION_DRIVER]},
+        _NOTIFICATIONS_GROUP: {"driver": DEFAULT_NOTIFICATION_DRIVER},
     }
     out: list[tuple[str | None, list[cfg.Opt]]] = []
     for group, opts in ((None, default), (_NOTIFICATIONS_GROUP, notifications)):
@@ -149,8 +166,23 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
             if dup.name in overrides[group]:
                 dup.default = overrides[group][dup.name]
             copies.append(dup)
+        if group is None:
+            copies.extend(_own_opts)
         out.append((group, copies))
     return out
+
+
+def prefixed_topic(conf: cfg.ConfigOpts, name: str) -> str:
+    """The broker topic of ``name`` (``compute``, ``notifications``...) for this cloud:
+    ``[DEFAULT] rpc_topic_prefix`` + ``name``."""
+    register_opts(conf)
+    return f"{conf.rpc_topic_prefix}{name}"
+
+
+def notification_topics(conf: cfg.ConfigOpts) -> list[str]:
+    """``[oslo_messaging_notifications] topics``, each with this cloud's prefix."""
+    register_opts(conf)
+    return [prefixed_topic(conf, t) for t in conf.oslo_messaging_notifications.topics]
 
 
 def allowed_remote_exmods() -> list[str]:
@@ -211,7 +243,8 @@ def get_client(
     seconds, default ``[DEFAULT] rpc_response_timeout``) or ``.cast(...)`` for one that
     does not; ``prepare(fanout=True).cast(...)`` reaches every server of the topic.
     """
-    target = oslo_messaging.Target(topic=topic, server=server, version=version)
+    target = oslo_messaging.Target(topic=prefixed_topic(conf, topic), server=server,
+                                   version=version)
     return oslo_messaging.get_rpc_client(
         get_transport(conf), target, timeout=timeout, serializer=VirtObjectSerializer()
     )
@@ -230,7 +263,7 @@ def get_server(
     caller short, typed and carrying a request id
     (:class:`~virtsdk.rpc.remote_errors.ErrorReportingDispatcher`).
     """
-    target = oslo_messaging.Target(topic=topic, server=server)
+    target = oslo_messaging.Target(topic=prefixed_topic(conf, topic), server=server)
     dispatcher = ErrorReportingDispatcher(endpoints, VirtObjectSerializer(),
                                           f"{topic} on {server}")
     return prompt_stop(RPCServer(get_transport(conf), target, dispatcher))
@@ -280,22 +313,32 @@ def get_notifier(
 
     Called by the compute manager (e.g. ``notifier.info(ctxt,
     "live_migration.pre.start", payload)``) on the host doing the work.  Delivery uses
-    ``[oslo_messaging_notifications] driver`` (default ``messagingv2``) and ``topics``
-    (default ``notifications``); :class:`virtsdk.rpc.notifications.NotificationCollector`
+    ``[oslo_messaging_notifications] driver`` (default: none, notifications are off;
+    ``messagingv2`` sends them) and ``topics`` (default ``notifications``, with
+    ``rpc_topic_prefix``); :class:`virtsdk.rpc.notifications.NotificationCollector`
     receives them.  Payloads go through :class:`VirtObjectSerializer`.
     """
     return oslo_messaging.Notifier(
         get_notification_transport(conf),
         publisher_id=publisher_id,
+        topics=notification_topics(conf),
         serializer=VirtObjectSerializer(),
     )
 
 
-def cleanup() -> None:
-    """Drop the cached transports, closing them (tests call this between cases)."""
+def cleanup(confs: Iterable[cfg.ConfigOpts] | None = None) -> None:
+    """Close and forget the cached transports of ``confs`` (default: all of them).
+
+    Called when a cloud stops (its own configurations) and by tests between cases.
+    """
+    ids = None if confs is None else {id(c) for c in confs}
+    entries = []
     with _lock:
-        entries = list(_transports.values()) + list(_notification_transports.values())
-        _transports.clear()
-        _notification_transports.clear()
+        for cache in (_transports, _notification_transports):
+            for key in [k for k in cache if ids is None or k[0] in ids]:
+                entries.append(cache.pop(key))
+    seen: set[int] = set()
     for _conf, transport in entries:
-        transport.cleanup()
+        if id(transport) not in seen:
+            seen.add(id(transport))
+            transport.cleanup()
