@@ -93,6 +93,7 @@ class _RecordingSerializer(rpc.VirtObjectSerializer):
     """Keeps the context exactly as the transport delivered it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.delivered: list[dict] = []
 
     def deserialize_context(self, ctxt):

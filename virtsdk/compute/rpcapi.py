@@ -20,12 +20,19 @@ from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, Instance, LiveMig
 
 TOPIC = "compute"
 
+#: The compute RPC API's versions and the object versions each one's receivers know.
+#: 1.0 - the first versioned release
+#: 1.1 - Migration 1.1 (created_at / updated_at) in arguments
+VERSIONS = rpc.RPCAPIVersions({"1.0": {"Migration": "1.0"}, "1.1": {}}, "compute")
+
 
 class ComputeAPI:
     """One method per remote compute-manager method; ``host`` picks the server."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: sends at ``[upgrade_levels] compute`` (default: the current version), objects
+        #: backported to what compute services of that version understand
+        self._client = VERSIONS.client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
         #: Tests and demos only: ``hook(method, host)`` runs before each message
         #: leaves; what it raises is what the sender sees (a lost message).
         self.fault_hook: Callable[[str, str], None] | None = None

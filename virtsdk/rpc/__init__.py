@@ -27,7 +27,8 @@ import concurrent.futures
 import copy
 import importlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import oslo_messaging
@@ -35,6 +36,7 @@ from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 from oslo_messaging.rpc.server import RPCServer
 
+from virtsdk.objects import Manifest
 from virtsdk.rpc.remote_errors import ErrorReportingDispatcher
 from virtsdk.rpc.serializer import VirtObjectSerializer
 
@@ -47,9 +49,11 @@ _CALL_PATH_OPTS = [
 
 __all__ = [
     "DEFAULT_TRANSPORT_URL",
+    "RPCAPIVersions",
     "VirtObjectSerializer",
     "allowed_remote_exmods",
     "cleanup",
+    "drop_server",
     "get_client",
     "get_notification_transport",
     "get_notifier",
@@ -234,6 +238,8 @@ def get_client(
     server: str | None = None,
     version: str = "1.0",
     timeout: float | None = None,
+    version_cap: str | None = None,
+    manifest: Manifest | None = None,
 ) -> oslo_messaging.RPCClient:
     """An RPC client for ``topic`` (optionally pinned to one ``server``).
 
@@ -242,12 +248,52 @@ def get_client(
     waits for its answer (``oslo_messaging.MessagingTimeout`` after ``timeout``
     seconds, default ``[DEFAULT] rpc_response_timeout``) or ``.cast(...)`` for one that
     does not; ``prepare(fanout=True).cast(...)`` reaches every server of the topic.
+    ``version_cap`` refuses to send a message of a newer version
+    (``client.can_send_version(v)`` asks); ``manifest`` backports the objects sent to
+    the versions a receiver of that version understands (see :class:`RPCAPIVersions`).
     """
     target = oslo_messaging.Target(topic=prefixed_topic(conf, topic), server=server,
                                    version=version)
     return oslo_messaging.get_rpc_client(
-        get_transport(conf), target, timeout=timeout, serializer=VirtObjectSerializer()
+        get_transport(conf), target, timeout=timeout, version_cap=version_cap,
+        serializer=VirtObjectSerializer(manifest),
     )
+
+
+@dataclass(frozen=True)
+class RPCAPIVersions:
+    """The version history of one RPC API, for rolling upgrades (Nova's shape).
+
+    ``history`` maps each version, oldest first, to the object versions a receiver of
+    that version understands (``{"Migration": "1.0"}``; objects not named: current).
+    ``group_option`` is the ``[upgrade_levels]`` option that caps it.
+    """
+
+    history: Mapping[str, Manifest]
+    group_option: str
+
+    @property
+    def current(self) -> str:
+        return list(self.history)[-1]
+
+    def negotiate(self, conf: cfg.ConfigOpts) -> str:
+        """The version to send: ``[upgrade_levels] <option>`` if set (it must be a
+        known version; ``ConfigFileValueError`` otherwise), else the current one."""
+        cap = getattr(conf.upgrade_levels, self.group_option)
+        if not cap:
+            return self.current
+        if cap not in self.history:
+            raise cfg.ConfigFileValueError(
+                f"[upgrade_levels] {self.group_option} = {cap!r}: not a version of this "
+                f"RPC API (known: {', '.join(self.history)})")
+        return str(cap)
+
+    def client(self, conf: cfg.ConfigOpts, topic: str,
+               timeout: float | None = None) -> oslo_messaging.RPCClient:
+        """A client sending at the negotiated version, objects backported to it."""
+        version = self.negotiate(conf)
+        return get_client(conf, topic, version=version, timeout=timeout,
+                          version_cap=version, manifest=self.history[version])
 
 
 def get_server(
@@ -287,6 +333,21 @@ def prompt_stop(
     ):
         server._executor_cls = concurrent.futures.ThreadPoolExecutor  # noqa: SLF001
     return server
+
+
+def drop_server(server: oslo_messaging.MessageHandlingServer) -> None:
+    """Stop ``server`` the way a killed process stops: take no more messages and close
+    its broker connection now, without waiting for the handlers in flight.
+
+    ``stop()`` alone only stops polling: on RabbitMQ the consumer stays registered
+    until ``wait()`` closes the connection, so the broker keeps handing it messages
+    nobody will handle (a restarted service on the same queue would lose every other
+    one).  Called by a service's crash stop (``ComputeService.stop(graceful=False)``).
+    """
+    server.stop()
+    listener = getattr(server, "listener", None)
+    if listener is not None:
+        listener.cleanup()
 
 
 def stop_servers(servers: Iterable[oslo_messaging.MessageHandlingServer]) -> None:

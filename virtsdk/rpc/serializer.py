@@ -16,7 +16,7 @@ from typing import Any
 import oslo_messaging
 
 from virtsdk.context import RequestContext
-from virtsdk.objects import from_primitive, to_primitive
+from virtsdk.objects import Manifest, from_primitive, to_primitive
 
 
 class VirtObjectSerializer(oslo_messaging.Serializer):
@@ -28,9 +28,14 @@ class VirtObjectSerializer(oslo_messaging.Serializer):
     sender passed (dataclass objects, enums by value, lists and dicts of those).
     """
 
+    def __init__(self, manifest: Manifest | None = None) -> None:
+        #: object versions the receiving side understands (from an RPC version cap):
+        #: objects are backported to them before they leave
+        self.manifest = dict(manifest or {})
+
     def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Return ``entity`` as JSON-safe primitives; raise :class:`TypeError` if it is not."""
-        return to_primitive(entity)
+        return to_primitive(entity, self.manifest)
 
     def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Rebuild the objects :meth:`serialize_entity` produced."""
