@@ -113,6 +113,8 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:  # a database server restarts: test pooled connections before use
+            kwargs["pool_pre_ping"] = True
         self.url = url
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite") and ":memory:" not in url and url != "sqlite://":

@@ -146,6 +146,19 @@ class RabbitNode:
                 depths[name] = int(count)
         return depths
 
+    def stop_broker(self) -> None:
+        """Stop the broker (a real outage: clients lose their connections); its data,
+        ports and epmd stay, so :meth:`start_broker` brings the same node back."""
+        _stop_process(self.process)
+
+    def start_broker(self) -> None:
+        """Start the node again after :meth:`stop_broker`; returns once it accepts
+        AMQP connections."""
+        if self.process.poll() is None:
+            return
+        self.process = _spawn_rabbit(self.base_dir, self.env)
+        _wait_rabbit(self, time.monotonic())
+
     def stop(self) -> None:
         """Stop the node and its private epmd; remove its files."""
         _stop_process(self.process)
@@ -182,6 +195,25 @@ def _rabbit_files(base: str, port: int, user: str, password: str,
         f.write("[].\n")
 
 
+def _spawn_rabbit(base: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(os.path.join(base, "console.log"), "ab") as out:
+        return subprocess.Popen([os.path.join(RABBITMQ_SCRIPTS, "rabbitmq-server")], env=env,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=base, start_new_session=True)
+
+
+def _wait_rabbit(node: RabbitNode, started: float) -> None:
+    """Return once the node accepts AMQP connections; ServiceFailed (with the end of
+    its log) if it exits or does not within START_TIMEOUT."""
+    deadline = started + START_TIMEOUT
+    while node.process.poll() is None and time.monotonic() < deadline:
+        if _port_open("127.0.0.1", node.port):
+            node.startup_seconds = time.monotonic() - started
+            return
+        time.sleep(0.1)
+    raise ServiceFailed(_tail(os.path.join(node.base_dir, "console.log")))
+
+
 def start_rabbitmq(base_dir: str | None = None, bind: Sequence[str] = (),
                    vhosts: int = VHOST_POOL) -> RabbitNode:
     """Start a private RabbitMQ node listening on 127.0.0.1 and the ``bind`` addresses.
@@ -189,8 +221,7 @@ def start_rabbitmq(base_dir: str | None = None, bind: Sequence[str] = (),
     Returns once it accepts AMQP connections.  Raises :class:`ServiceUnavailable` when
     RabbitMQ is not installed and :class:`ServiceFailed` when it does not come up.
     """
-    server = os.path.join(RABBITMQ_SCRIPTS, "rabbitmq-server")
-    if not os.access(server, os.X_OK):
+    if not os.access(os.path.join(RABBITMQ_SCRIPTS, "rabbitmq-server"), os.X_OK):
         raise ServiceUnavailable("RabbitMQ is not installed (Debian package rabbitmq-server)")
     base = base_dir or tempfile.mkdtemp(prefix="virtsdk-rabbit-")
     os.makedirs(base, exist_ok=True)
@@ -220,25 +251,18 @@ def start_rabbitmq(base_dir: str | None = None, bind: Sequence[str] = (),
                 "-kernel inet_dist_use_interface {127,0,0,1}",
         }
         env.pop("RABBITMQ_ENV_LOADED", None)
-        log = os.path.join(base, "console.log")
         started = time.monotonic()
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([server], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=base,
-                                    start_new_session=True)
+        proc = _spawn_rabbit(base, env)
         node = RabbitNode(nodename, port, user, password, base, env, proc, epmd_port,
                           addresses, _free_vhosts=pool)
-        deadline = started + START_TIMEOUT
         try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                if _port_open("127.0.0.1", port):
-                    node.startup_seconds = time.monotonic() - started
-                    return node
-                time.sleep(0.1)
+            _wait_rabbit(node, started)
+            return node
+        except ServiceFailed as exc:
+            last_error = str(exc)
         except BaseException:
             node.stop()
             raise
-        last_error = _tail(log)
         _stop_process(proc, 10)
         subprocess.run([shutil.which("epmd") or "epmd", "-port", str(epmd_port), "-kill"],
                        env=env, capture_output=True, timeout=30, check=False)
@@ -269,6 +293,8 @@ class PostgresCluster:
     process: subprocess.Popen[bytes]
     bind: tuple[str, ...] = ("127.0.0.1",)
     startup_seconds: float = 0.0
+    bindir: str = ""
+    run_as: dict[str, Any] = field(default_factory=dict)
 
     def url(self, database: str = "postgres", host: str = "127.0.0.1") -> str:
         """The SQLAlchemy URL of ``database`` reached through ``host``."""
@@ -301,8 +327,18 @@ class PostgresCluster:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
 
-    def stop(self) -> None:
-        """Fast shutdown of the postmaster (SIGINT); remove the cluster's files."""
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: every connection is cut) and start it
+        again on the same port and data; returns once it accepts connections."""
+        self._shutdown()
+        started = time.monotonic()
+        self.process = _spawn_postgres(self.base_dir, self.bindir, self.port, self.bind,
+                                       self.run_as)
+        if not _wait_postgres(self, started):
+            raise ServiceFailed(f"PostgreSQL did not restart:\n"
+                                f"{_tail(os.path.join(self.base_dir, 'postgres.log'))}")
+
+    def _shutdown(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGINT)
@@ -310,6 +346,10 @@ class PostgresCluster:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 _stop_process(self.process, 5)
+
+    def stop(self) -> None:
+        """Fast shutdown of the postmaster (SIGINT); remove the cluster's files."""
+        self._shutdown()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
@@ -356,37 +396,52 @@ def start_postgres(base_dir: str | None = None, bind: Sequence[str] = ()) -> Pos
     with open(os.path.join(data, "pg_hba.conf"), "a") as f:
         for addr in addresses[1:]:
             f.write(f"host all all {addr}/24 scram-sha-256\n")
-    log = os.path.join(base, "postgres.log")
     last_error = ""
     for _attempt in range(3):
         port = free_port()
-        with open(log, "ab") as out:
-            if creds:
-                os.chown(log, creds["user"], creds["group"])
-            proc = subprocess.Popen(
-                [os.path.join(bindir, "postgres"), "-D", data, "-p", str(port),
-                 "-c", f"listen_addresses={','.join(addresses)}",
-                 "-c", f"unix_socket_directories={base}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base,
-                start_new_session=True, **creds)
-        cluster = PostgresCluster(port, user, password, base, proc, addresses)
-        deadline = time.monotonic() + START_TIMEOUT
+        proc = _spawn_postgres(base, bindir, port, addresses, creds)
+        cluster = PostgresCluster(port, user, password, base, proc, addresses,
+                                  bindir=bindir, run_as=creds)
         try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                if os.path.exists(os.path.join(base, f".s.PGSQL.{port}")) and _port_open(
-                        "127.0.0.1", port) and _pg_ready(cluster):
-                    cluster.startup_seconds = time.monotonic() - started
-                    return cluster
-                time.sleep(0.05)
+            if _wait_postgres(cluster, started):
+                return cluster
         except BaseException:
             cluster.stop()
             raise
-        last_error = _tail(log)
-        _stop_process(proc, 10)
+        last_error = _tail(os.path.join(base, "postgres.log"))
+        _stop_process(cluster.process, 10)
     shutil.rmtree(base, ignore_errors=True)
     raise ServiceFailed(f"PostgreSQL did not start:\n{last_error}")
+
+
+def _spawn_postgres(base: str, bindir: str, port: int, bind: Sequence[str],
+                    run_as: dict[str, Any]) -> subprocess.Popen[bytes]:
+    log = os.path.join(base, "postgres.log")
+    with open(log, "ab") as out:
+        if run_as:
+            os.chown(log, run_as["user"], run_as["group"])
+        return subprocess.Popen(
+            [os.path.join(bindir, "postgres"), "-D", os.path.join(base, "data"),
+             "-p", str(port),
+             "-c", f"listen_addresses={','.join(bind)}",
+             "-c", f"unix_socket_directories={base}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base,
+            start_new_session=True, **run_as)
+
+
+def _wait_postgres(cluster: PostgresCluster, started: float) -> bool:
+    """True once the server accepts connections; False if it exits or times out."""
+    deadline = time.monotonic() + START_TIMEOUT
+    socket_path = os.path.join(cluster.base_dir, f".s.PGSQL.{cluster.port}")
+    while cluster.process.poll() is None and time.monotonic() < deadline:
+        if os.path.exists(socket_path) and _port_open("127.0.0.1", cluster.port) \
+                and _pg_ready(cluster):
+            cluster.startup_seconds = time.monotonic() - started
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _pg_ready(cluster: PostgresCluster) -> bool:
