@@ -80,17 +80,17 @@ def _instance() -> Instance:
                     task_state=TaskState.MIGRATING)
 
 
-@pytest.mark.benchmark(group="rpc-call")
-def test_call_inproc(benchmark, inproc_call):
-    result = benchmark.pedantic(inproc_call, args=("ping",), rounds=INPROC_ROUNDS,
-                                warmup_rounds=50)
-    assert result == "ping"
+#: transport -> (rounds, warm-up rounds)
+ROUNDS = {"inproc": (INPROC_ROUNDS, 50), "fake": (FAKE_ROUNDS, 1),
+          "rabbit": (RABBIT_ROUNDS, 20)}
 
 
 @pytest.mark.benchmark(group="rpc-call")
-def test_call_fake(benchmark, fake_call):
-    result = benchmark.pedantic(fake_call, args=("ping",), rounds=FAKE_ROUNDS,
-                                warmup_rounds=1)
+@pytest.mark.parametrize("transport", list(ROUNDS))
+def test_call(benchmark, request, transport):
+    call = request.getfixturevalue(f"{transport}_call")
+    rounds, warmup = ROUNDS[transport]
+    result = benchmark.pedantic(call, args=("ping",), rounds=rounds, warmup_rounds=warmup)
     assert result == "ping"
 
 
@@ -111,13 +111,6 @@ def test_call_ratio_fake_over_inproc(benchmark, inproc_call, fake_call):
     report(benchmark, "rpc call round trip (median)", inproc_us=inproc_us,
            fake_us=fake_us, fake_over_inproc=fake_us / inproc_us)
     assert inproc_us < fake_us
-
-
-@pytest.mark.benchmark(group="rpc-call")
-def test_call_rabbit(benchmark, rabbit_call):
-    result = benchmark.pedantic(rabbit_call, args=("ping",), rounds=RABBIT_ROUNDS,
-                                warmup_rounds=20)
-    assert result == "ping"
 
 
 @pytest.mark.benchmark(group="rpc-ratio")

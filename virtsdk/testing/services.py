@@ -81,13 +81,14 @@ def _tail(path: str, lines: int = 30) -> str:
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM the process group, SIGKILL what is left after ``timeout``."""
+    """SIGTERM the process group, SIGKILL what is left after ``timeout`` (0: SIGKILL
+    at once)."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM if timeout else signal.SIGKILL)
     try:
-        proc.wait(timeout)
+        proc.wait(timeout or 10)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -160,12 +161,23 @@ class RabbitNode:
         _wait_rabbit(self, time.monotonic())
 
     def stop(self) -> None:
-        """Stop the node and its private epmd; remove its files."""
-        _stop_process(self.process)
-        epmd = shutil.which("epmd") or "epmd"
-        subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], env=self.env,
-                       capture_output=True, timeout=30, check=False)
+        """Kill the node (its data is thrown away: no graceful shutdown needed) and its
+        private epmd; remove its files."""
+        _stop_process(self.process, timeout=0)
+        _kill_epmd(self.epmd_port, self.env)
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _kill_epmd(port: int, env: dict[str, str]) -> None:
+    """Stop the private epmd on ``port``.  It refuses ``-kill`` while a node is still
+    registered, and a killed node unregisters only once epmd sees its socket close:
+    retry for a few seconds."""
+    epmd = shutil.which("epmd") or "epmd"
+    deadline = time.monotonic() + 10
+    while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        subprocess.run([epmd, "-port", str(port), "-kill"], env=env, capture_output=True,
+                       timeout=30, check=False)
+        time.sleep(0.1)
 
 
 def _rabbit_files(base: str, port: int, user: str, password: str,
@@ -264,8 +276,7 @@ def start_rabbitmq(base_dir: str | None = None, bind: Sequence[str] = (),
             node.stop()
             raise
         _stop_process(proc, 10)
-        subprocess.run([shutil.which("epmd") or "epmd", "-port", str(epmd_port), "-kill"],
-                       env=env, capture_output=True, timeout=30, check=False)
+        _kill_epmd(epmd_port, env)
         shutil.rmtree(os.path.join(base, "mnesia"), ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
     raise ServiceFailed(f"RabbitMQ did not start:\n{last_error}")
