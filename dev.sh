@@ -18,8 +18,9 @@ DEB_PACKAGES=(
   libvirt-dev pkg-config iproute2 cpio busybox-static
   # disk transports and the tools they are benchmarked against
   rsync openssh-client openssh-server netcat-openbsd zstd openssl
-  # the API validation tests run against a throw-away PostgreSQL server too
-  postgresql
+  # the tests start private RabbitMQ nodes and PostgreSQL clusters of their own
+  # (virtsdk/testing/services.py); the system-wide services are not started
+  rabbitmq-server postgresql
 )
 
 apt_install() {
@@ -32,7 +33,17 @@ apt_install() {
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo ">> apt-get install ${missing[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # keep the packages' own services (a system RabbitMQ, PostgreSQL's main cluster) from
+  # starting: tests start private ones on free ports and stop them
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" || { [ -z "$own_policy" ] || $sudo rm -f "$policy"; return 1; }
+  [ -z "$own_policy" ] || $sudo rm -f "$policy"
 }
 
 venv_install() {

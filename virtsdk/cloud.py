@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,7 +26,8 @@ from virtsdk.compute.service import ComputeService
 from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.conductor.service import ConductorService
 from virtsdk.context import RequestContext, get_admin_context
-from virtsdk.db.api import Database
+from virtsdk.db import migration
+from virtsdk.db.api import Database, connection_url
 from virtsdk.driver import ComputeDriver
 from virtsdk.plugins import COMPUTE_DRIVERS, load, register_opts
 
@@ -35,7 +37,9 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
               transport_url: str | None = None) -> cfg.ConfigOpts:
     """A private ConfigOpts with every virtsdk option and the driver's group
     registered.  ``overrides`` maps a group name (``DEFAULT`` for the default
-    group) to ``{option: value}``."""
+    group) to ``{option: value}``.  Without a ``transport_url`` the cloud gets a
+    private ``inproc://`` virtual host; on any other transport it gets topics of its
+    own (``rpc_topic_prefix``) unless the overrides name a prefix."""
     conf = cfg.ConfigOpts()
     conf_pkg.register_all(conf)
     rpc.register_opts(conf)
@@ -48,6 +52,9 @@ def make_conf(state_path: str | None = None, driver: str = "fake",
     for group, values in (overrides or {}).items():
         for name, value in values.items():
             conf.set_override(name, value, group=None if group == "DEFAULT" else group)
+    if not conf.transport_url.startswith("inproc:") and not conf.rpc_topic_prefix:
+        # a broker may carry other clouds on the same virtual host: topics of our own
+        conf.set_override("rpc_topic_prefix", f"cloud-{uuid.uuid4().hex[:12]}.")
     return conf
 
 
@@ -76,8 +83,10 @@ class EmbeddedCloud:
             for group, values in extra.items():
                 merged.setdefault(group, {}).update(values)
             merged.setdefault("DEFAULT", {})["host"] = host
+            merged["DEFAULT"]["rpc_topic_prefix"] = self.conf.rpc_topic_prefix
             self.host_confs[host] = make_conf(self.conf.state_path, driver, merged,
                                               transport_url=self.conf.transport_url)
+        migration.db_sync(connection_url(self.conf))
         self.db = Database.from_conf(self.conf)
         self.conductor = ConductorService(self.conf, self.db)
         self.computes: dict[str, ComputeService] = {}
@@ -117,9 +126,17 @@ class EmbeddedCloud:
         return self.conductor
 
     def stop(self) -> None:
-        for host in list(self.computes):
-            self.stop_compute(host)
-        self.conductor.stop()
+        """Stop every service, side by side: on a broker each RPC server takes up to
+        about a second to notice (oslo.messaging's poll interval), which one after
+        another added up to seconds."""
+        stoppers = [threading.Thread(target=self.stop_compute, args=(host,))
+                    for host in list(self.computes)]
+        stoppers.append(threading.Thread(target=self.conductor.stop))
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+        rpc.cleanup([self.conf, *self.host_confs.values()])
         self.db.dispose()
         if self._own_state:
             shutil.rmtree(self.conf.state_path, ignore_errors=True)

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import typing
 import uuid as uuidlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -25,21 +26,72 @@ def _new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
+#: ``{object name: version}``: the versions a receiver understands (see
+#: :meth:`VirtObject.to_primitive`); objects not named go at their own VERSION
+Manifest = Mapping[str, str]
+
+
+class IncompatibleObjectVersion(TypeError):
+    """A primitive of a major version this side cannot read, or a backport asked for
+    across a major version."""
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"1.2"`` -> ``(1, 2)``."""
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
 @dataclass
 class VirtObject:
-    """Base of every data object; registers subclasses for :func:`from_primitive`."""
+    """Base of every data object; registers subclasses for :func:`from_primitive`.
+
+    Versioned like Nova's objects (oslo.versionedobjects' protocol on dataclasses):
+    every class has a ``VERSION`` ("major.minor"; a minor bump only adds fields), the
+    primitive carries it, and :meth:`obj_make_compatible` turns a primitive into what a
+    receiver of an older minor version expects.  A receiver ignores fields it does not
+    know (a newer minor version) and refuses another major version.
+    """
 
     _registry_name: ClassVar[str] = ""
+    #: this class's version; bump the minor version when adding a field
+    VERSION: ClassVar[str] = "1.0"
+    #: ``{field: version that added it}``: dropped when backporting to an older version
+    obj_added_fields: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._registry_name = cls.__name__
         _REGISTRY[cls.__name__] = cls
 
-    def to_primitive(self) -> dict[str, Any]:
-        """Return a JSON-safe dict tagged with the class name."""
-        data = {f.name: to_primitive(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {_TAG: self._registry_name, "data": data}
+    def to_primitive(self, manifest: Manifest | None = None) -> dict[str, Any]:
+        """Return a JSON-safe dict tagged with the class name and version.
+
+        ``manifest`` names the versions the receiver understands: an object (or a
+        nested one) listed there at an older version is backported to it.
+        """
+        data = {f.name: to_primitive(getattr(self, f.name), manifest)
+                for f in dataclasses.fields(self)}
+        version = self.VERSION
+        target = (manifest or {}).get(self._registry_name)
+        if target is not None and target != version:
+            if version_tuple(target)[0] != version_tuple(version)[0] or \
+                    version_tuple(target) > version_tuple(version):
+                raise IncompatibleObjectVersion(
+                    f"cannot make {self._registry_name} {version} into version {target}")
+            self.obj_make_compatible(data, target)
+            version = target
+        return {_TAG: self._registry_name, "version": version, "data": data}
+
+    def obj_make_compatible(self, primitive: dict[str, Any], target_version: str) -> None:
+        """Change ``primitive`` (this object's field data) in place into what version
+        ``target_version`` of the class expects.  The default drops the fields of
+        :attr:`obj_added_fields` newer than the target; override (and call this) when a
+        newer field's meaning must be folded into older ones."""
+        target = version_tuple(target_version)
+        for name, added in self.obj_added_fields.items():
+            if target < version_tuple(added):
+                primitive.pop(name, None)
 
     @classmethod
     def from_primitive(cls, prim: dict[str, Any]) -> Self:
@@ -52,29 +104,39 @@ class VirtObject:
         return self.from_primitive(self.to_primitive())
 
 
-def to_primitive(value: Any) -> Any:
-    """Turn objects, enums and containers into JSON-safe primitives."""
+def to_primitive(value: Any, manifest: Manifest | None = None) -> Any:
+    """Turn objects, enums and containers into JSON-safe primitives (objects
+    backported to the versions of ``manifest``, see :meth:`VirtObject.to_primitive`)."""
     if isinstance(value, VirtObject):
-        return value.to_primitive()
+        return value.to_primitive(manifest)
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
-        return {str(k): to_primitive(v) for k, v in value.items()}
+        return {str(k): to_primitive(v, manifest) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_primitive(v) for v in value]
+        return [to_primitive(v, manifest) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(f"cannot serialise {type(value).__name__}: {value!r}")
 
 
 def from_primitive(value: Any) -> Any:
-    """Inverse of :func:`to_primitive` (enum fields are restored by their annotations)."""
+    """Inverse of :func:`to_primitive` (enum fields are restored by their annotations).
+
+    A primitive without a version is 1.0 (peers older than versioning); one of
+    another major version raises :class:`IncompatibleObjectVersion`.
+    """
     if isinstance(value, dict):
         name = value.get(_TAG)
-        if name is not None and set(value) == {_TAG, "data"}:
+        # other keys next to the tag and data (a driver's or a newer peer's) are ignored
+        if isinstance(name, str) and isinstance(value.get("data"), dict):
             cls = _REGISTRY.get(name)
             if cls is None:
                 raise TypeError(f"unknown object type {name!r}")
+            version = str(value.get("version") or "1.0")
+            if version_tuple(version)[0] != version_tuple(cls.VERSION)[0]:
+                raise IncompatibleObjectVersion(
+                    f"{name} {version} cannot be read by this side ({cls.VERSION})")
             hints = _type_hints(cls)
             kwargs = {}
             names = {f.name for f in dataclasses.fields(cls)}
@@ -276,7 +338,14 @@ class DiskInfo(VirtObject):
 
 @dataclass
 class Migration(VirtObject):
-    """The record of one migration, its status and its progress."""
+    """The record of one migration, its status and its progress.
+
+    Version history: 1.0 first versioned; 1.1 ``created_at`` / ``updated_at`` (ISO 8601
+    UTC, from the database; not part of equality).
+    """
+
+    VERSION: ClassVar[str] = "1.1"
+    obj_added_fields: ClassVar[dict[str, str]] = {"created_at": "1.1", "updated_at": "1.1"}
 
     instance_uuid: str
     source_host: str
@@ -299,6 +368,8 @@ class Migration(VirtObject):
     error: str = ""
     #: every max downtime (ms) the live-migration monitor applied, in order
     downtime_steps: list[int] = field(default_factory=list)
+    created_at: str | None = field(default=None, compare=False)
+    updated_at: str | None = field(default=None, compare=False)
 
 
 @dataclass

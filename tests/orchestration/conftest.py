@@ -1,7 +1,13 @@
 """Fixtures of the orchestration tests: an embedded three-host cloud on the fake driver.
 
-One cloud per test module (its own SQLite file, inproc virtual host and fake fabric);
-faults are cleared after every test.  Tests reach into the fake fabric only to seed
+One cloud per test module (its own database, virtual host and fake fabric); faults are
+cleared after every test.
+
+Back-ends: ``inproc+sqlite`` (the embedded default) and ``rabbit+postgresql`` (a real
+private RabbitMQ node and PostgreSQL cluster, see :mod:`virtsdk.testing.services`).  A
+module lists the back-ends its tests run on in ``BACKENDS`` (default: inproc+sqlite
+only); a test may narrow or widen that with ``@pytest.mark.backends(...)``.  Each
+cloud gets a fresh virtual host and database.  Tests reach into the fake fabric only to seed
 guest contents, arm faults and check where the bytes are; everything else goes
 through the public API.
 """
@@ -13,6 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,9 +31,49 @@ from virtsdk.objects import Instance
 from virtsdk.states import VMState
 
 HOSTS = ("host1", "host2", "host3")
+INPROC_SQLITE = "inproc+sqlite"
+RABBIT_POSTGRESQL = "rabbit+postgresql"
+ALL_BACKENDS = (INPROC_SQLITE, RABBIT_POSTGRESQL)
 
 
-def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
+@dataclass
+class Backend:
+    """Where a test cloud's messages and records go; :meth:`overrides` gives a fresh
+    virtual host and database each time (none: the cloud's own inproc vhost and
+    SQLite file)."""
+
+    name: str
+    request: pytest.FixtureRequest
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        if self.name == INPROC_SQLITE:
+            return {}
+        rabbit = self.request.getfixturevalue("rabbit")
+        postgres = self.request.getfixturevalue("postgres")
+        return {"DEFAULT": {"transport_url": rabbit.url(rabbit.new_vhost())},
+                "database": {"connection": postgres.create_database()}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): back-ends a test runs on")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = marker.args if marker else getattr(metafunc.module, "BACKENDS",
+                                               (INPROC_SQLITE,))
+    metafunc.parametrize("backend", names, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend(request.param, request)
+
+
+def make_cloud(tmp_path: Any, backend: Backend | None = None,
+               **overrides: dict[str, Any]) -> EmbeddedCloud:
     fabric = f"orch-{uuid.uuid4().hex[:8]}"
     base: dict[str, dict[str, Any]] = {
         "fake": {"fabric": fabric, "time_scale": 0.002, "host_vcpus": 256,
@@ -36,6 +83,8 @@ def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
         # into long simulated time: no completion timeout may fire meanwhile
         "live_migration": {"completion_timeout": 0},
     }
+    for group, values in (backend.overrides() if backend else {}).items():
+        base.setdefault(group, {}).update(values)
     for group, values in overrides.items():
         base.setdefault(group, {}).update(values)
     cloud = EmbeddedCloud(HOSTS, "fake", state_path=str(tmp_path), overrides=base)
@@ -49,9 +98,10 @@ def make_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> EmbeddedCloud:
 
 
 @contextlib.contextmanager
-def own_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> Iterator[EmbeddedCloud]:
+def own_cloud(tmp_path: Any, backend: Backend | None = None,
+              **overrides: dict[str, Any]) -> Iterator[EmbeddedCloud]:
     """A cloud of one's own (:func:`make_cloud`), stopped with its fabric after."""
-    c = make_cloud(tmp_path, **overrides)
+    c = make_cloud(tmp_path, backend, **overrides)
     try:
         yield c
     finally:
@@ -61,8 +111,9 @@ def own_cloud(tmp_path: Any, **overrides: dict[str, Any]) -> Iterator[EmbeddedCl
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCloud]:
-    c = make_cloud(tmp_path_factory.mktemp("cloud"))
+def cloud(tmp_path_factory: pytest.TempPathFactory, backend: Backend
+          ) -> Iterator[EmbeddedCloud]:
+    c = make_cloud(tmp_path_factory.mktemp("cloud"), backend)
     yield c
     c.stop()
     drop_fabric(c.conf.fake.fabric)

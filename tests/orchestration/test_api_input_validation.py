@@ -9,13 +9,6 @@ would raise its driver's StringDataRightTruncation / NumericValueOutOfRange).
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,44 +110,6 @@ BAD_UUIDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL server on a Unix socket in a private directory (no TCP
-    port), stopped and deleted at the end of the module."""
-    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("psycopg is not installed")
-    if not bindirs:
-        pytest.skip("PostgreSQL server binaries are not installed")
-    bindir = bindirs[-1]
-    base = tempfile.mkdtemp(prefix="virtsdk-pg-")
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        owner = pwd.getpwnam("postgres")
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as probe:  # a port number for the socket's name only
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = f"{base}/data"
-    subprocess.run(run_as + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "virtsdk",
-                             "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    ctl = run_as + [f"{bindir}/pg_ctl", "-D", data, "-w"]
-    subprocess.run(ctl + ["-l", f"{base}/log", "-o",
-                          f"-p {port} -k {base} -c listen_addresses='' -c fsync=off",
-                          "start"], check=True, capture_output=True)
-    try:
-        with psycopg.connect(host=base, port=port, user="virtsdk", dbname="postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE virtsdk")
-        yield f"postgresql+psycopg://virtsdk@/virtsdk?host={base}&port={port}"
-    finally:
-        subprocess.run(ctl + ["-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cloud(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Any]:
@@ -162,11 +117,13 @@ def cloud(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     errors (PostgreSQL alone would raise StringDataRightTruncation for a long name)."""
     overrides: dict[str, dict[str, Any]] = {}
     if request.param == "postgresql":
-        overrides["database"] = {"connection": request.getfixturevalue("postgres_url")}
+        # the session's private PostgreSQL cluster (virtsdk.testing.services)
+        postgres = request.getfixturevalue("postgres")
+        overrides["database"] = {"connection": postgres.create_database()}
     c = make_cloud(tmp_path_factory.mktemp(f"validation-{request.param}"), **overrides)
     yield c
     c.stop()
-    c.db.dispose()  # before the module's PostgreSQL server stops
+    c.db.dispose()
     drop_fabric(c.conf.fake.fabric)
 
 

@@ -12,8 +12,8 @@ import pytest
 from virtsdk_fake.fabric import get_fabric
 
 from tests.orchestration.conftest import boot, own_cloud
-from tests.orchestration.test_api_input_validation import postgres_url  # noqa: F401
 from virtsdk.db.api import Database
+from virtsdk.db.migration import db_sync
 from virtsdk.db.records import HostUsage
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.states import MigrationStatus, MigrationType, VMState
@@ -34,13 +34,14 @@ def _worker(url: str, me: int, barrier, jobs, results) -> None:
     db.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_processes_never_both_get_the_last_slot(tmp_path, request, backend):
+@pytest.mark.parametrize("db_kind", ["sqlite", "postgresql"])
+def test_two_processes_never_both_get_the_last_slot(tmp_path, request, db_kind):
     """Issue 9: with max_inbound=1 two processes claiming at once both got a slot in
     58 of 60 trials (a process-local lock).  Now each claim starts by locking the
     host's service row in the database."""
-    url = f"sqlite:///{tmp_path / 'claims.sqlite'}" if backend == "sqlite" else \
+    url = f"sqlite:///{tmp_path / 'claims.sqlite'}" if db_kind == "sqlite" else \
         request.getfixturevalue("postgres_url")
+    db_sync(url)
     db = Database(url)
     jobs: list[list[tuple[int, str]]] = [[], []]
     for trial in range(TRIALS):

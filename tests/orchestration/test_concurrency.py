@@ -10,10 +10,11 @@ import threading
 
 import pytest
 
-from tests.orchestration.conftest import boot, check_intact
+from tests.orchestration.conftest import ALL_BACKENDS, boot, check_intact
 from virtsdk.exceptions import Conflict, InstanceInvalidState
 from virtsdk.states import VMState
 
+BACKENDS = ALL_BACKENDS
 REFUSED = (Conflict, InstanceInvalidState)
 
 

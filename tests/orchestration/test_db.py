@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from virtsdk.db import Database
+from virtsdk.db.migration import db_sync
 from virtsdk.exceptions import (
     Conflict,
     FlavorNotFound,
@@ -21,9 +22,14 @@ SMALL = Flavor("small", 256, 1, 1)
 BIG = Flavor("big", 1024, 4, 10)
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(f"sqlite:///{tmp_path}/t.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/t.sqlite"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db_sync(url)
+    d = Database(url)
     yield d
     d.dispose()
 

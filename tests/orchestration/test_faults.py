@@ -12,7 +12,14 @@ from __future__ import annotations
 import oslo_messaging
 import pytest
 
-from tests.orchestration.conftest import authoritative, boot, check_intact, snapshot, usage
+from tests.orchestration.conftest import (
+    ALL_BACKENDS,
+    authoritative,
+    boot,
+    check_intact,
+    snapshot,
+    usage,
+)
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.exceptions import (
     InsufficientResources,
@@ -23,6 +30,7 @@ from virtsdk.exceptions import (
 from virtsdk.states import MigrationStatus, VMState
 
 FAILED = (MigrationStatus.ERROR, MigrationStatus.FAILED)
+BACKENDS = ALL_BACKENDS
 
 
 @pytest.fixture

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from virtsdk_fake.fabric import drop_fabric, get_fabric
 
-from tests.orchestration.conftest import boot, check_intact, usage, wait_status
+from tests.orchestration.conftest import (
+    ALL_BACKENDS,
+    boot,
+    check_intact,
+    make_cloud,
+    usage,
+    wait_status,
+)
 from virtsdk.exceptions import (
     ComputeServiceUnavailable,
     FlavorNotFound,
@@ -19,6 +27,8 @@ from virtsdk.exceptions import (
 from virtsdk.livemigration.policies import LinearDowntimeSteps
 from virtsdk.rpc.notifications import NotificationCollector
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, VMState
+
+BACKENDS = ALL_BACKENDS
 
 
 def test_boot_places_instance_and_records_action(cloud, fabric):
@@ -367,7 +377,19 @@ def test_inbound_limit_queues_a_second_migration_to_the_same_host(cloud, fabric)
         cloud.start_compute("host2")
 
 
-def test_notifications_of_resize_and_live_migration(cloud, fabric):
+@pytest.fixture
+def notifying_cloud(tmp_path, backend):
+    """Notifications are off by default: a cloud of this test's own with them on."""
+    c = make_cloud(tmp_path, backend,
+                   oslo_messaging_notifications={"driver": ["messagingv2"]})
+    yield c
+    c.stop()
+    drop_fabric(c.conf.fake.fabric)
+
+
+def test_notifications_of_resize_and_live_migration(notifying_cloud):
+    cloud = notifying_cloud
+    fabric = get_fabric(cloud.conf.fake.fabric)
     api, ctx = cloud.api, cloud.ctx
     with NotificationCollector(cloud.conf) as collector:
         inst, _ = boot(cloud, fabric)

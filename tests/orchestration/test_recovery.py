@@ -9,13 +9,15 @@ from collections.abc import Iterator
 import pytest
 from virtsdk_fake.fabric import get_fabric
 
-from tests.orchestration.conftest import boot, check_intact, own_cloud
+from tests.orchestration.conftest import ALL_BACKENDS, boot, check_intact, own_cloud
 from virtsdk.states import MigrationStatus, TaskState, VMState
+
+BACKENDS = ALL_BACKENDS
 
 
 @pytest.fixture
-def cloud(tmp_path) -> Iterator:
-    with own_cloud(tmp_path) as c:
+def cloud(tmp_path, backend) -> Iterator:
+    with own_cloud(tmp_path, backend) as c:
         yield c
 
 

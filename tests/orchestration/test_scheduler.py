@@ -9,6 +9,8 @@ import pytest
 from virtsdk.cloud import make_conf
 from virtsdk.context import get_admin_context
 from virtsdk.db import Database
+from virtsdk.db.api import connection_url
+from virtsdk.db.migration import db_sync
 from virtsdk.exceptions import Invalid, NoValidHost
 from virtsdk.objects import Flavor, HostResources, Instance
 from virtsdk.scheduler import RequestSpec, load_scheduler
@@ -24,6 +26,7 @@ def conf(tmp_path):
 
 @pytest.fixture
 def db(conf):
+    db_sync(connection_url(conf))
     d = Database.from_conf(conf)
     for host, mem in (("a", 4096), ("b", 8192), ("c", 2048)):
         d.service_register(host, "virtsdk-compute", "compute", {}, {})

@@ -1,8 +1,10 @@
 """Fixtures for the RPC tests: a fresh configuration and broker per test.
 
 ``inproc://`` tests get their own virtual host, so queues never leak between tests;
-``fake://`` (oslo.messaging's own in-memory driver, ~50 ms per call) is used only by
-the few behavioural tests parametrised over both transports.
+``fake://`` (oslo.messaging's own in-memory driver, ~50 ms per call) and ``rabbit://``
+(a real private RabbitMQ node, a fresh virtual host per test) are used only by the few
+behavioural tests parametrised over every transport.  Notifications are on here
+(``messagingv2``; virtsdk's default is off).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def make_conf(url: str) -> cfg.ConfigOpts:
     if url == "inproc://":
         url = f"inproc:///test-{uuid.uuid4().hex}"
     conf.set_override("transport_url", url)
+    conf.set_override("driver", ["messagingv2"], group="oslo_messaging_notifications")
     return conf
 
 
@@ -42,9 +45,12 @@ def conf() -> cfg.ConfigOpts:
     return make_conf("inproc://")
 
 
-@pytest.fixture(params=["inproc://", "fake://"])
+@pytest.fixture(params=["inproc://", "fake://", "rabbit://"])
 def any_conf(request: pytest.FixtureRequest) -> cfg.ConfigOpts:
-    """The same test on virtsdk's transport and on oslo.messaging's own ``fake://``."""
+    """The same test on virtsdk's transport, on oslo.messaging's own ``fake://`` and
+    on a real RabbitMQ node."""
+    if request.param == "rabbit://":
+        return make_conf(request.getfixturevalue("rabbit_url"))
     return make_conf(request.param)
 
 

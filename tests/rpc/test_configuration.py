@@ -19,7 +19,8 @@ def test_register_all_gives_virtsdk_messaging_defaults():
     conf([])
     assert conf.transport_url == "inproc://"
     assert conf.control_exchange == "virtsdk"
-    assert conf.oslo_messaging_notifications.driver == ["messagingv2"]
+    assert conf.oslo_messaging_notifications.driver == []  # notifications off
+    assert conf.rpc_topic_prefix == ""
 
 
 def test_config_file_overrides_the_transport(tmp_path):
@@ -37,7 +38,8 @@ def test_list_opts_shows_virtsdk_defaults_without_touching_oslo_options():
     assert defaults["transport_url"] == "inproc://"
     assert defaults["control_exchange"] == "virtsdk"
     notif = {opt.name: opt.default for opt in groups["oslo_messaging_notifications"]}
-    assert notif["driver"] == ["messagingv2"]
+    assert notif["driver"] == []
+    assert "rpc_topic_prefix" in defaults
     assert notif["transport_url"] is None  # notifications fall back to the RPC URL
     # oslo.messaging's own option objects keep their defaults.
     own = dict(oslo_messaging.opts.list_opts())[None]

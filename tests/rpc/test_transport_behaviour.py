@@ -87,3 +87,41 @@ def test_notifications_reach_a_collector(any_conf, ctxt):
     assert start.context == ctxt
     assert error.priority == "error"
     assert error.payload == {"reason": "disk full"}
+
+
+class _RecordingSerializer(rpc.VirtObjectSerializer):
+    """Keeps the context exactly as the transport delivered it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered: list[dict] = []
+
+    def deserialize_context(self, ctxt):
+        self.delivered.append(dict(ctxt))
+        return super().deserialize_context(ctxt)
+
+
+def test_serializer_rebuilds_the_context_the_driver_really_delivers(any_conf, ctxt):
+    """The AMQP driver delivers the context with keys of its own next to the
+    serialized ones (``client_timeout``); the endpoint still gets the RequestContext."""
+    endpoint = Recorder("h1")
+    serializer = _RecordingSerializer()
+    server = rpc.prompt_stop(oslo_messaging.get_rpc_server(
+        rpc.get_transport(any_conf),
+        oslo_messaging.Target(topic=rpc.prefixed_topic(any_conf, "compute"), server="h1"),
+        [endpoint], serializer=serializer))
+    server.start()
+    try:
+        client = rpc.get_client(any_conf, "compute", server="h1", timeout=10)
+        assert client.call(ctxt, "echo", value=1) == 1
+        client.cast(ctxt, "note", value="x")
+        calls = endpoint.wait_calls(2)
+    finally:
+        rpc.stop_servers([server])
+    assert [c[1] for c in calls] == [ctxt, ctxt]
+    assert all(isinstance(c[1], RequestContext) for c in calls)
+    sent = rpc.VirtObjectSerializer().serialize_context(ctxt)
+    for delivered in serializer.delivered:
+        assert {k: delivered[k] for k in sent} == sent
+    if any_conf.transport_url.startswith("rabbit"):
+        assert "client_timeout" in serializer.delivered[0]  # the driver's own key

@@ -35,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_library_warnings() -> None:
+    """oslo.messaging imports eventlet and deprecated oslo modules; their import-time
+    deprecation notices are for library maintainers, not for a CLI user."""
     if not sys.warnoptions:
-        # oslo.messaging imports eventlet and deprecated oslo modules; their import-time
-        # deprecation notices are for library maintainers, not for a CLI user.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -32,6 +32,7 @@ from virtsdk.compute.fence import Fence
 from virtsdk.compute.live_migration import LiveMigrationMixin
 from virtsdk.compute.reconcile import Reconciler
 from virtsdk.compute.recovery import Recovery
+from virtsdk.compute.rpcapi import VERSIONS as COMPUTE_RPC_VERSIONS
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
@@ -52,7 +53,8 @@ BINARY = COMPUTE
 class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
     """Manages the instances of one host through its driver (see the module doc)."""
 
-    target = oslo_messaging.Target(version="1.0")
+    #: answers every compute RPC API version up to the current one (rpcapi.VERSIONS)
+    target = oslo_messaging.Target(version=COMPUTE_RPC_VERSIONS.current)
 
     def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
                  driver: ComputeDriver, conductor: ConductorClient) -> None:

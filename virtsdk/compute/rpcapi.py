@@ -20,12 +20,21 @@ from virtsdk.objects import ColdMigrateData, DiskInfo, Flavor, Instance, LiveMig
 
 TOPIC = "compute"
 
+#: The compute RPC API's versions and the object versions each one's receivers know.
+#: 1.0 - the first versioned release
+#: 1.1 - Migration 1.1 (created_at / updated_at) in arguments
+#: 1.2 - audit_host, audit_fix (``virtsdk audit``)
+VERSIONS = rpc.RPCAPIVersions({"1.0": {"Migration": "1.0"}, "1.1": {}, "1.2": {}},
+                              "compute")
+
 
 class ComputeAPI:
     """One method per remote compute-manager method; ``host`` picks the server."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: sends at ``[upgrade_levels] compute`` (default: the current version), objects
+        #: backported to what compute services of that version understand
+        self._client = VERSIONS.client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
         #: Tests and demos only: ``hook(method, host)`` runs before each message
         #: leaves; what it raises is what the sender sees (a lost message).
         self.fault_hook: Callable[[str, str], None] | None = None
@@ -35,10 +44,15 @@ class ComputeAPI:
             self.fault_hook(method, host)
         self._client.prepare(server=host).cast(ctx, method, **kw)
 
-    def _call(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> Any:
+    def _call(self, ctx: RequestContext, host: str, method: str, *,
+              since: str | None = None, **kw: Any) -> Any:
+        """Call ``method`` on ``host``; ``since`` is the first RPC API version that has
+        it (a cap below that raises oslo.messaging's ``RPCVersionCapError``)."""
         if self.fault_hook is not None:
             self.fault_hook(method, host)
-        return self._client.prepare(server=host).call(ctx, method, **kw)
+        if since is None:
+            return self._client.prepare(server=host).call(ctx, method, **kw)
+        return self._client.prepare(server=host, version=since).call(ctx, method, **kw)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -57,13 +71,14 @@ class ComputeAPI:
 
     def audit_host(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         """What ``host``'s hypervisor holds and uses (``virtsdk audit``)."""
-        return self._call(ctx, host, "audit_host")  # type: ignore[no-any-return]
+        return self._call(ctx, host, "audit_host",  # type: ignore[no-any-return]
+                          since="1.2")
 
     def audit_fix(self, ctx: RequestContext, host: str,
                   differences: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Have ``host`` remove the given safely orphaned holdings."""
         return self._call(ctx, host, "audit_fix",  # type: ignore[no-any-return]
-                          differences=differences)
+                          since="1.2", differences=differences)
 
     # -- cold migration / resize ----------------------------------------------------------
 

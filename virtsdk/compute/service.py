@@ -89,9 +89,11 @@ class ComputeService:
         self._stop.set()
         self.manager._stop()  # noqa: SLF001
         if self._server is not None:
-            self._server.stop()
             if graceful:
+                self._server.stop()
                 self._server.wait()
+            else:  # as a killed process: the broker connection goes at once
+                rpc.drop_server(self._server)
             self._server = None
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)

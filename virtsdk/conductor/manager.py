@@ -21,6 +21,7 @@ from virtsdk import actions
 from virtsdk.compute.fence import Fence
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.conductor.live_migrate import LiveMigrationTask
+from virtsdk.conductor.rpcapi import VERSIONS as CONDUCTOR_RPC_VERSIONS
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS, Database
 from virtsdk.exceptions import (
@@ -41,7 +42,8 @@ HOST = "conductor"
 class ConductorManager:
     """See the module docstring."""
 
-    target = oslo_messaging.Target(version="1.0")
+    #: answers every conductor RPC API version up to the current one (rpcapi.VERSIONS)
+    target = oslo_messaging.Target(version=CONDUCTOR_RPC_VERSIONS.current)
 
     def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: Scheduler,
                  fence: Fence | None = None) -> None:

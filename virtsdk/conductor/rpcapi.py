@@ -18,10 +18,15 @@ from virtsdk.objects import Flavor, Instance
 
 TOPIC = "conductor"
 
+#: The conductor RPC API's versions (see :data:`virtsdk.compute.rpcapi.VERSIONS`).
+#: 1.0 - the first versioned release
+VERSIONS = rpc.RPCAPIVersions({"1.0": {}}, "conductor")
+
 
 class ConductorAPI:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        self._client = rpc.get_client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: sends at ``[upgrade_levels] conductor`` (default: the current version)
+        self._client = VERSIONS.client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
         #: Tests and demos only: ``hook(method)`` runs before each message leaves;
         #: what it raises is what the sender sees.
         self.fault_hook: Callable[[str], None] | None = None

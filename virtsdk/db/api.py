@@ -29,7 +29,6 @@ from virtsdk.db import convert
 from virtsdk.db.models import (
     ActionEventRow,
     ActionRow,
-    Base,
     ClaimRow,
     FlavorRow,
     InstanceRow,
@@ -106,19 +105,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Database:
-    """All persistence of the orchestration layer (see the module docstring)."""
+    """All persistence of the orchestration layer (see the module docstring).
+
+    It expects the schema to be there: :func:`virtsdk.db.migration.db_sync`
+    (``virtsdk-manage db sync``; the embedded cloud runs it on start) makes it."""
 
     def __init__(self, url: str, echo: bool = False) -> None:
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:  # a database server restarts: test pooled connections before use
+            kwargs["pool_pre_ping"] = True
         self.url = url
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite") and ":memory:" not in url and url != "sqlite://":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
-        Base.metadata.create_all(self.engine)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Database:

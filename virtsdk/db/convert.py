@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 from collections.abc import Sequence
 from typing import Any
@@ -77,7 +78,7 @@ def migration_values(values: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(Migration)} | {"details"}
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key not in names or key in ("id", "uuid"):
+        if key not in names or key in ("id", "uuid", "created_at", "updated_at"):
             raise KeyError(f"migration has no updatable field {key!r}")
         if key in MIGRATION_DETAIL_FIELDS:
             out.setdefault("details", {})[key] = [int(v) for v in value]
@@ -90,7 +91,8 @@ def migration_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def migration_columns(migration: Migration) -> dict[str, Any]:
     values = {f.name: getattr(migration, f.name) for f in dataclasses.fields(Migration)}
-    values.pop("id")
+    for read_only in ("id", "created_at", "updated_at"):
+        values.pop(read_only)
     uuid = values.pop("uuid")
     if not values["downtime_steps"]:
         values.pop("downtime_steps")  # nothing to keep: the details stay empty
@@ -121,7 +123,13 @@ def row_to_migration(row: MigrationRow) -> Migration:
         disk_remaining=row.disk_remaining,
         error=row.error,
         downtime_steps=[int(v) for v in (row.details or {}).get("downtime_steps", [])],
+        created_at=_iso(row.created_at),
+        updated_at=_iso(row.updated_at),
     )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def row_to_action(row: ActionRow, events: Sequence[ActionEventRow]) -> InstanceAction:

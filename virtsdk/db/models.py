@@ -11,8 +11,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: constraint and index names are fixed here, not left to each database, so a later
+#: migration can name what it alters on SQLite and PostgreSQL alike
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def utcnow() -> dt.datetime:
@@ -20,6 +40,11 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
+    """The tables' metadata.  The schema itself is made and upgraded only by the Alembic
+    migrations in :mod:`virtsdk.db.migrations` (``virtsdk-manage db sync``); a test
+    checks that they produce exactly these models."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON}
 
 
@@ -55,6 +80,8 @@ class InstanceRow(Base):
 
 
 class MigrationRow(Base):
+    """One migration; byte counters are 64-bit (a guest's memory passes 2 GiB)."""
+
     __tablename__ = "migrations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -69,12 +96,12 @@ class MigrationRow(Base):
     old_flavor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     new_flavor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     progress: Mapped[int] = mapped_column(Integer, default=0)
-    memory_total: Mapped[int] = mapped_column(Integer, default=0)
-    memory_processed: Mapped[int] = mapped_column(Integer, default=0)
-    memory_remaining: Mapped[int] = mapped_column(Integer, default=0)
-    disk_total: Mapped[int] = mapped_column(Integer, default=0)
-    disk_processed: Mapped[int] = mapped_column(Integer, default=0)
-    disk_remaining: Mapped[int] = mapped_column(Integer, default=0)
+    memory_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_remaining: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_remaining: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -3,8 +3,9 @@
 Every service (API, conductor, scheduler, compute) talks to the others with the
 helpers here; none of them knows which transport carries the messages.  The default
 ``[DEFAULT] transport_url`` is ``inproc://`` (:mod:`virtsdk.rpc.inproc`, every service
-in one process); ``rabbit://user:pass@host:5672/`` moves the same code to RabbitMQ with
-no other change.
+in one process); ``rabbit://user:pass@host:5672/vhost`` moves the same code to RabbitMQ
+with no other change.  One cloud per virtual host, or a ``[DEFAULT] rpc_topic_prefix``
+of its own: every topic goes through :func:`prefixed_topic`.
 
 Typical use, on any host::
 
@@ -26,7 +27,8 @@ import concurrent.futures
 import copy
 import importlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import oslo_messaging
@@ -34,6 +36,7 @@ from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 from oslo_messaging.rpc.server import RPCServer
 
+from virtsdk.objects import Manifest
 from virtsdk.rpc.remote_errors import ErrorReportingDispatcher
 from virtsdk.rpc.serializer import VirtObjectSerializer
 
@@ -46,14 +49,18 @@ _CALL_PATH_OPTS = [
 
 __all__ = [
     "DEFAULT_TRANSPORT_URL",
+    "RPCAPIVersions",
     "VirtObjectSerializer",
     "allowed_remote_exmods",
     "cleanup",
+    "drop_server",
     "get_client",
     "get_notification_transport",
     "get_notifier",
     "get_server",
     "get_transport",
+    "notification_topics",
+    "prefixed_topic",
     "stop_servers",
     "list_opts",
     "prompt_stop",
@@ -62,7 +69,19 @@ __all__ = [
 
 DEFAULT_TRANSPORT_URL = "inproc://"
 DEFAULT_EXCHANGE = "virtsdk"
-DEFAULT_NOTIFICATION_DRIVER = "messagingv2"
+#: notifications are off unless configured: on a broker, nothing would consume them
+#: and they would pile up on ``notifications.info``
+DEFAULT_NOTIFICATION_DRIVER: list[str] = []
+
+_own_opts = [
+    cfg.StrOpt(
+        "rpc_topic_prefix", default="",
+        help="Prefix of every RPC and notification topic of this cloud (e.g. "
+             "'cloud1.').  Services of one cloud must all use the same prefix.  Two "
+             "clouds that share a broker need their own virtual host in "
+             "transport_url or different prefixes, or they take each other's "
+             "messages."),
+]
 
 
 class _AllowedExceptionModules(list[str]):
@@ -113,11 +132,13 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     ``[oslo_messaging_notifications]`` group (and ``[oslo_messaging_metrics]`` /
     ``[oslo_messaging_tracing]``, which oslo.messaging reads on every call but registers
     only on the global ``cfg.CONF``), then sets the defaults
-    ``transport_url = inproc://``, ``control_exchange = virtsdk`` and notification
-    ``driver = messagingv2`` on this ``conf`` only (a config file still wins).
+    ``transport_url = inproc://``, ``control_exchange = virtsdk`` and no notification
+    ``driver`` (notifications off) on this ``conf`` only (a config file still wins);
+    and virtsdk's own ``[DEFAULT] rpc_topic_prefix``.
     """
     default, notifications = _messaging_opts()
     conf.register_opts(default)
+    conf.register_opts(_own_opts)
     conf.register_opts(notifications, group=_NOTIFICATIONS_GROUP)
     for module_name, attr, group in _CALL_PATH_OPTS:
         try:
@@ -127,7 +148,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(getattr(module, attr), group=group)
     conf.set_default("transport_url", DEFAULT_TRANSPORT_URL)
     conf.set_default("control_exchange", DEFAULT_EXCHANGE)
-    conf.set_default("driver", [DEFAULT_NOTIFICATION_DRIVER], group=_NOTIFICATIONS_GROUP)
+    conf.set_default("driver", DEFAULT_NOTIFICATION_DRIVER, group=_NOTIFICATIONS_GROUP)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
@@ -139,7 +160,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     default, notifications = _messaging_opts()
     overrides: dict[str | None, dict[str, Any]] = {
         None: {"transport_url": DEFAULT_TRANSPORT_URL, "control_exchange": DEFAULT_EXCHANGE},
-        _NOTIFICATIONS_GROUP: {"driver": [DEFAULT_NOTIFICATION_DRIVER]},
+        _NOTIFICATIONS_GROUP: {"driver": DEFAULT_NOTIFICATION_DRIVER},
     }
     out: list[tuple[str | None, list[cfg.Opt]]] = []
     for group, opts in ((None, default), (_NOTIFICATIONS_GROUP, notifications)):
@@ -149,8 +170,23 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
             if dup.name in overrides[group]:
                 dup.default = overrides[group][dup.name]
             copies.append(dup)
+        if group is None:
+            copies.extend(_own_opts)
         out.append((group, copies))
     return out
+
+
+def prefixed_topic(conf: cfg.ConfigOpts, name: str) -> str:
+    """The broker topic of ``name`` (``compute``, ``notifications``...) for this cloud:
+    ``[DEFAULT] rpc_topic_prefix`` + ``name``."""
+    register_opts(conf)
+    return f"{conf.rpc_topic_prefix}{name}"
+
+
+def notification_topics(conf: cfg.ConfigOpts) -> list[str]:
+    """``[oslo_messaging_notifications] topics``, each with this cloud's prefix."""
+    register_opts(conf)
+    return [prefixed_topic(conf, t) for t in conf.oslo_messaging_notifications.topics]
 
 
 def allowed_remote_exmods() -> list[str]:
@@ -175,6 +211,30 @@ def _cached(
         return transport
 
 
+#: longest an idle AMQP listener or reply waiter blocks in one poll (oslo.messaging's
+#: ACK_REQUEUE_EVERY_SECONDS_MAX, 5 s): it only notices stop() between polls
+AMQP_IDLE_POLL_SECONDS = 0.2
+
+
+def _prompt_amqp_stop() -> None:
+    """Make AMQP listeners and reply waiters notice a stop within
+    :data:`AMQP_IDLE_POLL_SECONDS`.
+
+    oslo.messaging's AMQP driver doubles an idle poll's timeout up to 5 s and checks
+    for stop() only between polls, so every server stop and transport cleanup on
+    RabbitMQ took up to 5 s (a cloud's stop took seconds, a service's exit longer).
+    The cost is an idle wake-up every 0.2 s per listener.  Called by
+    :func:`get_transport`; a no-op if the driver no longer has the constant.
+    """
+    try:
+        from oslo_messaging._drivers import amqpdriver
+    except ImportError:  # pragma: no cover - an oslo.messaging without the AMQP driver
+        return
+    current = getattr(amqpdriver, "ACK_REQUEUE_EVERY_SECONDS_MAX", None)
+    if isinstance(current, (int, float)) and current > AMQP_IDLE_POLL_SECONDS:
+        amqpdriver.ACK_REQUEUE_EVERY_SECONDS_MAX = AMQP_IDLE_POLL_SECONDS
+
+
 def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.RPCTransport:
     """The RPC transport for ``conf.transport_url``, made once per (conf, URL).
 
@@ -183,6 +243,7 @@ def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.RPCTransport:
     for a bad URL or an unknown scheme.
     """
     register_opts(conf)
+    _prompt_amqp_stop()
     return _cached(_transports, conf, conf.transport_url, oslo_messaging.get_rpc_transport)
 
 
@@ -190,6 +251,7 @@ def get_notification_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport
     """The notification transport (``[oslo_messaging_notifications] transport_url``,
     falling back to ``[DEFAULT] transport_url``), made once per (conf, URL)."""
     register_opts(conf)
+    _prompt_amqp_stop()
     url = conf.oslo_messaging_notifications.transport_url or conf.transport_url
     return _cached(
         _notification_transports, conf, url, oslo_messaging.get_notification_transport
@@ -202,6 +264,8 @@ def get_client(
     server: str | None = None,
     version: str = "1.0",
     timeout: float | None = None,
+    version_cap: str | None = None,
+    manifest: Manifest | None = None,
 ) -> oslo_messaging.RPCClient:
     """An RPC client for ``topic`` (optionally pinned to one ``server``).
 
@@ -210,11 +274,52 @@ def get_client(
     waits for its answer (``oslo_messaging.MessagingTimeout`` after ``timeout``
     seconds, default ``[DEFAULT] rpc_response_timeout``) or ``.cast(...)`` for one that
     does not; ``prepare(fanout=True).cast(...)`` reaches every server of the topic.
+    ``version_cap`` refuses to send a message of a newer version
+    (``client.can_send_version(v)`` asks); ``manifest`` backports the objects sent to
+    the versions a receiver of that version understands (see :class:`RPCAPIVersions`).
     """
-    target = oslo_messaging.Target(topic=topic, server=server, version=version)
+    target = oslo_messaging.Target(topic=prefixed_topic(conf, topic), server=server,
+                                   version=version)
     return oslo_messaging.get_rpc_client(
-        get_transport(conf), target, timeout=timeout, serializer=VirtObjectSerializer()
+        get_transport(conf), target, timeout=timeout, version_cap=version_cap,
+        serializer=VirtObjectSerializer(manifest),
     )
+
+
+@dataclass(frozen=True)
+class RPCAPIVersions:
+    """The version history of one RPC API, for rolling upgrades (Nova's shape).
+
+    ``history`` maps each version, oldest first, to the object versions a receiver of
+    that version understands (``{"Migration": "1.0"}``; objects not named: current).
+    ``group_option`` is the ``[upgrade_levels]`` option that caps it.
+    """
+
+    history: Mapping[str, Manifest]
+    group_option: str
+
+    @property
+    def current(self) -> str:
+        return list(self.history)[-1]
+
+    def negotiate(self, conf: cfg.ConfigOpts) -> str:
+        """The version to send: ``[upgrade_levels] <option>`` if set (it must be a
+        known version; ``ConfigFileValueError`` otherwise), else the current one."""
+        cap = getattr(conf.upgrade_levels, self.group_option)
+        if not cap:
+            return self.current
+        if cap not in self.history:
+            raise cfg.ConfigFileValueError(
+                f"[upgrade_levels] {self.group_option} = {cap!r}: not a version of this "
+                f"RPC API (known: {', '.join(self.history)})")
+        return str(cap)
+
+    def client(self, conf: cfg.ConfigOpts, topic: str,
+               timeout: float | None = None) -> oslo_messaging.RPCClient:
+        """A client sending at the negotiated version, objects backported to it."""
+        version = self.negotiate(conf)
+        return get_client(conf, topic, version=version, timeout=timeout,
+                          version_cap=version, manifest=self.history[version])
 
 
 def get_server(
@@ -230,7 +335,7 @@ def get_server(
     caller short, typed and carrying a request id
     (:class:`~virtsdk.rpc.remote_errors.ErrorReportingDispatcher`).
     """
-    target = oslo_messaging.Target(topic=topic, server=server)
+    target = oslo_messaging.Target(topic=prefixed_topic(conf, topic), server=server)
     dispatcher = ErrorReportingDispatcher(endpoints, VirtObjectSerializer(),
                                           f"{topic} on {server}")
     return prompt_stop(RPCServer(get_transport(conf), target, dispatcher))
@@ -254,6 +359,21 @@ def prompt_stop(
     ):
         server._executor_cls = concurrent.futures.ThreadPoolExecutor  # noqa: SLF001
     return server
+
+
+def drop_server(server: oslo_messaging.MessageHandlingServer) -> None:
+    """Stop ``server`` the way a killed process stops: take no more messages and close
+    its broker connection now, without waiting for the handlers in flight.
+
+    ``stop()`` alone only stops polling: on RabbitMQ the consumer stays registered
+    until ``wait()`` closes the connection, so the broker keeps handing it messages
+    nobody will handle (a restarted service on the same queue would lose every other
+    one).  Called by a service's crash stop (``ComputeService.stop(graceful=False)``).
+    """
+    server.stop()
+    listener = getattr(server, "listener", None)
+    if listener is not None:
+        listener.cleanup()
 
 
 def stop_servers(servers: Iterable[oslo_messaging.MessageHandlingServer]) -> None:
@@ -280,22 +400,32 @@ def get_notifier(
 
     Called by the compute manager (e.g. ``notifier.info(ctxt,
     "live_migration.pre.start", payload)``) on the host doing the work.  Delivery uses
-    ``[oslo_messaging_notifications] driver`` (default ``messagingv2``) and ``topics``
-    (default ``notifications``); :class:`virtsdk.rpc.notifications.NotificationCollector`
+    ``[oslo_messaging_notifications] driver`` (default: none, notifications are off;
+    ``messagingv2`` sends them) and ``topics`` (default ``notifications``, with
+    ``rpc_topic_prefix``); :class:`virtsdk.rpc.notifications.NotificationCollector`
     receives them.  Payloads go through :class:`VirtObjectSerializer`.
     """
     return oslo_messaging.Notifier(
         get_notification_transport(conf),
         publisher_id=publisher_id,
+        topics=notification_topics(conf),
         serializer=VirtObjectSerializer(),
     )
 
 
-def cleanup() -> None:
-    """Drop the cached transports, closing them (tests call this between cases)."""
+def cleanup(confs: Iterable[cfg.ConfigOpts] | None = None) -> None:
+    """Close and forget the cached transports of ``confs`` (default: all of them).
+
+    Called when a cloud stops (its own configurations) and by tests between cases.
+    """
+    ids = None if confs is None else {id(c) for c in confs}
+    entries = []
     with _lock:
-        entries = list(_transports.values()) + list(_notification_transports.values())
-        _transports.clear()
-        _notification_transports.clear()
+        for cache in (_transports, _notification_transports):
+            for key in [k for k in cache if ids is None or k[0] in ids]:
+                entries.append(cache.pop(key))
+    seen: set[int] = set()
     for _conf, transport in entries:
-        transport.cleanup()
+        if id(transport) not in seen:
+            seen.add(id(transport))
+            transport.cleanup()

@@ -71,7 +71,7 @@ class NotificationCollector:
         pool: str | None = None,
     ) -> None:
         transport = rpc.get_notification_transport(conf)
-        topics = topics or list(conf.oslo_messaging_notifications.topics)
+        topics = topics or rpc.notification_topics(conf)
         targets = [oslo_messaging.Target(topic=topic) for topic in topics]
         self._cond = threading.Condition()
         self._received: list[Notification] = []
@@ -79,7 +79,7 @@ class NotificationCollector:
             transport,
             targets,
             [_Endpoint(self)],
-                serializer=rpc.VirtObjectSerializer(),
+            serializer=rpc.VirtObjectSerializer(),
             pool=pool or f"collector-{uuid.uuid4().hex}",
         ))
         self._running = False

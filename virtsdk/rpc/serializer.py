@@ -10,12 +10,13 @@ leaves the process.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import oslo_messaging
 
 from virtsdk.context import RequestContext
-from virtsdk.objects import from_primitive, to_primitive
+from virtsdk.objects import Manifest, from_primitive, to_primitive
 
 
 class VirtObjectSerializer(oslo_messaging.Serializer):
@@ -27,20 +28,32 @@ class VirtObjectSerializer(oslo_messaging.Serializer):
     sender passed (dataclass objects, enums by value, lists and dicts of those).
     """
 
+    def __init__(self, manifest: Manifest | None = None) -> None:
+        #: object versions the receiving side understands (from an RPC version cap):
+        #: objects are backported to them before they leave
+        self.manifest = dict(manifest or {})
+
     def serialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Return ``entity`` as JSON-safe primitives; raise :class:`TypeError` if it is not."""
-        return to_primitive(entity)
+        return to_primitive(entity, self.manifest)
 
     def deserialize_entity(self, ctxt: Any, entity: Any) -> Any:
         """Rebuild the objects :meth:`serialize_entity` produced."""
         return from_primitive(entity)
 
     def serialize_context(self, ctxt: Any) -> dict[str, Any]:
-        """Turn a :class:`RequestContext` (or a plain dict, or ``None``) into a dict."""
+        """Turn a :class:`RequestContext` (or a plain dict, or ``None``) into a dict.
+
+        A context becomes a flat dict of its fields (``request_id``, ``user_id``...),
+        as oslo.messaging drivers expect: the AMQP driver sends each key as its own
+        ``_context_<key>`` and adds keys of its own (``client_timeout``) on delivery.
+        """
         if ctxt is None:
             return {}
         if isinstance(ctxt, RequestContext):
-            return ctxt.to_primitive()
+            flat: dict[str, Any] = to_primitive(
+                {f.name: getattr(ctxt, f.name) for f in dataclasses.fields(ctxt)})
+            return flat
         if isinstance(ctxt, dict):
             primitive: dict[str, Any] = to_primitive(ctxt)
             return primitive
@@ -50,8 +63,15 @@ class VirtObjectSerializer(oslo_messaging.Serializer):
         )
 
     def deserialize_context(self, ctxt: Any) -> Any:
-        """Rebuild the :class:`RequestContext` (a plain dict stays a dict)."""
+        """Rebuild the :class:`RequestContext` from what the transport delivered.
+
+        A dict with a ``request_id`` is a context: its known fields are kept and keys a
+        driver added (``client_timeout``, ``reply_q``...) or a newer peer sent are
+        dropped.  Any other dict stays a dict; nothing becomes an empty context.
+        """
         if not ctxt:
             return RequestContext()
-        obj = from_primitive(ctxt)
-        return obj
+        if isinstance(ctxt, dict) and "request_id" in ctxt:
+            names = {f.name for f in dataclasses.fields(RequestContext)}
+            return RequestContext(**{k: v for k, v in ctxt.items() if k in names})
+        return from_primitive(ctxt)

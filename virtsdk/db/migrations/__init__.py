@@ -1,0 +1,1 @@
+"""Alembic migrations of the orchestration schema (run by :mod:`virtsdk.db.migration`)."""
