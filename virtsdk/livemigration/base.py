@@ -67,6 +67,10 @@ class ConvergencePolicy(Plugin, abc.ABC):
     amount of data to move, then :meth:`decide` with every sample.
     """
 
+    #: True when :meth:`migration_params` needs the guest's dirty rate measured before
+    #: the migration starts (a driver then measures it; it costs about a second)
+    wants_dirty_rate: ClassVar[bool] = False
+
     def migration_flags(self) -> set[str]:
         """Flags the job must start with for this policy (e.g. ``auto_converge``,
         ``postcopy``: libvirt must be told before the migration starts)."""

@@ -321,6 +321,7 @@ class AdaptiveConvergence(ConvergencePolicy):
     """
 
     name = "adaptive"
+    wants_dirty_rate = True
 
     def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
                  permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
