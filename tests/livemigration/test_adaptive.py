@@ -86,9 +86,31 @@ def test_throttle_is_what_the_model_needs():
     # next pass, already throttled 75%: measured 4 MiB/s is 16 unthrottled; converging
     [note] = policy.decide(sample(12, 3, 4, 8, throttle=75), 30.0)
     assert note.kind == Action.NOTE and "converging" in note.reason
-    # a guest that got busier: 6 MiB/s at 75% is 24 unthrottled -> 1 - 4/24 = 84%
-    assert kinds(policy.decide(sample(30, 4, 6, 4, throttle=75), 40.0)) == [
-        (Action.THROTTLE, 92)]
+    # a guest that got busier: 8 MiB/s at 75% is 32 unthrottled -> 1 - 4/32 = 88%
+    assert kinds(policy.decide(sample(30, 4, 8, 8, throttle=75), 40.0)) == [
+        (Action.THROTTLE, 88)]
+
+
+def test_bandwidth_is_the_best_recent_measurement_within_the_cap():
+    policy = AdaptiveConvergence()
+    policy.migration_params(8 * MiB, 0)
+    policy.start(0.25)
+    for bps in (6, 9, 2):  # QEMU's 100 ms windows dip at pass boundaries
+        policy.decide(sample(100, 1, 0, bps), 1.0)
+    assert policy.bandwidth(sample(100, 1, 0, 2)) == 8 * MiB  # 9 measured, capped at 8
+    uncapped = AdaptiveConvergence()
+    for bps in (6, 9, 2):
+        uncapped.decide(sample(100, 1, 0, bps), 1.0)
+    assert uncapped.bandwidth(sample(100, 1, 0, 2)) == 9 * MiB
+
+
+def test_the_start_measurement_is_in_the_timeline():
+    policy = AdaptiveConvergence()
+    assert policy.migration_params(2 * MiB, 16 * MiB)["cpu_throttle_initial"] == 94
+    policy.start(0.25)
+    note, start = policy.decide(sample(200, 1, 0, 0), 0.0)
+    assert note.kind == Action.NOTE and "dirty 16.0 MiB/s" in note.reason
+    assert "throttle 94%" in note.reason and start.kind == Action.SET_DOWNTIME
 
 
 def test_throttle_is_capped():

@@ -350,6 +350,9 @@ class AdaptiveConvergence(ConvergencePolicy):
         self._downtime = 0
         self._throttle_asked = 0
         self._done = False
+        self._cap = 0.0
+        self._start_note = ""
+        self._recent_bps: list[int] = []
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
@@ -373,13 +376,19 @@ class AdaptiveConvergence(ConvergencePolicy):
         return max(0, min(self.max_throttle, math.ceil(100.0 * need)))
 
     def migration_params(self, bandwidth_bps: float, dirty_rate_bps: float) -> dict[str, int]:
+        self._cap = max(0.0, bandwidth_bps)
         throttle = self.needed_throttle(dirty_rate_bps, bandwidth_bps)
-        if throttle <= 0:
-            return {}
-        self._throttle_asked = throttle
-        return {"cpu_throttle_initial": throttle,
-                "cpu_throttle_increment": max(1, min(99, self.max_throttle - throttle) // 2
-                                              or 1)}
+        params: dict[str, int] = {}
+        if throttle > 0:
+            self._throttle_asked = throttle
+            params = {"cpu_throttle_initial": throttle,
+                      "cpu_throttle_increment": max(1, (self.max_throttle - throttle) // 2)}
+        self._start_note = (
+            f"adaptive: measured before the start: dirty {_mib(dirty_rate_bps)}/s, "
+            f"bandwidth cap {_mib(bandwidth_bps) + '/s' if bandwidth_bps else 'none'}; "
+            + (f"throttle {throttle}% once QEMU starts throttling (then +"
+               f"{params['cpu_throttle_increment']}%)" if params else "no throttle needed"))
+        return params
 
     @property
     def timeout_s(self) -> float:
@@ -389,7 +398,7 @@ class AdaptiveConvergence(ConvergencePolicy):
         """The model's numbers for one raw sample: bandwidth, dirty rate (measured and
         unthrottled), ratio, the downtime the remainder needs now (ms) and the
         predicted seconds to converge (inf when it will not)."""
-        b = float(stats.memory_bps)
+        b = self.bandwidth(stats)
         d = float(stats.memory_dirty_rate)
         remaining = float(stats.data_remaining)
         throttle = min(99, max(0, stats.cpu_throttle)) / 100.0
@@ -399,13 +408,24 @@ class AdaptiveConvergence(ConvergencePolicy):
         return {"bandwidth": b, "dirty": d, "dirty_free": d / (1.0 - throttle),
                 "rho": rho, "need_ms": need_ms, "eta_s": eta, "remaining": remaining}
 
+    def bandwidth(self, stats: JobStats) -> float:
+        """The bandwidth the model uses: the best of the last few measured rates (QEMU
+        measures over 100 ms windows, which dip at pass boundaries), never above the
+        configured cap."""
+        b = float(max(self._recent_bps or [stats.memory_bps]))
+        return min(b, self._cap) if self._cap > 0 and b > 0 else b
+
     def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        if stats.memory_bps > 0:
+            self._recent_bps = [*self._recent_bps[-4:], stats.memory_bps]
         if self._done or stats.postcopy:
             return []
         actions: list[Action] = []
         if not self._started:
             self._started = True
             self._downtime = self.initial_downtime_ms
+            if self._start_note:
+                actions.append(Action(Action.NOTE, reason=self._start_note))
             actions.append(Action(Action.SET_DOWNTIME, self._downtime,
                                   f"adaptive: start at {self._downtime} ms "
                                   f"(limit {self.downtime_ms} ms)"))
@@ -418,7 +438,7 @@ class AdaptiveConvergence(ConvergencePolicy):
             kind = Action.POSTCOPY if self.permit_post_copy else Action.PAUSE
             return [*actions, Action(kind, reason=reason)]
         if stats.memory_iteration < 2 or stats.memory_iteration <= self._iteration \
-                or stats.memory_dirty_rate <= 0 or stats.memory_bps <= 0:
+                or stats.memory_dirty_rate <= 0 or self.bandwidth(stats) <= 0:
             return actions  # no new dirty-rate measurement since the last decision
         self._iteration = stats.memory_iteration
         m = self.predict(stats)
