@@ -293,11 +293,12 @@ class AdaptiveConvergence(ConvergencePolicy):
     will finish, and acts as soon as it will not.
 
     The model: with bandwidth ``B`` and a guest dirtying ``D`` bytes/s, each pre-copy
-    pass re-sends what the previous one left dirty, so the remaining data shrinks by
-    ``rho = D / B`` per pass; QEMU switches over once what remains fits in
+    pass re-sends what the previous one left dirty, so the remaining data ``R`` shrinks
+    by ``rho = D / B`` per pass (never below what the guest's working set allows, see
+    :meth:`predict`); QEMU switches over once what remains fits in
     ``B * max_downtime``.  For ``rho < 1`` pre-copy finishes in about
-    ``R / (B * (1 - rho))`` seconds; for ``rho >= 1`` the remainder ``R`` stays, and
-    only a downtime of ``R / B`` (or a slower guest) lets it finish.
+    ``R / (B * (1 - rho))`` seconds; for ``rho >= 1`` the remainder stays, and only a
+    downtime of ``R / B`` (or a slower guest) lets it finish.
 
     Each time libvirt reports a new pass (a new dirty-rate measurement) the controller:
 
@@ -351,6 +352,9 @@ class AdaptiveConvergence(ConvergencePolicy):
         self._throttle_asked = 0
         self._done = False
         self._cap = 0.0
+        self._probe_dirty = 0.0
+        self._wset = 0.0
+        self._last_remaining = 0.0
         self._start_note = ""
         self._recent_bps: list[int] = []
 
@@ -377,6 +381,7 @@ class AdaptiveConvergence(ConvergencePolicy):
 
     def migration_params(self, bandwidth_bps: float, dirty_rate_bps: float) -> dict[str, int]:
         self._cap = max(0.0, bandwidth_bps)
+        self._probe_dirty = max(0.0, dirty_rate_bps)
         throttle = self.needed_throttle(dirty_rate_bps, bandwidth_bps)
         params: dict[str, int] = {}
         if throttle > 0:
@@ -395,16 +400,33 @@ class AdaptiveConvergence(ConvergencePolicy):
         return self.timeout_per_gib * self.data_gb
 
     def predict(self, stats: JobStats) -> dict[str, float]:
-        """The model's numbers for one raw sample: bandwidth, dirty rate (measured and
-        unthrottled), ratio, the downtime the remainder needs now (ms) and the
-        predicted seconds to converge (inf when it will not)."""
+        """The model's numbers for one raw sample at the start of a pass: bandwidth,
+        dirty rate (as the model uses it, and unthrottled), the ratio ``rho`` of the
+        next pass's remainder to this one's, the downtime the remainder needs now (ms)
+        and the predicted seconds to converge (inf when it will not).
+
+        Migration counts distinct dirty pages per pass, so over a long pass the
+        measured rate is at most the guest's working set divided by the pass's time;
+        the rate measured before the start (over a second) shows how fast the guest
+        really writes.  The model takes the larger, throttled as now, and bounds what
+        the next pass can leave by the largest remainder a pass started with (the
+        working set seen so far); a remainder that did not shrink since the previous
+        pass counts too."""
         b = self.bandwidth(stats)
-        d = float(stats.memory_dirty_rate)
         remaining = float(stats.data_remaining)
         throttle = min(99, max(0, stats.cpu_throttle)) / 100.0
-        rho = d / b if b > 0 else math.inf
+        d = max(float(stats.memory_dirty_rate), self._probe_dirty * (1.0 - throttle))
+        self._wset = max(self._wset, remaining)
+        if b > 0 and remaining > 0:
+            next_pass = min(self._wset, d * remaining / b)
+            rho = next_pass / remaining
+            if self._last_remaining:
+                rho = max(rho, min(1.0, remaining / self._last_remaining))
+        else:
+            rho = math.inf
         need_ms = 1000.0 * remaining / b if b > 0 else math.inf
         eta = remaining / (b * (1.0 - rho)) if rho < 1 else math.inf
+        self._last_remaining = remaining
         return {"bandwidth": b, "dirty": d, "dirty_free": d / (1.0 - throttle),
                 "rho": rho, "need_ms": need_ms, "eta_s": eta, "remaining": remaining}
 
