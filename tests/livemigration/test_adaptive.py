@@ -252,3 +252,32 @@ def test_a_working_set_rewritten_faster_than_a_long_pass_shows_is_not_converging
     # ... until the next pass starts with as much left: then it is not converging
     assert [a.kind for a in naive.decide(sample(33.0, 3, 1.2, 4), 39.0)] == [
         Action.POSTCOPY]
+
+
+def test_the_timeline_and_measured_downtime_reach_the_migration_record(tmp_path):
+    """Through the whole stack (API, conductor, computes, fake driver): a guest dirtying
+    its memory faster than the link converges under the adaptive controller, and the
+    record's details hold its decisions and the measured downtime."""
+    from virtsdk_fake.fabric import drop_fabric
+
+    from tests.orchestration.conftest import make_cloud
+
+    cloud = make_cloud(tmp_path, live_migration={"policies": ["adaptive"],
+                                                 "bandwidth": 100})
+    try:
+        api, ctx = cloud.api, cloud.ctx
+        inst = api.wait(ctx, api.create_instance(
+            ctx, "busy", "tiny-disk", metadata={"fake:dirty_rate_mbps": "150"}).uuid,
+            timeout=30)
+        mig = api.live_migrate(ctx, inst.uuid)
+        moved = api.wait(ctx, inst.uuid, timeout=60)
+        assert moved.host != inst.host
+        details = api.get_migration_details(ctx, int(mig.id or 0))
+        assert details["job_type"] == "completed" and details["downtime_ms"] > 0
+        actions = [e["action"] for e in details["timeline"]]
+        assert actions[:2] == ["note", "set_downtime"], details["timeline"]
+        assert "throttle" in actions or details["cpu_throttle"] > 0
+        assert details["data_processed"] > 256 * MiB
+    finally:
+        cloud.stop()
+        drop_fabric(cloud.conf.fake.fabric)
