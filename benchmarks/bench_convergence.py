@@ -266,6 +266,7 @@ def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
         _finish(src, dst, inst, data)
     else:
         assert done == ["recover"], done
+        _rollback(src, dst, inst, data)
 
 
 def _abort_quietly(driver: Any, inst: Instance) -> None:
