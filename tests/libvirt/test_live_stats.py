@@ -109,3 +109,16 @@ def test_policy_start_parameters_and_postcopy_bandwidth():
         migrate.migration_params(dest_xml=None, data_uri="tcp://h", bandwidth_mib=0,
                                  disks=None, parallel_connections=0,
                                  policy_params={"turbo": 1})
+
+
+def test_postcopy_bandwidth_follows_the_cap_unless_configured():
+    def params(cap: int, postcopy: int | None) -> dict[str, object]:
+        return migrate.migration_params(dest_xml=None, data_uri="tcp://h",
+                                        bandwidth_mib=cap, disks=None,
+                                        parallel_connections=0,
+                                        postcopy_bandwidth_mib=postcopy)
+
+    assert params(8, None)[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] == 8
+    assert libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY not in params(8, 0)  # unlimited
+    assert params(0, 16)[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] == 16
+    assert libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY not in params(0, None)

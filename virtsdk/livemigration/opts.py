@@ -76,6 +76,13 @@ opts: list[cfg.Opt] = [
         "bandwidth", default=0, min=0,
         help="Maximum bandwidth in MiB/s a migration may use (0: unlimited).",
     ),
+    cfg.IntOpt(
+        "postcopy_bandwidth", default=None, min=0,
+        help="Maximum bandwidth in MiB/s of the post-copy phase.  Unset: the same cap "
+             "as `bandwidth` (the operator's limit holds for the whole migration; "
+             "guest page faults then wait behind the capped stream).  0: unlimited, "
+             "QEMU's default and what Nova does (the cap then covers pre-copy only).",
+    ),
     cfg.BoolOpt(
         "permit_post_copy", default=False,
         help="Allow switching to post-copy; adds the postcopy policy to `policies` "

@@ -212,7 +212,8 @@ class SourceMigrationMixin:
             dest_xml=dest_xml, data_uri=data_uri, bandwidth_mib=bandwidth,
             disks=migrate.local_disk_targets(src_xml) if block_migration else None,
             parallel_connections=self.lv_conf.live_migration_parallel_connections,
-            policy_params=policy_params)
+            policy_params=policy_params,
+            postcopy_bandwidth_mib=self.conf.live_migration.postcopy_bandwidth)
         moved = [src for src, _dst in spec.path_moves]
         uuid = dom.UUIDString()
         src_uri = self._host.uri
