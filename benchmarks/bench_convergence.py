@@ -65,10 +65,18 @@ from virtsdk_libvirt.live.job import job_stats_from_libvirt
 from virtsdk_libvirt.live.source import destination_spec
 from virtsdk_libvirt.live.xml_rewrite import rewrite_for_destination
 
-from tests.libvirt.conftest import clean_lab_host, make_driver
-from virtsdk.context import get_admin_context
+from benchmarks.lab_migration import (
+    CTX,
+    NET,
+    finish,
+    lab_drivers,
+    lab_guest_image,
+    prepare,
+    rollback,
+    two_host_lab,
+)
 from virtsdk.livemigration import opts as lm_opts
-from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats, LiveMigrateData, NetworkInfo
+from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats
 
 CAPS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_CAPS", "2,4,8,24").split(",")]
 MODES = os.environ.get("VIRTSDK_BENCH_MODES",
@@ -78,8 +86,6 @@ MEMORY_MIB = 256
 RING_MIB = 32
 DIRTY_KBPS = 16384
 REPORT = "/tmp/virtsdk-bench-convergence.md"
-CTX = get_admin_context()
-NET = NetworkInfo()
 MiB = 1024**2
 
 
@@ -159,52 +165,20 @@ class HeartbeatWatch:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    from virtsdk_lab.lab import Lab
-
-    with Lab(name="conv", hosts=2) as the_lab:
-        yield the_lab
+    yield from two_host_lab("conv")
 
 
 @pytest.fixture(scope="module")
 def guest_image() -> Any:
-    from virtsdk_lab.guest import build_guest_image
-
-    return build_guest_image()
+    return lab_guest_image()
 
 
 @pytest.fixture(scope="module")
 def drivers(lab: Any) -> Iterator[tuple[Any, Any]]:
-    a, b = (make_driver(h) for h in lab.hosts[:2])
-    for d in (a, b):
-        lm_opts.register_opts(d.conf)
-    yield a, b
-    for d in (a, b):
-        d.cleanup_host(d.host)
-    for h in lab.hosts:
-        clean_lab_host(h)
-
-
-def _prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    return dst.pre_live_migration(CTX, inst, None, NET, None, data)
-
-
-def _finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    src.post_live_migration(CTX, inst, None, data)
-    dst.post_live_migration_at_destination(CTX, inst, NET)
-    src.post_live_migration_at_source(CTX, inst, NET)
-
-
-def _rollback(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    src.rollback_live_migration_at_source(CTX, inst, data)
-    dst.rollback_live_migration_at_destination(CTX, inst, NET, None, migrate_data=data)
+    for driver_pair in lab_drivers(lab):
+        for d in driver_pair:
+            lm_opts.register_opts(d.conf)
+        yield driver_pair
 
 
 @contextlib.contextmanager
@@ -229,7 +203,7 @@ def first_pass_bytes(samples: list[JobStats]) -> int:
 
 
 def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
-    data = _prepare(src, dst, inst)
+    data = prepare(src, dst, inst)
     samples: list[JobStats] = []
     done: list[str] = []
     moving: list[float] = []
@@ -269,10 +243,10 @@ def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
     run.decisions = [f"{e['t_s']:.0f}s {e['action']} {e['value']} [{e['outcome']}] "
                      f"({e['reason']})" for e in final.timeline]
     if run.converged:
-        _finish(src, dst, inst, data)
+        finish(src, dst, inst, data)
     else:
         assert done == ["recover"], done
-        _rollback(src, dst, inst, data)
+        rollback(src, dst, inst, data)
 
 
 def _abort_quietly(driver: Any, inst: Instance) -> None:
@@ -281,7 +255,7 @@ def _abort_quietly(driver: Any, inst: Instance) -> None:
 
 
 def via_virsh(src: Any, dst: Any, inst: Instance, dst_host: Any, run: Run) -> None:
-    data = _prepare(src, dst, inst)
+    data = prepare(src, dst, inst)
     dom = src._lookup(inst)  # noqa: SLF001
     xml = xmlutil.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
                                     | libvirt.VIR_DOMAIN_XML_SECURE))
@@ -324,10 +298,10 @@ def via_virsh(src: Any, dst: Any, inst: Instance, dst_host: Any, run: Run) -> No
             conn.close()
         run.downtime_ms = final.downtime_ms if final.downtime_measured else None
         run.bytes_sent = final.data_processed
-        _finish(src, dst, inst, data)
+        finish(src, dst, inst, data)
     else:
         run.bytes_sent = last[-1].data_processed if last else 0
-        _rollback(src, dst, inst, data)
+        rollback(src, dst, inst, data)
 
 
 @dataclass
