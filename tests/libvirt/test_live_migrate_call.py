@@ -82,7 +82,6 @@ def test_params():
         libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>",
         libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: "<domain/>",
         libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 4,
-        libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 4,
         libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
         libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 2,
     }

@@ -137,15 +137,15 @@ def migration_params(
     disks: list[str] | None,
     parallel_connections: int,
     policy_params: dict[str, int] | None = None,
-    postcopy_bandwidth_mib: int | None = None,
+    postcopy_bandwidth_mib: int = 0,
 ) -> dict[str, Any]:
     """The typed parameters of ``migrateToURI3``.
 
     ``dest_xml`` goes in both DEST_XML and PERSIST_XML (the definition the destination
     runs and keeps); ``disks`` (block migration only) restricts what NON_SHARED_INC
-    mirrors; ``bandwidth_mib`` 0 means unlimited and is left out.  The post-copy phase
-    gets ``postcopy_bandwidth_mib`` (None: the same cap as pre-copy; 0: unlimited,
-    QEMU's default).  ``policy_params`` are the convergence
+    mirrors; ``bandwidth_mib`` 0 means unlimited and is left out, and so is
+    ``postcopy_bandwidth_mib`` 0 (the post-copy phase is then unlimited: QEMU's
+    default).  ``policy_params`` are the convergence
     policies' start parameters (:data:`POLICY_PARAMS`; unknown names raise Invalid).
     """
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri}
@@ -154,9 +154,8 @@ def migration_params(
         params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = dest_xml
     if bandwidth_mib > 0:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
-    postcopy = bandwidth_mib if postcopy_bandwidth_mib is None else postcopy_bandwidth_mib
-    if postcopy > 0:
-        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = int(postcopy)
+    if postcopy_bandwidth_mib > 0:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = int(postcopy_bandwidth_mib)
     for name, value in (policy_params or {}).items():
         if name not in POLICY_PARAMS:
             raise Invalid(f"a convergence policy asked for migration parameter {name!r}; "
