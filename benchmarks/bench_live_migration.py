@@ -35,16 +35,21 @@ from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.live.source import destination_spec
 from virtsdk_libvirt.live.xml_rewrite import rewrite_for_destination
 
-from tests.libvirt.conftest import clean_lab_host, make_driver
-from virtsdk.context import get_admin_context
-from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats, LiveMigrateData, NetworkInfo
+from benchmarks.lab_migration import (
+    CTX,
+    NET,
+    finish,
+    lab_drivers,
+    lab_guest_image,
+    prepare,
+    two_host_lab,
+)
+from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats
 
 ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "3"))
 SIZES = [128, 256, 512]
 DIRTY = [0, 4096]  # kbit/s asked of the guest's dirtier (KiB/s of non-zero data)
 REPORT = "/tmp/virtsdk-bench-live-migration.md"
-CTX = get_admin_context()
-NET = NetworkInfo()
 
 #: (size, dirty, tool) -> list of (seconds, downtime ms)
 RESULTS: dict[tuple[int, int, str], list[tuple[float, int]]] = {}
@@ -52,50 +57,22 @@ RESULTS: dict[tuple[int, int, str], list[tuple[float, int]]] = {}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    from virtsdk_lab.lab import Lab
-
-    with Lab(name="lmig", hosts=2) as the_lab:
-        yield the_lab
+    yield from two_host_lab("lmig")
 
 
 @pytest.fixture(scope="module")
 def guest_image() -> Any:
-    from virtsdk_lab.guest import build_guest_image
-
-    return build_guest_image()
+    return lab_guest_image()
 
 
 @pytest.fixture(scope="module")
 def drivers(lab: Any) -> Iterator[tuple[Any, Any]]:
-    a, b = (make_driver(h) for h in lab.hosts[:2])
-    yield a, b
-    for d in (a, b):
-        d.cleanup_host(d.host)
-    for h in lab.hosts:
-        clean_lab_host(h)
-
-
-def _prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    return dst.pre_live_migration(CTX, inst, None, NET, None, data)
-
-
-def _finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    src.post_live_migration(CTX, inst, None, data)
-    dst.post_live_migration_at_destination(CTX, inst, NET)
-    src.post_live_migration_at_source(CTX, inst, NET)
+    yield from lab_drivers(lab)
 
 
 def via_driver(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
     """The driver's live_migration; (seconds of the call, downtime ms)."""
-    data = _prepare(src, dst, inst)
+    data = prepare(src, dst, inst)
     samples: list[JobStats] = []
     done: list[str] = []
     start = time.perf_counter()
@@ -104,13 +81,13 @@ def via_driver(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
                        progress=samples.append)
     took = time.perf_counter() - start
     assert done == ["post"], done
-    _finish(src, dst, inst, data)
+    finish(src, dst, inst, data)
     return took, samples[-1].downtime_ms
 
 
 def via_virsh(src: Any, dst: Any, inst: Instance, dst_host: Any) -> tuple[float, int]:
     """``virsh migrate --live --p2p`` with the same destination XML and data URI."""
-    data = _prepare(src, dst, inst)
+    data = prepare(src, dst, inst)
     dom = src._lookup(inst)  # noqa: SLF001
     xml = xmlutil.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
                                     | libvirt.VIR_DOMAIN_XML_SECURE))
@@ -128,7 +105,7 @@ def via_virsh(src: Any, dst: Any, inst: Instance, dst_host: Any) -> tuple[float,
     info = subprocess.run(["virsh", "-c", dst_host.libvirt_uri, "domjobinfo", "--completed",
                            inst.name], check=True, capture_output=True, text=True).stdout
     m = re.search(r"Total downtime:\s+(\d+)", info)
-    _finish(src, dst, inst, data)
+    finish(src, dst, inst, data)
     return took, int(m.group(1)) if m else 0
 
 

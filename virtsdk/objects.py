@@ -423,6 +423,12 @@ class JobStats(VirtObject):
     ``job_type`` is one of ``none``, ``unbounded`` (running), ``completed``,
     ``failed``, ``cancelled``.  ``postcopy`` is true once the guest runs on the
     destination and pages are pulled from the source.
+
+    ``downtime_ms`` is a measurement: the hypervisor's figure for a completed job,
+    valid only when ``downtime_measured`` is true (0 and false when no measurement
+    exists).  The downtime the hypervisor *expects* while the job runs is
+    ``expected_downtime_ms``, an estimate.  ``timeline`` lists the convergence
+    decisions taken so far (time, action, value, reason, and the numbers behind it).
     """
 
     job_type: str = "none"
@@ -444,6 +450,14 @@ class JobStats(VirtObject):
     postcopy: bool = False
     #: the max downtime (ms) currently allowed; 0 while unknown (hypervisor default)
     max_downtime_ms: int = 0
+    #: true when ``downtime_ms`` was measured by the hypervisor for the completed job
+    downtime_measured: bool = False
+    #: the hypervisor's estimate of the downtime a switch-over now would cost (ms)
+    expected_downtime_ms: int = 0
+    #: percent of guest CPU time taken away by migration throttling (0: none)
+    cpu_throttle: int = 0
+    #: convergence decisions so far, oldest first (see the live-migration monitor)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def progress(self) -> float:

@@ -46,6 +46,11 @@ class ScriptedJob:
     def pause(self) -> None:
         self._record("pause")
 
+    def set_cpu_throttle(self, percent: int) -> None:
+        if not self.postcopy_ok:
+            raise NotSupported("scripted", "CPU throttle")
+        self._record("set_cpu_throttle", percent)
+
 
 class Scripted(ConvergencePolicy):
     """Returns the given actions at the given sample numbers; records what it saw."""
@@ -204,3 +209,58 @@ def test_a_refused_downtime_is_not_a_step_and_the_job_value_shows_until_one_appl
                       reported.append, 0.5, t.clock, t.sleep, downtime_steps=steps)
     assert steps == [] and job.calls == [("set_max_downtime", 50)]
     assert [s.max_downtime_ms for s in reported] == [300, 300, 300, 0]
+
+
+def test_policies_decide_on_raw_numbers_while_progress_stays_monotonic():
+    # libvirt's remaining data goes up again in a later pass: the progress bar keeps
+    # its best value, the policies see what libvirt said
+    policy = Scripted({})
+    job = ScriptedJob([running(r) for r in (60, 30, 34, 10)] + [done()])
+    _, reported, _ = run(job, [policy])
+    assert [s.data_remaining for s in reported[:4]] == [60, 30, 30, 10]
+    assert [r for r, _t in policy.seen] == [60, 30, 34, 10]
+
+
+def test_every_decision_lands_in_the_timeline_with_its_numbers(caplog):
+    policy = Scripted({1: [Action(Action.SET_DOWNTIME, 50, "start")],
+                       2: [Action(Action.THROTTLE, 60, "dirty 16 MiB/s")],
+                       3: [Action(Action.NOTE, reason="converging in ~5s")]})
+    samples = [JobStats(job_type="unbounded", data_total=100, data_remaining=r,
+                        memory_iteration=i, memory_dirty_rate=7, memory_bps=9)
+               for r, i in ((90, 1), (80, 2), (70, 3))]
+    timeline: list[dict] = []
+    t = FakeTime()
+    reported: list[JobStats] = []
+    with caplog.at_level(logging.INFO, logger="virtsdk.livemigration.monitor"):
+        final = monitor_migration(ScriptedJob([*samples, done()]), [policy],
+                                  reported.append, 0.5, t.clock, t.sleep,
+                                  timeline=timeline)
+    assert [(e["action"], e["value"], e["t_s"], e["remaining"], e["iteration"])
+            for e in timeline] == [("set_downtime", 50, 0.0, 90, 1),
+                                   ("throttle", 60, 0.5, 80, 2),
+                                   ("note", 0, 1.0, 70, 3)]
+    assert timeline[1]["dirty_rate"] == 7 and timeline[1]["bandwidth"] == 9
+    assert timeline[1]["reason"] == "dirty 16 MiB/s" and timeline[1]["outcome"] == "applied"
+    assert [len(s.timeline) for s in reported] == [0, 1, 2, 3]
+    assert final.timeline == timeline
+    assert final.cpu_throttle == 60  # the job reports none: the applied one is shown
+    assert "CPU throttle -> 60%" in caplog.text and "converging in ~5s" in caplog.text
+
+
+def test_a_refused_throttle_is_recorded_as_refused():
+    job = ScriptedJob([running(90), running(80), done()], postcopy_ok=False)
+    final, _, _ = run(job, [Scripted({1: [Action(Action.THROTTLE, 60)]})])
+    assert job.calls == []
+    [entry] = final.timeline
+    assert entry["outcome"].startswith("refused") and final.cpu_throttle == 0
+
+
+def test_a_cancelled_job_keeps_its_last_real_sample():
+    # after an abort the hypervisor reports an empty job: the record keeps how far it got
+    last = JobStats(job_type="unbounded", data_total=100, data_remaining=40,
+                    data_processed=300, memory_iteration=7, time_elapsed_ms=91_000)
+    job = ScriptedJob([running(90), last, JobStats(job_type="cancelled")])
+    final, _, _ = run(job)
+    assert final.job_type == "cancelled" and final.memory_iteration == 7
+    assert final.data_processed == 300 and final.time_elapsed_ms == 91_000
+    assert not final.downtime_measured

@@ -42,15 +42,20 @@ def conf():
 
 
 def test_linear_schedule_is_novas():
-    policy = LinearDowntimeSteps(downtime_ms=500, steps=10, delay_s_per_gib=75)
-    assert policy.schedule(2.0) == [
-        (0.0, 50), (15.0, 95), (30.0, 140), (45.0, 185), (60.0, 230), (75.0, 275),
-        (90.0, 320), (105.0, 365), (120.0, 410), (135.0, 455), (150.0, 500)]
+    # Nova's documented example: 10 steps, 30 s delay, 3 GB, 400 ms -> a step every 90 s
+    policy = LinearDowntimeSteps(downtime_ms=400, steps=10, delay_s_per_gib=30)
+    assert policy.schedule(3.0) == [
+        (0.0, 40), (90.0, 76), (180.0, 112), (270.0, 148), (360.0, 184), (450.0, 220),
+        (540.0, 256), (630.0, 292), (720.0, 328), (810.0, 364), (900.0, 400)]
+    # each step waits int(delay * data_gb) seconds: 18 s for a 256 MiB guest at 75 s/GiB
+    default = LinearDowntimeSteps(downtime_ms=500, steps=10, delay_s_per_gib=75)
+    assert [t for t, _ in default.schedule(0.25)][:3] == [0.0, 18.0, 36.0]
+    assert default.schedule(0.25)[-1] == (180.0, 500)
 
 
 def test_linear_steps_apply_once_each_and_skip_to_the_latest_due():
     policy = LinearDowntimeSteps()
-    policy.start(2.0)
+    policy.start(0.2)  # a step every int(75 * 0.2) = 15 s
     assert policy.decide(sample(), 0.0) == [Action(Action.SET_DOWNTIME, 50,
                                                    "linear_downtime step at 0.0s")]
     assert policy.decide(sample(), 14.9) == []
@@ -75,7 +80,7 @@ def test_downtime_policies_from_configuration(conf):
     conf.set_override("downtime_delay", 10, group="live_migration")
     linear = LinearDowntimeSteps.from_conf(conf)
     assert linear.values() == [100, 175, 250, 325, 400]
-    assert [t for t, _ in linear.schedule(2.0)] == [0.0, 5.0, 10.0, 15.0, 20.0]
+    assert [t for t, _ in linear.schedule(2.0)] == [0.0, 20.0, 40.0, 60.0, 80.0]
     expo = ExponentialDowntimeSteps.from_conf(conf)
     # offset 100, base 300 ** (1/3)
     assert expo.values() == [101, 106, 144, 400]

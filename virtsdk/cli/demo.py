@@ -64,7 +64,9 @@ class Demo:
         self.state_dir = args.state_dir or tempfile.mkdtemp(prefix="virtsdk-demo-")
         self.own_dir = args.state_dir is None
         overrides: dict[str, dict[str, object]] = {
-            "live_migration": {"bandwidth": 100},
+            # Nova's schedule waits downtime_delay * data_gb seconds per step (75 s
+            # per GiB by default); the demo steps every few simulated seconds
+            "live_migration": {"bandwidth": 100, "downtime_delay": 10},
             "compute": {"report_interval": 1.0},
         }
         if args.driver == "fake":
@@ -199,8 +201,14 @@ class Demo:
         applied = self.api.get_migration(self.ctx, inst.uuid, int(mig.id or 0)).downtime_steps
         step.notes.append("downtime steps " + ">".join(str(d) for d in applied) + " ms"
                           if applied else "no downtime step needed")
-        step.notes.append(f"final downtime {details.get('downtime_ms', '?')} ms after "
+        measured = details.get("downtime_ms")
+        step.notes.append((f"final downtime {measured} ms" if measured is not None
+                           else "no downtime measurement") + " after "
                           f"{details.get('memory_iteration', '?')} iterations")
+        for entry in details.get("timeline") or []:
+            if entry["action"] != "set_downtime":  # the steps are listed above
+                step.notes.append(f"at {entry['t_s']:.1f}s {entry['action']} "
+                                  f"{entry['value']}: {entry['reason']}")
         self._record(step, done, source, t0, MigrationStatus.COMPLETED, VMState.ACTIVE, True)
         step.ok = step.ok and len(applied) > 1
 

@@ -328,11 +328,16 @@ class LiveMigrationMixin(ManagerBase):
                     "memory_remaining": stats.memory_remaining,
                     "disk_total": stats.disk_total, "disk_processed": stats.disk_processed,
                     "disk_remaining": stats.disk_remaining,
-                }, details={"downtime_ms": stats.downtime_ms,
-                            "memory_iteration": stats.memory_iteration,
-                            "job_type": stats.job_type,
-                            "time_elapsed_ms": stats.time_elapsed_ms,
-                            "memory_dirty_rate": stats.memory_dirty_rate},
+                }, details={
+                    # a measurement or nothing (None): never an estimate
+                    "downtime_ms": stats.downtime_ms if stats.downtime_measured else None,
+                    "memory_iteration": stats.memory_iteration,
+                    "job_type": stats.job_type,
+                    "time_elapsed_ms": stats.time_elapsed_ms,
+                    "data_processed": stats.data_processed,
+                    "memory_dirty_rate": stats.memory_dirty_rate,
+                    "cpu_throttle": stats.cpu_throttle,
+                    "timeline": stats.timeline},
                 max_downtime_ms=stats.max_downtime_ms)
         return record
 

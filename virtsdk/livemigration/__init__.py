@@ -3,8 +3,12 @@
 A driver wraps its running migration in a :class:`~virtsdk.livemigration.base.MigrationJob`
 and hands it to :func:`virtsdk.livemigration.monitor.monitor_migration` together with
 the convergence policies from configuration (entry-point group
-``virtsdk.convergence_policies``).  The monitor samples job stats, keeps progress
-monotonic, and applies the actions the policies decide.
+``virtsdk.convergence_policies``).  The monitor samples job stats, hands the progress
+callback samples whose progress never goes down, lets the policies decide on the raw
+samples, applies their actions and records every decision (with the numbers behind
+it) in a timeline that travels on each sample (``JobStats.timeline``) into the
+migration record.  Statistics are measurements: a downtime counts only when the
+hypervisor measured it (``JobStats.downtime_measured``).
 
 Typical use in a driver's ``live_migration`` (source host)::
 

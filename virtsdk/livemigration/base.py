@@ -36,6 +36,11 @@ class MigrationJob(Protocol):
         """Pause the guest so the remaining memory stops changing."""
         ...
 
+    def set_cpu_throttle(self, percent: int) -> None:
+        """Throttle the guest's vCPUs to ``100 - percent`` of their time (0 stops
+        throttling); raises NotSupported where the job cannot."""
+        ...
+
 
 @dataclass(frozen=True)
 class Action:
@@ -49,6 +54,10 @@ class Action:
     ABORT: ClassVar[str] = "abort"
     POSTCOPY: ClassVar[str] = "postcopy"
     PAUSE: ClassVar[str] = "pause"
+    #: throttle the guest's CPU by ``value`` percent (0 stops throttling)
+    THROTTLE: ClassVar[str] = "throttle"
+    #: nothing to apply: a decision worth recording in the timeline (``reason``)
+    NOTE: ClassVar[str] = "note"
 
 
 class ConvergencePolicy(Plugin, abc.ABC):
@@ -58,10 +67,21 @@ class ConvergencePolicy(Plugin, abc.ABC):
     amount of data to move, then :meth:`decide` with every sample.
     """
 
+    #: True when :meth:`migration_params` needs the guest's dirty rate measured before
+    #: the migration starts (a driver then measures it; it costs about a second)
+    wants_dirty_rate: ClassVar[bool] = False
+
     def migration_flags(self) -> set[str]:
         """Flags the job must start with for this policy (e.g. ``auto_converge``,
         ``postcopy``: libvirt must be told before the migration starts)."""
         return set()
+
+    def migration_params(self, bandwidth_bps: float, dirty_rate_bps: float) -> dict[str, int]:
+        """Parameters the job must start with (``cpu_throttle_initial`` /
+        ``cpu_throttle_increment``, percent), from the bandwidth cap and the dirty
+        rate measured before the migration started (0 when unknown).  Called once,
+        before :meth:`start`; default: none."""
+        return {}
 
     def start(self, data_gb: float) -> None:
         """Called once before the first sample with RAM + disk to move, in GiB."""

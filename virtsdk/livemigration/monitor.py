@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from virtsdk.exceptions import NotSupported
 from virtsdk.livemigration.base import Action, ConvergencePolicy, MigrationJob
@@ -50,15 +51,37 @@ class MonotonicProgress:
         return dataclasses.replace(stats, data_remaining=min(stats.data_remaining, ceiling))
 
 
+def decision_entry(action: Action, stats: JobStats, elapsed_s: float,
+                   outcome: str = "applied") -> dict[str, Any]:
+    """One timeline entry: what was decided, when, and the raw numbers it saw."""
+    return {
+        "t_s": round(elapsed_s, 2),
+        "action": action.kind,
+        "value": int(action.value),
+        "reason": action.reason,
+        "outcome": outcome,
+        "iteration": stats.memory_iteration,
+        "remaining": stats.data_remaining,
+        "dirty_rate": stats.memory_dirty_rate,
+        "bandwidth": stats.memory_bps,
+        "max_downtime_ms": stats.max_downtime_ms,
+        "cpu_throttle": stats.cpu_throttle,
+    }
+
+
 class _Applier:
     """Applies policy actions to the job, each kind at most once where repeating it
     makes no sense (abort, post-copy, pause).  ``downtime_steps`` lists every max
-    downtime the job accepted, in order (a call that raised is not a step)."""
+    downtime the job accepted, in order (a call that raised is not a step);
+    ``timeline`` gets one entry per decision (:func:`decision_entry`)."""
 
-    def __init__(self, job: MigrationJob, downtime_steps: list[int]) -> None:
+    def __init__(self, job: MigrationJob, downtime_steps: list[int],
+                 timeline: list[dict[str, Any]]) -> None:
         self.job = job
         self.done: set[str] = set()
         self.downtime_steps = downtime_steps
+        self.timeline = timeline
+        self.throttle = 0
 
     def stamp(self, stats: JobStats) -> JobStats:
         """``stats`` with ``max_downtime_ms`` set to the last applied step (unchanged,
@@ -67,11 +90,36 @@ class _Applier:
             return stats
         return dataclasses.replace(stats, max_downtime_ms=self.downtime_steps[-1])
 
-    def apply(self, action: Action, stats: JobStats) -> None:
+    def stamp_throttle(self, stats: JobStats) -> JobStats:
+        """``stats`` with ``cpu_throttle`` set to the throttle applied last when the
+        job itself does not report one."""
+        if stats.cpu_throttle or not self.throttle:
+            return stats
+        return dataclasses.replace(stats, cpu_throttle=self.throttle)
+
+    def apply(self, action: Action, stats: JobStats, elapsed_s: float) -> None:
         if Action.ABORT in self.done:
             return  # the job is being cancelled: nothing else matters
+        outcome = self._apply(action, stats)
+        if outcome:
+            self.timeline.append(decision_entry(action, stats, elapsed_s, outcome))
+
+    def _apply(self, action: Action, stats: JobStats) -> str:
+        """Apply one action; returns what happened ("" for a repeat not worth a
+        timeline entry)."""
         try:
-            if action.kind == Action.SET_DOWNTIME:
+            if action.kind == Action.NOTE:
+                LOG.info("live migration: %s", action.reason)
+            elif action.kind == Action.THROTTLE:
+                LOG.info("live migration: CPU throttle -> %d%% (%s)", action.value,
+                         action.reason)
+                try:
+                    self.job.set_cpu_throttle(int(action.value))
+                except NotSupported as exc:
+                    LOG.warning("live migration: CPU throttle refused (%s)", exc)
+                    return f"refused: {exc}"
+                self.throttle = int(action.value)
+            elif action.kind == Action.SET_DOWNTIME:
                 LOG.info("live migration: max downtime -> %d ms (%s)",
                          action.value, action.reason)
                 self.job.set_max_downtime(action.value)
@@ -82,27 +130,31 @@ class _Applier:
                 self.job.abort()
             elif action.kind == Action.POSTCOPY:
                 if stats.postcopy or Action.POSTCOPY in self.done:
-                    return
+                    return ""
                 self.done.add(Action.POSTCOPY)
                 LOG.info("live migration: switching to post-copy (%s)", action.reason)
                 try:
                     self.job.start_postcopy()
                 except NotSupported as exc:
                     LOG.warning("live migration: post-copy refused (%s); pausing", exc)
-                    self._pause(action)
+                    return "refused; " + self._pause(action)
             elif action.kind == Action.PAUSE:
-                self._pause(action)
+                return self._pause(action)
             else:
                 LOG.error("live migration: policy asked for unknown action %r", action)
-        except Exception:  # the job may have ended meanwhile
+                return "unknown action"
+        except Exception as exc:  # the job may have ended meanwhile
             LOG.exception("live migration: action %s failed", action)
+            return f"failed: {exc}"
+        return "applied"
 
-    def _pause(self, action: Action) -> None:
+    def _pause(self, action: Action) -> str:
         if Action.PAUSE in self.done:
-            return
+            return ""
         self.done.add(Action.PAUSE)
         LOG.info("live migration: pausing the guest (%s)", action.reason)
         self.job.pause()
+        return "paused"
 
 
 def monitor_migration(
@@ -114,22 +166,32 @@ def monitor_migration(
     sleep: Callable[[float], object] = time.sleep,
     data_gb: float | None = None,
     downtime_steps: list[int] | None = None,
+    timeline: list[dict[str, Any]] | None = None,
 ) -> JobStats:
     """Watch ``job`` until it ends and return its final stats.
 
     Every ``interval`` seconds (measured with ``clock``, waited with ``sleep``) it takes
     a sample, hands it to ``progress`` (samples whose ``progress`` never decreases),
-    asks each policy in order for actions and applies them: ``set_downtime`` ->
-    ``job.set_max_downtime``, ``abort`` -> ``job.abort`` (once; later actions are
+    asks each policy in order for actions on the *raw* sample (the true remaining data,
+    dirty rate and iteration, never the clamped copy the progress bar gets) and applies
+    them: ``set_downtime`` -> ``job.set_max_downtime``, ``throttle`` ->
+    ``job.set_cpu_throttle``, ``abort`` -> ``job.abort`` (once; later actions are
     ignored), ``postcopy`` -> ``job.start_postcopy`` (once; a job that raises
-    NotSupported is paused instead), ``pause`` -> ``job.pause`` (once).
+    NotSupported is paused instead), ``pause`` -> ``job.pause`` (once), ``note`` ->
+    logged only.
 
-    Every sample handed to ``progress`` (and the one returned) carries in
-    ``max_downtime_ms`` the last max downtime applied (the job's own value before the
-    first step).  A step is applied after a sample, so the next sample shows it; two
-    steps applied between the same two samples show only the later one.  The caller
-    that wants every step may pass a ``downtime_steps`` list: the monitor appends each
-    max downtime the job accepted, in order.
+    Every decision is logged with its numbers and appended to the timeline (``timeline``
+    when the caller passes a list): a dict per decision from :func:`decision_entry`.
+    Every sample handed to ``progress`` (and the one returned) carries the timeline so
+    far in ``timeline`` and in ``max_downtime_ms`` the last max downtime applied (the
+    job's own value before the first step).  A step is applied after a sample, so the
+    next sample shows it; two steps applied between the same two samples show only the
+    later one.  The caller that wants every step may pass a ``downtime_steps`` list:
+    the monitor appends each max downtime the job accepted, in order.
+
+    A job that ends cancelled or failed with an empty sample (a hypervisor forgets the
+    job's counters once it is cancelled) is reported with the counters of the last
+    real sample, so the record shows how far it got.
 
     ``data_gb`` (RAM + disk to move, GiB) starts the policies; when None it is taken
     from the first sample's ``data_total``.  Returns the last sample, whose
@@ -141,8 +203,11 @@ def monitor_migration(
         raise ValueError(f"monitor interval must be > 0, got {interval}")
     start = clock()
     mono = MonotonicProgress()
-    applier = _Applier(job, downtime_steps if downtime_steps is not None else [])
+    decisions = timeline if timeline is not None else []
+    applier = _Applier(job, downtime_steps if downtime_steps is not None else [],
+                       decisions)
     started = False
+    last_real: JobStats | None = None
     while True:
         raw = job.stats()
         elapsed = clock() - start
@@ -152,14 +217,23 @@ def monitor_migration(
             for policy in policies:
                 policy.start(data_gb)
             started = True
-        stats = applier.stamp(mono.apply(raw))
+        if raw.job_type in ("cancelled", "failed") and raw.data_total == 0 and \
+                last_real is not None:
+            raw = dataclasses.replace(last_real, job_type=raw.job_type,
+                                      downtime_ms=0, downtime_measured=False)
+        elif raw.data_total > 0:
+            last_real = raw
+        raw = applier.stamp_throttle(applier.stamp(raw))
+        stats = dataclasses.replace(mono.apply(raw), timeline=list(decisions))
         if progress is not None:
             progress(stats)
         if stats.job_type in TERMINAL_JOB_TYPES:
-            LOG.info("live migration ended: %s after %.1fs, iteration %d, downtime %d ms",
-                     stats.job_type, elapsed, stats.memory_iteration, stats.downtime_ms)
+            LOG.info("live migration ended: %s after %.1fs, iteration %d, %s, %d bytes "
+                     "sent", stats.job_type, elapsed, stats.memory_iteration,
+                     f"downtime {stats.downtime_ms} ms" if stats.downtime_measured
+                     else "no downtime measurement", stats.data_processed)
             return stats
         for policy in policies:
-            for action in policy.decide(stats, elapsed):
-                applier.apply(action, stats)
+            for action in policy.decide(raw, elapsed):
+                applier.apply(action, raw, elapsed)
         sleep(interval)

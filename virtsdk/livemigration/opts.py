@@ -23,7 +23,9 @@ opts: list[cfg.Opt] = [
         help="Convergence policies (entry points of group virtsdk.convergence_policies) "
              "applied to every live migration, in order.  Available: linear_downtime, "
              "exponential_downtime, completion_timeout, stall_detection, postcopy, "
-             "auto_converge.",
+             "auto_converge, adaptive (predicts convergence from measured dirty rate "
+             "and bandwidth; raises downtime, throttles, switches to post-copy when "
+             "permitted).",
     ),
     cfg.FloatOpt(
         "monitor_interval", default=0.5, min=0.01,
@@ -39,8 +41,10 @@ opts: list[cfg.Opt] = [
     ),
     cfg.IntOpt(
         "downtime_delay", default=75, min=3,
-        help="Seconds per GiB of RAM+disk that spread the downtime steps: step i of N "
-             "happens downtime_delay * data_gb * i / N seconds into the migration.",
+        help="Seconds per GiB of RAM+disk between two downtime steps (Nova's "
+             "live_migration_downtime_delay): linear_downtime applies step i at "
+             "i * int(downtime_delay * data_gb) seconds; exponential_downtime spreads "
+             "its N steps over downtime_delay * data_gb seconds.",
     ),
     cfg.IntOpt(
         "completion_timeout", default=800, min=0,
@@ -71,6 +75,13 @@ opts: list[cfg.Opt] = [
     cfg.IntOpt(
         "bandwidth", default=0, min=0,
         help="Maximum bandwidth in MiB/s a migration may use (0: unlimited).",
+    ),
+    cfg.IntOpt(
+        "postcopy_bandwidth", default=0, min=0,
+        help="Maximum bandwidth in MiB/s of the post-copy phase (0: unlimited, QEMU's "
+             "default and Nova's behaviour: `bandwidth` then limits pre-copy only).  "
+             "A cap here makes the guest's page faults wait behind the capped stream: "
+             "on the lab a 2 MiB/s cap turned a 0.2 s guest pause into 3.8 s.",
     ),
     cfg.BoolOpt(
         "permit_post_copy", default=False,

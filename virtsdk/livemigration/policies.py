@@ -11,6 +11,7 @@ Every constructor takes plain keyword arguments (for tests and other callers) an
 
 from __future__ import annotations
 
+import math
 from typing import Self
 
 from oslo_config import cfg
@@ -77,13 +78,20 @@ class _Scheduled(ConvergencePolicy):
 
 
 class LinearDowntimeSteps(_Scheduled):
-    """Nova's schedule: N+1 steps from D/N up to D ms.
+    """Nova's schedule (``live_migration_downtime``, ``_steps``, ``_delay``): N+1
+    steps from D/N up to D ms, one every ``int(delay * data_gb)`` seconds.
 
-    Step i (0..N) sets ``D/N + (D - D/N) / N * i`` ms (truncated); with D=500, N=10:
-    50, 95, 140, ... 500.
+    Step i (0..N) sets ``D/N + (D - D/N) / N * i`` ms (truncated) at
+    ``i * int(delay * data_gb)`` seconds; with D=500, N=10, delay=75 and 4 GiB of RAM:
+    50 ms at once, 95 ms at 300 s, ... 500 ms at 3000 s.  For a guest under
+    1/delay GiB every step happens at once, as in Nova.
     """
 
     name = "linear_downtime"
+
+    def step_times(self, data_gb: float) -> list[float]:
+        period = int(self.delay_s_per_gib * data_gb)
+        return [float(period * i) for i in range(len(self.values()))]
 
     def values(self) -> list[int]:
         d, n = self.downtime_ms, self.steps
@@ -274,3 +282,221 @@ def required_flags(policies: list[ConvergencePolicy]) -> set[str]:
     for policy in policies:
         flags |= policy.migration_flags()
     return flags
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+class AdaptiveConvergence(ConvergencePolicy):
+    """A convergence controller that predicts, from measured numbers, whether pre-copy
+    will finish, and acts as soon as it will not.
+
+    The model: with bandwidth ``B`` and a guest dirtying ``D`` bytes/s, each pre-copy
+    pass re-sends what the previous one left dirty, so the remaining data ``R`` shrinks
+    by ``rho = D / B`` per pass (never below what the guest's working set allows, see
+    :meth:`predict`); QEMU switches over once what remains fits in
+    ``B * max_downtime``.  For ``rho < 1`` pre-copy finishes in about
+    ``R / (B * (1 - rho))`` seconds; for ``rho >= 1`` the remainder stays, and only a
+    downtime of ``R / B`` (or a slower guest) lets it finish.
+
+    Each time libvirt reports a new pass (a new dirty-rate measurement) the controller:
+
+    1. notes "converging" when ``rho < 1`` and the predicted time fits before the
+       completion timeout (raising the allowed downtime to what the remainder needs
+       once that is within the operator's limit ``downtime_ms``);
+    2. otherwise raises the allowed downtime to ``R / B`` (plus a margin) if that is
+       within ``downtime_ms``;
+    3. otherwise, only where post-copy is permitted, switches to post-copy at once;
+    4. otherwise asks to throttle the guest's CPU by exactly as much as brings
+       ``rho`` down to ``target_ratio`` (``1 - target * B / D_unthrottled``,
+       capped at ``max_throttle``), and sets the downtime to the limit.
+
+    Before the migration starts (:meth:`migration_params`) it turns a dirty rate
+    measured by the driver into QEMU's auto-converge throttle parameters, so that the
+    first throttle step is the needed one instead of 20% (hypervisors that cannot
+    change the throttle of a running job take it there).  At ``timeout_per_gib *
+    data_gb`` seconds it aborts or forces completion (post-copy when permitted, else
+    pause), as configured.  Every decision is an action with the numbers in its
+    reason; the monitor stores them in the migration's timeline.
+    """
+
+    name = "adaptive"
+    wants_dirty_rate = True
+
+    def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
+                 permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
+                 timeout_action: str = "abort", target_ratio: float = 0.5,
+                 max_throttle: int = 99, margin: float = 1.25) -> None:
+        if downtime_ms <= 0 or not 0 < initial_downtime_ms <= downtime_ms:
+            raise ValueError("adaptive: need 0 < initial_downtime_ms <= downtime_ms "
+                             f"(got {initial_downtime_ms}, {downtime_ms})")
+        if not 0 < target_ratio < 1 or not 0 <= max_throttle <= 99 or margin < 1:
+            raise ValueError("adaptive: need 0 < target_ratio < 1, 0 <= max_throttle "
+                             "<= 99 and margin >= 1")
+        if timeout_action not in ("abort", "force_complete") or timeout_per_gib < 0:
+            raise ValueError("adaptive: timeout_action is 'abort' or 'force_complete' "
+                             "and timeout_per_gib >= 0")
+        self.downtime_ms = downtime_ms
+        self.initial_downtime_ms = initial_downtime_ms
+        self.permit_post_copy = permit_post_copy
+        self.timeout_per_gib = timeout_per_gib
+        self.timeout_action = timeout_action
+        self.target_ratio = target_ratio
+        self.max_throttle = max_throttle
+        self.margin = margin
+        self.data_gb = 0.0
+        self._started = False
+        self._iteration = 0
+        self._downtime = 0
+        self._throttle_asked = 0
+        self._done = False
+        self._cap = 0.0
+        self._probe_dirty = 0.0
+        self._wset = 0.0
+        self._last_remaining = 0.0
+        self._start_note = ""
+        self._recent_bps: list[int] = []
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Self:
+        g = _group(conf)
+        return cls(downtime_ms=g.downtime,
+                   initial_downtime_ms=max(1, g.downtime // g.downtime_steps),
+                   permit_post_copy=g.permit_post_copy,
+                   timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action)
+
+    def migration_flags(self) -> set[str]:
+        flags = {"auto_converge"}
+        if self.permit_post_copy:
+            flags.add("postcopy")
+        return flags
+
+    def needed_throttle(self, dirty_free_bps: float, bandwidth_bps: float) -> int:
+        """Percent of CPU to take away so the guest dirties ``target_ratio * B``."""
+        if dirty_free_bps <= 0 or bandwidth_bps <= 0:
+            return 0
+        need = 1.0 - self.target_ratio * bandwidth_bps / dirty_free_bps
+        return max(0, min(self.max_throttle, math.ceil(100.0 * need)))
+
+    def migration_params(self, bandwidth_bps: float, dirty_rate_bps: float) -> dict[str, int]:
+        self._cap = max(0.0, bandwidth_bps)
+        self._probe_dirty = max(0.0, dirty_rate_bps)
+        throttle = self.needed_throttle(dirty_rate_bps, bandwidth_bps)
+        params: dict[str, int] = {}
+        if throttle > 0:
+            self._throttle_asked = throttle
+            params = {"cpu_throttle_initial": throttle,
+                      "cpu_throttle_increment": max(1, (self.max_throttle - throttle) // 2)}
+        self._start_note = (
+            f"adaptive: measured before the start: dirty {_mib(dirty_rate_bps)}/s, "
+            f"bandwidth cap {_mib(bandwidth_bps) + '/s' if bandwidth_bps else 'none'}; "
+            + (f"throttle {throttle}% once QEMU starts throttling (then +"
+               f"{params['cpu_throttle_increment']}%)" if params else "no throttle needed"))
+        return params
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_per_gib * self.data_gb
+
+    def predict(self, stats: JobStats) -> dict[str, float]:
+        """The model's numbers for one raw sample at the start of a pass: bandwidth,
+        dirty rate (as the model uses it, and unthrottled), the ratio ``rho`` of the
+        next pass's remainder to this one's, the downtime the remainder needs now (ms)
+        and the predicted seconds to converge (inf when it will not).
+
+        Migration counts distinct dirty pages per pass, so over a long pass the
+        measured rate is at most the guest's working set divided by the pass's time;
+        the rate measured before the start (over a second) shows how fast the guest
+        really writes.  The model takes the larger, throttled as now, and bounds what
+        the next pass can leave by the largest remainder a pass started with (the
+        working set seen so far); a remainder that did not shrink since the previous
+        pass counts too."""
+        b = self.bandwidth(stats)
+        remaining = float(stats.data_remaining)
+        throttle = min(99, max(0, stats.cpu_throttle)) / 100.0
+        d = max(float(stats.memory_dirty_rate), self._probe_dirty * (1.0 - throttle))
+        self._wset = max(self._wset, remaining)
+        if b > 0 and remaining > 0:
+            next_pass = min(self._wset, d * remaining / b)
+            rho = next_pass / remaining
+            if self._last_remaining:
+                rho = max(rho, min(1.0, remaining / self._last_remaining))
+        else:
+            rho = math.inf
+        need_ms = 1000.0 * remaining / b if b > 0 else math.inf
+        eta = remaining / (b * (1.0 - rho)) if rho < 1 else math.inf
+        self._last_remaining = remaining
+        return {"bandwidth": b, "dirty": d, "dirty_free": d / (1.0 - throttle),
+                "rho": rho, "need_ms": need_ms, "eta_s": eta, "remaining": remaining}
+
+    def bandwidth(self, stats: JobStats) -> float:
+        """The bandwidth the model uses: the best of the last few measured rates (QEMU
+        measures over 100 ms windows, which dip at pass boundaries), never above the
+        configured cap."""
+        b = float(max(self._recent_bps or [stats.memory_bps]))
+        return min(b, self._cap) if self._cap > 0 and b > 0 else b
+
+    def decide(self, stats: JobStats, elapsed_s: float) -> list[Action]:
+        if stats.memory_bps > 0:
+            self._recent_bps = [*self._recent_bps[-4:], stats.memory_bps]
+        if self._done or stats.postcopy:
+            return []
+        actions: list[Action] = []
+        if not self._started:
+            self._started = True
+            self._downtime = self.initial_downtime_ms
+            if self._start_note:
+                actions.append(Action(Action.NOTE, reason=self._start_note))
+            actions.append(Action(Action.SET_DOWNTIME, self._downtime,
+                                  f"adaptive: start at {self._downtime} ms "
+                                  f"(limit {self.downtime_ms} ms)"))
+        if self.timeout_s > 0 and elapsed_s > self.timeout_s:
+            self._done = True
+            reason = (f"adaptive: not complete after {elapsed_s:.0f}s "
+                      f"(limit {self.timeout_s:.0f}s)")
+            if self.timeout_action == "abort":
+                return [*actions, Action(Action.ABORT, reason=reason)]
+            kind = Action.POSTCOPY if self.permit_post_copy else Action.PAUSE
+            return [*actions, Action(kind, reason=reason)]
+        if stats.memory_iteration < 2 or stats.memory_iteration <= self._iteration \
+                or stats.memory_dirty_rate <= 0 or self.bandwidth(stats) <= 0:
+            return actions  # no new dirty-rate measurement since the last decision
+        self._iteration = stats.memory_iteration
+        m = self.predict(stats)
+        numbers = (f"iteration {stats.memory_iteration}: remaining {_mib(m['remaining'])}, "
+                   f"dirty {_mib(m['dirty'])}/s, bandwidth {_mib(m['bandwidth'])}/s, "
+                   f"ratio {m['rho']:.2f}, throttle {stats.cpu_throttle}%, "
+                   f"needs {m['need_ms']:.0f} ms")
+        time_left = self.timeout_s - elapsed_s if self.timeout_s > 0 else math.inf
+        want = math.ceil(m["need_ms"] * self.margin)
+        if m["rho"] < 1 and m["eta_s"] <= time_left:
+            if want <= self.downtime_ms and want > self._downtime:
+                self._downtime = want
+                return [*actions, Action(Action.SET_DOWNTIME, want,
+                                         f"adaptive: converging, switch now; {numbers}")]
+            return [*actions, Action(Action.NOTE, reason=(
+                f"adaptive: converging in ~{m['eta_s']:.0f}s; {numbers}"))]
+        if want <= self.downtime_ms:
+            self._downtime = max(self._downtime, want)
+            return [*actions, Action(Action.SET_DOWNTIME, self._downtime,
+                                     f"adaptive: downtime covers the remainder; {numbers}")]
+        if self.permit_post_copy:
+            self._done = True
+            return [*actions, Action(Action.POSTCOPY, reason=(
+                f"adaptive: pre-copy cannot finish within {self.downtime_ms} ms; "
+                f"{numbers}"))]
+        if self._downtime < self.downtime_ms:
+            self._downtime = self.downtime_ms
+            actions.append(Action(Action.SET_DOWNTIME, self._downtime,
+                                  f"adaptive: raise downtime to the limit; {numbers}"))
+        throttle = self.needed_throttle(m["dirty_free"], m["bandwidth"])
+        if throttle > max(stats.cpu_throttle, self._throttle_asked):
+            self._throttle_asked = throttle
+            actions.append(Action(Action.THROTTLE, throttle, (
+                f"adaptive: throttle to bring the ratio to {self.target_ratio:.2f}; "
+                f"{numbers}")))
+        elif not actions:
+            actions.append(Action(Action.NOTE, reason=f"adaptive: not converging yet; "
+                                                      f"{numbers}"))
+        return actions

@@ -231,6 +231,9 @@ class FakeLiveMigration(FakeDriverBase):
         wset = params.working_set_mb if params and params.working_set_mb is not None else \
             float(meta.get("fake:working_set_mb", inst.flavor.memory_mb))
         disk_bytes = sum(d.allocated for d in inst.disks.values()) if block_migration else 0
+        start_params: dict[str, int] = {}
+        for policy in policies:  # the fake "measures" the guest's dirty rate exactly
+            start_params.update(policy.migration_params(bandwidth * MiB, dirty * MiB))
         self._step("live_migration.start")
         uuid = instance.uuid
         job = SimulatedLiveMigration(
@@ -239,7 +242,9 @@ class FakeLiveMigration(FakeDriverBase):
             working_set_bytes=int(wset * MiB), max_downtime_ms=group.initial_max_downtime_ms,
             flags=flags, step_s=group.sample_step_s,
             switch_over=lambda: self._switch_over(uuid, dest, block_migration),
-            hit=self._step, pause_guest=lambda: self._pause_source(uuid))
+            hit=self._step, pause_guest=lambda: self._pause_source(uuid),
+            throttle_initial=start_params.get("cpu_throttle_initial", 20),
+            throttle_increment=start_params.get("cpu_throttle_increment", 10))
         with self.fabric.lock:
             self.hostobj.jobs[uuid] = job
         return job, policies

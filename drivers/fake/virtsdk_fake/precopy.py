@@ -4,8 +4,10 @@ The model (docs/flows.md, "The pre-copy model"): with bandwidth B and a guest di
 of a working set W, each pre-copy round sends what the previous one left dirty; the
 switch-over happens as soon as everything still pending (unsent + re-dirtied) fits in
 ``B * max_downtime``.  With D >= B and W large that never happens.  Auto-converge
-throttles the guest (20%, then +10% per round up to 99%); pausing stops dirtying;
-post-copy moves the guest at once and pulls the rest.
+throttles the guest (``throttle_initial`` 20%, then +``throttle_increment`` 10% per
+round up to 99%), and :meth:`set_cpu_throttle` sets the throttle at once; pausing
+stops dirtying; post-copy moves the guest at once and pulls the rest.  The downtime
+of a completed job is the simulation's own (``downtime_measured``).
 
 The job advances lazily: every :meth:`stats` call integrates the model up to
 ``clock.now()``, so it runs in the thread of whoever samples it (the monitor) and
@@ -42,7 +44,8 @@ class SimulatedLiveMigration:
                  bandwidth_bps: float, dirty_rate_bps: float, working_set_bytes: int,
                  max_downtime_ms: int, flags: set[str], step_s: float,
                  switch_over: Callable[[], None], hit: Callable[[str], None],
-                 pause_guest: Callable[[], None] | None = None) -> None:
+                 pause_guest: Callable[[], None] | None = None,
+                 throttle_initial: int = 20, throttle_increment: int = 10) -> None:
         if bandwidth_bps <= 0:
             raise ValueError("bandwidth must be > 0")
         self.clock = clock
@@ -67,6 +70,8 @@ class SimulatedLiveMigration:
         self.memory_processed = 0.0
         self.iteration = 0 if self.phase == "disk" else 1
         self.throttle = 0.0
+        self.throttle_initial = min(99, max(1, throttle_initial)) / 100.0
+        self.throttle_increment = min(99, max(1, throttle_increment)) / 100.0
         self.paused = False
         self.postcopy = False
         self.downtime_ms = 0
@@ -112,6 +117,11 @@ class SimulatedLiveMigration:
         with self._lock:
             if self.job_type == RUNNING and not self.postcopy:
                 self._postcopy_requested = True
+
+    def set_cpu_throttle(self, percent: int) -> None:
+        """Throttle the guest's CPU (and so its dirtying) by ``percent`` from now on."""
+        with self._lock:
+            self.throttle = min(99, max(0, int(percent))) / 100.0
 
     def pause(self) -> None:
         """Pause the guest: it stops dirtying memory, so pre-copy converges."""
@@ -168,8 +178,8 @@ class SimulatedLiveMigration:
                 self.iteration += 1
                 self.round_remaining, self.dirty = self.dirty, 0.0
                 if "auto_converge" in self.flags:
-                    self.throttle = 0.2 if self.throttle == 0 else min(0.99,
-                                                                       self.throttle + 0.1)
+                    self.throttle = self.throttle_initial if self.throttle == 0 else \
+                        min(0.99, self.throttle + self.throttle_increment)
                 return "iteration"
         return None
 
@@ -239,6 +249,9 @@ class SimulatedLiveMigration:
                 disk_total=self.disk_total,
                 disk_processed=disk_processed,
                 disk_remaining=disk_remaining,
-                downtime_ms=self.downtime_ms,
+                downtime_ms=self.downtime_ms if self.job_type == "completed" else 0,
+                downtime_measured=self.job_type == "completed",
+                expected_downtime_ms=self.downtime_ms if self.job_type != "completed" else 0,
                 postcopy=self.postcopy,
+                cpu_throttle=round(100 * self.throttle),
             )

@@ -11,6 +11,15 @@ thread (``live_migration_abort``).
 Guarantee: once :meth:`start` was called, :meth:`wait` returns only after the worker
 thread ended, and a job that is abandoned (timeout, monitor failure) is cancelled
 with ``abortJob`` - killing the client would not stop a peer-to-peer job.
+
+Statistics are measurements.  While the job runs, libvirt's ``downtime`` field is
+QEMU's *expected* downtime: it is reported as ``expected_downtime_ms``, never as
+``downtime_ms``.  The final downtime, bytes and time come from the completed job's
+statistics, which libvirt hands the source in its job-completed event
+(:class:`JobCompletedListener`; the source domain is undefined by then, so
+``jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED)`` on it finds nothing).  When none can be
+had the final sample says so (``downtime_measured`` false).  A cancelled job keeps
+its last real sample: libvirt forgets the counters once the job is aborted.
 """
 
 from __future__ import annotations
@@ -38,13 +47,20 @@ _JOB_TYPES: dict[int, str] = {
 
 
 def job_stats_from_libvirt(raw: dict[str, Any], postcopy: bool = False) -> JobStats:
-    """Translate ``virDomain.jobStats()`` (milliseconds, bytes) into JobStats."""
+    """Translate ``virDomain.jobStats()`` (milliseconds, bytes) into JobStats.
+
+    The dirty rate libvirt reports in pages per second becomes bytes per second; the
+    ``downtime`` of a job that has not completed is QEMU's estimate and goes into
+    ``expected_downtime_ms``; only a completed job's is a measured ``downtime_ms``."""
 
     def val(key: str) -> int:
         return int(raw.get(key, 0) or 0)
 
+    job_type = _JOB_TYPES.get(int(raw.get("type", 0)), "none")
+    completed = job_type == "completed"
+    page_size = val(libvirt.VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE) or 4096
     return JobStats(
-        job_type=_JOB_TYPES.get(int(raw.get("type", 0)), "none"),
+        job_type=job_type,
         time_elapsed_ms=val(libvirt.VIR_DOMAIN_JOB_TIME_ELAPSED),
         data_total=val(libvirt.VIR_DOMAIN_JOB_DATA_TOTAL),
         data_processed=val(libvirt.VIR_DOMAIN_JOB_DATA_PROCESSED),
@@ -53,15 +69,71 @@ def job_stats_from_libvirt(raw: dict[str, Any], postcopy: bool = False) -> JobSt
         memory_processed=val(libvirt.VIR_DOMAIN_JOB_MEMORY_PROCESSED),
         memory_remaining=val(libvirt.VIR_DOMAIN_JOB_MEMORY_REMAINING),
         memory_bps=val(libvirt.VIR_DOMAIN_JOB_MEMORY_BPS),
-        memory_dirty_rate=val(libvirt.VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
+        memory_dirty_rate=val(libvirt.VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) * page_size,
         memory_iteration=val(libvirt.VIR_DOMAIN_JOB_MEMORY_ITERATION),
         disk_total=val(libvirt.VIR_DOMAIN_JOB_DISK_TOTAL),
         disk_processed=val(libvirt.VIR_DOMAIN_JOB_DISK_PROCESSED),
         disk_remaining=val(libvirt.VIR_DOMAIN_JOB_DISK_REMAINING),
-        downtime_ms=val(libvirt.VIR_DOMAIN_JOB_DOWNTIME),
+        downtime_ms=val(libvirt.VIR_DOMAIN_JOB_DOWNTIME) if completed else 0,
+        downtime_measured=completed and libvirt.VIR_DOMAIN_JOB_DOWNTIME in raw,
+        expected_downtime_ms=0 if completed else val(libvirt.VIR_DOMAIN_JOB_DOWNTIME),
         setup_time_ms=val(libvirt.VIR_DOMAIN_JOB_SETUP_TIME),
         postcopy=postcopy,
+        cpu_throttle=val(libvirt.VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE),
     )
+
+
+_EVENT_LOOP_LOCK = threading.Lock()
+_event_loop: threading.Thread | None = None
+
+
+def ensure_event_loop() -> None:
+    """Run libvirt's default event loop in one daemon thread of this process (once).
+
+    Only connections opened afterwards deliver domain events, so call it before
+    opening the connection a :class:`JobCompletedListener` uses."""
+    global _event_loop
+    with _EVENT_LOOP_LOCK:
+        if _event_loop is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop = threading.Thread(target=run, name="libvirt-events", daemon=True)
+        _event_loop.start()
+
+
+class JobCompletedListener:
+    """Catches ``VIR_DOMAIN_EVENT_ID_JOB_COMPLETED`` of one domain on one connection:
+    the completed job's statistics, which libvirt sends the source of a migration
+    (post-copy included) as the job ends.  The connection must have been opened after
+    :func:`ensure_event_loop`."""
+
+    def __init__(self, conn: libvirt.virConnect, domain: libvirt.virDomain) -> None:
+        self._conn = conn
+        self._got = threading.Event()
+        self.stats: dict[str, Any] | None = None
+        self._id = conn.domainEventRegisterAny(
+            domain, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_event, None)
+
+    def _on_event(self, _conn: libvirt.virConnect, _dom: libvirt.virDomain,
+                  params: dict[str, Any], _opaque: object) -> None:
+        self.stats = {**params, "type": libvirt.VIR_DOMAIN_JOB_COMPLETED}
+        self._got.set()
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The statistics, waiting up to ``timeout`` s (the event may trail the call)."""
+        self._got.wait(timeout)
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self._conn.domainEventDeregisterAny(self._id)
+        except libvirt.libvirtError as exc:
+            LOG.debug("job-completed callback not deregistered: %s", exc)
 
 
 class LibvirtMigrationJob:
@@ -156,7 +228,10 @@ class LibvirtMigrationJob:
         sample = job_stats_from_libvirt(raw, self._in_postcopy())
         if sample.job_type in ("none", "completed", "failed", "cancelled"):
             # libvirt's job ended or has not started yet; the worker decides the outcome.
+            # Such a sample is empty: keep the last real one for the final statistics.
             sample.job_type = "unbounded"
+            if self.last.data_total:
+                return self.last
         self.last = sample
         return sample
 
@@ -174,13 +249,16 @@ class LibvirtMigrationJob:
                 if raw and int(raw.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_COMPLETED:
                     final = job_stats_from_libvirt(raw, self.postcopy_started)
                 else:
-                    # libvirt keeps no completed statistics after post-copy: report the
-                    # last sample, with nothing remaining.
-                    LOG.info("no completed job statistics for %s; using the last sample",
-                             self.domain.name())
+                    # Nothing measured the end of the job: report how far the last
+                    # sample got, nothing remaining, and no downtime at all.
+                    LOG.warning("no completed job statistics for %s: downtime, bytes "
+                                "and time are not measured (last sample kept)",
+                                self.domain.name())
                     final = JobStats.from_primitive(self.last.to_primitive())
                     final.data_remaining = 0
                     final.memory_remaining = 0
+                    final.downtime_ms = 0
+                    final.downtime_measured = False
                     final.postcopy = final.postcopy or self.postcopy_started
                 final.job_type = "completed"
             else:
@@ -239,6 +317,15 @@ class LibvirtMigrationJob:
             return
         self.domain.migrateStartPostCopy(0)
         self.postcopy_started = True
+
+    def set_cpu_throttle(self, percent: int) -> None:
+        """Refused: libvirt offers no call that changes QEMU's CPU throttle while a
+        migration job runs (every call that could is itself a job that waits for the
+        migration to end).  The throttle is set when the job starts, through the
+        ``auto_converge_initial`` / ``_increment`` migration parameters."""
+        raise NotSupported(
+            "libvirt", "changing the CPU throttle of a running migration",
+            "libvirt only takes QEMU's auto-converge throttle when the migration starts")
 
     def pause(self) -> None:
         """``suspend`` the guest so its memory stops changing; the destination resumes it

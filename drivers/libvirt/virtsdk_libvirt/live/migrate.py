@@ -122,6 +122,13 @@ def local_disk_targets(root: etree._Element) -> list[str]:
     return out
 
 
+#: Start parameters a convergence policy may set (``migration_params()``), by name.
+POLICY_PARAMS: dict[str, str] = {
+    "cpu_throttle_initial": libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL,
+    "cpu_throttle_increment": libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT,
+}
+
+
 def migration_params(
     *,
     dest_xml: str | None,
@@ -129,12 +136,17 @@ def migration_params(
     bandwidth_mib: int,
     disks: list[str] | None,
     parallel_connections: int,
+    policy_params: dict[str, int] | None = None,
+    postcopy_bandwidth_mib: int = 0,
 ) -> dict[str, Any]:
     """The typed parameters of ``migrateToURI3``.
 
     ``dest_xml`` goes in both DEST_XML and PERSIST_XML (the definition the destination
     runs and keeps); ``disks`` (block migration only) restricts what NON_SHARED_INC
-    mirrors; ``bandwidth_mib`` 0 means unlimited and is left out.
+    mirrors; ``bandwidth_mib`` 0 means unlimited and is left out, and so is
+    ``postcopy_bandwidth_mib`` 0 (the post-copy phase is then unlimited: QEMU's
+    default).  ``policy_params`` are the convergence
+    policies' start parameters (:data:`POLICY_PARAMS`; unknown names raise Invalid).
     """
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri}
     if dest_xml is not None:
@@ -142,6 +154,13 @@ def migration_params(
         params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = dest_xml
     if bandwidth_mib > 0:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
+    if postcopy_bandwidth_mib > 0:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = int(postcopy_bandwidth_mib)
+    for name, value in (policy_params or {}).items():
+        if name not in POLICY_PARAMS:
+            raise Invalid(f"a convergence policy asked for migration parameter {name!r}; "
+                          "known: " + ", ".join(sorted(POLICY_PARAMS)))
+        params[POLICY_PARAMS[name]] = int(value)
     if disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(disks)
     if parallel_connections > 0:

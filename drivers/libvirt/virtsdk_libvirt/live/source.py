@@ -18,7 +18,8 @@ import copy
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import libvirt
@@ -26,19 +27,47 @@ import libvirt
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
 from virtsdk.exceptions import MigrationError, MigrationNotFound, UnsafePath
+from virtsdk.livemigration.base import ConvergencePolicy
 from virtsdk.livemigration.loader import load_configured_policies
 from virtsdk.livemigration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.live import migrate
-from virtsdk_libvirt.live.job import LibvirtMigrationJob
+from virtsdk_libvirt.live.job import JobCompletedListener, LibvirtMigrationJob, ensure_event_loop
 from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
+MiB = 1024**2
 _JOBS_LOCK = threading.Lock()
+#: seconds the migration thread waits, after the call returned, for the job-completed
+#: event (libvirt queues it as the job ends; delivery may trail the call's return)
+COMPLETED_EVENT_WAIT_S = 5.0
+#: seconds of guest activity a pre-migration dirty-rate measurement covers
+DIRTY_RATE_CALC_S = 1
+
+
+def measure_dirty_rate(dom: libvirt.virDomain, seconds: int = DIRTY_RATE_CALC_S,
+                       timeout: float = 10.0) -> float:
+    """The guest's dirty rate in bytes/s, measured by QEMU (``calc-dirty-rate``,
+    page sampling) over ``seconds`` before the migration starts; 0.0 when it cannot
+    be measured (older QEMU, a guest that is not running)."""
+    try:
+        dom.startDirtyRateCalc(seconds, 0)
+        deadline = time.monotonic() + timeout
+        time.sleep(seconds)
+        while time.monotonic() < deadline:
+            [(_dom, stats)] = dom.connect().domainListGetStats(
+                [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)
+            if stats.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED:
+                return float(stats.get("dirtyrate.megabytes_per_second", 0)) * MiB
+            time.sleep(0.2)
+        LOG.info("dirty rate of %s not measured within %.0fs", dom.name(), timeout)
+    except (libvirt.libvirtError, ValueError) as exc:
+        LOG.info("dirty rate of %s not measured: %s", dom.name(), exc)
+    return 0.0
 
 
 def destination_spec(data: LiveMigrateData, src_instance_dir: str,
@@ -124,7 +153,7 @@ class SourceMigrationMixin:
 
         try:
             job = self._lm_prepare_job(instance, target, dest_uri, data_uri, spec, flags,
-                                       bool(block_migration))
+                                       bool(block_migration), policies)
         except Exception:
             LOG.exception("live migration of %s could not start", instance.uuid)
             recover_method(context, instance, dest, data)
@@ -150,7 +179,10 @@ class SourceMigrationMixin:
         self._lm_jobs.pop(instance.uuid, None)
         if final.job_type == "completed" and job.succeeded():
             data.driver_data = dict(data.driver_data)
-            data.driver_data["downtime_ms"] = final.downtime_ms
+            # a measurement or None, never QEMU's estimate
+            data.driver_data["downtime_ms"] = (final.downtime_ms if final.downtime_measured
+                                               else None)
+            data.driver_data["data_processed"] = final.data_processed
             data.driver_data["migration_call"] = str(job.result)
             post_method(context, instance, dest, bool(block_migration), data)
             return
@@ -158,10 +190,11 @@ class SourceMigrationMixin:
         raise job.failure()
 
     def _lm_prepare_job(self, instance: Instance, target: str, dest_uri: str, data_uri: str,
-                        spec: DestinationSpec, flags: int,
-                        block_migration: bool) -> LibvirtMigrationJob:
+                        spec: DestinationSpec, flags: int, block_migration: bool,
+                        policies: Sequence[ConvergencePolicy] = ()) -> LibvirtMigrationJob:
         """Everything up to (not including) the migration call: the domain, its
-        migratable XML rewritten for the destination, the parameters."""
+        migratable XML rewritten for the destination, the parameters (with the
+        policies' start parameters, from a dirty rate measured now when one wants it)."""
         dom = self._lookup(instance)
         src_xml = xmlutil.parse(dom.XMLDesc(
             libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE))
@@ -170,25 +203,46 @@ class SourceMigrationMixin:
             dest_xml = xmlutil.to_string(rewrite_for_destination(copy.deepcopy(src_xml), spec))
         bandwidth = (self.lv_conf.live_migration_bandwidth
                      or self.conf.live_migration.bandwidth)
+        policy_params: dict[str, int] = {}
+        if any(p.wants_dirty_rate for p in policies):
+            dirty = measure_dirty_rate(dom)
+            for policy in policies:
+                policy_params.update(policy.migration_params(bandwidth * MiB, dirty))
         params = migrate.migration_params(
             dest_xml=dest_xml, data_uri=data_uri, bandwidth_mib=bandwidth,
             disks=migrate.local_disk_targets(src_xml) if block_migration else None,
-            parallel_connections=self.lv_conf.live_migration_parallel_connections)
+            parallel_connections=self.lv_conf.live_migration_parallel_connections,
+            policy_params=policy_params,
+            postcopy_bandwidth_mib=self.conf.live_migration.postcopy_bandwidth)
         moved = [src for src, _dst in spec.path_moves]
         uuid = dom.UUIDString()
         src_uri = self._host.uri
+        completed: list[dict[str, Any]] = []
 
         def run() -> str:
             # A connection of its own: the call blocks for the whole migration and must
             # not hold up the driver's shared connection (job stats, abort, other guests).
+            # It also carries the job-completed event with the final statistics.
+            ensure_event_loop()
             conn = libvirt.open(src_uri)
             try:
                 own = conn.lookupByUUIDString(uuid)
-                return migrate.start_migration(own, dest_uri, params, flags, src_xml, moved)
+                listener = JobCompletedListener(conn, own)
+                try:
+                    call = migrate.start_migration(own, dest_uri, params, flags, src_xml,
+                                                   moved)
+                    stats = listener.wait(COMPLETED_EVENT_WAIT_S)
+                    if stats is not None:
+                        completed.append(stats)
+                    return call
+                finally:
+                    listener.close()
             finally:
                 conn.close()
 
         def completed_stats() -> dict[str, Any] | None:
+            if completed:
+                return completed[0]
             return self._lm_completed_stats(dom, dest_uri, uuid)
 
         LOG.info("live-migrating %s to %s (flags %#x, params %s)", instance.uuid, dest_uri,
@@ -199,8 +253,8 @@ class SourceMigrationMixin:
     @staticmethod
     def _lm_completed_stats(dom: libvirt.virDomain, dest_uri: str,
                             uuid: str) -> dict[str, Any] | None:
-        """Statistics of the completed job (downtime included): kept by libvirt on
-        the destination, where the domain now lives (the source undefined it)."""
+        """Statistics of the completed job when its event did not come: kept by
+        libvirt on the source domain if it still exists, else on the destination."""
         flag = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
         try:
             return dict(dom.jobStats(flag))

@@ -1,0 +1,69 @@
+"""Helpers the lab live-migration benchmarks share: a two-host lab's drivers and the
+manager's call sequence around ``live_migration`` (checks, ``pre_live_migration``,
+then the post steps or the rollback)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.libvirt.conftest import clean_lab_host, make_driver
+from virtsdk.context import get_admin_context
+from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
+
+CTX = get_admin_context()
+NET = NetworkInfo()
+
+
+def two_host_lab(name: str) -> Iterator[Any]:
+    """A two-host lab for one benchmark module (root only: skips otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    from virtsdk_lab.lab import Lab
+
+    with Lab(name=name, hosts=2) as the_lab:
+        yield the_lab
+
+
+def lab_guest_image() -> Any:
+    """The lab's test guest (built once, cached)."""
+    from virtsdk_lab.guest import build_guest_image
+
+    return build_guest_image()
+
+
+def lab_drivers(lab: Any) -> Iterator[tuple[Any, Any]]:
+    """Drivers of the lab's first two hosts; cleans both hosts afterwards."""
+    a, b = (make_driver(h) for h in lab.hosts[:2])
+    yield a, b
+    for d in (a, b):
+        d.cleanup_host(d.host)
+    for h in lab.hosts:
+        clean_lab_host(h)
+
+
+def prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
+    """The checks on both sides, then the destination's ``pre_live_migration``."""
+    check = dst.check_can_live_migrate_destination(
+        CTX, inst, src.get_available_resource(), dst.get_available_resource())
+    try:
+        data = src.check_can_live_migrate_source(CTX, inst, check)
+    finally:
+        dst.cleanup_live_migration_destination_check(CTX, check)
+    return dst.pre_live_migration(CTX, inst, None, NET, None, data)
+
+
+def finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
+    """The post steps of a migration that completed."""
+    src.post_live_migration(CTX, inst, None, data)
+    dst.post_live_migration_at_destination(CTX, inst, NET)
+    src.post_live_migration_at_source(CTX, inst, NET)
+
+
+def rollback(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
+    """The rollback of a migration that did not complete."""
+    src.rollback_live_migration_at_source(CTX, inst, data)
+    dst.rollback_live_migration_at_destination(CTX, inst, NET, None, migrate_data=data)
