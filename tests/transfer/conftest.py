@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+from typing import Any
 
 import pytest
 from oslo_config import cfg
 
+from virtsdk.transfer import protocol as P
 from virtsdk.transfer.base import register_transport_opts
 
 GiB = 1 << 30
@@ -111,4 +114,18 @@ def assert_as_sparse(src: str, dst: str) -> None:
         f"{dst} uses {os.stat(dst).st_blocks} blocks, source {os.stat(src).st_blocks}")
 
 
-__all__ = ["make_sparse", "rnd", "same_content", "assert_as_sparse", "register_transport_opts"]
+def authenticate(sock: socket.socket, ticket: dict[str, Any]) -> dict[str, Any]:
+    """Raw client: magic and hello with the ticket's token; the receiver's answer."""
+    sock.sendall(P.MAGIC)
+    P.send_message(sock, {"token": ticket["token"], "transfer_id": ticket["transfer_id"]})
+    return P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
+
+
+def offer(sock: socket.socket, files: Any, checksum: Any = "xxh3") -> dict[str, Any]:
+    """Raw client, authenticated: offer ``files``; the receiver's answer."""
+    P.send_message(sock, {"checksum": checksum, "files": files})
+    return P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
+
+
+__all__ = ["authenticate", "offer", "make_sparse", "rnd", "same_content", "assert_as_sparse",
+           "register_transport_opts"]

@@ -13,7 +13,15 @@ import threading
 
 import pytest
 
-from tests.transfer.conftest import MiB, assert_as_sparse, make_sparse, rnd, same_content
+from tests.transfer.conftest import (
+    MiB,
+    assert_as_sparse,
+    authenticate,
+    make_sparse,
+    offer,
+    rnd,
+    same_content,
+)
 from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer import stream as stream_mod
@@ -104,11 +112,10 @@ def test_wrong_token_rejected_and_receiver_keeps_waiting(transport, tmp_path, di
 
 
 def _raw_hello(ticket, files) -> dict:
+    """Authenticate, offer ``files``; the receiver's answer to the offer."""
     with socket.create_connection((ticket["address"], ticket["port"]), timeout=10) as sock:
-        sock.sendall(P.MAGIC)
-        P.send_message(sock, {"token": ticket["token"], "transfer_id": ticket["transfer_id"],
-                              "checksum": "xxh3", "files": files})
-        return P.recv_message(sock)
+        assert authenticate(sock, ticket)["ok"] is True
+        return offer(sock, files)
 
 
 @pytest.mark.parametrize("name", ["../escape", "/etc/evil", "a/../../b", ".virtsdk-transfer-x",

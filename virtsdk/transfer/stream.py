@@ -100,7 +100,14 @@ class StreamTransport(DiskTransport):
             cfg.PortOpt("listen_port", default=0,
                         help="Port the receiver listens on (0: any free port)."),
             cfg.FloatOpt("receiver_idle_timeout", default=600.0, min=1.0,
-                         help="A receiver exits after this many seconds without a sender."),
+                         help="A receiver exits after this many seconds without an "
+                              "authenticated sender."),
+            cfg.FloatOpt("handshake_timeout", default=10.0, min=0.1,
+                         help="Seconds a connection to the receiver has, in all, to finish "
+                              "its TLS handshake and present the token; it is closed then."),
+            cfg.IntOpt("max_handshakes", default=16, min=1,
+                       help="Connections the receiver lets authenticate at the same time; "
+                            "one more drops the oldest."),
             cfg.StrOpt("checksum", default="xxh3",
                        choices=["xxh3", "crc32", "sha256", "blake2b"],
                        help="Per-run checksum: xxh3 (128-bit xxHash, about 13 GB/s here) "
@@ -170,6 +177,8 @@ class StreamTransport(DiskTransport):
                "--dest-dir", ticket["dest_dir"], "--transfer-id", ticket["transfer_id"],
                "--listen", endpoint.address, "--port", str(self.opts.listen_port),
                "--idle-timeout", str(self.opts.receiver_idle_timeout),
+               "--handshake-timeout", str(self.opts.handshake_timeout),
+               "--max-handshakes", str(self.opts.max_handshakes),
                "--parent-pid", str(os.getpid())]
         if resume:
             cmd.append("--resume")
