@@ -89,6 +89,19 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return line
 
 
+def _wait_for_news(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Sleep until the receiver says something on stdout (it prints a line when the
+    transfer is complete), exits, or ``timeout`` passes.  A receiver that is not
+    ours (started before a service restart) is polled instead."""
+    stdout = proc.stdout if proc is not None else None
+    if stdout is None or stdout.closed:
+        time.sleep(min(0.05, max(0.0, timeout)))
+        return
+    ready, _, _ = select.select([stdout.fileno()], [], [], max(0.0, timeout))
+    if ready and not os.read(stdout.fileno(), 4096):
+        stdout.close()  # it exited: poll the record from now on
+
+
 class StreamTransport(DiskTransport):
     """Network stream: sparse-aware, checksummed, compressed when it pays, resumable."""
 
@@ -232,9 +245,9 @@ class StreamTransport(DiskTransport):
             if time.monotonic() >= deadline:
                 raise DiskTransferError(f"transfer {tid} did not complete within "
                                         f"{timeout:.0f}s")
-            time.sleep(0.05)
+            _wait_for_news(proc, min(1.0, deadline - time.monotonic()))
         proc = _RECEIVERS.get(tid)
-        if proc is not None:  # it answers the sender, then exits by itself
+        if proc is not None:  # it records completion last, then exits by itself
             try:
                 proc.wait(max(0.1, min(10.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
@@ -242,7 +255,7 @@ class StreamTransport(DiskTransport):
         self._stop_receiver(ticket)
         out = []
         for prim in record["files"]:
-            sent = SentFile.from_primitive(prim)
+            sent = SentFile(**prim)
             received = xstate.received_file(dest_dir, sent.name, sent.digest)
             if received.size != sent.size:
                 raise TransferIntegrityError(f"{sent.name}: size {received.size}, "
