@@ -168,11 +168,11 @@ class Receiver:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     max_handshakes: int = MAX_HANDSHAKES
     #: authenticated connections waiting for the session loop
-    _ready: queue.Queue[socket.socket] = field(default_factory=queue.Queue)
+    _ready: queue.Queue[socket.socket] = field(default_factory=queue.Queue, init=False)
     #: (fd, family) of the connection a session is serving
-    _active: tuple[int, int] | None = None
-    _active_lock: threading.Lock = field(default_factory=threading.Lock)
-    _stopping: threading.Event = field(default_factory=threading.Event)
+    _active: tuple[int, int] | None = field(default=None, init=False)
+    _active_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _gate: _Gate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -325,7 +325,10 @@ class Receiver:
             if not self._gate.release(key):
                 return  # its deadline passed or a newer connection displaced it
             P.send_message(conn, {"ok": True})
-            conn.settimeout(self.idle_timeout)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.settimeout(self.idle_timeout)
+            else:  # kernel-side timeouts: no poll() before every read
+                P.blocking_with_timeout(conn, self.idle_timeout)
             self._hand_over(conn)
             handed_over = True
         except (OSError, ssl.SSLError, ValueError):
