@@ -38,7 +38,8 @@ import struct
 from typing import Any
 
 from virtsdk.transfer.extents import CHECKSUMS
-from virtsdk.transfer.schema import BadMessage, Int, List, Nullable, Number, Object, Str, parse
+from virtsdk.transfer.schema import BadMessage, List, Nullable, Object, OneOf, parse
+from virtsdk.validation import Integer, Number, Text
 
 #: Largest file size a receiver accepts (``off_t``).
 MAX_FILE_SIZE = (1 << 63) - 1
@@ -69,17 +70,17 @@ class ProtocolError(Exception):
 
 
 #: The hello: flat, two short strings (nesting depth 1).
-HELLO = Object({"token": Str(256), "transfer_id": Str(64)})
+HELLO = Object({"token": Text(256), "transfer_id": Text(64)})
 #: The offer: the files an authenticated sender is about to send.
 OFFER = Object({
-    "checksum": Str(32, choices=frozenset(CHECKSUMS)),
-    "files": List(Object({"name": Str(MAX_NAME), "size": Int(0, MAX_FILE_SIZE)}),
+    "checksum": OneOf(frozenset(CHECKSUMS)),
+    "files": List(Object({"name": Text(MAX_NAME), "size": Integer(0, MAX_FILE_SIZE)}),
                   MAX_FILES, min_len=1),
 })
 #: The payload of a FILE_DONE frame.
-FILE_DONE_INFO = Object({"digest": Str(200)},
-                        {"bytes_sent": Int(0, MAX_FILE_SIZE), "seconds": Number(0.0, 1e9),
-                         "backing_file": Nullable(Str(4096))})
+FILE_DONE_INFO = Object({"digest": Text(200)},
+                        {"bytes_sent": Integer(0, MAX_FILE_SIZE), "seconds": Number(0.0, 1e9),
+                         "backing_file": Nullable(Text(4096))})
 #: How deeply each message may nest (flat object = 1).
 HELLO_DEPTH, OFFER_DEPTH, INFO_DEPTH, REPLY_DEPTH = 1, 3, 1, 4
 

@@ -1,13 +1,13 @@
-"""The ``stream`` protocol's JSON messages: bounded parsing and one declarative schema.
+"""The ``stream`` protocol's JSON messages: bounded parsing and declarative schemas.
 
 Every JSON message a receiver (or sender) reads from the network goes through
 :func:`parse`, which refuses input nested deeper than the caller allows *before* the
-(recursive) JSON parser sees it, refuses ``NaN``/``Infinity`` and duplicate keys,
-and then :func:`validate` checks every field's type and range against a schema
-built from the small spec classes below.  Any violation raises
-:class:`BadMessage` naming the field (``files[2].size``) and what was wrong with it;
-nothing else escapes, so a peer's malformed input can only ever earn an ``invalid``
-reply.
+(recursive) JSON parser sees it, refuses ``NaN``/``Infinity`` and duplicate keys.
+:func:`validate` then checks every field's type and range against a schema: the
+field rules of :mod:`virtsdk.validation` (``Text``, ``Integer``, ``Number``) composed
+with the containers below.  Any violation raises :class:`BadMessage` naming the
+field (``offer.files[2].size``) and the rule it broke; nothing else escapes, so a
+peer's malformed input can only ever earn an ``invalid`` reply.
 
 The protocol's messages and their schemas are in :mod:`virtsdk.transfer.protocol`.
 """
@@ -15,17 +15,23 @@ The protocol's messages and their schemas are in :mod:`virtsdk.transfer.protocol
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from virtsdk.exceptions import Invalid
+from virtsdk.exceptions import InvalidInput, shown
 
 
-class BadMessage(Invalid):
+class BadMessage(InvalidInput):
     """A protocol message that is not well formed or breaks its schema."""
+
+
+class Rule(Protocol):
+    """What :mod:`virtsdk.validation`'s field rules and the containers here share."""
+
+    def check(self, field: str, value: Any, error: type[InvalidInput] = InvalidInput) -> Any:
+        ...
 
 
 #: Characters that matter for nesting: brackets, quotes and string escapes.
@@ -63,13 +69,13 @@ def nesting_depth(data: bytes, limit: int) -> int:
 
 
 def _no_constant(name: str) -> Any:
-    raise BadMessage(f"{name} is not a number JSON allows")
+    raise BadMessage("message", f"{name} is not a number JSON allows")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
-        raise BadMessage("an object names the same key twice")
+        raise BadMessage("message", "an object names the same key twice")
     return out
 
 
@@ -77,130 +83,83 @@ def parse(data: bytes, max_depth: int) -> Any:
     """Decode one JSON message of at most ``max_depth`` nested arrays/objects (a
     flat object is depth 1).  Raises BadMessage for anything else."""
     if nesting_depth(data, max_depth) > max_depth:
-        raise BadMessage(f"message nested deeper than {max_depth} levels")
+        raise BadMessage("message", f"nested deeper than {max_depth} levels")
     try:
         return json.loads(data, parse_constant=_no_constant,
                           object_pairs_hook=_unique_keys)
     except BadMessage:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise BadMessage(f"not JSON: {str(exc)[:80]}") from None
+        raise BadMessage("message", f"not JSON: {str(exc)[:80]}") from None
 
 
-# -- the schema language ------------------------------------------------------------------
-
-
-class Spec:
-    """One value's type and range; :meth:`check` returns it or raises BadMessage."""
-
-    def check(self, value: Any, where: str) -> Any:
-        raise NotImplementedError
+# -- containers and one-of, in the style of virtsdk.validation's field rules --------------
 
 
 @dataclass(frozen=True)
-class Int(Spec):
-    """An integer in ``[low, high]`` (JSON ``true``/``false`` are not integers)."""
+class OneOf:
+    """One of a few strings."""
 
-    low: int
-    high: int
+    values: frozenset[str]
 
-    def check(self, value: Any, where: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise BadMessage(f"{where} must be an integer, not {_kind(value)}")
-        if not self.low <= value <= self.high:
-            raise BadMessage(f"{where} must be between {self.low} and {self.high}")
+    def check(self, field: str, value: Any, error: type[InvalidInput] = InvalidInput) -> str:
+        if not isinstance(value, str) or value not in self.values:
+            raise error(field, f"{shown(value)} is not one of: "
+                        f"{', '.join(sorted(self.values))}")
         return value
 
 
 @dataclass(frozen=True)
-class Number(Spec):
-    """A finite int or float in ``[low, high]``."""
+class Nullable:
+    """``null`` or a value following ``rule``."""
 
-    low: float
-    high: float
+    rule: Rule
 
-    def check(self, value: Any, where: str) -> float:
-        if not isinstance(value, int | float) or isinstance(value, bool) \
-                or not math.isfinite(value):
-            raise BadMessage(f"{where} must be a number, not {_kind(value)}")
-        if not self.low <= value <= self.high:
-            raise BadMessage(f"{where} must be between {self.low} and {self.high}")
-        return float(value)
+    def check(self, field: str, value: Any, error: type[InvalidInput] = InvalidInput) -> Any:
+        return None if value is None else self.rule.check(field, value, error)
 
 
 @dataclass(frozen=True)
-class Str(Spec):
-    """A printable string (no control characters, no lone surrogates) of
-    ``min_len``..``max_len`` characters; ``choices`` limits it to those values."""
+class List:
+    """A list of ``min_len``..``max_len`` items, each following ``item``."""
 
-    max_len: int
-    min_len: int = 1
-    choices: frozenset[str] | None = None
-
-    def check(self, value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise BadMessage(f"{where} must be a string, not {_kind(value)}")
-        if not self.min_len <= len(value) <= self.max_len:
-            raise BadMessage(f"{where} must have {self.min_len} to {self.max_len} characters")
-        if not value.isprintable():
-            raise BadMessage(f"{where} contains control or unencodable characters")
-        if self.choices is not None and value not in self.choices:
-            raise BadMessage(f"{where} must be one of {', '.join(sorted(self.choices))}")
-        return value
-
-
-@dataclass(frozen=True)
-class Nullable(Spec):
-    """``null`` or a value of ``spec``."""
-
-    spec: Spec
-
-    def check(self, value: Any, where: str) -> Any:
-        return None if value is None else self.spec.check(value, where)
-
-
-@dataclass(frozen=True)
-class List(Spec):
-    """A list of ``min_len``..``max_len`` items, each of ``item``."""
-
-    item: Spec
+    item: Rule
     max_len: int
     min_len: int = 0
 
-    def check(self, value: Any, where: str) -> list[Any]:
+    def check(self, field: str, value: Any,
+              error: type[InvalidInput] = InvalidInput) -> list[Any]:
         if not isinstance(value, list):
-            raise BadMessage(f"{where} must be a list, not {_kind(value)}")
+            raise error(field, f"must be a list, not {type(value).__name__}")
         if not self.min_len <= len(value) <= self.max_len:
-            raise BadMessage(f"{where} must have {self.min_len} to {self.max_len} items")
-        return [self.item.check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise error(field, f"has {len(value)} items; {self.min_len} to {self.max_len} "
+                        "are allowed")
+        return [self.item.check(f"{field}[{i}]", v, error) for i, v in enumerate(value)]
 
 
 @dataclass(frozen=True)
-class Object(Spec):
+class Object:
     """A JSON object with exactly the ``required`` keys, any of the ``optional`` ones
-    and nothing else."""
+    and nothing else, each value following its rule."""
 
-    required: Mapping[str, Spec]
-    optional: Mapping[str, Spec] = field(default_factory=dict)
+    required: Mapping[str, Rule]
+    optional: Mapping[str, Rule] = field(default_factory=dict)
 
-    def check(self, value: Any, where: str) -> dict[str, Any]:
+    def check(self, field: str, value: Any,
+              error: type[InvalidInput] = InvalidInput) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise BadMessage(f"{where} must be an object, not {_kind(value)}")
+            raise error(field, f"must be an object, not {type(value).__name__}")
         missing = [k for k in self.required if k not in value]
+        if missing:
+            raise error(field, f"lacks {', '.join(missing)}")
         unknown = [k for k in value if k not in self.required and k not in self.optional]
-        if missing or unknown:
-            what = [f"missing {', '.join(missing)}"] if missing else []
-            what += [f"unknown {', '.join(repr(k)[:40] for k in unknown[:5])}"] if unknown \
-                else []
-            raise BadMessage(f"{where}: {'; '.join(what)}")
-        specs = {**self.optional, **self.required}
-        return {k: specs[k].check(v, f"{where}.{k}") for k, v in value.items()}
+        if unknown:
+            raise error(field, f"has unknown keys {', '.join(shown(k) for k in unknown[:5])}")
+        rules = {**self.optional, **self.required}
+        return {k: rules[k].check(f"{field}.{k}", v, error) for k, v in value.items()}
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def validate(value: Any, spec: Spec, name: str) -> Any:
-    """``value`` checked against ``spec`` (``name`` starts every error message)."""
-    return spec.check(value, name)
+def validate(value: Any, rule: Rule, name: str) -> Any:
+    """``value`` checked against ``rule``; errors are :class:`BadMessage` naming
+    ``name`` and the field inside it."""
+    return rule.check(name, value, BadMessage)
