@@ -18,35 +18,15 @@ from tests.transfer.conftest import MiB, authenticate, make_sparse, offer, rnd, 
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer import state as xstate
 from virtsdk.transfer import stream as stream_mod
-from virtsdk.transfer.base import HostEndpoint, SendFile
+from virtsdk.transfer.base import SendFile
 from virtsdk.transfer.extents import CHECKSUMS, DigestBuilder
-from virtsdk.transfer.stream import StreamTransport
 
-EP = HostEndpoint("127.0.0.1")
 XXH3, CSIZE = CHECKSUMS["xxh3"]
 
 
 @pytest.fixture
-def transport(conf):
-    t = StreamTransport(conf)
-    for key, value in (("receiver_idle_timeout", 120), ("io_timeout", 20), ("retries", 0),
-                       ("handshake_timeout", 30)):
-        conf.set_override(key, value, group="transport_stream")
-    tickets: list[dict] = []
-    orig = t.prepare_receive
-
-    def prepare(dest_dir, endpoint=EP):
-        ticket = orig(dest_dir, endpoint)
-        tickets.append(ticket)
-        return ticket
-
-    t.prepare_receive = prepare  # type: ignore[method-assign]
-    yield t
-    for ticket in tickets:  # never leave a receiver behind
-        proc = stream_mod._RECEIVERS.pop(ticket["transfer_id"], None)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+def transport(stream_transport):
+    return stream_transport
 
 
 @pytest.fixture(scope="module")

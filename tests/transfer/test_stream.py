@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from tests.transfer.conftest import (
+    LOCALHOST,
     MiB,
     assert_as_sparse,
     authenticate,
@@ -25,36 +26,17 @@ from tests.transfer.conftest import (
 from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer import stream as stream_mod
-from virtsdk.transfer.base import HostEndpoint, SendFile, choose_transport
+from virtsdk.transfer.base import SendFile, choose_transport
 from virtsdk.transfer.extents import file_digest
 from virtsdk.transfer.local import LocalTransport
 from virtsdk.transfer.stream import StreamTransport
 
-EP = HostEndpoint("127.0.0.1")
+EP = LOCALHOST
 
 
 @pytest.fixture
-def transport(conf):
-    t = StreamTransport(conf)
-    conf.set_override("receiver_idle_timeout", 60, group="transport_stream")
-    conf.set_override("io_timeout", 20, group="transport_stream")
-    conf.set_override("retries", 0, group="transport_stream")
-    tickets: list[dict] = []
-    orig = t.prepare_receive
-
-    def prepare(dest_dir, endpoint=EP):
-        ticket = orig(dest_dir, endpoint)
-        tickets.append(ticket)
-        return ticket
-
-    t.prepare_receive = prepare  # type: ignore[method-assign]
-    yield t
-    for ticket in tickets:  # never leave a receiver behind
-        proc = stream_mod._RECEIVERS.get(ticket["transfer_id"])
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-            stream_mod._RECEIVERS.pop(ticket["transfer_id"], None)
+def transport(stream_transport):
+    return stream_transport
 
 
 @pytest.fixture(scope="module")
