@@ -1,14 +1,15 @@
-"""Run one transport's ``send`` as a separate process (benchmark helper).
+"""The sending side of the disk-transfer benchmark, run on the source lab host.
 
-The disk-transfer benchmark starts this with a lab host's ``exec_prefix`` so the
-sending side really runs on the source host (its network namespace).  Reads a JSON
-job on stdin::
+The benchmark starts it once with the source host's ``exec_prefix`` (so it sends from
+that host's network namespace) and keeps it running, loaded, as a compute service
+would be: every transport module is imported before it says ``ready``.  It then
+reads one JSON job per line on stdin::
 
     {"transport": "stream", "ticket": {...}, "files": [[path, name], ...],
      "overrides": {"transport_stream": {"compression": "off"}}}
 
-and prints one JSON line: the TransferResult primitive plus ``wall`` (seconds
-spent in ``send``).
+and answers each with one JSON line: the TransferResult primitive plus ``wall``
+(seconds spent in ``send``).  End of input ends it.
 """
 
 from __future__ import annotations
@@ -19,22 +20,31 @@ import time
 
 from oslo_config import cfg
 
-from virtsdk.transfer.base import SendFile, load_transport
+from virtsdk.transfer.base import SendFile, installed_transports, load_transport
+
+
+def _conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    conf([], project="virtsdk-bench")
+    return conf
 
 
 def main() -> int:
-    job = json.load(sys.stdin)
-    conf = cfg.ConfigOpts()
-    conf([], project="virtsdk-bench")
-    transport = load_transport(job["transport"], conf)
-    for group, values in job.get("overrides", {}).items():
-        for key, value in values.items():
-            conf.set_override(key, value, group=group)
-    files = [SendFile(path, name) for path, name in job["files"]]
-    started = time.perf_counter()
-    result = transport.send(files, job["ticket"])
-    wall = time.perf_counter() - started
-    print(json.dumps({"wall": wall, "result": result.to_primitive()}))
+    for name in installed_transports():  # import every transport now, not during a job
+        load_transport(name, _conf())
+    print("ready", flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        conf = _conf()
+        transport = load_transport(job["transport"], conf)
+        for group, values in job.get("overrides", {}).items():
+            for key, value in values.items():
+                conf.set_override(key, value, group=group)
+        files = [SendFile(path, name) for path, name in job["files"]]
+        started = time.perf_counter()
+        result = transport.send(files, job["ticket"])
+        wall = time.perf_counter() - started
+        print(json.dumps({"wall": wall, "result": result.to_primitive()}), flush=True)
     return 0
 
 

@@ -1,12 +1,14 @@
-"""Raw TCP floor for the disk-transfer benchmark: the least work a network copy of
-N bytes into a file can do from Python (kernel ``sendfile`` on the sender, 4 MiB
-``recv_into`` + ``write`` on the receiver; no framing, no checksums).
+"""The floor of the disk-transfer benchmark: the least work a network copy of N bytes
+into a file on the destination's disk can do from Python (kernel ``sendfile`` on the
+sender, 4 MiB ``recv_into`` + ``write`` on the receiver, ``fsync`` at the end; no
+framing, no checksums, no sparseness).
 
     python transfer_tcpfloor.py recv ADDR PORT OUTFILE   # prints "ready", then seconds
     python transfer_tcpfloor.py send ADDR PORT INFILE
 
-The receiver times from ``accept`` to the last byte written (so interpreter start-up
-is not counted) and prints the seconds as its last line.
+The receiver is listening before the sender starts, and times from ``accept`` to the
+end of the ``fsync`` (so neither interpreter's start-up is counted); it prints the
+seconds as its last line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def receive(address: str, port: int, out: str) -> None:
     try:
         while n := conn.recv_into(buf):
             os.write(fd, view[:n])
+        os.fsync(fd)
     finally:
         os.close(fd)
     print(f"{time.perf_counter() - started:.6f}", flush=True)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from oslo_config import cfg
 
-from virtsdk.transfer.base import register_transport_opts
+from virtsdk.transfer import protocol as P
+from virtsdk.transfer import stream as stream_mod
+from virtsdk.transfer.base import HostEndpoint, register_transport_opts
+from virtsdk.transfer.stream import StreamTransport
+
+LOCALHOST = HostEndpoint("127.0.0.1")
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -111,4 +119,43 @@ def assert_as_sparse(src: str, dst: str) -> None:
         f"{dst} uses {os.stat(dst).st_blocks} blocks, source {os.stat(src).st_blocks}")
 
 
-__all__ = ["make_sparse", "rnd", "same_content", "assert_as_sparse", "register_transport_opts"]
+@pytest.fixture
+def stream_transport(conf: cfg.ConfigOpts) -> Iterator[StreamTransport]:
+    """A StreamTransport whose receivers listen on 127.0.0.1 (``prepare_receive``'s
+    endpoint defaults to it), fail fast (no retries) and are all killed afterwards."""
+    t = StreamTransport(conf)
+    for key, value in (("receiver_idle_timeout", 120), ("io_timeout", 20), ("retries", 0),
+                       ("handshake_timeout", 30)):
+        conf.set_override(key, value, group="transport_stream")
+    tickets: list[dict[str, Any]] = []
+    orig = t.prepare_receive
+
+    def prepare(dest_dir: str, endpoint: HostEndpoint = LOCALHOST) -> dict[str, Any]:
+        ticket = orig(dest_dir, endpoint)
+        tickets.append(ticket)
+        return ticket
+
+    t.prepare_receive = prepare  # type: ignore[method-assign]
+    yield t
+    for ticket in tickets:  # never leave a receiver behind
+        proc = stream_mod._RECEIVERS.pop(ticket["transfer_id"], None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def authenticate(sock: socket.socket, ticket: dict[str, Any]) -> dict[str, Any]:
+    """Raw client: magic and hello with the ticket's token; the receiver's answer."""
+    sock.sendall(P.MAGIC)
+    P.send_message(sock, {"token": ticket["token"], "transfer_id": ticket["transfer_id"]})
+    return P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
+
+
+def offer(sock: socket.socket, files: Any, checksum: Any = "xxh3") -> dict[str, Any]:
+    """Raw client, authenticated: offer ``files``; the receiver's answer."""
+    P.send_message(sock, {"checksum": checksum, "files": files})
+    return P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
+
+
+__all__ = ["authenticate", "offer", "make_sparse", "rnd", "same_content", "assert_as_sparse",
+           "register_transport_opts"]

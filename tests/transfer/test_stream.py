@@ -13,40 +13,30 @@ import threading
 
 import pytest
 
-from tests.transfer.conftest import MiB, assert_as_sparse, make_sparse, rnd, same_content
+from tests.transfer.conftest import (
+    LOCALHOST,
+    MiB,
+    assert_as_sparse,
+    authenticate,
+    make_sparse,
+    offer,
+    rnd,
+    same_content,
+)
 from virtsdk.exceptions import DiskTransferError, TransferAuthError, TransferIntegrityError
 from virtsdk.transfer import protocol as P
 from virtsdk.transfer import stream as stream_mod
-from virtsdk.transfer.base import HostEndpoint, SendFile, choose_transport
+from virtsdk.transfer.base import SendFile, choose_transport
 from virtsdk.transfer.extents import file_digest
 from virtsdk.transfer.local import LocalTransport
 from virtsdk.transfer.stream import StreamTransport
 
-EP = HostEndpoint("127.0.0.1")
+EP = LOCALHOST
 
 
 @pytest.fixture
-def transport(conf):
-    t = StreamTransport(conf)
-    conf.set_override("receiver_idle_timeout", 60, group="transport_stream")
-    conf.set_override("io_timeout", 20, group="transport_stream")
-    conf.set_override("retries", 0, group="transport_stream")
-    tickets: list[dict] = []
-    orig = t.prepare_receive
-
-    def prepare(dest_dir, endpoint=EP):
-        ticket = orig(dest_dir, endpoint)
-        tickets.append(ticket)
-        return ticket
-
-    t.prepare_receive = prepare  # type: ignore[method-assign]
-    yield t
-    for ticket in tickets:  # never leave a receiver behind
-        proc = stream_mod._RECEIVERS.get(ticket["transfer_id"])
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-            stream_mod._RECEIVERS.pop(ticket["transfer_id"], None)
+def transport(stream_transport):
+    return stream_transport
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +94,10 @@ def test_wrong_token_rejected_and_receiver_keeps_waiting(transport, tmp_path, di
 
 
 def _raw_hello(ticket, files) -> dict:
+    """Authenticate, offer ``files``; the receiver's answer to the offer."""
     with socket.create_connection((ticket["address"], ticket["port"]), timeout=10) as sock:
-        sock.sendall(P.MAGIC)
-        P.send_message(sock, {"token": ticket["token"], "transfer_id": ticket["transfer_id"],
-                              "checksum": "xxh3", "files": files})
-        return P.recv_message(sock)
+        assert authenticate(sock, ticket)["ok"] is True
+        return offer(sock, files)
 
 
 @pytest.mark.parametrize("name", ["../escape", "/etc/evil", "a/../../b", ".virtsdk-transfer-x",

@@ -37,13 +37,13 @@ from typing import Any, ClassVar
 
 from oslo_config import cfg
 
-from virtsdk.exceptions import DiskTransferError, Invalid, UnsafePath
+from virtsdk.exceptions import DiskTransferError, Invalid
 from virtsdk.objects import TransferProgress, VirtObject
 from virtsdk.plugins import DISK_TRANSPORTS, Plugin, load, register_opts
-from virtsdk.validation import confine_path, validate_hostname
+from virtsdk.transfer.names import STATE_PREFIX, check_name
+from virtsdk.transfer.names import confine_name as confine_name  # re-exported
+from virtsdk.validation import validate_hostname
 
-#: Names under ``dest_dir`` that belong to the transports themselves.
-STATE_PREFIX = ".virtsdk-"
 #: ``[disk_transfer] transport`` value that lets :func:`choose_transport` decide.
 AUTO = "auto"
 
@@ -141,17 +141,6 @@ class ReceivedFile(VirtObject):
     digest: str = ""
 
 
-def check_name(name: str) -> str:
-    """Refuse a destination name that is absolute, climbs out, or is a state name."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise UnsafePath(str(name), "<dest_dir>")
-    if os.path.isabs(name) or ".." in name.split("/"):
-        raise UnsafePath(name, "<dest_dir>")
-    if any(part.startswith(STATE_PREFIX) for part in name.split("/")):
-        raise UnsafePath(name, "<dest_dir>")
-    return name
-
-
 def source_sizes(files: list[SendFile]) -> list[int]:
     """Source: the size of each file to send; a missing or unreadable one raises
     DiskTransferError naming it (before anything was sent)."""
@@ -163,12 +152,6 @@ def source_sizes(files: list[SendFile]) -> list[int]:
         except OSError as exc:
             raise DiskTransferError(f"cannot read {f.path}: {exc.strerror}") from exc
     return sizes
-
-
-def confine_name(dest_dir: str, name: str) -> str:
-    """The absolute destination path of ``name``; raises UnsafePath on any escape."""
-    check_name(name)
-    return str(confine_path(dest_dir, name))
 
 
 def new_token() -> str:

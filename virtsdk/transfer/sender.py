@@ -187,6 +187,15 @@ def _sendfile(sock: socket.socket, src: Any, offset: int, count: int) -> None:
         count -= sent
 
 
+def _runs_held(reply: dict[str, Any], name: str) -> dict[int, tuple[int, bytes]]:
+    """The runs of ``name`` the receiver already has: offset -> (length, checksum)."""
+    try:
+        return {int(o): (int(n), bytes.fromhex(c))
+                for o, n, c in reply.get("done", {}).get(name, [])}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise P.ProtocolError(f"the receiver's list of runs is malformed: {exc}") from None
+
+
 def _raise_for(reply: dict[str, Any]) -> None:
     if reply.get("ok"):
         return
@@ -233,14 +242,18 @@ class StreamSender:
                 time.sleep(min(2.0, 0.2 * attempt))
 
     def _hello(self, sock: socket.socket, sizes: list[int]) -> dict[str, Any]:
+        """Authenticate, then offer the files; returns the receiver's answer (the runs
+        it already has)."""
         sock.sendall(P.MAGIC)
+        P.send_message(sock, {"token": self.ticket["token"],
+                              "transfer_id": self.ticket["transfer_id"]})
+        _raise_for(P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH))
         P.send_message(sock, {
-            "token": self.ticket["token"], "transfer_id": self.ticket["transfer_id"],
             "checksum": self.opts.checksum,
             "files": [{"name": f.name, "size": s} for f, s in zip(self.files, sizes,
                                                                      strict=True)],
         })
-        reply = P.recv_message(sock)
+        reply = P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
         _raise_for(reply)
         return reply
 
@@ -253,8 +266,7 @@ class StreamSender:
                 reply = self._hello(sock, sizes)
                 states = []
                 for i, (f, size) in enumerate(zip(self.files, sizes, strict=True)):
-                    done = {int(o): (int(n), bytes.fromhex(c))
-                            for o, n, c in reply.get("done", {}).get(f.name, [])}
+                    done = _runs_held(reply, f.name)
                     states.append(_FileState(i, f, size, DigestBuilder(size, self.opts.checksum),
                                              done, SentFile(name=f.name, size=size,
                                                             backing_file=backing_file_of(f.path))))
@@ -262,12 +274,12 @@ class StreamSender:
                 self.resumed_bytes = sum(s.resumed for s in states)
                 sock.sendall(P.FRAME.pack(P.DONE, 0, 0, 0, 0, 0)
                              + bytes(CHECKSUMS[self.opts.checksum][1]))
-                _raise_for(P.recv_message(sock))
+                _raise_for(P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH))
                 return [s.sent for s in states]
             except OSError:
-                error_reply = _error_reply(sock)
-                if error_reply is not None and error_reply.get("kind") in ("auth", "integrity"):
-                    _raise_for(error_reply)
+                refusal = _error_reply(sock)
+                if refusal is not None and refusal.get("kind") in ("auth", "integrity"):
+                    _raise_for(refusal)
                 raise
             finally:
                 sock.close()
@@ -495,6 +507,6 @@ def _error_reply(sock: socket.socket) -> dict[str, Any] | None:
         pass
     try:
         sock.settimeout(2.0)
-        return P.recv_message(sock)
+        return P.recv_message(sock, P.MAX_REPLY, P.REPLY_DEPTH)
     except (OSError, P.ProtocolError, ValueError):
         return None

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtsdk.exceptions import Invalid
-from virtsdk.transfer.base import STATE_PREFIX, ReceivedFile, confine_name
 from virtsdk.transfer.extents import allocated_bytes
+from virtsdk.transfer.names import STATE_PREFIX, confine_name
+
+if TYPE_CHECKING:
+    from virtsdk.transfer.base import ReceivedFile
 
 
 def state_path(dest_dir: str, transfer_id: str) -> str:
@@ -99,6 +102,9 @@ def forget(dest_dir: str, transfer_id: str) -> None:
 
 
 def received_file(dest_dir: str, name: str, digest: str) -> ReceivedFile:
+    # imported here: the stream receiver uses this module and must start fast
+    from virtsdk.transfer.base import ReceivedFile
+
     path = confine_name(dest_dir, name)
     return ReceivedFile(name=name, path=path, size=os.path.getsize(path),
                         allocated=allocated_bytes(path), digest=digest)

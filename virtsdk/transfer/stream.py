@@ -89,6 +89,19 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return line
 
 
+def _wait_for_news(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Sleep until the receiver says something on stdout (it prints a line when the
+    transfer is complete), exits, or ``timeout`` passes.  A receiver that is not
+    ours (started before a service restart) is polled instead."""
+    stdout = proc.stdout if proc is not None else None
+    if stdout is None or stdout.closed:
+        time.sleep(min(0.05, max(0.0, timeout)))
+        return
+    ready, _, _ = select.select([stdout.fileno()], [], [], max(0.0, timeout))
+    if ready and not os.read(stdout.fileno(), 4096):
+        stdout.close()  # it exited: poll the record from now on
+
+
 class StreamTransport(DiskTransport):
     """Network stream: sparse-aware, checksummed, compressed when it pays, resumable."""
 
@@ -100,7 +113,14 @@ class StreamTransport(DiskTransport):
             cfg.PortOpt("listen_port", default=0,
                         help="Port the receiver listens on (0: any free port)."),
             cfg.FloatOpt("receiver_idle_timeout", default=600.0, min=1.0,
-                         help="A receiver exits after this many seconds without a sender."),
+                         help="A receiver exits after this many seconds without an "
+                              "authenticated sender."),
+            cfg.FloatOpt("handshake_timeout", default=10.0, min=0.1,
+                         help="Seconds a connection to the receiver has, in all, to finish "
+                              "its TLS handshake and present the token; it is closed then."),
+            cfg.IntOpt("max_handshakes", default=16, min=1,
+                       help="Connections the receiver lets authenticate at the same time; "
+                            "one more drops the oldest."),
             cfg.StrOpt("checksum", default="xxh3",
                        choices=["xxh3", "crc32", "sha256", "blake2b"],
                        help="Per-run checksum: xxh3 (128-bit xxHash, about 13 GB/s here) "
@@ -170,6 +190,8 @@ class StreamTransport(DiskTransport):
                "--dest-dir", ticket["dest_dir"], "--transfer-id", ticket["transfer_id"],
                "--listen", endpoint.address, "--port", str(self.opts.listen_port),
                "--idle-timeout", str(self.opts.receiver_idle_timeout),
+               "--handshake-timeout", str(self.opts.handshake_timeout),
+               "--max-handshakes", str(self.opts.max_handshakes),
                "--parent-pid", str(os.getpid())]
         if resume:
             cmd.append("--resume")
@@ -223,9 +245,9 @@ class StreamTransport(DiskTransport):
             if time.monotonic() >= deadline:
                 raise DiskTransferError(f"transfer {tid} did not complete within "
                                         f"{timeout:.0f}s")
-            time.sleep(0.05)
+            _wait_for_news(proc, min(1.0, deadline - time.monotonic()))
         proc = _RECEIVERS.get(tid)
-        if proc is not None:  # it answers the sender, then exits by itself
+        if proc is not None:  # it records completion last, then exits by itself
             try:
                 proc.wait(max(0.1, min(10.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
@@ -233,7 +255,7 @@ class StreamTransport(DiskTransport):
         self._stop_receiver(ticket)
         out = []
         for prim in record["files"]:
-            sent = SentFile.from_primitive(prim)
+            sent = SentFile(**prim)
             received = xstate.received_file(dest_dir, sent.name, sent.digest)
             if received.size != sent.size:
                 raise TransferIntegrityError(f"{sent.name}: size {received.size}, "
