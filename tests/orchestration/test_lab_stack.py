@@ -18,6 +18,7 @@ import libvirt
 import oslo_messaging
 import pytest
 
+from tests.audit_check import assert_audit_clean
 from virtsdk.cloud import EmbeddedCloud
 from virtsdk.objects import ImageMeta
 from virtsdk.states import MigrationStatus, PowerState, VMState
@@ -71,6 +72,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (inst.vm_state, inst.host, inst.power_state) == (VMState.ACTIVE, a,
                                                             PowerState.RUNNING)
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)
 
     mig = api.live_migrate(ctx, inst.uuid, host=b)
     moved = api.wait(ctx, inst.uuid, timeout=300)
@@ -78,6 +80,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (final.status, final.progress) == (MigrationStatus.COMPLETED, 100), final
     assert (moved.host, moved.vm_state) == (b, VMState.ACTIVE)
     assert where(lab, inst.uuid) == [(b, True)]
+    assert_audit_clean(lab_cloud)
 
     api.migrate(ctx, inst.uuid, host=a)
     resized = api.wait(ctx, inst.uuid, timeout=300)
@@ -89,6 +92,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert api.list_migrations(ctx, instance_uuid=inst.uuid)[-1].status == \
         MigrationStatus.CONFIRMED
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)
 
     rpc = lab_cloud.computes[a].manager.compute_rpc
 
@@ -103,6 +107,8 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (stayed.vm_state, stayed.host) == (VMState.ACTIVE, a)
     assert api.get_migration(ctx, inst.uuid, failed.id).status == MigrationStatus.ERROR
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)  # nothing prepared on b is left behind
 
     api.delete_instance(ctx, inst.uuid)
     assert where(lab, inst.uuid) == []
+    assert_audit_clean(lab_cloud)
