@@ -19,8 +19,10 @@ import oslo_messaging
 import pytest
 
 from tests.audit_check import assert_audit_clean
+from virtsdk.audit import audit_cloud
 from virtsdk.cloud import EmbeddedCloud
-from virtsdk.objects import ImageMeta
+from virtsdk.driver import HELD_INCOMING
+from virtsdk.objects import ImageMeta, LiveMigrateData, NetworkInfo
 from virtsdk.states import MigrationStatus, PowerState, VMState
 
 pytestmark = pytest.mark.lab
@@ -108,6 +110,21 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert api.get_migration(ctx, inst.uuid, failed.id).status == MigrationStatus.ERROR
     assert where(lab, inst.uuid) == [(a, True)]
     assert_audit_clean(lab_cloud)  # nothing prepared on b is left behind
+
+    # b prepared a live-migration target and its source went away: the audit
+    # reports that one holding as safely orphaned and --fix removes exactly it
+    b_driver = lab_cloud.computes[b].driver
+    b_driver.pre_live_migration(ctx, stayed, None, NetworkInfo(), [], LiveMigrateData(
+        block_migration=False, is_shared_instance_path=False,
+        is_shared_block_storage=True))
+    report = audit_cloud(lab_cloud.conf, lab_cloud.db, ctx)
+    assert [(d.host, d.instance_uuid, d.held, d.fixable) for d in report.differences] \
+        == [(b, inst.uuid, HELD_INCOMING, True)], report.differences
+    fixed = assert_audit_clean(lab_cloud, fix=True).fixed
+    assert [(d.host, d.instance_uuid, d.held) for d in fixed] == \
+        [(b, inst.uuid, HELD_INCOMING)]
+    assert where(lab, inst.uuid) == [(a, True)]
+    assert not b_driver._paths.instance_dir(inst.uuid).exists()  # noqa: SLF001
 
     api.delete_instance(ctx, inst.uuid)
     assert where(lab, inst.uuid) == []
