@@ -24,6 +24,9 @@ def test_resources_come_from_libvirt_and_the_disk(host: Host, tmp_path: Path) ->
     assert res.vcpus == info[2] and res.memory_mb == info[1]
     assert res.hypervisor_type == "TEST"
     assert res.vcpus_used >= 1  # the test driver's running "test" domain
+    # memory used: the running guests' (as the fake driver counts), not the host's
+    running = conn.listAllDomains(1)  # VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    assert res.memory_mb_used == -(-sum(d.info()[1] for d in running) // 1024) > 0
     assert res.local_gb > 0 and res.disk_available_least is not None
     assert res.cpu_info["arch"] == "i686"
     assert (tmp_path / "instances").is_dir()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.audit_check import assert_audit_clean
 from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
@@ -38,6 +39,7 @@ def test_resize_revert_resize_confirm_through_the_api(libvirt_cloud: Any,
     log_src = console(cloud, src, inst.uuid)
     log_src.wait_for_heartbeat(TIMEOUT)
     marker = log_src.wait_for(r"MARKER (\S+) new", TIMEOUT).group(1)
+    assert_audit_clean(cloud)
 
     api.resize(ctx, inst.uuid, "lv-big")
     resized = api.wait(ctx, inst.uuid, timeout=TIMEOUT)
@@ -51,6 +53,7 @@ def test_resize_revert_resize_confirm_through_the_api(libvirt_cloud: Any,
     assert dst_driver.get_instance_disk_info(resized)[0].virt_disk_size == 2 * GiB
     mig = api.list_migrations(ctx, instance_uuid=inst.uuid)[-1]
     assert mig.status == MigrationStatus.FINISHED and mig.progress == 100
+    assert_audit_clean(cloud)  # both copies belong to the migration in progress
 
     api.revert_resize(ctx, inst.uuid)
     reverted = api.wait(ctx, inst.uuid, timeout=TIMEOUT)
@@ -65,6 +68,7 @@ def test_resize_revert_resize_confirm_through_the_api(libvirt_cloud: Any,
     log_src.wait_for_heartbeat(TIMEOUT, boot_id=second_boot)
     assert log_src.boot_ids()[-1] == second_boot != log_src.boot_ids()[0]
     assert log_src.markers()[-1].token == marker and log_src.markers()[-1].how == "found"
+    assert_audit_clean(cloud)
 
     api.resize(ctx, inst.uuid, "lv-big")
     assert api.wait(ctx, inst.uuid, timeout=TIMEOUT).vm_state == VMState.RESIZED
@@ -75,8 +79,10 @@ def test_resize_revert_resize_confirm_through_the_api(libvirt_cloud: Any,
     assert not src_driver._paths.resize_dir(done).exists()
     assert not src_driver._paths.instance_dir(done).exists()
     assert cloud.computes[dst].driver.get_info(done).state is PowerState.RUNNING
+    assert_audit_clean(cloud)
 
     api.delete_instance(ctx, inst.uuid)
     gone = api.wait(ctx, inst.uuid, timeout=TIMEOUT)
     assert gone.vm_state == VMState.DELETED
     assert not cloud.computes[dst].driver.instance_exists(done)
+    assert_audit_clean(cloud)

@@ -19,7 +19,9 @@ from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.driver import InstanceExists, LibvirtDriver
 from virtsdk_libvirt.imagecache import ImageUnavailable
 
+from tests.audit_check import assert_holds
 from virtsdk.context import get_admin_context
+from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE
 from virtsdk.exceptions import (
     DestinationDiskExists,
     DiskTransferError,
@@ -27,6 +29,7 @@ from virtsdk.exceptions import (
     ResizeShrinkNotAllowed,
 )
 from virtsdk.objects import (
+    ColdMigrateData,
     Flavor,
     ImageMeta,
     Instance,
@@ -277,8 +280,18 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
         assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
         assert sha256(a._paths.disk(inst, "disk")) == digest
         assert disk_marker(a._paths.disk(inst, "disk")) == marker
+        assert_holds(a_t, {inst.uuid: [HELD_INSTANCE]})  # the source: its guest only
+        assert_holds(b_t, {inst.uuid: [HELD_INCOMING]})  # the receive, until aborted
+        if transport == "local":
+            # the audit's clean-up of a receive whose record is lost (another
+            # process): a driver without the ticket removes the partial copy
+            orphan = make_driver(lab.hosts[1], disk_transport=transport)
+            orphan.abort_migrate_disk_target(CTX, inst, ColdMigrateData())
+            assert_holds(orphan, {}, [inst.uuid])
+            assert_holds(a_t, {inst.uuid: [HELD_INSTANCE]})
         b_t.abort_migrate_disk_target(CTX, inst, data3)
         assert not b._paths.instance_dir(inst).exists(), transport
+        assert_holds(b_t, {}, [inst.uuid])  # nothing left behind on the destination
     # and the source still starts
     a.power_on(CTX, inst, NET)
     assert a.get_info(inst).state is PowerState.RUNNING

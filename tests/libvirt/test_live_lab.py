@@ -37,7 +37,9 @@ from virtsdk_libvirt.disk import info as disk_info
 from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 
+from tests.audit_check import assert_holds
 from virtsdk.context import get_admin_context
+from virtsdk.driver import HELD_INSTANCE, HELD_LEFTOVER
 from virtsdk.exceptions import (
     DestinationDiskExists,
     LiveMigrationAborted,
@@ -155,9 +157,18 @@ def console(driver: LibvirtDriver, inst: Instance) -> ConsoleLog:
 
 
 def left_nothing(driver: LibvirtDriver, inst: Instance) -> bool:
-    """No domain and no instance directory of ``inst`` on ``driver``'s host."""
+    """No domain and no instance directory of ``inst`` on ``driver``'s host, and
+    nothing of it in what the driver lists for the audit."""
+    assert_holds(driver, {}, [inst.uuid])
     return (driver._find(inst) is None  # noqa: SLF001
             and not driver._paths.instance_dir(inst).exists())  # noqa: SLF001
+
+
+def only_guest_on(driver: LibvirtDriver, inst: Instance) -> bool:
+    """``inst`` runs on ``driver``'s host, and the audit listing there shows the
+    guest only (no kept copy, no incoming or left-over files)."""
+    assert_holds(driver, {inst.uuid: [HELD_INSTANCE]})
+    return runs_on(driver, inst)
 
 
 def still_beating(driver: LibvirtDriver, inst: Instance, boot_id: str) -> int:
@@ -260,7 +271,7 @@ def test_live_migration_with_rewrite_keeps_guest_and_memory(hosts, drivers, gues
     assert out.data.driver_data["downtime_ms"] == out.final.downtime_ms
     assert out.data.driver_data["data_processed"] == out.final.data_processed > 0
     assert [s.progress for s in out.samples] == sorted(s.progress for s in out.samples)
-    assert runs_on(b, inst) and left_nothing(a, inst)
+    assert only_guest_on(b, inst) and left_nothing(a, inst)
     dom = b._find(inst)  # noqa: SLF001
     assert dom.isPersistent()
     xml = dom.XMLDesc(0)
@@ -294,7 +305,7 @@ def test_abort_in_flight_leaves_guest_on_source(drivers, guests):
     assert out.calls == ["recover"]
     assert isinstance(out.error, LiveMigrationAborted)
     assert out.final.job_type == "cancelled"
-    assert runs_on(b, inst) and left_nothing(a, inst)
+    assert only_guest_on(b, inst) and left_nothing(a, inst)
     still_beating(b, inst, boot)
 
 
@@ -313,7 +324,7 @@ def test_monitor_failure_aborts_the_job(drivers, guests):
     assert isinstance(out.error, RuntimeError)
     # abortJob was called: libvirt has no job left on the domain
     assert b._find(inst).jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE  # noqa: SLF001
-    assert runs_on(b, inst) and left_nothing(a, inst)
+    assert only_guest_on(b, inst) and left_nothing(a, inst)
     still_beating(b, inst, boot)
 
 
@@ -332,6 +343,7 @@ def test_failed_pre_live_migration_rolls_back(drivers, guests, monkeypatch):
         migrate(a, b, inst)
     assert (foreign / "precious").read_text() == "not yours"
     assert not (foreign / INCOMING_MARKER).exists()
+    assert_holds(b, {inst.uuid: [HELD_LEFTOVER]})  # the audit shows the foreign files
     (foreign / "precious").unlink()
     foreign.rmdir()
     # 2. VIF plugging keeps failing: bounded retries, then everything removed.
@@ -347,7 +359,7 @@ def test_failed_pre_live_migration_rolls_back(drivers, guests, monkeypatch):
         with pytest.raises(MigrationError, match="after 3 attempts"):
             migrate(a, b, inst, net=net)
     assert len(attempts) == 3
-    assert left_nothing(b, inst) and runs_on(a, inst)
+    assert left_nothing(b, inst) and only_guest_on(a, inst)
     still_beating(a, inst, boot)
 
 
@@ -396,7 +408,7 @@ def test_block_migration_chosen_and_disk_moves(hosts, drivers, guests):
     out = migrate(a, b, inst)
     assert out.error is None and out.calls == ["post"]
     assert out.data.block_migration is True and out.data.is_shared_instance_path is False
-    assert runs_on(b, inst) and left_nothing(a, inst)
+    assert only_guest_on(b, inst) and left_nothing(a, inst)
     disk = b._paths.disk(inst, "disk")  # noqa: SLF001
     head = read_disk_head(disk)
     assert head.startswith(f"VSDKMARK {marker}\n".encode())
@@ -499,7 +511,7 @@ def test_dirtying_guest_completes_with_postcopy_policy(drivers, guests):
     assert out.final.data_processed >= max(s.data_processed for s in out.samples[:-1])
     print(f"post-copy migration: downtime {out.final.downtime_ms} ms, "
           f"iterations {max(s.memory_iteration for s in out.samples)}")
-    assert runs_on(b, inst) and left_nothing(a, inst)
+    assert only_guest_on(b, inst) and left_nothing(a, inst)
     still_beating(b, inst, boot)
     log_b = console(b, inst)
     log_b.wait_for("MEMCHECK", 30)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.audit_check import assert_audit_clean
 from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
@@ -37,6 +38,7 @@ def test_live_migration_through_the_api(libvirt_cloud: Any, guest_image: Any) ->
     log_src = console(cloud, src, inst.uuid)
     beat = log_src.wait_for_heartbeat(TIMEOUT)
     memcheck = log_src.wait_for(r"MEMCHECK ([0-9a-f]{64})", TIMEOUT).group(1)
+    assert_audit_clean(cloud)
 
     migration = api.live_migrate(ctx, inst.uuid, dst)
     moved = api.wait(ctx, inst.uuid, timeout=TIMEOUT)
@@ -56,3 +58,4 @@ def test_live_migration_through_the_api(libvirt_cloud: Any, guest_image: Any) ->
     src_driver = cloud.computes[src].driver
     assert not src_driver.instance_exists(moved)
     assert not src_driver._paths.instance_dir(inst.uuid).exists()  # noqa: SLF001
+    assert_audit_clean(cloud)

@@ -18,8 +18,11 @@ import libvirt
 import oslo_messaging
 import pytest
 
+from tests.audit_check import assert_audit_clean
+from virtsdk.audit import audit_cloud
 from virtsdk.cloud import EmbeddedCloud
-from virtsdk.objects import ImageMeta
+from virtsdk.driver import HELD_INCOMING
+from virtsdk.objects import ImageMeta, LiveMigrateData, NetworkInfo
 from virtsdk.states import MigrationStatus, PowerState, VMState
 
 pytestmark = pytest.mark.lab
@@ -71,6 +74,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (inst.vm_state, inst.host, inst.power_state) == (VMState.ACTIVE, a,
                                                             PowerState.RUNNING)
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)
 
     mig = api.live_migrate(ctx, inst.uuid, host=b)
     moved = api.wait(ctx, inst.uuid, timeout=300)
@@ -78,6 +82,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (final.status, final.progress) == (MigrationStatus.COMPLETED, 100), final
     assert (moved.host, moved.vm_state) == (b, VMState.ACTIVE)
     assert where(lab, inst.uuid) == [(b, True)]
+    assert_audit_clean(lab_cloud)
 
     api.migrate(ctx, inst.uuid, host=a)
     resized = api.wait(ctx, inst.uuid, timeout=300)
@@ -89,6 +94,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert api.list_migrations(ctx, instance_uuid=inst.uuid)[-1].status == \
         MigrationStatus.CONFIRMED
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)
 
     rpc = lab_cloud.computes[a].manager.compute_rpc
 
@@ -103,6 +109,23 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     assert (stayed.vm_state, stayed.host) == (VMState.ACTIVE, a)
     assert api.get_migration(ctx, inst.uuid, failed.id).status == MigrationStatus.ERROR
     assert where(lab, inst.uuid) == [(a, True)]
+    assert_audit_clean(lab_cloud)  # nothing prepared on b is left behind
+
+    # b prepared a live-migration target and its source went away: the audit
+    # reports that one holding as safely orphaned and --fix removes exactly it
+    b_driver = lab_cloud.computes[b].driver
+    b_driver.pre_live_migration(ctx, stayed, None, NetworkInfo(), [], LiveMigrateData(
+        block_migration=False, is_shared_instance_path=False,
+        is_shared_block_storage=True))
+    report = audit_cloud(lab_cloud.conf, lab_cloud.db, ctx)
+    assert [(d.host, d.instance_uuid, d.held, d.fixable) for d in report.differences] \
+        == [(b, inst.uuid, HELD_INCOMING, True)], report.differences
+    fixed = assert_audit_clean(lab_cloud, fix=True).fixed
+    assert [(d.host, d.instance_uuid, d.held) for d in fixed] == \
+        [(b, inst.uuid, HELD_INCOMING)]
+    assert where(lab, inst.uuid) == [(a, True)]
+    assert not b_driver._paths.instance_dir(inst.uuid).exists()  # noqa: SLF001
 
     api.delete_instance(ctx, inst.uuid)
     assert where(lab, inst.uuid) == []
+    assert_audit_clean(lab_cloud)

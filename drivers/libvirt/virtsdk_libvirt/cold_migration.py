@@ -50,6 +50,7 @@ from virtsdk.transfer.base import (
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import disk, xmlutil
 from virtsdk_libvirt.guest import Guest
+from virtsdk_libvirt.inventory import PROBE_PREFIX
 from virtsdk_libvirt.storage import MIGRATED, check_no_shrink
 
 if TYPE_CHECKING:
@@ -153,8 +154,14 @@ class ColdMigration:
                 for key, value in list(self._incoming.items()):
                     if value.data.ticket == migrate_data.ticket:
                         incoming = self._incoming.pop(key)
+            if incoming is None:  # an orphan (the audit): the receive into its directory
+                target = str(self.drv._paths.instance_dir(instance))
+                for key, value in list(self._incoming.items()):
+                    if value.data.ticket.get("dest_dir") == target:
+                        incoming = self._incoming.pop(key)
         data = incoming.data if incoming else migrate_data
         if data is None or not data.ticket:
+            self._remove_orphaned_target(instance)
             return
         transport = load_transport(data.transport, self.drv.conf)
         transport.cancel_receive(data.ticket)
@@ -164,6 +171,17 @@ class ColdMigration:
             leftovers = [n for n in os.listdir(inst_dir) if not n.startswith(".virtsdk-")]
             if not leftovers:
                 shutil.rmtree(inst_dir, ignore_errors=True)
+
+    def _remove_orphaned_target(self, instance: Instance) -> None:
+        """The audit's clean-up of a receive nobody finished or aborted (this process
+        lost its record): remove the instance directory only while it has no domain
+        and still carries a receive's probe file, i.e. holds partial copies only."""
+        inst_dir = self.drv._paths.instance_dir(instance)
+        if not inst_dir.is_dir() or self.drv._find(instance) is not None:
+            return
+        if any(n.startswith(PROBE_PREFIX) for n in os.listdir(inst_dir)):
+            LOG.warning("removing the orphaned disk receive %s", inst_dir)
+            shutil.rmtree(inst_dir, ignore_errors=True)
 
     def finish(self, migration: Migration, instance: Instance, disk_info: list[DiskInfo],
                network_info: NetworkInfo, image_meta: ImageMeta, resize_instance: bool,

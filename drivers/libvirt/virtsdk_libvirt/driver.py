@@ -59,7 +59,7 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
-from virtsdk_libvirt import config, guest_config, xmlutil
+from virtsdk_libvirt import config, guest_config, inventory, xmlutil
 from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
@@ -263,6 +263,11 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         return InstanceInfo(state=state, max_mem_kb=int(max_mem), mem_kb=int(mem),
                             num_cpu=int(ncpu), cpu_time_ns=int(cpu_time),
                             internal_id=dom.UUIDString())
+
+    def list_instance_uuids_on_host(self) -> dict[str, list[str]]:
+        """Everything this host holds per instance UUID, for the audit: see
+        :mod:`virtsdk_libvirt.inventory`."""
+        return inventory.held_on_host(self._conn, self._paths.root)
 
     def list_instances(self) -> list[str]:
         """Names of the domains libvirt has on this host (running or defined)."""

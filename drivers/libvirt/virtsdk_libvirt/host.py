@@ -154,17 +154,20 @@ class Host:
 
     def resources(self, hostname: str) -> HostResources:
         """Capacity and usage of this host, from libvirt (CPU, memory) and the
-        filesystem of the instances directory (disk)."""
+        filesystem of the instances directory (disk).  The vCPUs and memory used are
+        those of the running guests (as in the fake driver), not the host's own use,
+        so the audit can compare them with what the database claims."""
         conn = self.get_connection()
         info = conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
         total_mb = int(info[1])
-        free_mb = int(conn.getFreeMemory() // (1024 * 1024))
-        vcpus_used = 0
+        vcpus_used = memory_kib = 0
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             try:
-                vcpus_used += int(dom.info()[3])
+                _state, max_kib, _kib, ncpu, _t = dom.info()
             except libvirt.libvirtError:
                 continue  # the domain went away meanwhile
+            vcpus_used += int(ncpu)
+            memory_kib += int(max_kib)
         os.makedirs(self.disk_root, exist_ok=True)
         st = os.statvfs(self.disk_root)
         gib = 1024 ** 3
@@ -176,7 +179,7 @@ class Host:
             memory_mb=total_mb,
             local_gb=total_gb,
             vcpus_used=vcpus_used,
-            memory_mb_used=max(0, total_mb - free_mb),
+            memory_mb_used=-(-memory_kib // 1024),
             local_gb_used=max(0, total_gb - free_gb),
             hypervisor_type=conn.getType(),
             hypervisor_version=int(conn.getVersion()),
