@@ -173,6 +173,14 @@ def test_recovery_rule(cloud, key):
         check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=False)
 
 
+def wait_no_incoming(fabric, uuid: str, timeout: float = 30.0) -> None:
+    """Wait (bounded) until no host holds an incoming placeholder of ``uuid``."""
+    deadline = time.monotonic() + timeout
+    while any(kind.startswith("incoming") for _, kind in fabric.find(uuid)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def settle_zombie(manager, timeout: float = 2.0) -> None:
     """Give the released thread of the crashed incarnation time to try a write
     (refused by the fence); a held step whose handler writes nothing afterwards
