@@ -1,0 +1,424 @@
+"""``QemuDriver``: guests as QEMU processes managed over QMP, no libvirt (entry point
+``qemu``).
+
+A third-party driver built only on virtsdk's public API: the instance files, disks and
+image cache are :mod:`virtsdk.localdisk`, cold migration is
+:class:`virtsdk.localdisk.coldmigration.ColdMigration` over the SDK's disk transports,
+live migration is driven by :func:`virtsdk.livemigration.monitor.monitor_migration`
+with the configured convergence policies.  What is QEMU-specific lives here and in
+:mod:`virtsdk_qemu.guest` (process + persisted definition), :mod:`virtsdk_qemu.qmp`
+(the QMP client facade) and :mod:`virtsdk_qemu.live` (live migration over QMP).
+
+Every public method says which host calls it; see :mod:`virtsdk.driver` for the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+from oslo_concurrency import processutils
+from oslo_config import cfg
+
+from virtsdk.context import RequestContext
+from virtsdk.driver import Capabilities, ComputeDriver, TransferCallback
+from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
+from virtsdk.localdisk.disks import LocalDisks, supports_direct_io
+from virtsdk.localdisk.imagecache import ImageCache
+from virtsdk.localdisk.paths import RESIZE_SUFFIX, InstancePaths, checked_uuid
+from virtsdk.objects import (
+    BlockDeviceInfo,
+    ColdMigrateData,
+    DiskInfo,
+    Flavor,
+    HostResources,
+    ImageMeta,
+    Instance,
+    InstanceInfo,
+    Migration,
+    NetworkInfo,
+)
+from virtsdk_qemu import config
+from virtsdk_qemu.guest import DiskDevice, Guest, GuestSpec, host_tag
+from virtsdk_qemu.live import LiveMigrationMixin
+
+LOG = logging.getLogger(__name__)
+
+
+class InstanceExists(Invalid):
+    """spawn was asked to create an instance this host already has."""
+
+
+def kvm_usable(emulator: str, machine: str, exec_prefix: list[str]) -> bool:
+    """Whether QEMU can run a KVM guest here: /dev/kvm opens, and ``emulator``
+    creates a stopped KVM machine with the host CPU and quits cleanly (nested setups
+    may expose /dev/kvm yet fail to set up a vCPU)."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+    except OSError:
+        return False
+    try:
+        processutils.execute(
+            *exec_prefix, emulator, "-machine", f"{machine},accel=kvm", "-cpu", "host",
+            "-m", "16M", "-nodefaults", "-no-user-config", "-display", "none", "-S",
+            "-monitor", "stdio", process_input="quit\n", timeout=30)
+        return True
+    except (processutils.ProcessExecutionError, OSError):
+        return False
+
+
+class QemuDriver(LiveMigrationMixin, ComputeDriver):
+    """QEMU over QMP without libvirt: one daemonized QEMU per guest, cold migration
+    and resize with disk transfer, live migration over QMP."""
+
+    name: ClassVar[str] = "qemu"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        supports_cold_migration=True,
+        supports_resize=True,
+        supports_live_migration=True,
+        supports_block_migration=False,
+        supports_migrate_to_same_host=False,
+        supports_live_migration_abort=True,
+        supports_live_migration_force_complete=True,
+        supports_post_copy=True,
+        supports_auto_converge=True,
+        supports_shared_storage_detection=True,
+        has_imagecache=True,
+        image_formats=("raw", "qcow2"),
+    )
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
+        super().__init__(conf, host)
+        from virtsdk.loader import register_driver_opts
+
+        register_driver_opts(conf, type(self))
+        self.qconf = conf[config.GROUP]
+        self.paths = InstancePaths(self.qconf.instances_path, self.qconf.image_cache_path)
+        self.image_cache = ImageCache(self.paths.image_cache, self.qconf.image_dirs)
+        self.exec_prefix: list[str] = list(self.qconf.host_exec_prefix or [])
+        self.tag = host_tag(host)
+        self._accel: str | None = None
+        self._disk_cache: str | None = None
+        self.local_disks = LocalDisks(self.paths, self.image_cache, self.qconf.images_type,
+                                      self.qconf.qemu_img_memory_mb)
+        self.cold = ColdMigration(
+            self.name, host, conf, self, self.paths, self.image_cache, self.local_disks,
+            DiskMigrationSettings(self.qconf.disk_transport,
+                                  self.qconf.disk_transfer_timeout,
+                                  self.qconf.qemu_img_memory_mb, self.qconf.my_ip,
+                                  self.exec_prefix))
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        """Options of ``[qemu]``."""
+        return config.list_opts()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def accel(self) -> str:
+        """``kvm`` or ``tcg`` (``[qemu] accel``; ``auto`` probes /dev/kvm once)."""
+        if self._accel is None:
+            want = self.qconf.accel
+            if want == "auto":
+                usable = kvm_usable(self.qconf.emulator, self.qconf.machine,
+                                    self.exec_prefix)
+                want = "kvm" if usable else "tcg"
+                LOG.info("qemu driver on %s: accelerator %s", self.host, want)
+            self._accel = want
+        return self._accel
+
+    @property
+    def disk_cache(self) -> str:
+        """``none`` (O_DIRECT) where the instances filesystem supports it, else
+        ``writeback`` (tmpfs)."""
+        if self._disk_cache is None:
+            self._disk_cache = ("none" if supports_direct_io(self.paths.root)
+                                else "writeback")
+        return self._disk_cache
+
+    def guest(self, instance: Instance | str, directory: Path | None = None) -> Guest:
+        """The guest object of ``instance`` (its files may not exist)."""
+        inst_dir = directory or self.paths.instance_dir(instance)
+        return Guest(inst_dir, self.tag, self.qconf.qmp_timeout, self.exec_prefix)
+
+    def _existing(self, instance: Instance) -> Guest:
+        guest = self.guest(instance)
+        if not guest.defined():
+            raise InstanceNotFound(instance.name, self.host)
+        return guest
+
+    def guest_spec(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
+                   vnc_listen: str | None = None) -> GuestSpec:
+        """The definition of ``instance`` for the disks now in its directory, on this
+        host (VNC on ``vnc_listen``, default this host's ``my_ip``)."""
+        kernel, initrd = self.image_cache.kernel_and_initrd(image_meta)
+        return GuestSpec(
+            uuid=checked_uuid(instance.uuid), name=instance.name,
+            memory_mb=flavor.memory_mb, vcpus=flavor.vcpus,
+            emulator=self.qconf.emulator, accel=self.accel, machine=self.qconf.machine,
+            vnc_listen=vnc_listen or self.qconf.my_ip, disk_cache=self.disk_cache,
+            disks=[DiskDevice(target, str(path), fmt)
+                   for target, path, fmt in self.local_disks.formats(instance)],
+            kernel=str(kernel) if kernel else None,
+            initrd=str(initrd) if initrd else None,
+            cmdline=(image_meta.properties or {}).get("cmdline"),
+            flavor_name=flavor.name)
+
+    # -- the GuestHost half of cold migration (virtsdk.localdisk.coldmigration) ----------
+
+    def has_guest(self, instance: Instance) -> bool:
+        return self.guest(instance).defined()
+
+    def is_running(self, instance: Instance) -> bool:
+        return self.guest(instance).is_running()
+
+    def instance_disks(self, instance: Instance) -> list[DiskInfo]:
+        return self.get_instance_disk_info(instance)
+
+    def save_definition(self, instance: Instance) -> None:
+        """guest.json already lives in the instance directory."""
+        self._existing(instance)
+
+    def power_off_guest(self, instance: Instance, timeout: int, retry_interval: int) -> None:
+        self.power_off(instance, timeout, retry_interval)
+
+    def restore_guest(self, instance: Instance, start: bool) -> None:
+        guest = self._existing(instance)
+        if start:
+            guest.start()
+
+    def remove_guest(self, instance: Instance) -> None:
+        self.guest(instance).kill()
+
+    def build_guest(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
+                    network_info: NetworkInfo, power_on: bool) -> None:
+        guest = self.guest(instance)
+        guest.define(self.guest_spec(instance, flavor, image_meta))
+        if power_on:
+            guest.start()
+
+    # -- service -------------------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        """Called once at service start: the instances directory exists; guests that
+        run keep running (they are found again from their directories)."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+
+    def cleanup_host(self, host: str) -> None:
+        """Service stop: nothing to close; guests keep running."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def spawn(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        image_meta: ImageMeta,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Any host: create the disks (qcow2 over the cached base image, or raw),
+        persist the definition and start QEMU.  Refuses an instance that already
+        exists here without touching it; on failure removes everything it created."""
+        inst_dir = self.paths.instance_dir(instance)
+        if inst_dir.exists():
+            raise InstanceExists(f"instance {instance.uuid} already exists on {self.host}")
+        inst_dir.mkdir(parents=True)
+        try:
+            self.local_disks.create(instance, instance.flavor, image_meta)
+            self.build_guest(instance, instance.flavor, image_meta, network_info, power_on)
+        except BaseException:
+            LOG.exception("spawn of %s failed; removing what was created", instance.uuid)
+            self.guest(instance).kill()
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+
+    def destroy(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        destroy_disks: bool = True,
+    ) -> None:
+        """Any host: stop QEMU and forget the guest; with ``destroy_disks`` delete its
+        directory and a kept ``_resize`` copy, else keep the disks (and the console
+        log) but drop the definition.  Idempotent."""
+        inst_dir = self.paths.instance_dir(instance)
+        resize_dir = self.paths.resize_dir(instance)
+        for directory in (inst_dir, resize_dir):
+            if directory.is_dir():
+                self.guest(instance, directory).kill()
+        if destroy_disks:
+            for directory in (inst_dir, resize_dir):
+                shutil.rmtree(directory, ignore_errors=True)
+        else:
+            self.guest(instance).undefine()
+
+    def power_off(self, instance: Instance, timeout: int = 0, retry_interval: int = 0) -> None:
+        """The instance's host: ACPI power button every ``retry_interval`` s for up to
+        ``timeout`` s, then QEMU is stopped.  Returns with the guest off."""
+        self._existing(instance).power_off(
+            timeout, retry_interval or self.qconf.shutdown_retry_interval)
+
+    def power_on(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> None:
+        """The instance's host: start QEMU from the persisted definition; returns once
+        QMP answers (the guest runs)."""
+        self._existing(instance).start()
+
+    def get_info(self, instance: Instance) -> InstanceInfo:
+        """The instance's host: power state from QMP (SHUTDOWN when QEMU is not
+        running), memory and vCPUs from the definition."""
+        guest = self._existing(instance)
+        spec = guest.spec()
+        state = guest.power_state()
+        return InstanceInfo(state=state, max_mem_kb=spec.memory_mb * 1024,
+                            mem_kb=spec.memory_mb * 1024, num_cpu=spec.vcpus,
+                            internal_id=str(guest.pid() or ""))
+
+    def list_instances(self) -> list[str]:
+        """Names of the guests defined on this host, running or stopped."""
+        names = []
+        if not self.paths.root.is_dir():
+            return names
+        for entry in sorted(self.paths.root.iterdir()):
+            if entry.name.endswith(RESIZE_SUFFIX) or not entry.is_dir():
+                continue
+            guest = self.guest(entry.name, entry)
+            if guest.defined():
+                try:
+                    names.append(guest.spec().name)
+                except Exception:  # noqa: BLE001 - a damaged definition is skipped
+                    LOG.warning("skipping %s: damaged definition", entry)
+        return names
+
+    def instance_exists(self, instance: Instance) -> bool:
+        """Any host: whether this host has a definition for the instance's UUID."""
+        return self.guest(instance).defined()
+
+    def get_available_resource(self, nodename: str | None = None) -> HostResources:
+        """This host's CPUs and memory (``/proc``), the instances filesystem, and what
+        the running guests use."""
+        total_mb = avail_mb = 0
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key == "MemTotal":
+                    total_mb = int(rest.split()[0]) // 1024
+                elif key == "MemAvailable":
+                    avail_mb = int(rest.split()[0]) // 1024
+        vcpus_used = 0
+        for entry in (self.paths.root.iterdir() if self.paths.root.is_dir() else []):
+            guest = self.guest(entry.name, entry)
+            if guest.defined() and guest.is_running():
+                try:
+                    vcpus_used += guest.spec().vcpus
+                except Exception:  # noqa: BLE001
+                    continue
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.paths.root)
+        gib = 1024 ** 3
+        total_gb = st.f_blocks * st.f_frsize // gib
+        free_gb = st.f_bavail * st.f_frsize // gib
+        return HostResources(
+            hostname=nodename or self.host, vcpus=os.cpu_count() or 1,
+            memory_mb=total_mb, local_gb=total_gb, vcpus_used=vcpus_used,
+            memory_mb_used=max(0, total_mb - avail_mb),
+            local_gb_used=max(0, total_gb - free_gb),
+            hypervisor_type="QEMU", hypervisor_version=0,
+            hypervisor_hostname=nodename or self.host,
+            cpu_info={"accel": self.accel, "machine": self.qconf.machine},
+            disk_available_least=free_gb)
+
+    def get_instance_disk_info(
+        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+    ) -> list[DiskInfo]:
+        """The instance's host: its disks as the definition lists them (paths relative
+        to the instance directory, sizes from ``qemu-img info``)."""
+        spec = self._existing(instance).spec()
+        return self.local_disks.describe(
+            instance, [(d.target, d.path, d.fmt) for d in spec.disks])
+
+    # -- cold migration / resize (virtsdk.localdisk.coldmigration) -----------------------
+
+    def prepare_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+    ) -> ColdMigrateData:
+        """Destination, in prep_resize: create the instance directory and start a disk
+        receiver; refuses (DestinationDiskExists) if the instance has files here."""
+        return self.cold.prepare_target(instance, migration)
+
+    def abort_migrate_disk_target(
+        self, context: RequestContext, instance: Instance, migrate_data: ColdMigrateData
+    ) -> None:
+        """Destination, after a failed resize: stop the receiver, remove what it made."""
+        self.cold.abort_target(instance, migrate_data)
+
+    def migrate_disk_and_power_off(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        dest: str,
+        flavor: Flavor,
+        network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None,
+        timeout: int = 0,
+        retry_interval: int = 0,
+        migrate_data: ColdMigrateData | None = None,
+        progress: TransferCallback | None = None,
+    ) -> list[DiskInfo]:
+        """Source, in resize_instance: refuse shrinking before touching anything, power
+        off, keep the directory as ``<dir>_resize``, send root and ephemeral disks.
+        Any failure restores the source (restarted if it ran) before re-raising."""
+        return self.cold.migrate_disks(instance, dest, flavor, timeout, retry_interval,
+                                       migrate_data, progress)
+
+    def finish_migration(
+        self,
+        context: RequestContext,
+        migration: Migration,
+        instance: Instance,
+        disk_info: list[DiskInfo],
+        network_info: NetworkInfo,
+        image_meta: ImageMeta,
+        resize_instance: bool,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Destination, in finish_resize: verify the received disks, rebase overlays on
+        this host's image cache, grow them when ``resize_instance``, define the guest
+        for the new flavor and start it."""
+        self.cold.finish(migration, instance, disk_info, network_info, image_meta,
+                         resize_instance, power_on)
+
+    def confirm_migration(
+        self, context: RequestContext, migration: Migration, instance: Instance,
+        network_info: NetworkInfo,
+    ) -> None:
+        """Source, in confirm_resize: delete ``<dir>_resize``."""
+        self.cold.confirm(instance)
+
+    def finish_revert_migration(
+        self,
+        context: RequestContext,
+        instance: Instance,
+        network_info: NetworkInfo,
+        migration: Migration,
+        block_device_info: BlockDeviceInfo | None = None,
+        power_on: bool = True,
+    ) -> None:
+        """Source, in revert_resize: put ``<dir>_resize`` back and start the guest when
+        ``power_on``.  Idempotent."""
+        self.cold.revert(instance, power_on)

@@ -1,0 +1,436 @@
+"""Live migration of QEMU guests over QMP (the ``LiveMigrationMixin`` of QemuDriver).
+
+Flow (hosts as in :mod:`virtsdk.driver`)::
+
+    dest    check_can_live_migrate_destination   a probe file in the instances dir
+    source  check_can_live_migrate_source        shared path?  disks need it (no block
+                                                 migration); same accelerator/machine
+    dest    cleanup_live_migration_destination_check
+    dest    pre_live_migration                   definition for this host (VNC on this
+                                                 host's address), QEMU -incoming defer,
+                                                 capabilities, migrate-incoming tcp:ip:port
+    source  live_migration                       capabilities + parameters, migrate,
+                                                 query-migrate sampled by the SDK's
+                                                 monitor and convergence policies ->
+                                                 exactly one of post_method / recover_method
+    source  post_live_migration_at_source        stop the source QEMU, drop its files
+    dest    rollback_live_migration_at_destination  stop the incoming QEMU, drop its files
+
+Abort is ``migrate_cancel``; force-complete is ``migrate-start-postcopy`` when post-copy
+was enabled for the job, else ``stop`` (pause: the remaining memory stops changing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from virtsdk.context import RequestContext
+from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
+from virtsdk.exceptions import (
+    Invalid,
+    LiveMigrationAborted,
+    MigrationError,
+    MigrationPreCheckError,
+    NotSupported,
+)
+from virtsdk.livemigration.loader import configured_policy_names, load_policies
+from virtsdk.livemigration.monitor import TERMINAL_JOB_TYPES, monitor_migration
+from virtsdk.objects import (
+    BlockDeviceInfo,
+    DiskInfo,
+    HostResources,
+    ImageMeta,
+    Instance,
+    JobStats,
+    LiveMigrateData,
+    Migration,
+    NetworkInfo,
+)
+from virtsdk.validation import validate_hostname
+from virtsdk_qemu.qmp import QmpCommandError, QmpSocket, QmpUnavailable
+
+if TYPE_CHECKING:
+    from virtsdk_qemu.driver import QemuDriver
+
+LOG = logging.getLogger(__name__)
+
+CHECK_FILE_PREFIX = ".virtsdk-shared-check-"
+MiB = 1024 * 1024
+
+_STATUS: dict[str, str] = {
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "none": "none",
+}
+
+
+def job_stats_from_qmp(info: dict[str, Any]) -> JobStats:
+    """Translate ``query-migrate``'s answer (bytes, milliseconds) into JobStats."""
+    status = str(info.get("status", "none"))
+    ram = info.get("ram") or {}
+    disk = info.get("disk") or {}
+
+    def get(src: dict[str, Any], key: str) -> int:
+        return int(src.get(key, 0) or 0)
+
+    mem_total, mem_remaining = get(ram, "total"), get(ram, "remaining")
+    disk_total, disk_remaining = get(disk, "total"), get(disk, "remaining")
+    mem_processed = get(ram, "transferred")
+    page = get(ram, "page-size") or 4096
+    return JobStats(
+        job_type=_STATUS.get(status, "unbounded"),
+        time_elapsed_ms=get(info, "total-time"),
+        data_total=mem_total + disk_total,
+        data_processed=mem_processed + get(disk, "transferred"),
+        data_remaining=mem_remaining + disk_remaining,
+        memory_total=mem_total, memory_processed=mem_processed,
+        memory_remaining=mem_remaining,
+        memory_bps=int(float(ram.get("mbps", 0) or 0) * 1_000_000 / 8),
+        memory_dirty_rate=get(ram, "dirty-pages-rate") * page,
+        memory_iteration=get(ram, "dirty-sync-count"),
+        disk_total=disk_total, disk_processed=get(disk, "transferred"),
+        disk_remaining=disk_remaining,
+        downtime_ms=get(info, "downtime"),
+        setup_time_ms=get(info, "setup-time"),
+        postcopy=status.startswith("postcopy"),
+    )
+
+
+def parse_tcp_uri(uri: str) -> tuple[str, int]:
+    """``tcp:<host>:<port>`` from another host, validated."""
+    if not isinstance(uri, str) or not uri.startswith("tcp:"):
+        raise Invalid(f"migration URI must be tcp:<host>:<port>, got {uri!r:.80}")
+    host, _, port = uri[4:].rpartition(":")
+    validate_hostname(host)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid(f"migration URI has a bad port: {uri!r:.80}")
+    return host, int(port)
+
+
+class QmpMigrationJob:
+    """One outgoing migration as a :class:`virtsdk.livemigration.base.MigrationJob`."""
+
+    def __init__(self, qmp: QmpSocket, postcopy: bool) -> None:
+        self.qmp = qmp
+        self.postcopy_enabled = postcopy
+        self.paused = False
+        self.last = JobStats()
+
+    def stats(self) -> JobStats:
+        self.last = job_stats_from_qmp(self.qmp.execute("query-migrate"))
+        return self.last
+
+    def set_max_downtime(self, downtime_ms: int) -> None:
+        self.qmp.execute("migrate-set-parameters", {"downtime-limit": int(downtime_ms)})
+
+    def abort(self) -> None:
+        self.qmp.execute("migrate_cancel")
+
+    def start_postcopy(self) -> None:
+        if not self.postcopy_enabled:
+            raise NotSupported("qemu", "post-copy (not permitted for this migration)")
+        self.qmp.execute("migrate-start-postcopy")
+
+    def pause(self) -> None:
+        self.qmp.execute("stop")
+        self.paused = True
+
+    def force_complete(self) -> None:
+        if self.postcopy_enabled:
+            self.start_postcopy()
+        else:
+            self.pause()
+
+
+class LiveMigrationMixin:
+    """Live-migration methods of :class:`virtsdk_qemu.driver.QemuDriver`."""
+
+    def _jobs(self: QemuDriver) -> dict[str, QmpMigrationJob]:
+        jobs: dict[str, QmpMigrationJob] | None = getattr(self, "_live_jobs", None)
+        if jobs is None:
+            jobs = {}
+            self._live_jobs = jobs
+            self._live_lock = threading.Lock()
+        return jobs
+
+    def _capabilities(self: QemuDriver) -> list[dict[str, Any]]:
+        lm = self.conf.live_migration
+        names = set(configured_policy_names(self.conf))
+        return [{"capability": "postcopy-ram",
+                 "state": bool(lm.permit_post_copy or "postcopy" in names)},
+                {"capability": "auto-converge",
+                 "state": bool(lm.permit_auto_converge or "auto_converge" in names)}]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def check_can_live_migrate_destination(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        src_resources: HostResources, dst_resources: HostResources,
+        block_migration: bool | None = None, disk_over_commit: bool = False,
+    ) -> LiveMigrateData:
+        """Destination: refuses block migration (not offered) and a source with
+        another accelerator or machine type; leaves a probe file in the instances
+        directory for the source's shared-storage check."""
+        if block_migration:
+            raise MigrationPreCheckError("the qemu driver does not offer block migration")
+        src_cpu = src_resources.cpu_info or {}
+        for key, mine in (("accel", self.accel), ("machine", self.qconf.machine)):
+            theirs = src_cpu.get(key)
+            if theirs is not None and theirs != mine:
+                raise MigrationPreCheckError(
+                    f"source runs {key} {theirs!r}, {self.host} runs {mine!r}")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        name = CHECK_FILE_PREFIX + secrets.token_hex(8)
+        (self.paths.root / name).touch()
+        st = os.statvfs(self.paths.root)
+        return LiveMigrateData(block_migration=False, disk_over_commit=disk_over_commit,
+                               filename=name,
+                               disk_available_mb=st.f_bavail * st.f_frsize // MiB)
+
+    def cleanup_live_migration_destination_check(
+        self: QemuDriver, context: RequestContext, dest_check_data: LiveMigrateData
+    ) -> None:
+        """Destination: remove the probe file."""
+        name = dest_check_data.filename
+        if name.startswith(CHECK_FILE_PREFIX) and "/" not in name:
+            (self.paths.root / name).unlink(missing_ok=True)
+
+    def check_can_live_migrate_source(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        dest_check_data: LiveMigrateData, block_device_info: BlockDeviceInfo | None = None,
+    ) -> LiveMigrateData:
+        """Source: the instance path is shared when the destination's probe file is
+        visible here; a guest with disks needs a shared path (no block migration)."""
+        name = dest_check_data.filename
+        shared = bool(name.startswith(CHECK_FILE_PREFIX) and "/" not in name
+                      and (self.paths.root / name).exists())
+        disks = self.get_instance_disk_info(instance)
+        if disks and not shared:
+            raise MigrationPreCheckError(
+                f"instance {instance.uuid} has local disks and the instances path is not "
+                "shared; the qemu driver does not offer block migration")
+        if not self.guest(instance).is_running():
+            raise MigrationPreCheckError(f"instance {instance.uuid} is not running")
+        return dataclasses.replace(dest_check_data, is_shared_instance_path=shared,
+                                   is_shared_block_storage=shared, block_migration=False)
+
+    # -- destination ---------------------------------------------------------------------
+
+    def pre_live_migration(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
+        disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
+    ) -> LiveMigrateData:
+        """Destination: define the guest for this host (VNC on this host's address),
+        start QEMU waiting for the migration and make it listen on a free port of
+        this host's address.  Refuses a guest this host already has."""
+        guest = self.guest(instance)
+        inst_dir = self.paths.instance_dir(instance)
+        shared = bool(migrate_data.is_shared_instance_path)
+        if guest.defined() or (inst_dir.exists() and not shared):
+            raise MigrationPreCheckError(
+                f"instance {instance.uuid} already exists on {self.host}")
+        created = not inst_dir.exists()
+        inst_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            image = instance.image or ImageMeta(id="")
+            guest.define(self.guest_spec(instance, instance.flavor, image))
+            guest.start(incoming=True)
+            guest.qmp.execute("migrate-set-capabilities",
+                              {"capabilities": self._capabilities()})
+            uri = self._listen(guest.qmp)
+        except BaseException:
+            guest.kill()
+            guest.undefine()
+            if created:
+                shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+        return dataclasses.replace(
+            migrate_data, target_connect_addr=self.qconf.my_ip,
+            graphics_listen_addr_vnc=self.qconf.my_ip,
+            driver_data={**migrate_data.driver_data, "uri": uri})
+
+    def _listen(self: QemuDriver, qmp: QmpSocket) -> str:
+        """``migrate-incoming`` on the first free port of the configured range."""
+        low, high = self.qconf.live_migration_port_min, self.qconf.live_migration_port_max
+        ports = list(range(low, high + 1))
+        start = secrets.randbelow(len(ports))
+        last: Exception | None = None
+        for port in ports[start:] + ports[:start]:
+            uri = f"tcp:{self.qconf.my_ip}:{port}"
+            try:
+                qmp.execute("migrate-incoming", {"uri": uri})
+                return uri
+            except QmpCommandError as exc:
+                last = exc
+        raise MigrationError(f"no free live-migration port in {low}-{high}: {last}")
+
+    def post_live_migration_at_destination(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        network_info: NetworkInfo, block_migration: bool = False,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> None:
+        """Destination, after success: the definition is already this host's; check
+        the guest runs."""
+        guest = self._existing(instance)
+        if not guest.is_running():
+            raise MigrationError(f"instance {instance.uuid} does not run on {self.host}")
+
+    def rollback_live_migration_at_destination(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None,
+        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Destination, after failure: stop the incoming QEMU, forget the definition;
+        remove the directory unless it is shared with the source."""
+        guest = self.guest(instance)
+        guest.kill()
+        guest.undefine()
+        shared = bool(migrate_data and migrate_data.is_shared_instance_path)
+        if not shared and destroy_disks:
+            shutil.rmtree(self.paths.instance_dir(instance), ignore_errors=True)
+
+    # -- source --------------------------------------------------------------------------
+
+    def live_migration(
+        self: QemuDriver, context: RequestContext, instance: Instance, dest: str,
+        post_method: PostMethod, recover_method: RecoverMethod,
+        block_migration: bool = False, migrate_data: LiveMigrateData | None = None,
+        migration: Migration | None = None, progress: ProgressCallback | None = None,
+    ) -> None:
+        """Source: migrate to the URI the destination listens on, monitored by the
+        shared monitor with the configured policies; ends in exactly one of
+        ``post_method`` / ``recover_method`` (then re-raises the failure)."""
+        validate_hostname(dest)
+        if migrate_data is None:
+            raise Invalid("live migration needs the destination's LiveMigrateData")
+        uri = parse_tcp_uri(str(migrate_data.driver_data.get("uri", "")))
+        if block_migration:
+            raise NotSupported(self.name, "block migration")
+        guest = self._existing(instance)
+        policies = load_policies(configured_policy_names(self.conf), self.conf)
+        caps = self._capabilities()
+        job = QmpMigrationJob(guest.qmp, postcopy=bool(caps[0]["state"]))
+        lm = self.conf.live_migration
+        try:
+            guest.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
+            params: dict[str, Any] = {"downtime-limit": 300}
+            if lm.bandwidth:
+                params["max-bandwidth"] = int(lm.bandwidth) * MiB
+            guest.qmp.execute("migrate-set-parameters", params)
+        except Exception as exc:
+            recover_method(context, instance, dest, migrate_data)
+            raise MigrationError(f"live migration of {instance.uuid} did not start: "
+                                 f"{exc}") from None
+        jobs = self._jobs()
+        with self._live_lock:
+            jobs[instance.uuid] = job
+        failure: BaseException | None = None
+        final = JobStats(job_type="failed")
+        try:
+            guest.qmp.execute("migrate", {"uri": f"tcp:{uri[0]}:{uri[1]}"})
+            steps: list[int] = []
+            final = monitor_migration(job, policies, progress,
+                                      interval=lm.monitor_interval, downtime_steps=steps)
+            if migration is not None:
+                migration.downtime_steps = list(steps)
+        except BaseException as exc:  # noqa: BLE001 - ends in recover_method below
+            failure = exc
+            final = self._cancel_and_wait(job)
+        finally:
+            with self._live_lock:
+                jobs.pop(instance.uuid, None)
+        if final.job_type == "completed":
+            post_method(context, instance, dest, False, migrate_data)
+            return
+        if job.paused:
+            try:
+                guest.qmp.execute("cont")
+            except (QmpUnavailable, QmpCommandError):
+                LOG.exception("resuming %s after a failed migration failed", instance.uuid)
+        error = self._failure(guest.qmp, final)
+        recover_method(context, instance, dest, migrate_data)
+        if failure is not None:
+            raise failure
+        raise error
+
+    @staticmethod
+    def _failure(qmp: QmpSocket, final: JobStats) -> MigrationError:
+        if final.job_type == "cancelled":
+            return LiveMigrationAborted("live migration was cancelled")
+        detail = ""
+        try:
+            detail = str(qmp.execute("query-migrate").get("error-desc", ""))
+        except (QmpUnavailable, QmpCommandError):
+            pass
+        return MigrationError(f"live migration {final.job_type}: {detail or 'no detail'}")
+
+    @staticmethod
+    def _cancel_and_wait(job: QmpMigrationJob, timeout: float = 60.0) -> JobStats:
+        """Cancel the job and wait for it to end; its final stats."""
+        try:
+            job.abort()
+        except (QmpUnavailable, QmpCommandError):
+            LOG.exception("migrate_cancel failed")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                stats = job.stats()
+            except (QmpUnavailable, QmpCommandError):
+                return JobStats(job_type="failed")
+            if stats.job_type in TERMINAL_JOB_TYPES or stats.job_type == "none":
+                return stats
+            time.sleep(0.2)
+        return JobStats(job_type="failed")
+
+    def _running_job(self: QemuDriver, instance: Instance) -> QmpMigrationJob:
+        jobs = self._jobs()
+        with self._live_lock:
+            job = jobs.get(instance.uuid)
+        if job is None:
+            raise Invalid(f"no live migration of {instance.uuid} runs on {self.host}")
+        return job
+
+    def live_migration_abort(self: QemuDriver, instance: Instance) -> None:
+        """Source, from another thread: ``migrate_cancel``."""
+        self._running_job(instance).abort()
+
+    def live_migration_force_complete(self: QemuDriver, instance: Instance) -> None:
+        """Source: switch to post-copy when it was enabled for the job, else pause."""
+        self._running_job(instance).force_complete()
+
+    def post_live_migration_at_source(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        network_info: NetworkInfo,
+    ) -> None:
+        """Source, after success: stop the source QEMU (it is in ``postmigrate``),
+        forget its definition and, unless the directory is shared with the
+        destination, remove it."""
+        guest = self.guest(instance)
+        guest.kill()
+        guest.undefine()
+        inst_dir = self.paths.instance_dir(instance)
+        if inst_dir.is_dir() and not list(inst_dir.glob("guest-*.json")):
+            shutil.rmtree(inst_dir, ignore_errors=True)
+
+    def cleanup(
+        self: QemuDriver, context: RequestContext, instance: Instance,
+        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
+        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Any host, what is left after the instance moved away: stop this host's
+        QEMU and forget it; the files go only when nothing else uses them."""
+        guest = self.guest(instance)
+        guest.kill()
+        guest.undefine()
+        inst_dir = self.paths.instance_dir(instance)
+        if destroy_disks and inst_dir.is_dir() and not list(inst_dir.glob("guest-*.json")):
+            shutil.rmtree(inst_dir, ignore_errors=True)
