@@ -24,7 +24,7 @@ from virtsdk.objects import Flavor, ImageMeta, Instance
 
 #: a subdirectory of each lab host's directory, so the libvirt tests' clean-up and
 #: ours never meet
-QEMU_DIR = "qemu-instances"
+QEMU_DIR = "qemu"
 
 
 def make_qemu_conf(lab_host: Any, instances_path: str | None = None,

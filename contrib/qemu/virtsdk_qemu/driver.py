@@ -147,10 +147,16 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
         return Guest(inst_dir, self.tag, self.qconf.qmp_timeout, self.exec_prefix)
 
     def _existing(self, instance: Instance) -> Guest:
+        """This host's guest of ``instance``: in its directory, or (between
+        migrate_disk_and_power_off and confirm/revert) in the kept ``_resize`` copy.
+        Raises InstanceNotFound."""
         guest = self.guest(instance)
-        if not guest.defined():
-            raise InstanceNotFound(instance.name, self.host)
-        return guest
+        if guest.defined():
+            return guest
+        kept = self.guest(instance, self.paths.resize_dir(instance))
+        if kept.defined():
+            return kept
+        raise InstanceNotFound(instance.name, self.host)
 
     def guest_spec(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
                    vnc_listen: str | None = None) -> GuestSpec:
@@ -172,7 +178,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     # -- the GuestHost half of cold migration (virtsdk.localdisk.coldmigration) ----------
 
     def has_guest(self, instance: Instance) -> bool:
-        return self.guest(instance).defined()
+        return self.instance_exists(instance)
 
     def is_running(self, instance: Instance) -> bool:
         return self.guest(instance).is_running()
@@ -193,7 +199,10 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
             guest.start()
 
     def remove_guest(self, instance: Instance) -> None:
-        self.guest(instance).kill()
+        for directory in (self.paths.instance_dir(instance), self.paths.resize_dir(instance)):
+            guest = self.guest(instance, directory)
+            guest.kill()
+            guest.undefine()
 
     def build_guest(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
                     network_info: NetworkInfo, power_on: bool) -> None:
@@ -294,8 +303,11 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
         if not self.paths.root.is_dir():
             return names
         for entry in sorted(self.paths.root.iterdir()):
-            if entry.name.endswith(RESIZE_SUFFIX) or not entry.is_dir():
+            if not entry.is_dir():
                 continue
+            if entry.name.endswith(RESIZE_SUFFIX) and \
+                    (self.paths.root / entry.name.removesuffix(RESIZE_SUFFIX)).is_dir():
+                continue  # listed once, from the instance directory
             guest = self.guest(entry.name, entry)
             if guest.defined():
                 try:
@@ -306,7 +318,11 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
 
     def instance_exists(self, instance: Instance) -> bool:
         """Any host: whether this host has a definition for the instance's UUID."""
-        return self.guest(instance).defined()
+        try:
+            self._existing(instance)
+            return True
+        except InstanceNotFound:
+            return False
 
     def get_available_resource(self, nodename: str | None = None) -> HostResources:
         """This host's CPUs and memory (``/proc``), the instances filesystem, and what

@@ -3,7 +3,7 @@
 Everything about a guest lives in its instance directory::
 
     guest-<tag>.json  the definition (:class:`GuestSpec`) and the last command line
-    qmp-<tag>.sock    QEMU's QMP socket (server; one client at a time)
+    <tag>.qmp         QEMU's QMP socket (server; one client at a time)
     qemu-<tag>.pid    QEMU's pid file (QEMU runs daemonized and outlives the driver)
     console.log       the serial console, appended to across restarts and migrations
     disk ...          disks (see :mod:`virtsdk.localdisk.disks`)
@@ -59,7 +59,7 @@ class GuestFiles:
 
     @property
     def qmp(self) -> Path:
-        return self.dir / f"qmp-{self.tag}.sock"
+        return self.dir / f"{self.tag}.qmp"
 
     @property
     def pidfile(self) -> Path:
@@ -239,6 +239,7 @@ class Guest:
         if self.is_running():
             return
         spec = self.spec()
+        self.qmp.check_path()
         argv = command_line(spec, self.files)
         if incoming:
             argv += ["-incoming", "defer"]

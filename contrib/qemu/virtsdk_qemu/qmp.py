@@ -40,9 +40,6 @@ class QmpSocket:
     """One guest's QMP socket at ``path``."""
 
     def __init__(self, path: Path, timeout: float) -> None:
-        if len(str(path).encode()) > MAX_SOCKET_PATH:
-            raise VirtSDKError(f"QMP socket path {path} is longer than {MAX_SOCKET_PATH} "
-                               "bytes; choose a shorter instances_path")
         self.path = path
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -53,8 +50,16 @@ class QmpSocket:
         Raises QmpUnavailable when nothing answers and QmpCommandError when QEMU
         refused the command.
         """
+        self.check_path()
         with self._lock:
             return asyncio.run(self._execute(command, arguments))
+
+    def check_path(self) -> None:
+        """Raise (a clear error, before QEMU is started) when the socket path does not
+        fit in an AF_UNIX address."""
+        if len(str(self.path).encode()) > MAX_SOCKET_PATH:
+            raise VirtSDKError(f"QMP socket path {self.path} is longer than "
+                               f"{MAX_SOCKET_PATH} bytes; choose a shorter instances_path")
 
     async def _execute(self, command: str, arguments: dict[str, Any] | None) -> Any:
         client = QMPClient(f"virtsdk-qemu:{self.path.parent.name}")
