@@ -278,11 +278,15 @@ class LiveMigrationMixin:
         network_info: NetworkInfo, block_migration: bool = False,
         block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
-        """Destination, after success: the definition is already this host's; check
-        the guest runs."""
+        """Destination, after success: the definition is already this host's.  A guest
+        the source paused to force completion arrives paused (QEMU migrates the run
+        state): it is resumed here."""
         guest = self._existing(instance)
         if not guest.is_running():
             raise MigrationError(f"instance {instance.uuid} does not run on {self.host}")
+        status = guest.qmp.execute("query-status")
+        if status.get("status") == "paused":
+            guest.qmp.execute("cont")
 
     def rollback_live_migration_at_destination(
         self: QemuDriver, context: RequestContext, instance: Instance,

@@ -1,0 +1,195 @@
+"""Live migration of a QEMU guest between two real lab hosts over QMP: the same boot
+and memory contents on the destination, VNC on the destination's address, abort and
+force-complete, a monitor failure; no libvirtd involved."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from virtsdk_lab.guest import ConsoleLog
+from virtsdk_qemu.driver import QemuDriver
+
+from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver, small_flavor
+from virtsdk.context import get_admin_context
+from virtsdk.exceptions import LiveMigrationAborted, MigrationPreCheckError
+from virtsdk.objects import ImageMeta, Instance, JobStats, LiveMigrateData
+from virtsdk.states import PowerState
+
+pytestmark = pytest.mark.lab
+
+CTX = get_admin_context()
+BOOT = 180.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    calls: list[str]
+    samples: list[JobStats]
+    error: BaseException | None = None
+
+    @property
+    def final(self) -> JobStats:
+        return self.samples[-1]
+
+
+def migrate(src: QemuDriver, dst: QemuDriver, inst: Instance,
+            on_sample: Callable[[JobStats], None] | None = None) -> Outcome:
+    """The compute manager's live-migration sequence between two drivers."""
+    check = dst.check_can_live_migrate_destination(
+        CTX, inst, src.get_available_resource(), dst.get_available_resource())
+    try:
+        data = src.check_can_live_migrate_source(CTX, inst, check)
+    finally:
+        dst.cleanup_live_migration_destination_check(CTX, check)
+    data = dst.pre_live_migration(CTX, inst, None, [], None, data)
+    out = Outcome(calls=[], samples=[])
+
+    def post(context: Any, instance: Instance, dest: str, block: bool,
+             migrate_data: LiveMigrateData) -> None:
+        out.calls.append("post")
+        src.post_live_migration(CTX, instance, None, migrate_data)
+        dst.post_live_migration_at_destination(CTX, instance, [], block)
+        src.post_live_migration_at_source(CTX, instance, [])
+
+    def recover(context: Any, instance: Instance, dest: str,
+                migrate_data: LiveMigrateData) -> None:
+        out.calls.append("recover")
+        src.rollback_live_migration_at_source(CTX, instance, migrate_data)
+        dst.rollback_live_migration_at_destination(CTX, instance, [], None,
+                                                   migrate_data=migrate_data)
+
+    def progress(stats: JobStats) -> None:
+        out.samples.append(stats)
+        if on_sample is not None:
+            on_sample(stats)
+
+    try:
+        src.live_migration(CTX, inst, dst.host, post, recover, migrate_data=data,
+                           progress=progress)
+    except Exception as exc:  # noqa: BLE001 - the tests look at it
+        out.error = exc
+    return out
+
+
+def console(drv: QemuDriver, inst: Instance) -> ConsoleLog:
+    return ConsoleLog(drv.paths.instance_dir(inst) / "console.log")
+
+
+def runs_on(drv: QemuDriver, inst: Instance) -> bool:
+    return drv.instance_exists(inst) and drv.get_info(inst).state == PowerState.RUNNING
+
+
+def left_nothing(drv: QemuDriver, inst: Instance) -> bool:
+    return not drv.instance_exists(inst) and not drv.paths.instance_dir(inst).exists()
+
+
+def still_beating(drv: QemuDriver, inst: Instance, boot: str) -> int:
+    log = console(drv, inst)
+    last = max((b.seq for b in log.heartbeats() if b.boot_id == boot), default=0)
+    return log.wait_for_heartbeat(60, boot_id=boot, after_seq=last).seq
+
+
+@pytest.fixture
+def pair(lab: Any) -> Iterator[tuple[QemuDriver, QemuDriver]]:
+    drivers = tuple(make_qemu_driver(h, **{"live_migration.monitor_interval": 0.2})
+                    for h in lab.hosts[:2])
+    try:
+        yield drivers  # type: ignore[misc]
+    finally:
+        for d in drivers:
+            clean_qemu_dir(d.paths.root)
+
+
+def test_live_migration_keeps_boot_and_memory_then_abort_and_force_complete(
+        lab: Any, pair: tuple[QemuDriver, QemuDriver], guest_meta: ImageMeta) -> None:
+    a, b = pair
+    inst = Instance(name="live-quiet", flavor=small_flavor("live", memory_mb=96),
+                    image=guest_meta)
+    a.spawn(CTX, inst, guest_meta, [])
+    log_a = console(a, inst)
+    boot = log_a.wait_for_heartbeat(BOOT).boot_id
+    log_a.wait_for(r"MEMCHECK", BOOT)
+    memcheck = log_a.memchecks()[0].sha256
+    seq_before = still_beating(a, inst, boot)
+
+    # -- A -> B: completed, same boot, same memory, VNC on B's address ---------------
+    out = migrate(a, b, inst)
+    assert out.error is None and out.calls == ["post"], out.error
+    assert out.final.job_type == "completed" and out.final.downtime_ms > 0
+    assert [s.progress for s in out.samples] == sorted(s.progress for s in out.samples)
+    assert runs_on(b, inst) and left_nothing(a, inst)
+    log_b = console(b, inst)
+    log_b.wait_for(r"MEMCHECK", 60)
+    beats = log_b.heartbeats()
+    assert beats and {h.boot_id for h in beats} == {boot}
+    assert beats[0].seq > seq_before
+    assert log_b.boot_ids() == []  # no new boot on B
+    assert {m.sha256 for m in log_b.memchecks()} == {memcheck}
+    definition = json.loads(next(b.paths.instance_dir(inst).glob("guest-*.json")).read_text())
+    vnc = definition["argv"][definition["argv"].index("-vnc") + 1]
+    assert vnc.startswith(f"{lab.hosts[1].address}:")
+    assert f"{lab.hosts[1].address}:59" in lab.hosts[1].run(["ss", "-ltn"]).stdout
+    # a restarted service on B finds the migrated guest
+    assert make_qemu_driver(lab.hosts[1]).list_instances() == [inst.name]
+
+    # -- B -> A, aborted in flight: the guest stays on B -----------------------------
+    started = threading.Event()
+
+    def abort_once(stats: JobStats) -> None:
+        if stats.memory_processed > 0 and not started.is_set():
+            started.set()
+            threading.Thread(target=b.live_migration_abort, args=(inst,)).start()
+
+    b.conf.set_override("bandwidth", 1, "live_migration")  # 1 MiB/s: time to act
+    try:
+        out = migrate(b, a, inst, on_sample=abort_once)
+    finally:
+        b.conf.clear_override("bandwidth", "live_migration")
+    assert started.is_set() and out.calls == ["recover"]
+    assert isinstance(out.error, LiveMigrationAborted)
+    assert out.final.job_type == "cancelled"
+    assert runs_on(b, inst) and left_nothing(a, inst)
+    still_beating(b, inst, boot)
+
+    # -- B -> A, forced to complete (no post-copy permitted: the guest is paused) ----
+    forced = threading.Event()
+
+    def force_once(stats: JobStats) -> None:
+        if stats.memory_processed > 0 and not forced.is_set():
+            forced.set()
+            b.live_migration_force_complete(inst)
+
+    b.conf.set_override("bandwidth", 1, "live_migration")
+    try:
+        out = migrate(b, a, inst, on_sample=force_once)
+    finally:
+        b.conf.clear_override("bandwidth", "live_migration")
+    assert forced.is_set()
+    assert out.error is None and out.calls == ["post"], out.error
+    assert runs_on(a, inst) and left_nothing(b, inst)
+    still_beating(a, inst, boot)
+    console(a, inst).wait_for(r"MEMCHECK", 60)
+    assert console(a, inst).boot_ids() == []
+    assert {m.sha256 for m in console(a, inst).memchecks()} == {memcheck}
+
+
+def test_guest_with_local_disk_needs_a_shared_path(
+        lab: Any, pair: tuple[QemuDriver, QemuDriver], guest_meta: ImageMeta) -> None:
+    a, b = pair
+    inst = Instance(name="live-disky", flavor=small_flavor("disky", root_gb=1),
+                    image=guest_meta)
+    a.spawn(CTX, inst, guest_meta, [], power_on=False)
+    check = b.check_can_live_migrate_destination(
+        CTX, inst, a.get_available_resource(), b.get_available_resource())
+    try:
+        with pytest.raises(MigrationPreCheckError, match="block migration"):
+            a.check_can_live_migrate_source(CTX, inst, check)
+    finally:
+        b.cleanup_live_migration_destination_check(CTX, check)
+    assert not list(b.paths.root.glob(".virtsdk-shared-check-*"))
+    assert left_nothing(b, inst)
