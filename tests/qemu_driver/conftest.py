@@ -19,8 +19,8 @@ import pytest
 from oslo_config import cfg
 from virtsdk_qemu.driver import QemuDriver
 
-from virtsdk.loader import register_driver_opts
 from virtsdk.objects import Flavor, ImageMeta, Instance
+from virtsdk.plugins import register_opts
 
 #: a subdirectory of each lab host's directory, so the libvirt tests' clean-up and
 #: ours never meet
@@ -32,7 +32,7 @@ def make_qemu_conf(lab_host: Any, instances_path: str | None = None,
     """A fresh ConfigOpts with ``[qemu]`` pointing at ``lab_host``; ``overrides`` are
     ``[qemu]`` options or ``"group.option"`` keys of other groups."""
     conf = cfg.ConfigOpts()
-    register_driver_opts(conf, QemuDriver)
+    register_opts(conf, QemuDriver)
     conf([], project="virtsdk-test", default_config_files=[])
     values: dict[str, Any] = {
         "instances_path": instances_path or str(Path(lab_host.host_dir) / QEMU_DIR),
@@ -46,9 +46,9 @@ def make_qemu_conf(lab_host: Any, instances_path: str | None = None,
         group, _, name = key.rpartition(".")
         if group and group != "qemu":
             if group == "live_migration":
-                from virtsdk.livemigration.opts import register_opts
+                from virtsdk.livemigration import opts as lm_opts
 
-                register_opts(conf)
+                lm_opts.register_opts(conf)
             elif group == "disk_transfer":
                 from virtsdk.transfer.base import DiskTransport, register_transport_opts
 

@@ -1,4 +1,4 @@
-"""Cold migration / resize of file-backed instances, for any driver (REFERENCE flow)::
+"""Cold migration / resize of file-backed instances, for any driver (docs/flows.md)::
 
     dest    prepare_target()   start a receiver     -> ColdMigrateData(transport, ticket)
     source  migrate_disks()    refuse shrinking, power off, dir -> <dir>_resize,
@@ -35,6 +35,7 @@ from virtsdk.exceptions import (
     DiskTransferError,
     Invalid,
     NotSupported,
+    PluginError,
     TransferIntegrityError,
 )
 from virtsdk.localdisk import images
@@ -57,7 +58,6 @@ from virtsdk.transfer.base import (
     HostEndpoint,
     SendFile,
     TransferResult,
-    UnknownTransport,
     choose_transport,
     load_transport,
     write_probe,
@@ -152,7 +152,7 @@ class ColdMigration:
         name = self._transport_name(None)
         try:
             return name, load_transport(name, self.conf)
-        except (UnknownTransport, DiskTransferError) as exc:
+        except (PluginError, DiskTransferError) as exc:
             if self.settings.disk_transport != AUTO or name == LOCAL:
                 raise
             LOG.warning("disk transport %s unavailable (%s); falling back to %s",

@@ -24,7 +24,14 @@ from oslo_concurrency import processutils
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import Capabilities, ComputeDriver, TransferCallback
+from virtsdk.driver import (
+    Capabilities,
+    ComputeDriver,
+    PostMethod,
+    ProgressCallback,
+    RecoverMethod,
+    TransferCallback,
+)
 from virtsdk.exceptions import InstanceNotFound, Invalid
 from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.localdisk.disks import LocalDisks, supports_direct_io
@@ -39,12 +46,13 @@ from virtsdk.objects import (
     ImageMeta,
     Instance,
     InstanceInfo,
+    LiveMigrateData,
     Migration,
     NetworkInfo,
 )
 from virtsdk_qemu import config
 from virtsdk_qemu.guest import DiskDevice, Guest, GuestSpec, host_tag
-from virtsdk_qemu.live import LiveMigrationMixin
+from virtsdk_qemu.live import QmpLiveMigration
 
 LOG = logging.getLogger(__name__)
 
@@ -71,7 +79,7 @@ def kvm_usable(emulator: str, machine: str, exec_prefix: list[str]) -> bool:
         return False
 
 
-class QemuDriver(LiveMigrationMixin, ComputeDriver):
+class QemuDriver(ComputeDriver):
     """QEMU over QMP without libvirt: one daemonized QEMU per guest, cold migration
     and resize with disk transfer, live migration over QMP."""
 
@@ -92,10 +100,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     )
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
-        super().__init__(conf, host)
-        from virtsdk.loader import register_driver_opts
-
-        register_driver_opts(conf, type(self))
+        super().__init__(conf, host)  # registers [qemu] (list_opts)
         self.qconf = conf[config.GROUP]
         self.paths = InstancePaths(self.qconf.instances_path, self.qconf.image_cache_path)
         self.image_cache = ImageCache(self.paths.image_cache, self.qconf.image_dirs)
@@ -111,6 +116,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
                                   self.qconf.disk_transfer_timeout,
                                   self.qconf.qemu_img_memory_mb, self.qconf.my_ip,
                                   self.exec_prefix))
+        self.live = QmpLiveMigration(self)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -146,7 +152,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
         inst_dir = directory or self.paths.instance_dir(instance)
         return Guest(inst_dir, self.tag, self.qconf.qmp_timeout, self.exec_prefix)
 
-    def _existing(self, instance: Instance) -> Guest:
+    def existing(self, instance: Instance) -> Guest:
         """This host's guest of ``instance``: in its directory, or (between
         migrate_disk_and_power_off and confirm/revert) in the kept ``_resize`` copy.
         Raises InstanceNotFound."""
@@ -188,13 +194,13 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
 
     def save_definition(self, instance: Instance) -> None:
         """guest.json already lives in the instance directory."""
-        self._existing(instance)
+        self.existing(instance)
 
     def power_off_guest(self, instance: Instance, timeout: int, retry_interval: int) -> None:
         self.power_off(instance, timeout, retry_interval)
 
     def restore_guest(self, instance: Instance, start: bool) -> None:
-        guest = self._existing(instance)
+        guest = self.existing(instance)
         if start:
             guest.start()
 
@@ -273,7 +279,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     def power_off(self, instance: Instance, timeout: int = 0, retry_interval: int = 0) -> None:
         """The instance's host: ACPI power button every ``retry_interval`` s for up to
         ``timeout`` s, then QEMU is stopped.  Returns with the guest off."""
-        self._existing(instance).power_off(
+        self.existing(instance).power_off(
             timeout, retry_interval or self.qconf.shutdown_retry_interval)
 
     def power_on(
@@ -285,12 +291,12 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     ) -> None:
         """The instance's host: start QEMU from the persisted definition; returns once
         QMP answers (the guest runs)."""
-        self._existing(instance).start()
+        self.existing(instance).start()
 
     def get_info(self, instance: Instance) -> InstanceInfo:
         """The instance's host: power state from QMP (SHUTDOWN when QEMU is not
         running), memory and vCPUs from the definition."""
-        guest = self._existing(instance)
+        guest = self.existing(instance)
         spec = guest.spec()
         state = guest.power_state()
         return InstanceInfo(state=state, max_mem_kb=spec.memory_mb * 1024,
@@ -298,16 +304,16 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
                             internal_id=str(guest.pid() or ""))
 
     def list_instances(self) -> list[str]:
-        """Names of the guests defined on this host, running or stopped."""
-        names = []
+        """Names of the guests defined on this host, running or stopped (a resize
+        source's kept copy is not listed: get_info still reports it)."""
+        names: list[str] = []
         if not self.paths.root.is_dir():
             return names
         for entry in sorted(self.paths.root.iterdir()):
             if not entry.is_dir():
                 continue
-            if entry.name.endswith(RESIZE_SUFFIX) and \
-                    (self.paths.root / entry.name.removesuffix(RESIZE_SUFFIX)).is_dir():
-                continue  # listed once, from the instance directory
+            if entry.name.endswith(RESIZE_SUFFIX):
+                continue  # a source's kept copy: the instance is the destination's now
             guest = self.guest(entry.name, entry)
             if guest.defined():
                 try:
@@ -319,7 +325,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     def instance_exists(self, instance: Instance) -> bool:
         """Any host: whether this host has a definition for the instance's UUID."""
         try:
-            self._existing(instance)
+            self.existing(instance)
             return True
         except InstanceNotFound:
             return False
@@ -363,7 +369,7 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
     ) -> list[DiskInfo]:
         """The instance's host: its disks as the definition lists them (paths relative
         to the instance directory, sizes from ``qemu-img info``)."""
-        spec = self._existing(instance).spec()
+        spec = self.existing(instance).spec()
         return self.local_disks.describe(
             instance, [(d.target, d.path, d.fmt) for d in spec.disks])
 
@@ -438,3 +444,95 @@ class QemuDriver(LiveMigrationMixin, ComputeDriver):
         """Source, in revert_resize: put ``<dir>_resize`` back and start the guest when
         ``power_on``.  Idempotent."""
         self.cold.revert(instance, power_on)
+
+    # -- live migration (virtsdk_qemu.live.QmpLiveMigration) -----------------------------
+
+    def check_can_live_migrate_destination(
+        self, context: RequestContext, instance: Instance, src_resources: HostResources,
+        dst_resources: HostResources, block_migration: bool | None = None,
+        disk_over_commit: bool = False,
+    ) -> LiveMigrateData:
+        """Destination: refuses block migration and another accelerator or machine
+        type; leaves a probe file for the source's shared-storage check."""
+        return self.live.check_can_live_migrate_destination(
+            context, instance, src_resources, dst_resources, block_migration,
+            disk_over_commit)
+
+    def cleanup_live_migration_destination_check(
+        self, context: RequestContext, dest_check_data: LiveMigrateData
+    ) -> None:
+        """Destination: removes the probe file."""
+        self.live.cleanup_live_migration_destination_check(context, dest_check_data)
+
+    def check_can_live_migrate_source(
+        self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
+        block_device_info: BlockDeviceInfo | None = None,
+    ) -> LiveMigrateData:
+        """Source: shared instance path seen from here; a guest with disks needs it."""
+        return self.live.check_can_live_migrate_source(context, instance, dest_check_data,
+                                                       block_device_info)
+
+    def pre_live_migration(
+        self, context: RequestContext, instance: Instance,
+        block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
+        disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
+    ) -> LiveMigrateData:
+        """Destination: QEMU for this host (VNC on its address) waiting with
+        ``-incoming defer``, listening on a free port; refuses an existing guest."""
+        return self.live.pre_live_migration(context, instance, block_device_info,
+                                            network_info, disk_info, migrate_data)
+
+    def live_migration(
+        self, context: RequestContext, instance: Instance, dest: str,
+        post_method: PostMethod, recover_method: RecoverMethod,
+        block_migration: bool = False, migrate_data: LiveMigrateData | None = None,
+        migration: Migration | None = None, progress: ProgressCallback | None = None,
+    ) -> None:
+        """Source: ``migrate`` over QMP, watched by the SDK's monitor and policies;
+        ends in exactly one of ``post_method`` / ``recover_method``."""
+        self.live.live_migration(context, instance, dest, post_method, recover_method,
+                                 block_migration, migrate_data, migration, progress)
+
+    def live_migration_abort(self, instance: Instance) -> None:
+        """Source, from another thread: ``migrate_cancel``."""
+        self.live.live_migration_abort(instance)
+
+    def live_migration_force_complete(self, instance: Instance) -> None:
+        """Source: post-copy when it was enabled for the job, else pause the guest."""
+        self.live.live_migration_force_complete(instance)
+
+    def post_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        block_migration: bool = False, block_device_info: BlockDeviceInfo | None = None,
+    ) -> None:
+        """Destination: checks the guest runs here (resumes one paused to finish)."""
+        self.live.post_live_migration_at_destination(context, instance, network_info,
+                                                     block_migration, block_device_info)
+
+    def rollback_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None, destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Destination: stops the incoming QEMU and removes what pre_live_migration
+        made (a shared directory stays)."""
+        self.live.rollback_live_migration_at_destination(
+            context, instance, network_info, block_device_info, destroy_disks,
+            migrate_data)
+
+    def post_live_migration_at_source(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+    ) -> None:
+        """Source: stops the source QEMU (``postmigrate``), removes its files unless
+        the directory is shared with the destination."""
+        self.live.post_live_migration_at_source(context, instance, network_info)
+
+    def cleanup(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        block_device_info: BlockDeviceInfo | None = None, destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        """Any host, after the instance moved away: stop this host's QEMU and forget
+        it; the files go only when no other host's definition is next to them."""
+        self.live.cleanup(context, instance, network_info, block_device_info,
+                          destroy_disks, migrate_data)

@@ -1,4 +1,4 @@
-"""Live migration of QEMU guests over QMP (the ``LiveMigrationMixin`` of QemuDriver).
+"""Live migration of QEMU guests over QMP (:class:`QmpLiveMigration`, QemuDriver delegates).
 
 Flow (hosts as in :mod:`virtsdk.driver`)::
 
@@ -29,11 +29,15 @@ import secrets
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
+
+from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
 from virtsdk.exceptions import (
+    DestinationDiskExists,
     Invalid,
     LiveMigrationAborted,
     MigrationError,
@@ -42,9 +46,11 @@ from virtsdk.exceptions import (
 )
 from virtsdk.livemigration.loader import configured_policy_names, load_policies
 from virtsdk.livemigration.monitor import TERMINAL_JOB_TYPES, monitor_migration
+from virtsdk.localdisk.paths import InstancePaths
 from virtsdk.objects import (
     BlockDeviceInfo,
     DiskInfo,
+    Flavor,
     HostResources,
     ImageMeta,
     Instance,
@@ -54,10 +60,8 @@ from virtsdk.objects import (
     NetworkInfo,
 )
 from virtsdk.validation import validate_hostname
+from virtsdk_qemu.guest import Guest, GuestSpec
 from virtsdk_qemu.qmp import QmpCommandError, QmpSocket, QmpUnavailable
-
-if TYPE_CHECKING:
-    from virtsdk_qemu.driver import QemuDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -150,20 +154,48 @@ class QmpMigrationJob:
             self.pause()
 
 
-class LiveMigrationMixin:
-    """Live-migration methods of :class:`virtsdk_qemu.driver.QemuDriver`."""
+class QemuHost(Protocol):
+    """What live migration needs from the driver of this host."""
 
-    def _jobs(self: QemuDriver) -> dict[str, QmpMigrationJob]:
-        jobs: dict[str, QmpMigrationJob] | None = getattr(self, "_live_jobs", None)
-        if jobs is None:
-            jobs = {}
-            self._live_jobs = jobs
-            self._live_lock = threading.Lock()
-        return jobs
+    host: str
+    conf: cfg.ConfigOpts
+    paths: InstancePaths
 
-    def _capabilities(self: QemuDriver) -> list[dict[str, Any]]:
-        lm = self.conf.live_migration
-        names = set(configured_policy_names(self.conf))
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def qconf(self) -> Any: ...
+
+    @property
+    def accel(self) -> str: ...
+
+    def guest(self, instance: Instance | str, directory: Path | None = None) -> Guest: ...
+
+    def existing(self, instance: Instance) -> Guest: ...
+
+    def guest_spec(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
+                   vnc_listen: str | None = None) -> GuestSpec: ...
+
+    def get_instance_disk_info(self, instance: Instance,
+                               block_device_info: BlockDeviceInfo | None = None
+                               ) -> list[DiskInfo]: ...
+
+
+class QmpLiveMigration:
+    """The live-migration steps of one host's QemuDriver (which delegates to it)."""
+
+    def __init__(self, drv: QemuHost) -> None:
+        self.drv = drv
+        self._live_jobs: dict[str, QmpMigrationJob] = {}
+        self._live_lock = threading.Lock()
+
+    def _jobs(self) -> dict[str, QmpMigrationJob]:
+        return self._live_jobs
+
+    def _capabilities(self) -> list[dict[str, Any]]:
+        lm = self.drv.conf.live_migration
+        names = set(configured_policy_names(self.drv.conf))
         return [{"capability": "postcopy-ram",
                  "state": bool(lm.permit_post_copy or "postcopy" in names)},
                 {"capability": "auto-converge",
@@ -172,7 +204,7 @@ class LiveMigrationMixin:
     # -- checks --------------------------------------------------------------------------
 
     def check_can_live_migrate_destination(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         src_resources: HostResources, dst_resources: HostResources,
         block_migration: bool | None = None, disk_over_commit: bool = False,
     ) -> LiveMigrateData:
@@ -182,42 +214,42 @@ class LiveMigrationMixin:
         if block_migration:
             raise MigrationPreCheckError("the qemu driver does not offer block migration")
         src_cpu = src_resources.cpu_info or {}
-        for key, mine in (("accel", self.accel), ("machine", self.qconf.machine)):
+        for key, mine in (("accel", self.drv.accel), ("machine", self.drv.qconf.machine)):
             theirs = src_cpu.get(key)
             if theirs is not None and theirs != mine:
                 raise MigrationPreCheckError(
-                    f"source runs {key} {theirs!r}, {self.host} runs {mine!r}")
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+                    f"source runs {key} {theirs!r}, {self.drv.host} runs {mine!r}")
+        self.drv.paths.root.mkdir(parents=True, exist_ok=True)
         name = CHECK_FILE_PREFIX + secrets.token_hex(8)
-        (self.paths.root / name).touch()
-        st = os.statvfs(self.paths.root)
+        (self.drv.paths.root / name).touch()
+        st = os.statvfs(self.drv.paths.root)
         return LiveMigrateData(block_migration=False, disk_over_commit=disk_over_commit,
                                filename=name,
                                disk_available_mb=st.f_bavail * st.f_frsize // MiB)
 
     def cleanup_live_migration_destination_check(
-        self: QemuDriver, context: RequestContext, dest_check_data: LiveMigrateData
+        self, context: RequestContext, dest_check_data: LiveMigrateData
     ) -> None:
         """Destination: remove the probe file."""
         name = dest_check_data.filename
         if name.startswith(CHECK_FILE_PREFIX) and "/" not in name:
-            (self.paths.root / name).unlink(missing_ok=True)
+            (self.drv.paths.root / name).unlink(missing_ok=True)
 
     def check_can_live_migrate_source(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         dest_check_data: LiveMigrateData, block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source: the instance path is shared when the destination's probe file is
         visible here; a guest with disks needs a shared path (no block migration)."""
         name = dest_check_data.filename
         shared = bool(name.startswith(CHECK_FILE_PREFIX) and "/" not in name
-                      and (self.paths.root / name).exists())
-        disks = self.get_instance_disk_info(instance)
+                      and (self.drv.paths.root / name).exists())
+        disks = self.drv.get_instance_disk_info(instance)
         if disks and not shared:
             raise MigrationPreCheckError(
                 f"instance {instance.uuid} has local disks and the instances path is not "
                 "shared; the qemu driver does not offer block migration")
-        if not self.guest(instance).is_running():
+        if not self.drv.guest(instance).is_running():
             raise MigrationPreCheckError(f"instance {instance.uuid} is not running")
         return dataclasses.replace(dest_check_data, is_shared_instance_path=shared,
                                    is_shared_block_storage=shared, block_migration=False)
@@ -225,24 +257,24 @@ class LiveMigrationMixin:
     # -- destination ---------------------------------------------------------------------
 
     def pre_live_migration(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
     ) -> LiveMigrateData:
         """Destination: define the guest for this host (VNC on this host's address),
         start QEMU waiting for the migration and make it listen on a free port of
         this host's address.  Refuses a guest this host already has."""
-        guest = self.guest(instance)
-        inst_dir = self.paths.instance_dir(instance)
+        guest = self.drv.guest(instance)
+        inst_dir = self.drv.paths.instance_dir(instance)
         shared = bool(migrate_data.is_shared_instance_path)
         if guest.defined() or (inst_dir.exists() and not shared):
-            raise MigrationPreCheckError(
-                f"instance {instance.uuid} already exists on {self.host}")
+            raise DestinationDiskExists(
+                f"instance {instance.uuid} already exists on {self.drv.host}")
         created = not inst_dir.exists()
         inst_dir.mkdir(parents=True, exist_ok=True)
         try:
             image = instance.image or ImageMeta(id="")
-            guest.define(self.guest_spec(instance, instance.flavor, image))
+            guest.define(self.drv.guest_spec(instance, instance.flavor, image))
             guest.start(incoming=True)
             guest.qmp.execute("migrate-set-capabilities",
                               {"capabilities": self._capabilities()})
@@ -254,18 +286,18 @@ class LiveMigrationMixin:
                 shutil.rmtree(inst_dir, ignore_errors=True)
             raise
         return dataclasses.replace(
-            migrate_data, target_connect_addr=self.qconf.my_ip,
-            graphics_listen_addr_vnc=self.qconf.my_ip,
+            migrate_data, target_connect_addr=self.drv.qconf.my_ip,
+            graphics_listen_addr_vnc=self.drv.qconf.my_ip,
             driver_data={**migrate_data.driver_data, "uri": uri})
 
-    def _listen(self: QemuDriver, qmp: QmpSocket) -> str:
+    def _listen(self, qmp: QmpSocket) -> str:
         """``migrate-incoming`` on the first free port of the configured range."""
-        low, high = self.qconf.live_migration_port_min, self.qconf.live_migration_port_max
+        low, high = self.drv.qconf.live_migration_port_min, self.drv.qconf.live_migration_port_max
         ports = list(range(low, high + 1))
         start = secrets.randbelow(len(ports))
         last: Exception | None = None
         for port in ports[start:] + ports[:start]:
-            uri = f"tcp:{self.qconf.my_ip}:{port}"
+            uri = f"tcp:{self.drv.qconf.my_ip}:{port}"
             try:
                 qmp.execute("migrate-incoming", {"uri": uri})
                 return uri
@@ -274,38 +306,38 @@ class LiveMigrationMixin:
         raise MigrationError(f"no free live-migration port in {low}-{high}: {last}")
 
     def post_live_migration_at_destination(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         network_info: NetworkInfo, block_migration: bool = False,
         block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Destination, after success: the definition is already this host's.  A guest
         the source paused to force completion arrives paused (QEMU migrates the run
         state): it is resumed here."""
-        guest = self._existing(instance)
+        guest = self.drv.existing(instance)
         if not guest.is_running():
-            raise MigrationError(f"instance {instance.uuid} does not run on {self.host}")
+            raise MigrationError(f"instance {instance.uuid} does not run on {self.drv.host}")
         status = guest.qmp.execute("query-status")
         if status.get("status") == "paused":
             guest.qmp.execute("cont")
 
     def rollback_live_migration_at_destination(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None,
         destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Destination, after failure: stop the incoming QEMU, forget the definition;
         remove the directory unless it is shared with the source."""
-        guest = self.guest(instance)
+        guest = self.drv.guest(instance)
         guest.kill()
         guest.undefine()
         shared = bool(migrate_data and migrate_data.is_shared_instance_path)
         if not shared and destroy_disks:
-            shutil.rmtree(self.paths.instance_dir(instance), ignore_errors=True)
+            shutil.rmtree(self.drv.paths.instance_dir(instance), ignore_errors=True)
 
     # -- source --------------------------------------------------------------------------
 
     def live_migration(
-        self: QemuDriver, context: RequestContext, instance: Instance, dest: str,
+        self, context: RequestContext, instance: Instance, dest: str,
         post_method: PostMethod, recover_method: RecoverMethod,
         block_migration: bool = False, migrate_data: LiveMigrateData | None = None,
         migration: Migration | None = None, progress: ProgressCallback | None = None,
@@ -313,25 +345,30 @@ class LiveMigrationMixin:
         """Source: migrate to the URI the destination listens on, monitored by the
         shared monitor with the configured policies; ends in exactly one of
         ``post_method`` / ``recover_method`` (then re-raises the failure)."""
-        validate_hostname(dest)
-        if migrate_data is None:
-            raise Invalid("live migration needs the destination's LiveMigrateData")
-        uri = parse_tcp_uri(str(migrate_data.driver_data.get("uri", "")))
-        if block_migration:
-            raise NotSupported(self.name, "block migration")
-        guest = self._existing(instance)
-        policies = load_policies(configured_policy_names(self.conf), self.conf)
+        data = migrate_data or LiveMigrateData()
+        try:
+            validate_hostname(dest)
+            if migrate_data is None:
+                raise Invalid("live migration needs the destination's LiveMigrateData")
+            uri = parse_tcp_uri(str(migrate_data.driver_data.get("uri", "")))
+            if block_migration:
+                raise NotSupported(self.drv.name, "block migration")
+            guest = self.drv.existing(instance)
+        except BaseException:
+            recover_method(context, instance, dest, data)
+            raise
+        policies = load_policies(configured_policy_names(self.drv.conf), self.drv.conf)
         caps = self._capabilities()
         job = QmpMigrationJob(guest.qmp, postcopy=bool(caps[0]["state"]))
-        lm = self.conf.live_migration
+        lm = self.drv.conf.live_migration
         try:
             guest.qmp.execute("migrate-set-capabilities", {"capabilities": caps})
             params: dict[str, Any] = {"downtime-limit": 300}
             if lm.bandwidth:
                 params["max-bandwidth"] = int(lm.bandwidth) * MiB
             guest.qmp.execute("migrate-set-parameters", params)
-        except Exception as exc:
-            recover_method(context, instance, dest, migrate_data)
+        except (QmpUnavailable, QmpCommandError) as exc:
+            recover_method(context, instance, dest, data)
             raise MigrationError(f"live migration of {instance.uuid} did not start: "
                                  f"{exc}") from None
         jobs = self._jobs()
@@ -353,7 +390,7 @@ class LiveMigrationMixin:
             with self._live_lock:
                 jobs.pop(instance.uuid, None)
         if final.job_type == "completed":
-            post_method(context, instance, dest, False, migrate_data)
+            post_method(context, instance, dest, False, data)
             return
         if job.paused:
             try:
@@ -361,7 +398,7 @@ class LiveMigrationMixin:
             except (QmpUnavailable, QmpCommandError):
                 LOG.exception("resuming %s after a failed migration failed", instance.uuid)
         error = self._failure(guest.qmp, final)
-        recover_method(context, instance, dest, migrate_data)
+        recover_method(context, instance, dest, data)
         if failure is not None:
             raise failure
         raise error
@@ -395,46 +432,46 @@ class LiveMigrationMixin:
             time.sleep(0.2)
         return JobStats(job_type="failed")
 
-    def _running_job(self: QemuDriver, instance: Instance) -> QmpMigrationJob:
+    def _running_job(self, instance: Instance) -> QmpMigrationJob:
         jobs = self._jobs()
         with self._live_lock:
             job = jobs.get(instance.uuid)
         if job is None:
-            raise Invalid(f"no live migration of {instance.uuid} runs on {self.host}")
+            raise Invalid(f"no live migration of {instance.uuid} runs on {self.drv.host}")
         return job
 
-    def live_migration_abort(self: QemuDriver, instance: Instance) -> None:
+    def live_migration_abort(self, instance: Instance) -> None:
         """Source, from another thread: ``migrate_cancel``."""
         self._running_job(instance).abort()
 
-    def live_migration_force_complete(self: QemuDriver, instance: Instance) -> None:
+    def live_migration_force_complete(self, instance: Instance) -> None:
         """Source: switch to post-copy when it was enabled for the job, else pause."""
         self._running_job(instance).force_complete()
 
     def post_live_migration_at_source(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         network_info: NetworkInfo,
     ) -> None:
         """Source, after success: stop the source QEMU (it is in ``postmigrate``),
         forget its definition and, unless the directory is shared with the
         destination, remove it."""
-        guest = self.guest(instance)
+        guest = self.drv.guest(instance)
         guest.kill()
         guest.undefine()
-        inst_dir = self.paths.instance_dir(instance)
+        inst_dir = self.drv.paths.instance_dir(instance)
         if inst_dir.is_dir() and not list(inst_dir.glob("guest-*.json")):
             shutil.rmtree(inst_dir, ignore_errors=True)
 
     def cleanup(
-        self: QemuDriver, context: RequestContext, instance: Instance,
+        self, context: RequestContext, instance: Instance,
         network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Any host, what is left after the instance moved away: stop this host's
         QEMU and forget it; the files go only when nothing else uses them."""
-        guest = self.guest(instance)
+        guest = self.drv.guest(instance)
         guest.kill()
         guest.undefine()
-        inst_dir = self.paths.instance_dir(instance)
+        inst_dir = self.drv.paths.instance_dir(instance)
         if destroy_disks and inst_dir.is_dir() and not list(inst_dir.glob("guest-*.json")):
             shutil.rmtree(inst_dir, ignore_errors=True)
