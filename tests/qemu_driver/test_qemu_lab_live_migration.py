@@ -193,3 +193,33 @@ def test_guest_with_local_disk_needs_a_shared_path(
         b.cleanup_live_migration_destination_check(CTX, check)
     assert not list(b.paths.root.glob(".virtsdk-shared-check-*"))
     assert left_nothing(b, inst)
+
+
+def test_force_complete_switches_to_post_copy_when_permitted(
+        lab: Any, pair: tuple[QemuDriver, QemuDriver], guest_meta: ImageMeta) -> None:
+    a, b = pair
+    for drv in pair:
+        drv.conf.set_override("permit_post_copy", True, "live_migration")
+    a.conf.set_override("bandwidth", 1, "live_migration")  # 1 MiB/s: time to act
+    inst = Instance(name="live-postcopy", flavor=small_flavor("pc", memory_mb=96),
+                    image=guest_meta)
+    a.spawn(CTX, inst, guest_meta, [])
+    log_a = console(a, inst)
+    boot = log_a.wait_for_heartbeat(BOOT).boot_id
+    log_a.wait_for(r"MEMCHECK", BOOT)
+    memcheck = log_a.memchecks()[0].sha256
+    forced = threading.Event()
+
+    def force_once(stats: JobStats) -> None:
+        if stats.memory_processed > 0 and not forced.is_set():
+            forced.set()
+            a.live_migration_force_complete(inst)
+
+    out = migrate(a, b, inst, on_sample=force_once)
+    assert forced.is_set()
+    assert out.error is None and out.calls == ["post"], out.error
+    assert any(s.postcopy for s in out.samples)
+    assert runs_on(b, inst) and left_nothing(a, inst)
+    still_beating(b, inst, boot)
+    console(b, inst).wait_for(r"MEMCHECK", 60)
+    assert {m.sha256 for m in console(b, inst).memchecks()} == {memcheck}
