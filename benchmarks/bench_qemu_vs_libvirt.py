@@ -30,12 +30,13 @@ import pytest
 from tests.libvirt.conftest import clean_lab_host, make_driver
 from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver
 from virtsdk.context import get_admin_context
-from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats
+from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats, NetworkInfo
 
 ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "3"))
 SIZES = [int(s) for s in os.environ.get("VIRTSDK_BENCH_SIZES", "128,256").split(",")]
 DIRTY = [0, 4096]
 REPORT = "/tmp/virtsdk-bench-qemu-vs-libvirt.md"
+NET = NetworkInfo()
 CTX = get_admin_context()
 
 #: (size, dirty, driver) -> list of (seconds, downtime ms)
@@ -81,7 +82,7 @@ def migrate(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
         data = src.check_can_live_migrate_source(CTX, inst, check)
     finally:
         dst.cleanup_live_migration_destination_check(CTX, check)
-    data = dst.pre_live_migration(CTX, inst, None, [], None, data)
+    data = dst.pre_live_migration(CTX, inst, None, NET, None, data)
     samples: list[JobStats] = []
     done: list[str] = []
     src.live_migration(CTX, inst, dst.host, lambda *a: done.append("post"),
@@ -89,8 +90,8 @@ def migrate(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
                        progress=samples.append)
     assert done == ["post"], done
     src.post_live_migration(CTX, inst, None, data)
-    dst.post_live_migration_at_destination(CTX, inst, [])
-    src.post_live_migration_at_source(CTX, inst, [])
+    dst.post_live_migration_at_destination(CTX, inst, NET)
+    src.post_live_migration_at_source(CTX, inst, NET)
     return time.perf_counter() - start, samples[-1].downtime_ms
 
 
@@ -113,7 +114,7 @@ def test_qemu_and_libvirt_live_migration(lab, drivers, guest_image, size, dirty)
     for name, (a, _b) in drivers.items():
         inst = Instance(name=f"qvl-{name}-{size}-{dirty}",
                         flavor=Flavor(f"q{size}", size, 1, 0), image=image)
-        a.spawn(CTX, inst, image, [])
+        a.spawn(CTX, inst, image, NET)
         guests[name] = inst
     try:
         for name, (a, _b) in drivers.items():
@@ -127,7 +128,7 @@ def test_qemu_and_libvirt_live_migration(lab, drivers, guest_image, size, dirty)
     finally:
         for name, pair in drivers.items():
             for d in pair:
-                d.destroy(CTX, guests[name], [])
+                d.destroy(CTX, guests[name], NET)
 
 
 def teardown_module() -> None:

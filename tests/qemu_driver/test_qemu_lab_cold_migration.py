@@ -20,13 +20,14 @@ from virtsdk.exceptions import (
     InjectedFault,
     ResizeShrinkNotAllowed,
 )
-from virtsdk.objects import Flavor, ImageMeta, Instance, Migration, TransferProgress
+from virtsdk.objects import Flavor, ImageMeta, Instance, Migration, NetworkInfo, TransferProgress
 from virtsdk.states import MigrationType, PowerState
 
 pytestmark = pytest.mark.lab
 
 GiB = 1024 ** 3
 BOOT = 180.0
+NET = NetworkInfo()
 CTX = get_admin_context()
 SMALL = small_flavor("small", root_gb=1)
 BIG = small_flavor("big", root_gb=2)
@@ -60,7 +61,7 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     a = make_qemu_driver(lab.hosts[0], disk_transport="stream")
     b = make_qemu_driver(lab.hosts[1], disk_transport="stream")
     inst = new_instance("resize-me", guest_meta, SMALL)
-    a.spawn(CTX, inst, guest_meta, [])
+    a.spawn(CTX, inst, guest_meta, NET)
     boot_a, marker = next_boot(a, inst)
 
     # -- resize onto B over the network stream ----------------------------------------
@@ -70,14 +71,14 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     with pytest.raises(DestinationDiskExists):
         b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
     samples: list[TransferProgress] = []
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, [], timeout=0,
+    sent = a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET, timeout=0,
                                         migrate_data=data, progress=samples.append)
     assert [d.path for d in sent] == ["disk"] and sent[0].checksum
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a.paths.resize_dir(inst).is_dir() and not a.paths.instance_dir(inst).exists()
     assert samples and samples[-1].bytes_done == samples[-1].bytes_total
     inst.flavor, inst.old_flavor = BIG, SMALL
-    b.finish_migration(CTX, mig, inst, sent, [], guest_meta, resize_instance=True)
+    b.finish_migration(CTX, mig, inst, sent, NET, guest_meta, resize_instance=True)
     assert b.get_info(inst).state is PowerState.RUNNING
     boot_b, marker_b = next_boot(b, inst)
     assert marker_b == marker and boot_b != boot_a
@@ -87,10 +88,10 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     assert b.list_instances() == [inst.name]
 
     # -- revert: B drops its copy, A starts its kept one ------------------------------
-    b.destroy(CTX, inst, [])
+    b.destroy(CTX, inst, NET)
     assert not b.paths.instance_dir(inst).exists() and b.list_instances() == []
     inst.flavor, inst.old_flavor = SMALL, None
-    a.finish_revert_migration(CTX, inst, [], mig)
+    a.finish_revert_migration(CTX, inst, NET, mig)
     assert a.get_info(inst).state is PowerState.RUNNING
     _boot, marker_a = next_boot(a, inst, known_boots=1)
     assert marker_a == marker
@@ -103,17 +104,17 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     a2, b2 = qemu_drivers
     mig2 = migration(inst, a2, b2, BIG)
     data2 = b2.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
-    sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.qconf.my_ip, BIG, [], timeout=60,
+    sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.qconf.my_ip, BIG, NET, timeout=60,
                                           retry_interval=5, migrate_data=data2)
     assert "SHUTDOWN" in console(a2, inst, a2.paths.resize_dir(inst)).text()
     inst.flavor, inst.old_flavor = BIG, SMALL
-    b2.finish_migration(CTX, mig2, inst, sent2, [], guest_meta, resize_instance=True,
+    b2.finish_migration(CTX, mig2, inst, sent2, NET, guest_meta, resize_instance=True,
                         power_on=False)
     assert b2.get_info(inst).state is PowerState.SHUTDOWN
-    a2.confirm_migration(CTX, mig2, inst, [])
+    a2.confirm_migration(CTX, mig2, inst, NET)
     assert a2.list_instances() == []
     assert not a2.paths.resize_dir(inst).exists() and not a2.paths.instance_dir(inst).exists()
-    b2.power_on(CTX, inst, [])
+    b2.power_on(CTX, inst, NET)
     _boot, marker_b2 = next_boot(b2, inst)  # B's directory (and log) is new
     assert marker_b2 == marker
 
@@ -131,7 +132,7 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     a = make_qemu_driver(lab.hosts[0], disk_transport="stream")
     b = make_qemu_driver(lab.hosts[1], disk_transport="stream")
     inst = new_instance("survivor", guest_meta, BIG)
-    a.spawn(CTX, inst, guest_meta, [])
+    a.spawn(CTX, inst, guest_meta, NET)
     boot_1, marker = next_boot(a, inst)
     log = console(a, inst)
     inst_dir = a.paths.instance_dir(inst)
@@ -141,7 +142,7 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
     listing = sorted(p.name for p in inst_dir.iterdir())
     with pytest.raises(ResizeShrinkNotAllowed):
-        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, SMALL, [], migrate_data=data)
+        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, SMALL, NET, migrate_data=data)
     assert sorted(p.name for p in inst_dir.iterdir()) == listing
     seq = log.last_heartbeat().seq  # type: ignore[union-attr]
     log.wait_for_heartbeat(BOOT, boot_id=boot_1, after_seq=seq)
@@ -157,12 +158,12 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 0x5a 8M 16M", str(disk)],
                    check=True)
     digest = hashlib.sha256(disk.read_bytes()).hexdigest()
-    a.power_on(CTX, inst, [])
+    a.power_on(CTX, inst, NET)
     boot_2, _m = next_boot(a, inst, known_boots=1)
     mig2 = migration(inst, a, b, BIG)
     data2 = b.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
     with pytest.raises((InjectedFault, DiskTransferError)):
-        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, [],
+        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET,
                                      migrate_data=data2, progress=CutMidway())
     assert inst_dir.is_dir() and not a.paths.resize_dir(inst).exists()
     assert a.get_info(inst).state is PowerState.RUNNING

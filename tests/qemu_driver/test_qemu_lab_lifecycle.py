@@ -11,10 +11,12 @@ from virtsdk_lab.guest import ConsoleLog
 from tests.qemu_driver.conftest import make_qemu_driver, new_instance, small_flavor
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import InstanceNotFound
+from virtsdk.objects import NetworkInfo
 from virtsdk.states import PowerState
 
 pytestmark = pytest.mark.lab
 
+NET = NetworkInfo()
 BOOT = 180.0
 
 
@@ -25,7 +27,7 @@ def test_spawn_power_cycle_restart_and_destroy(lab: Any, qemu_drivers: Any, gues
     drv = make_qemu_driver(host, images_type=images_type)
     ctx = RequestContext()
     inst = new_instance(f"life-{images_type}", guest_meta, small_flavor(root_gb=1))
-    drv.spawn(ctx, inst, guest_meta, [])
+    drv.spawn(ctx, inst, guest_meta, NET)
     log = ConsoleLog(drv.paths.instance_dir(inst) / "console.log")
     first = log.wait_for_heartbeat(BOOT)
     assert log.markers()[-1].how == "new"
@@ -48,7 +50,7 @@ def test_spawn_power_cycle_restart_and_destroy(lab: Any, qemu_drivers: Any, gues
     assert again.get_info(inst).state == PowerState.SHUTDOWN
     assert drv.list_instances() == [inst.name]  # stopped guests are listed too
     start = len(log.text())
-    again.power_on(ctx, inst, [])
+    again.power_on(ctx, inst, NET)
     beat = log.wait_for_heartbeat(BOOT, after_seq=0)
     log.wait_for(r"MARKER \S+ found", BOOT, start=start)
     assert log.marker() == marker  # the disk kept what the first boot wrote
@@ -56,14 +58,14 @@ def test_spawn_power_cycle_restart_and_destroy(lab: Any, qemu_drivers: Any, gues
     assert drv.get_info(inst).state == PowerState.RUNNING
 
     # destroy keeping the disks: the guest is gone, the disk stays
-    drv.destroy(ctx, inst, [], destroy_disks=False)
+    drv.destroy(ctx, inst, NET, destroy_disks=False)
     assert drv.list_instances() == []
     assert (drv.paths.instance_dir(inst) / "disk").is_file()
     with pytest.raises(InstanceNotFound):
         drv.get_info(inst)
-    drv.destroy(ctx, inst, [])
+    drv.destroy(ctx, inst, NET)
     assert not drv.paths.instance_dir(inst).exists()
-    drv.destroy(ctx, inst, [])  # idempotent
+    drv.destroy(ctx, inst, NET)  # idempotent
 
 
 def test_host_resources_and_capabilities(lab: Any, qemu_drivers: Any) -> None:

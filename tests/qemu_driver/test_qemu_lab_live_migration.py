@@ -17,11 +17,12 @@ from virtsdk_qemu.driver import QemuDriver
 from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver, small_flavor
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import LiveMigrationAborted, MigrationPreCheckError
-from virtsdk.objects import ImageMeta, Instance, JobStats, LiveMigrateData
+from virtsdk.objects import ImageMeta, Instance, JobStats, LiveMigrateData, NetworkInfo
 from virtsdk.states import PowerState
 
 pytestmark = pytest.mark.lab
 
+NET = NetworkInfo()
 CTX = get_admin_context()
 BOOT = 180.0
 
@@ -46,21 +47,21 @@ def migrate(src: QemuDriver, dst: QemuDriver, inst: Instance,
         data = src.check_can_live_migrate_source(CTX, inst, check)
     finally:
         dst.cleanup_live_migration_destination_check(CTX, check)
-    data = dst.pre_live_migration(CTX, inst, None, [], None, data)
+    data = dst.pre_live_migration(CTX, inst, None, NET, None, data)
     out = Outcome(calls=[], samples=[])
 
     def post(context: Any, instance: Instance, dest: str, block: bool,
              migrate_data: LiveMigrateData) -> None:
         out.calls.append("post")
         src.post_live_migration(CTX, instance, None, migrate_data)
-        dst.post_live_migration_at_destination(CTX, instance, [], block)
-        src.post_live_migration_at_source(CTX, instance, [])
+        dst.post_live_migration_at_destination(CTX, instance, NET, block)
+        src.post_live_migration_at_source(CTX, instance, NET)
 
     def recover(context: Any, instance: Instance, dest: str,
                 migrate_data: LiveMigrateData) -> None:
         out.calls.append("recover")
         src.rollback_live_migration_at_source(CTX, instance, migrate_data)
-        dst.rollback_live_migration_at_destination(CTX, instance, [], None,
+        dst.rollback_live_migration_at_destination(CTX, instance, NET, None,
                                                    migrate_data=migrate_data)
 
     def progress(stats: JobStats) -> None:
@@ -110,7 +111,7 @@ def test_live_migration_keeps_boot_and_memory_then_abort_and_force_complete(
     a, b = pair
     inst = Instance(name="live-quiet", flavor=small_flavor("live", memory_mb=96),
                     image=guest_meta)
-    a.spawn(CTX, inst, guest_meta, [])
+    a.spawn(CTX, inst, guest_meta, NET)
     log_a = console(a, inst)
     boot = log_a.wait_for_heartbeat(BOOT).boot_id
     log_a.wait_for(r"MEMCHECK", BOOT)
@@ -183,7 +184,7 @@ def test_guest_with_local_disk_needs_a_shared_path(
     a, b = pair
     inst = Instance(name="live-disky", flavor=small_flavor("disky", root_gb=1),
                     image=guest_meta)
-    a.spawn(CTX, inst, guest_meta, [], power_on=False)
+    a.spawn(CTX, inst, guest_meta, NET, power_on=False)
     check = b.check_can_live_migrate_destination(
         CTX, inst, a.get_available_resource(), b.get_available_resource())
     try:
@@ -203,7 +204,7 @@ def test_force_complete_switches_to_post_copy_when_permitted(
     a.conf.set_override("bandwidth", 1, "live_migration")  # 1 MiB/s: time to act
     inst = Instance(name="live-postcopy", flavor=small_flavor("pc", memory_mb=96),
                     image=guest_meta)
-    a.spawn(CTX, inst, guest_meta, [])
+    a.spawn(CTX, inst, guest_meta, NET)
     log_a = console(a, inst)
     boot = log_a.wait_for_heartbeat(BOOT).boot_id
     log_a.wait_for(r"MEMCHECK", BOOT)

@@ -114,6 +114,14 @@ class DiskMigrationSettings:
     my_ip: str
     exec_prefix: list[str]
 
+    @classmethod
+    def from_group(cls, group: Any) -> DiskMigrationSettings:
+        """From a driver's option group holding
+        :func:`virtsdk.localdisk.opts.local_storage_opts`."""
+        return cls(group.disk_transport, group.disk_transfer_timeout,
+                   group.qemu_img_memory_mb, group.my_ip,
+                   list(group.host_exec_prefix or []))
+
 
 @dataclass
 class _Incoming:

@@ -112,10 +112,7 @@ class QemuDriver(ComputeDriver):
                                       self.qconf.qemu_img_memory_mb)
         self.cold = ColdMigration(
             self.name, host, conf, self, self.paths, self.image_cache, self.local_disks,
-            DiskMigrationSettings(self.qconf.disk_transport,
-                                  self.qconf.disk_transfer_timeout,
-                                  self.qconf.qemu_img_memory_mb, self.qconf.my_ip,
-                                  self.exec_prefix))
+            DiskMigrationSettings.from_group(self.qconf))
         self.live = QmpLiveMigration(self)
 
     @classmethod

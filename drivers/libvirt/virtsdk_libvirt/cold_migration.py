@@ -87,10 +87,7 @@ class LibvirtGuests:
 
 def cold_migration_for(driver: LibvirtDriver) -> ColdMigration:
     """The SDK's cold-migration steps wired to ``driver``'s host."""
-    conf = driver.lv_conf
     return ColdMigration(
         driver.name, driver.host, driver.conf, LibvirtGuests(driver), driver._paths,
         driver._image_cache, driver._local_disks(),
-        DiskMigrationSettings(conf.disk_transport, conf.disk_transfer_timeout,
-                              conf.qemu_img_memory_mb, conf.my_ip,
-                              list(driver._exec_prefix)))
+        DiskMigrationSettings.from_group(driver.lv_conf))
