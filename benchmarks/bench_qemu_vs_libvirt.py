@@ -30,7 +30,8 @@ import pytest
 from tests.libvirt.conftest import clean_lab_host, make_driver
 from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver
 from virtsdk.context import get_admin_context
-from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats, NetworkInfo
+from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
+from virtsdk.testing.live import run_live_migration
 
 ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "3"))
 SIZES = [int(s) for s in os.environ.get("VIRTSDK_BENCH_SIZES", "128,256").split(",")]
@@ -76,23 +77,10 @@ def drivers(lab: Any) -> Iterator[dict[str, tuple[Any, Any]]]:
 def migrate(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
     """The compute manager's sequence; (seconds, downtime ms)."""
     start = time.perf_counter()
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    data = dst.pre_live_migration(CTX, inst, None, NET, None, data)
-    samples: list[JobStats] = []
-    done: list[str] = []
-    src.live_migration(CTX, inst, dst.host, lambda *a: done.append("post"),
-                       lambda *a: done.append("recover"), migrate_data=data,
-                       progress=samples.append)
-    assert done == ["post"], done
-    src.post_live_migration(CTX, inst, None, data)
-    dst.post_live_migration_at_destination(CTX, inst, NET)
-    src.post_live_migration_at_source(CTX, inst, NET)
-    return time.perf_counter() - start, samples[-1].downtime_ms
+    out = run_live_migration(src, dst, inst, CTX, NET)
+    took = time.perf_counter() - start
+    assert out.calls == ["post"] and out.error is None, out
+    return took, out.final.downtime_ms
 
 
 def console_path(name: str, drv: Any, inst: Instance) -> Path:

@@ -2,10 +2,9 @@
 on the real lab: two hosts in network namespaces, QEMU started in each host's
 namespace, no libvirtd involved.
 
-The contract guest is the lab's test guest without a local disk (the qemu driver
-live-migrates disks only over a shared instances path; the disk flows are covered by
-test_qemu_lab_cold_migration).  A 1 MiB/s bandwidth cap holds a live migration
-running for the abort and force-complete checks."""
+The contract guest is the lab's test guest with a 1 GiB root disk (the lab's instance
+paths are not shared: its live migrations are block migrations).  A 1 MiB/s bandwidth
+cap holds a live migration running for the abort and force-complete checks."""
 
 from __future__ import annotations
 
@@ -43,11 +42,11 @@ class TestQemuDriverContract(DriverContractTests):
 
     @pytest.fixture
     def contract_flavor(self) -> Flavor:
-        return Flavor("contract.small", memory_mb=96, vcpus=1, root_gb=0)
+        return Flavor("contract.small", memory_mb=96, vcpus=1, root_gb=1)
 
     @pytest.fixture
     def contract_bigger_flavor(self) -> Flavor:
-        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=0)
+        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=2)
 
     @pytest.fixture
     def contract_image(self, guest_meta: ImageMeta) -> ImageMeta:

@@ -4,7 +4,6 @@ force-complete, a monitor failure; no libvirtd involved."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -17,8 +16,9 @@ from virtsdk_qemu.driver import QemuDriver
 from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver, small_flavor
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import LiveMigrationAborted, MigrationPreCheckError
-from virtsdk.objects import ImageMeta, Instance, JobStats, LiveMigrateData, NetworkInfo
+from virtsdk.objects import ImageMeta, Instance, JobStats, NetworkInfo
 from virtsdk.states import PowerState
+from virtsdk.testing.live import LiveOutcome, run_live_migration
 
 pytestmark = pytest.mark.lab
 
@@ -27,54 +27,10 @@ CTX = get_admin_context()
 BOOT = 180.0
 
 
-@dataclasses.dataclass
-class Outcome:
-    calls: list[str]
-    samples: list[JobStats]
-    error: BaseException | None = None
-
-    @property
-    def final(self) -> JobStats:
-        return self.samples[-1]
-
-
 def migrate(src: QemuDriver, dst: QemuDriver, inst: Instance,
-            on_sample: Callable[[JobStats], None] | None = None) -> Outcome:
+            on_sample: Callable[[JobStats], None] | None = None) -> LiveOutcome:
     """The compute manager's live-migration sequence between two drivers."""
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    data = dst.pre_live_migration(CTX, inst, None, NET, None, data)
-    out = Outcome(calls=[], samples=[])
-
-    def post(context: Any, instance: Instance, dest: str, block: bool,
-             migrate_data: LiveMigrateData) -> None:
-        out.calls.append("post")
-        src.post_live_migration(CTX, instance, None, migrate_data)
-        dst.post_live_migration_at_destination(CTX, instance, NET, block)
-        src.post_live_migration_at_source(CTX, instance, NET)
-
-    def recover(context: Any, instance: Instance, dest: str,
-                migrate_data: LiveMigrateData) -> None:
-        out.calls.append("recover")
-        src.rollback_live_migration_at_source(CTX, instance, migrate_data)
-        dst.rollback_live_migration_at_destination(CTX, instance, NET, None,
-                                                   migrate_data=migrate_data)
-
-    def progress(stats: JobStats) -> None:
-        out.samples.append(stats)
-        if on_sample is not None:
-            on_sample(stats)
-
-    try:
-        src.live_migration(CTX, inst, dst.host, post, recover, migrate_data=data,
-                           progress=progress)
-    except Exception as exc:  # noqa: BLE001 - the tests look at it
-        out.error = exc
-    return out
+    return run_live_migration(src, dst, inst, CTX, NET, on_sample=on_sample)
 
 
 def console(drv: QemuDriver, inst: Instance) -> ConsoleLog:
@@ -224,3 +180,37 @@ def test_force_complete_switches_to_post_copy_when_permitted(
     still_beating(b, inst, boot)
     console(b, inst).wait_for(r"MEMCHECK", 60)
     assert {m.sha256 for m in console(b, inst).memchecks()} == {memcheck}
+
+
+def test_block_migration_of_a_guest_with_a_local_disk(
+        lab: Any, pair: tuple[QemuDriver, QemuDriver], guest_meta: ImageMeta) -> None:
+    """Not shared instance paths: the disk is mirrored to the destination's NBD export
+    while the guest runs, then memory moves; the guest keeps its boot, its memory and
+    its disk (the marker it wrote is found after a reboot on the destination)."""
+    a, b = pair
+    inst = Instance(name="live-disky", flavor=small_flavor("disky", root_gb=1),
+                    image=guest_meta)
+    a.spawn(CTX, inst, guest_meta, NET)
+    log_a = console(a, inst)
+    boot = log_a.wait_for_heartbeat(BOOT).boot_id
+    log_a.wait_for(r"MEMCHECK", BOOT)
+    memcheck = log_a.memchecks()[0].sha256
+    marker = log_a.marker()
+    assert marker is not None
+
+    out = migrate(a, b, inst)
+    assert out.error is None and out.calls == ["post"], out.error
+    assert out.data is not None and out.data.block_migration
+    assert any(s.disk_total > 0 for s in out.samples)
+    assert runs_on(b, inst) and left_nothing(a, inst)
+    still_beating(b, inst, boot)
+    log_b = console(b, inst)
+    log_b.wait_for(r"MEMCHECK", 60)
+    assert {m.sha256 for m in log_b.memchecks()} == {memcheck} and log_b.boot_ids() == []
+    assert [d.path for d in b.get_instance_disk_info(inst)] == ["disk"]
+
+    b.power_off(inst)
+    start = len(log_b.text())
+    b.power_on(CTX, inst, NET)
+    found = log_b.wait_for(r"MARKER (\S+) found", BOOT, start=start)
+    assert found.group(1) == marker

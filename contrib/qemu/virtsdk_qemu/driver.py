@@ -88,7 +88,7 @@ class QemuDriver(ComputeDriver):
         supports_cold_migration=True,
         supports_resize=True,
         supports_live_migration=True,
-        supports_block_migration=False,
+        supports_block_migration=True,
         supports_migrate_to_same_host=False,
         supports_live_migration_abort=True,
         supports_live_migration_force_complete=True,

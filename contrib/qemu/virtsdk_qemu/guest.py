@@ -167,7 +167,8 @@ def command_line(spec: GuestSpec, files: GuestFiles) -> list[str]:
         if "," in disk.path:
             raise Invalid(f"disk path {disk.path!r} contains a comma")
         argv += ["-drive", f"file={disk.path},format={disk.fmt},if=virtio,"
-                           f"cache={spec.disk_cache},id={disk.target}"]
+                           f"cache={spec.disk_cache},id={disk.target},"
+                           f"node-name=drive-{disk.target}"]
     return argv
 
 
@@ -233,9 +234,10 @@ class Guest:
             return PowerState.SHUTDOWN if not self.is_running() else PowerState.NOSTATE
         return _STATES.get(str(status.get("status")), PowerState.NOSTATE)
 
-    def start(self, incoming: bool = False) -> None:
+    def start(self, incoming: bool = False, paused: bool = False) -> None:
         """Start QEMU daemonized for the persisted definition; with ``incoming`` it
-        waits for a live migration (``-incoming defer``).  Returns once QMP answers."""
+        waits for a live migration (``-incoming defer``); with ``paused`` the guest
+        does not run until ``cont``.  Returns once QMP answers."""
         if self.is_running():
             return
         spec = self.spec()
@@ -243,6 +245,8 @@ class Guest:
         argv = command_line(spec, self.files)
         if incoming:
             argv += ["-incoming", "defer"]
+        if paused:
+            argv += ["-S"]
         for stale in (self.files.qmp, self.files.pidfile):
             stale.unlink(missing_ok=True)
         self.files.console.touch()

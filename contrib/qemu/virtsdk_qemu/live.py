@@ -16,8 +16,17 @@ Flow (hosts as in :mod:`virtsdk.driver`)::
     source  post_live_migration_at_source        stop the source QEMU, drop its files
     dest    rollback_live_migration_at_destination  stop the incoming QEMU, drop its files
 
-Abort is ``migrate_cancel``; force-complete is ``migrate-start-postcopy`` when post-copy
-was enabled for the job, else ``stop`` (pause: the remaining memory stops changing).
+Block migration (the instances path is not shared and the guest has disks): the
+destination creates empty disks of the source's sizes, starts QEMU paused and exports
+them over NBD (``nbd-server-start``, ``block-export-add``); the source mirrors each disk
+into them (``drive-mirror``, ``copy-mode: write-blocking``) and starts the memory
+migration once every mirror is in sync; after it completed the mirrors are ended
+(``block-job-cancel``: targets in sync) and the destination stops its NBD server and
+resumes the guest.
+
+Abort is ``migrate_cancel`` (or, while the disks are still mirrored, ending the mirrors);
+force-complete is ``migrate-start-postcopy`` when post-copy was enabled for the job, else
+``stop`` (pause: the remaining memory stops changing).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,8 +54,10 @@ from virtsdk.exceptions import (
     MigrationPreCheckError,
     NotSupported,
 )
+from virtsdk.livemigration import opts as lm_opts
 from virtsdk.livemigration.loader import configured_policy_names, load_policies
 from virtsdk.livemigration.monitor import TERMINAL_JOB_TYPES, monitor_migration
+from virtsdk.localdisk import images
 from virtsdk.localdisk.paths import InstancePaths
 from virtsdk.objects import (
     BlockDeviceInfo,
@@ -127,6 +139,40 @@ class QmpMigrationJob:
         self.postcopy_enabled = postcopy
         self.paused = False
         self.last = JobStats()
+        #: ``mirror`` while disks are copied (block migration), then ``migrate``
+        self.phase = "mirror"
+        self.cancelled = False
+        self.force_pending = False
+        self.mirrors: list[str] = []
+
+    def finish_mirrors(self) -> None:
+        """After the migration completed: end each mirror with the target in sync."""
+        for job_id in self.mirrors:
+            self.qmp.execute("block-job-cancel", {"device": job_id})
+        self._wait_mirrors_gone()
+
+    def cancel_mirrors(self) -> None:
+        """After a failure: stop the mirrors at once; the source keeps its disks."""
+        for job_id in self.mirrors:
+            try:
+                self.qmp.execute("block-job-cancel", {"device": job_id, "force": True})
+            except (QmpUnavailable, QmpCommandError):
+                pass
+        try:
+            self._wait_mirrors_gone()
+        except (QmpUnavailable, QmpCommandError):
+            LOG.exception("disk mirrors did not end")
+
+    def _wait_mirrors_gone(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.mirrors and time.monotonic() < deadline:
+            running = {j["device"] for j in self.qmp.execute("query-block-jobs")}
+            if not running & set(self.mirrors):
+                self.mirrors = []
+                return
+            time.sleep(0.1)
+        if self.mirrors:
+            raise MigrationError(f"disk mirrors {self.mirrors} did not end")
 
     def stats(self) -> JobStats:
         self.last = job_stats_from_qmp(self.qmp.execute("query-migrate"))
@@ -136,7 +182,9 @@ class QmpMigrationJob:
         self.qmp.execute("migrate-set-parameters", {"downtime-limit": int(downtime_ms)})
 
     def abort(self) -> None:
-        self.qmp.execute("migrate_cancel")
+        self.cancelled = True
+        if self.phase == "migrate":
+            self.qmp.execute("migrate_cancel")
 
     def start_postcopy(self) -> None:
         if not self.postcopy_enabled:
@@ -148,6 +196,9 @@ class QmpMigrationJob:
         self.paused = True
 
     def force_complete(self) -> None:
+        if self.phase == "mirror":
+            self.force_pending = True  # applied once the memory migration runs
+            return
         if self.postcopy_enabled:
             self.start_postcopy()
         else:
@@ -187,6 +238,7 @@ class QmpLiveMigration:
 
     def __init__(self, drv: QemuHost) -> None:
         self.drv = drv
+        lm_opts.register_opts(drv.conf)  # [live_migration]: safe to repeat
         self._live_jobs: dict[str, QmpMigrationJob] = {}
         self._live_lock = threading.Lock()
 
@@ -208,11 +260,9 @@ class QmpLiveMigration:
         src_resources: HostResources, dst_resources: HostResources,
         block_migration: bool | None = None, disk_over_commit: bool = False,
     ) -> LiveMigrateData:
-        """Destination: refuses block migration (not offered) and a source with
-        another accelerator or machine type; leaves a probe file in the instances
-        directory for the source's shared-storage check."""
-        if block_migration:
-            raise MigrationPreCheckError("the qemu driver does not offer block migration")
+        """Destination: refuses a source with another accelerator or machine type;
+        leaves a probe file in the instances directory for the source's
+        shared-storage check."""
         src_cpu = src_resources.cpu_info or {}
         for key, mine in (("accel", self.drv.accel), ("machine", self.drv.qconf.machine)):
             theirs = src_cpu.get(key)
@@ -223,7 +273,8 @@ class QmpLiveMigration:
         name = CHECK_FILE_PREFIX + secrets.token_hex(8)
         (self.drv.paths.root / name).touch()
         st = os.statvfs(self.drv.paths.root)
-        return LiveMigrateData(block_migration=False, disk_over_commit=disk_over_commit,
+        return LiveMigrateData(block_migration=block_migration,
+                               disk_over_commit=disk_over_commit,
                                filename=name,
                                disk_available_mb=st.f_bavail * st.f_frsize // MiB)
 
@@ -245,14 +296,23 @@ class QmpLiveMigration:
         shared = bool(name.startswith(CHECK_FILE_PREFIX) and "/" not in name
                       and (self.drv.paths.root / name).exists())
         disks = self.drv.get_instance_disk_info(instance)
-        if disks and not shared:
+        asked = dest_check_data.block_migration
+        if shared and asked:
+            raise MigrationPreCheckError(
+                "block migration asked for, but the instances path is shared")
+        if disks and not shared and asked is False:
             raise MigrationPreCheckError(
                 f"instance {instance.uuid} has local disks and the instances path is not "
-                "shared; the qemu driver does not offer block migration")
+                "shared: it needs block migration")
+        foreign = [d.path for d in disks if "/" in d.path]
+        if foreign and not shared:
+            raise MigrationPreCheckError(
+                f"disks outside the instance directory: {', '.join(foreign)}")
         if not self.drv.guest(instance).is_running():
             raise MigrationPreCheckError(f"instance {instance.uuid} is not running")
         return dataclasses.replace(dest_check_data, is_shared_instance_path=shared,
-                                   is_shared_block_storage=shared, block_migration=False)
+                                   is_shared_block_storage=shared,
+                                   block_migration=bool(disks) and not shared)
 
     # -- destination ---------------------------------------------------------------------
 
@@ -272,12 +332,19 @@ class QmpLiveMigration:
                 f"instance {instance.uuid} already exists on {self.drv.host}")
         created = not inst_dir.exists()
         inst_dir.mkdir(parents=True, exist_ok=True)
+        block = bool(migrate_data.block_migration)
+        nbd: dict[str, Any] = {}
         try:
+            if block:
+                self._create_disks(inst_dir, disk_info or [])
             image = instance.image or ImageMeta(id="")
             guest.define(self.drv.guest_spec(instance, instance.flavor, image))
-            guest.start(incoming=True)
+            # a block-migrated guest stays paused until its disks are in sync
+            guest.start(incoming=True, paused=block)
             guest.qmp.execute("migrate-set-capabilities",
                               {"capabilities": self._capabilities()})
+            if block:
+                nbd = self._export_disks(guest.qmp, guest.spec())
             uri = self._listen(guest.qmp)
         except BaseException:
             guest.kill()
@@ -288,22 +355,53 @@ class QmpLiveMigration:
         return dataclasses.replace(
             migrate_data, target_connect_addr=self.drv.qconf.my_ip,
             graphics_listen_addr_vnc=self.drv.qconf.my_ip,
-            driver_data={**migrate_data.driver_data, "uri": uri})
+            driver_data={**migrate_data.driver_data, "uri": uri, "nbd": nbd})
+
+    def _create_disks(self, inst_dir: Path, disk_info: list[DiskInfo]) -> None:
+        """Empty disks of the source's names, formats and sizes (a block migration
+        copies every block into them, so a qcow2 arrives without a backing file)."""
+        if not disk_info:
+            raise MigrationPreCheckError("block migration without the source's disk list")
+        for info in disk_info:
+            path = self.drv.paths.received(inst_dir, info.path)
+            if path.exists():
+                raise DestinationDiskExists(f"{path} already exists")
+            images.create_blank(path, info.type, info.virt_disk_size)
+
+    def _export_disks(self, qmp: QmpSocket, spec: GuestSpec) -> dict[str, Any]:
+        """NBD server on this host's address, one writable export per disk."""
+        port = self._free_port(qmp, "nbd-server-start", lambda p: {
+            "addr": {"type": "inet", "data": {"host": self.drv.qconf.my_ip,
+                                              "port": str(p)}}})
+        for disk in spec.disks:
+            qmp.execute("block-export-add", {
+                "type": "nbd", "id": f"export-{disk.target}", "name": disk.target,
+                "node-name": f"drive-{disk.target}", "writable": True})
+        return {"host": self.drv.qconf.my_ip, "port": port,
+                "targets": [d.target for d in spec.disks]}
 
     def _listen(self, qmp: QmpSocket) -> str:
-        """``migrate-incoming`` on the first free port of the configured range."""
-        low, high = self.drv.qconf.live_migration_port_min, self.drv.qconf.live_migration_port_max
+        """``migrate-incoming`` on a free port of the configured range."""
+        port = self._free_port(qmp, "migrate-incoming", lambda p: {
+            "uri": f"tcp:{self.drv.qconf.my_ip}:{p}"})
+        return f"tcp:{self.drv.qconf.my_ip}:{port}"
+
+    def _free_port(self, qmp: QmpSocket, command: str,
+                   arguments: Callable[[int], dict[str, Any]]) -> int:
+        """Run ``command`` with the ports of the configured range, from a random
+        one, until one is free; that port."""
+        low = self.drv.qconf.live_migration_port_min
+        high = self.drv.qconf.live_migration_port_max
         ports = list(range(low, high + 1))
         start = secrets.randbelow(len(ports))
         last: Exception | None = None
         for port in ports[start:] + ports[:start]:
-            uri = f"tcp:{self.drv.qconf.my_ip}:{port}"
             try:
-                qmp.execute("migrate-incoming", {"uri": uri})
-                return uri
+                qmp.execute(command, arguments(port))
+                return port
             except QmpCommandError as exc:
                 last = exc
-        raise MigrationError(f"no free live-migration port in {low}-{high}: {last}")
+        raise MigrationError(f"{command}: no free port in {low}-{high}: {last}")
 
     def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance,
@@ -316,8 +414,13 @@ class QmpLiveMigration:
         guest = self.drv.existing(instance)
         if not guest.is_running():
             raise MigrationError(f"instance {instance.uuid} does not run on {self.drv.host}")
+        if block_migration:
+            try:
+                guest.qmp.execute("nbd-server-stop")
+            except QmpCommandError:
+                LOG.warning("nbd-server-stop on %s failed", instance.uuid)
         status = guest.qmp.execute("query-status")
-        if status.get("status") == "paused":
+        if status.get("status") in ("paused", "prelaunch"):
             guest.qmp.execute("cont")
 
     def rollback_live_migration_at_destination(
@@ -351,9 +454,8 @@ class QmpLiveMigration:
             if migrate_data is None:
                 raise Invalid("live migration needs the destination's LiveMigrateData")
             uri = parse_tcp_uri(str(migrate_data.driver_data.get("uri", "")))
-            if block_migration:
-                raise NotSupported(self.drv.name, "block migration")
             guest = self.drv.existing(instance)
+            nbd = self._nbd_targets(migrate_data, guest) if block_migration else None
         except BaseException:
             recover_method(context, instance, dest, data)
             raise
@@ -377,7 +479,15 @@ class QmpLiveMigration:
         failure: BaseException | None = None
         final = JobStats(job_type="failed")
         try:
+            if nbd is not None:
+                self._mirror(job, nbd, progress)
+            if job.cancelled:
+                final = JobStats(job_type="cancelled")
+                raise LiveMigrationAborted("live migration was cancelled")
+            job.phase = "migrate"
             guest.qmp.execute("migrate", {"uri": f"tcp:{uri[0]}:{uri[1]}"})
+            if job.force_pending:
+                job.force_complete()
             steps: list[int] = []
             final = monitor_migration(job, policies, progress,
                                       interval=lm.monitor_interval, downtime_steps=steps)
@@ -385,13 +495,20 @@ class QmpLiveMigration:
                 migration.downtime_steps = list(steps)
         except BaseException as exc:  # noqa: BLE001 - ends in recover_method below
             failure = exc
-            final = self._cancel_and_wait(job)
+            if job.phase == "migrate":
+                final = self._cancel_and_wait(job)
         finally:
             with self._live_lock:
                 jobs.pop(instance.uuid, None)
         if final.job_type == "completed":
-            post_method(context, instance, dest, False, data)
+            try:
+                job.finish_mirrors()  # the source is stopped: the targets are in sync
+            except (QmpUnavailable, QmpCommandError) as exc:
+                failure, final = exc, JobStats(job_type="failed")
+        if final.job_type == "completed":
+            post_method(context, instance, dest, bool(block_migration), data)
             return
+        job.cancel_mirrors()
         if job.paused:
             try:
                 guest.qmp.execute("cont")
@@ -402,6 +519,48 @@ class QmpLiveMigration:
         if failure is not None:
             raise failure
         raise error
+
+    @staticmethod
+    def _nbd_targets(data: LiveMigrateData, guest: Guest) -> list[tuple[str, str]]:
+        """``(drive, nbd URI)`` per disk, from the destination's exports (validated:
+        they came from another host)."""
+        nbd = data.driver_data.get("nbd") or {}
+        host = str(nbd.get("host", ""))
+        validate_hostname(host)
+        port = nbd.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise Invalid(f"bad NBD port from the destination: {port!r:.40}")
+        mine = [d.target for d in guest.spec().disks]
+        if sorted(nbd.get("targets") or []) != sorted(mine):
+            raise Invalid("the destination exported other disks than this guest has")
+        return [(f"drive-{t}", f"nbd:{host}:{port}:exportname={t}") for t in mine]
+
+    def _mirror(self, job: QmpMigrationJob, targets: list[tuple[str, str]],
+                progress: ProgressCallback | None) -> None:
+        """Copy every disk to the destination's NBD exports (``drive-mirror``, guest
+        writes mirrored synchronously once in sync) and wait until all are ready."""
+        for node, target in targets:
+            job_id = f"mirror-{node}"
+            job.qmp.execute("drive-mirror", {
+                "job-id": job_id, "device": node, "target": target, "format": "raw",
+                "sync": "full", "mode": "existing", "copy-mode": "write-blocking"})
+            job.mirrors.append(job_id)
+        interval = self.drv.conf.live_migration.monitor_interval
+        while not job.cancelled:
+            jobs = {j["device"]: j for j in job.qmp.execute("query-block-jobs")}
+            mine = [jobs.get(j) for j in job.mirrors]
+            if any(j is None for j in mine):
+                raise MigrationError("a disk mirror ended before it was in sync")
+            total = sum(int(j["len"]) for j in mine if j)
+            done = sum(int(j["offset"]) for j in mine if j)
+            if progress is not None:
+                progress(JobStats(job_type="unbounded", data_total=total,
+                                  data_processed=done, data_remaining=total - done,
+                                  disk_total=total, disk_processed=done,
+                                  disk_remaining=total - done))
+            if all(j and j.get("ready") for j in mine):
+                return
+            time.sleep(interval)
 
     @staticmethod
     def _failure(qmp: QmpSocket, final: JobStats) -> MigrationError:
