@@ -75,4 +75,4 @@ def test_host_resources_and_capabilities(lab: Any, qemu_drivers: Any) -> None:
     assert res.hypervisor_type == "QEMU" and res.cpu_info["accel"] == "tcg"
     caps = drv.capabilities
     assert caps.supports_resize and caps.supports_live_migration
-    assert not caps.supports_block_migration
+    assert caps.supports_block_migration and not caps.supports_migrate_to_same_host

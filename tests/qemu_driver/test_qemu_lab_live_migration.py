@@ -135,16 +135,17 @@ def test_live_migration_keeps_boot_and_memory_then_abort_and_force_complete(
     assert {m.sha256 for m in console(a, inst).memchecks()} == {memcheck}
 
 
-def test_guest_with_local_disk_needs_a_shared_path(
+def test_guest_with_local_disk_refuses_live_migration_without_block_migration(
         lab: Any, pair: tuple[QemuDriver, QemuDriver], guest_meta: ImageMeta) -> None:
     a, b = pair
-    inst = Instance(name="live-disky", flavor=small_flavor("disky", root_gb=1),
+    inst = Instance(name="live-noblock", flavor=small_flavor("disky", root_gb=1),
                     image=guest_meta)
     a.spawn(CTX, inst, guest_meta, NET, power_on=False)
     check = b.check_can_live_migrate_destination(
-        CTX, inst, a.get_available_resource(), b.get_available_resource())
+        CTX, inst, a.get_available_resource(), b.get_available_resource(),
+        block_migration=False)
     try:
-        with pytest.raises(MigrationPreCheckError, match="block migration"):
+        with pytest.raises(MigrationPreCheckError, match="needs block migration"):
             a.check_can_live_migrate_source(CTX, inst, check)
     finally:
         b.cleanup_live_migration_destination_check(CTX, check)

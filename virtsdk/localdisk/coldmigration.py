@@ -33,6 +33,7 @@ from oslo_config import cfg
 from virtsdk.exceptions import (
     DestinationDiskExists,
     DiskTransferError,
+    InstanceNotFound,
     Invalid,
     NotSupported,
     PluginError,
@@ -291,12 +292,19 @@ class ColdMigration:
         its disks.  On any failure the directory is put back and the guest restarted
         if it was running; the error is re-raised."""
         validate_hostname(dest)
+        no_data = migrate_data is None or not migrate_data.ticket
+        try:
+            disks = self.guests.instance_disks(instance)
+        except InstanceNotFound:
+            if no_data:
+                raise Invalid("cold migration needs the destination's ColdMigrateData"
+                              ) from None
+            raise
+        check_no_shrink(disks, flavor)  # refused first, whatever else is wrong
         if migrate_data is None or not migrate_data.ticket:
             raise Invalid("cold migration needs the destination's ColdMigrateData")
         inst_dir = self.paths.instance_dir(instance)
         resize_dir = self.paths.resize_dir(instance)
-        disks = self.guests.instance_disks(instance)
-        check_no_shrink(disks, flavor)
         foreign = [d.path for d in disks if "/" in d.path]
         if foreign:
             raise NotSupported(self.name, "cold migration of disks outside the "

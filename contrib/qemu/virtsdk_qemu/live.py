@@ -56,7 +56,11 @@ from virtsdk.exceptions import (
 )
 from virtsdk.livemigration import opts as lm_opts
 from virtsdk.livemigration.loader import configured_policy_names, load_policies
-from virtsdk.livemigration.monitor import TERMINAL_JOB_TYPES, monitor_migration
+from virtsdk.livemigration.monitor import (
+    TERMINAL_JOB_TYPES,
+    MonotonicProgress,
+    monitor_migration,
+)
 from virtsdk.localdisk import images
 from virtsdk.localdisk.paths import InstancePaths
 from virtsdk.objects import (
@@ -144,6 +148,8 @@ class QmpMigrationJob:
         self.cancelled = False
         self.force_pending = False
         self.mirrors: list[str] = []
+        #: bytes the disk mirrors copied (block migration), counted into every sample
+        self.disk_bytes = 0
 
     def finish_mirrors(self) -> None:
         """After the migration completed: end each mirror with the target in sync."""
@@ -175,8 +181,17 @@ class QmpMigrationJob:
             raise MigrationError(f"disk mirrors {self.mirrors} did not end")
 
     def stats(self) -> JobStats:
-        self.last = job_stats_from_qmp(self.qmp.execute("query-migrate"))
-        return self.last
+        """query-migrate's sample; after a block migration's mirror phase the copied
+        disks count as done (so progress covers disks and memory together)."""
+        stats = job_stats_from_qmp(self.qmp.execute("query-migrate"))
+        if self.disk_bytes:
+            disk = self.disk_bytes
+            stats = dataclasses.replace(
+                stats, data_total=stats.data_total + disk,
+                data_processed=stats.data_processed + disk,
+                disk_total=disk, disk_processed=disk, disk_remaining=0)
+        self.last = stats
+        return stats
 
     def set_max_downtime(self, downtime_ms: int) -> None:
         self.qmp.execute("migrate-set-parameters", {"downtime-limit": int(downtime_ms)})
@@ -478,9 +493,15 @@ class QmpLiveMigration:
             jobs[instance.uuid] = job
         failure: BaseException | None = None
         final = JobStats(job_type="failed")
+        mono = MonotonicProgress()
+
+        def report(stats: JobStats) -> None:
+            if progress is not None:
+                progress(mono.apply(stats))
+
         try:
             if nbd is not None:
-                self._mirror(job, nbd, progress)
+                self._mirror(job, nbd, report, guest.spec().memory_mb * MiB)
             if job.cancelled:
                 final = JobStats(job_type="cancelled")
                 raise LiveMigrationAborted("live migration was cancelled")
@@ -489,7 +510,7 @@ class QmpLiveMigration:
             if job.force_pending:
                 job.force_complete()
             steps: list[int] = []
-            final = monitor_migration(job, policies, progress,
+            final = monitor_migration(job, policies, report,
                                       interval=lm.monitor_interval, downtime_steps=steps)
             if migration is not None:
                 migration.downtime_steps = list(steps)
@@ -536,9 +557,10 @@ class QmpLiveMigration:
         return [(f"drive-{t}", f"nbd:{host}:{port}:exportname={t}") for t in mine]
 
     def _mirror(self, job: QmpMigrationJob, targets: list[tuple[str, str]],
-                progress: ProgressCallback | None) -> None:
+                progress: ProgressCallback, memory: int) -> None:
         """Copy every disk to the destination's NBD exports (``drive-mirror``, guest
-        writes mirrored synchronously once in sync) and wait until all are ready."""
+        writes mirrored synchronously once in sync) and wait until all are ready.
+        Samples count the ``memory`` still to move as remaining."""
         for node, target in targets:
             job_id = f"mirror-{node}"
             job.qmp.execute("drive-mirror", {
@@ -553,12 +575,13 @@ class QmpLiveMigration:
                 raise MigrationError("a disk mirror ended before it was in sync")
             total = sum(int(j["len"]) for j in mine if j)
             done = sum(int(j["offset"]) for j in mine if j)
-            if progress is not None:
-                progress(JobStats(job_type="unbounded", data_total=total,
-                                  data_processed=done, data_remaining=total - done,
-                                  disk_total=total, disk_processed=done,
-                                  disk_remaining=total - done))
+            progress(JobStats(job_type="unbounded", data_total=total + memory,
+                              data_processed=done, data_remaining=total - done + memory,
+                              memory_total=memory, memory_remaining=memory,
+                              disk_total=total, disk_processed=done,
+                              disk_remaining=total - done))
             if all(j and j.get("ready") for j in mine):
+                job.disk_bytes = total
                 return
             time.sleep(interval)
 
