@@ -2,9 +2,10 @@
 on the real lab: two hosts in network namespaces, QEMU started in each host's
 namespace, no libvirtd involved.
 
-The contract guest is the lab's test guest with a 1 GiB root disk (the lab's instance
-paths are not shared: its live migrations are block migrations).  A 1 MiB/s bandwidth
-cap holds a live migration running for the abort and force-complete checks."""
+The contract guest is the lab's test guest with a 2 GiB root disk (the kit's shrink
+to 1 GiB is a real one; a root size 0 would mean "the image's size").  The lab's
+instance paths are not shared: its live migrations are block migrations.  A 1 MiB/s
+bandwidth cap holds a live migration running for the abort and force-complete checks."""
 
 from __future__ import annotations
 
@@ -42,11 +43,11 @@ class TestQemuDriverContract(DriverContractTests):
 
     @pytest.fixture
     def contract_flavor(self) -> Flavor:
-        return Flavor("contract.small", memory_mb=96, vcpus=1, root_gb=1)
+        return Flavor("contract.small", memory_mb=96, vcpus=1, root_gb=2)
 
     @pytest.fixture
     def contract_bigger_flavor(self) -> Flavor:
-        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=2)
+        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=3)
 
     @pytest.fixture
     def contract_image(self, guest_meta: ImageMeta) -> ImageMeta:
