@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ class QmpUnavailable(VirtSDKError):
     """The guest's QMP socket does not answer (QEMU is not running)."""
 
 
+class _NotConnected(QmpUnavailable):
+    """Connecting or negotiating failed: no command was sent (safe to retry)."""
+
+
 class QmpCommandError(VirtSDKError):
     """QEMU refused a QMP command; ``error_class`` is QEMU's error class."""
 
@@ -37,12 +42,20 @@ class QmpCommandError(VirtSDKError):
 
 
 class QmpSocket:
-    """One guest's QMP socket at ``path``."""
+    """One guest's QMP socket at ``path``.  Every QmpSocket object of one path in
+    this process shares one lock (QEMU serves one monitor client at a time)."""
+
+    _locks: dict[str, threading.Lock] = {}
+    _locks_guard = threading.Lock()
+    #: connection attempts when QEMU does not complete the handshake (it may still be
+    #: closing the previous client's connection)
+    CONNECT_ATTEMPTS = 5
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
-        self._lock = threading.Lock()
+        with self._locks_guard:
+            self._lock = self._locks.setdefault(str(path), threading.Lock())
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         """Run ``command`` and return QEMU's ``return`` value.
@@ -51,8 +64,17 @@ class QmpSocket:
         refused the command.
         """
         self.check_path()
+        delay = 0.05
         with self._lock:
-            return asyncio.run(self._execute(command, arguments))
+            for attempt in range(self.CONNECT_ATTEMPTS):
+                try:
+                    return asyncio.run(self._execute(command, arguments))
+                except _NotConnected:
+                    if attempt == self.CONNECT_ATTEMPTS - 1 or not self.path.exists():
+                        raise
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def check_path(self) -> None:
         """Raise (a clear error, before QEMU is started) when the socket path does not
@@ -66,7 +88,7 @@ class QmpSocket:
         try:
             await asyncio.wait_for(client.connect(str(self.path)), self.timeout)
         except (TimeoutError, ConnectError, OSError) as exc:
-            raise QmpUnavailable(f"QMP socket {self.path} does not answer: {exc}") from None
+            raise _NotConnected(f"QMP socket {self.path} does not answer: {exc}") from None
         try:
             return await asyncio.wait_for(client.execute(command, arguments), self.timeout)
         except ExecuteError as exc:
