@@ -77,6 +77,9 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a.paths.resize_dir(inst).is_dir() and not a.paths.instance_dir(inst).exists()
     assert samples and samples[-1].bytes_done == samples[-1].bytes_total
+    # what each host holds, for reconcile and the audit
+    assert a.list_instance_uuids_on_host() == {inst.uuid: ["resize_copy"]}
+    assert b.list_instance_uuids_on_host() == {inst.uuid: ["incoming"]}
     inst.flavor, inst.old_flavor = BIG, SMALL
     b.finish_migration(CTX, mig, inst, sent, NET, guest_meta, resize_instance=True)
     assert b.get_info(inst).state is PowerState.RUNNING

@@ -25,6 +25,9 @@ from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import (
+    HELD_INCOMING,
+    HELD_INSTANCE,
+    HELD_RESIZE_COPY,
     Capabilities,
     ComputeDriver,
     PostMethod,
@@ -318,6 +321,34 @@ class QemuDriver(ComputeDriver):
                 except Exception:  # noqa: BLE001 - a damaged definition is skipped
                     LOG.warning("skipping %s: damaged definition", entry)
         return names
+
+    def list_instance_uuids_on_host(self) -> dict[str, list[str]]:
+        """This host, for reconcile and ``virtsdk audit``: per instance uuid, what the
+        instances directory holds: ``instance`` (this host's definition),
+        ``resize_copy`` (a ``_resize`` directory), ``incoming`` (a directory without
+        this host's definition: a prepared cold-migration target, received disks or
+        a live migration's destination being set up)."""
+        out: dict[str, list[str]] = {}
+        if not self.paths.root.is_dir():
+            return out
+        for entry in self.paths.root.iterdir():
+            if not entry.is_dir():
+                continue
+            uuid = entry.name.removesuffix(RESIZE_SUFFIX)
+            try:
+                uuid = checked_uuid(uuid)
+            except Invalid:
+                continue  # _base, locks
+            if entry.name.endswith(RESIZE_SUFFIX):
+                kind = HELD_RESIZE_COPY
+            elif self.guest(uuid, entry).defined():
+                kind = HELD_INSTANCE
+            else:
+                kind = HELD_INCOMING
+            kinds = out.setdefault(uuid, [])
+            if kind not in kinds:
+                kinds.append(kind)
+        return out
 
     def instance_exists(self, instance: Instance) -> bool:
         """Any host: whether this host has a definition for the instance's UUID."""

@@ -210,6 +210,13 @@ class QmpMigrationJob:
         self.qmp.execute("stop")
         self.paused = True
 
+    def set_cpu_throttle(self, percent: int) -> None:
+        """Refused: QEMU throttles vCPUs only from its own auto-converge logic (the
+        ``cpu-throttle-*`` parameters shape it); QMP offers no call that sets the
+        throttle of a running TCG guest to a given percentage."""
+        raise NotSupported("qemu", "setting the CPU throttle of a running migration",
+                           "QEMU throttles only through auto-converge")
+
     def force_complete(self) -> None:
         if self.phase == "mirror":
             self.force_pending = True  # applied once the memory migration runs
