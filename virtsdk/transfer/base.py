@@ -284,9 +284,14 @@ def configured_transport(conf: cfg.ConfigOpts) -> str:
     return name
 
 
+#: Names of the marker files a receiving destination leaves (see :func:`probe_name`):
+#: a directory holding one is (or was) the target of an unfinished receive.
+PROBE_PREFIX = f"{STATE_PREFIX}probe-"
+
+
 def probe_name(ticket: dict[str, Any]) -> str:
     """Name of the marker file a destination leaves for the shared-storage test."""
-    return f"{STATE_PREFIX}probe-{ticket['transfer_id']}"
+    return f"{PROBE_PREFIX}{ticket['transfer_id']}"
 
 
 def write_probe(ticket: dict[str, Any]) -> None:

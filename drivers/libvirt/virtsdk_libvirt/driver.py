@@ -60,7 +60,7 @@ from virtsdk.objects import (
     NetworkInfo,
 )
 from virtsdk_libvirt import config, guest_config, inventory, xmlutil
-from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
+from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
@@ -101,7 +101,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._image_cache = ImageCache(self._paths.image_cache, self.lv_conf.image_dirs)
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
-        self._cold = ColdMigration(self)
+        self._cold = cold_migration_for(self)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:

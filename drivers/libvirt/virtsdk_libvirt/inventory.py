@@ -42,7 +42,7 @@ from pathlib import Path
 import libvirt
 
 from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE, HELD_LEFTOVER, HELD_RESIZE_COPY
-from virtsdk.transfer.names import STATE_PREFIX
+from virtsdk.transfer.base import PROBE_PREFIX
 from virtsdk_libvirt.guest_config import METADATA_NS
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 from virtsdk_libvirt.paths import RESIZE_SUFFIX, checked_uuid
@@ -50,7 +50,6 @@ from virtsdk_libvirt.paths import RESIZE_SUFFIX, checked_uuid
 LOG = logging.getLogger(__name__)
 
 #: file-name prefix of the probe a disk receive leaves in the target directory
-PROBE_PREFIX = f"{STATE_PREFIX}probe-"
 
 
 def _canonical(name: str) -> str | None:

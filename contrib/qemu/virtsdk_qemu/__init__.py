@@ -1,0 +1,1 @@
+"""virtsdk driver running QEMU guests directly, managed over QMP (no libvirt)."""
