@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import BigInteger
 
 from virtsdk.context import RequestContext
-from virtsdk.db.models import ActionRow, FlavorRow, InstanceRow, MigrationRow
+from virtsdk.db.models import ActionRow, DrainRow, FlavorRow, InstanceRow, MigrationRow
 from virtsdk.exceptions import (
     FlavorNotFound,
     InstanceNotFound,
@@ -81,6 +81,7 @@ FIELDS: dict[str, Any] = {
     "image size": Integer(0, INT64_MAX),
     "image properties": _PROPERTIES,
     "migration id": Integer(1, _int_max(MigrationRow.__table__.c.id)),
+    "drain id": Integer(1, _int_max(DrainRow.__table__.c.id)),
     "migration status": Choice(MigrationStatus),
     "migration type": Choice(MigrationType),
     "vm_state": Choice(VMState),
