@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 from oslo_config import cfg
@@ -220,6 +221,8 @@ class Drainer:
     def run(self, ctx: RequestContext, drain_id: int) -> Drain:
         """Work on the drain until it ends (or :meth:`stop`); returns its record."""
         aborts_sent: set[int] = set()
+        planned: tuple[object, ...] | None = None
+        planned_at = 0.0
         while not self._stop.is_set():
             drain = self.db.drain_get(drain_id)
             if drain.finished:
@@ -231,7 +234,13 @@ class Drainer:
             if drain.status == ABORTING:
                 self._abort_in_flight(ctx, drain, aborts_sent)
             else:
-                self._start_moves(ctx, drain)
+                # re-plan when a migration started or ended, else once a second (other
+                # hosts' migrations free their slots too)
+                state = tuple((g.instance_uuid, g.status, g.attempts) for g in drain.guests)
+                now = time.monotonic()
+                if state != planned or now - planned_at > 1.0:
+                    self._start_moves(ctx, drain)
+                    planned, planned_at = state, now
             drain = self.db.drain_get(drain_id)
             if not any(g.status in ("pending", "migrating") for g in drain.guests):
                 return self._finish(drain)
