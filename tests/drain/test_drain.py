@@ -226,6 +226,7 @@ def test_cold_drain_confirms_and_moves_everything(cloud: EmbeddedCloud,
     drain = api.drain_wait(ctx, api.drain_host(ctx, "host1", live=False).id, timeout=60)
     assert drain.status == "complete", drain
     assert {g.mode for g in drain.guests} == {"cold"}
+    assert all(len(g.migration_ids) == 1 for g in drain.guests)
     for inst, before in booted:
         now = check_intact(cloud, fabric, inst, before, memory=False)
         assert now.vm_state == VMState.ACTIVE and now.host != "host1"

@@ -391,14 +391,15 @@ class Drainer:
             except VirtSDKError as exc:
                 LOG.info("drain %s: confirming %s: %s", drain.id, g.instance_uuid, exc)
             return
-        if inst.host == g.dest_host and inst.host != drain.host:
+        migs = [m for m in self.db.migration_get_all(instance_uuid=g.instance_uuid)
+                if m.id is not None and m.id not in g.migration_ids]
+        if inst.host != drain.host:
             self.db.drain_guest_update(drain.id, g.instance_uuid, {
-                "status": "done", "finished_at": _utcnow()})
+                "status": "done", "finished_at": _utcnow(), "dest_host": inst.host,
+                "migration_id": migs[-1].id if migs else None})
             return
         if self.db.action_latest_open(g.instance_uuid):
             return  # the request is still on its way
-        migs = [m for m in self.db.migration_get_all(instance_uuid=g.instance_uuid)
-                if m.id is not None and m.id not in g.migration_ids]
         error = migs[-1].error if migs and migs[-1].error else \
             "cold migration did not move the instance"
         if migs:
