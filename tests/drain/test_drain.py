@@ -239,3 +239,41 @@ def test_empty_host_drains_at_once(cloud: EmbeddedCloud) -> None:
     api.enable_host(ctx, "host3")
 
 
+
+
+def test_a_second_drain_plans_with_the_measured_dirty_rates(cloud: EmbeddedCloud,
+                                                           fabric: Fabric) -> None:
+    api, ctx = cloud.api, cloud.ctx
+    inst, _ = boot(cloud, fabric, "large", host="host1",
+                   metadata={"fake:dirty_rate_mbps": "200"})
+    first = api.drain_plan(ctx, "host1").moves[0]
+    assert first.duration_s == pytest.approx(4096 / 1024)  # unknown: the default, 0
+    done = api.drain_wait(ctx, api.drain_host(ctx, "host1").id, timeout=60)
+    assert done.status == "complete"
+    where = cloud.db.instance_get(inst.uuid).host
+    assert where is not None
+    again = api.drain_plan(ctx, where).moves[0]
+    assert again.duration_s > first.duration_s  # dirtying memory: slower than a quiet guest
+
+
+@pytest.mark.parametrize("args,kw,error", [
+    ((123,), {}, "InvalidHostname"), (("",), {}, "InvalidHostname"),
+    (("host1",), {"live": "yes"}, "InvalidInput"),
+    (("host1",), {"allow_cold": None}, "InvalidInput"),
+])
+def test_bad_drain_input_is_refused_with_a_typed_error(cloud: EmbeddedCloud, args: Any,
+                                                       kw: Any, error: str) -> None:
+    with pytest.raises(Exception) as err:
+        cloud.api.drain_host(cloud.ctx, *args, **kw)
+    assert type(err.value).__name__ == error and "Traceback" not in str(err.value)
+    assert not disabled(cloud, "host1")
+
+
+@pytest.mark.parametrize("bad", ["1", True, 2**70, -1, None])
+def test_bad_drain_ids(cloud: EmbeddedCloud, bad: Any) -> None:
+    from virtsdk.exceptions import DrainNotFound, InvalidInput
+
+    with pytest.raises((InvalidInput, DrainNotFound)):
+        cloud.api.drain_wait(cloud.ctx, bad, timeout=0.1)
+    with pytest.raises((InvalidInput, DrainNotFound)):
+        cloud.api.drain_get(cloud.ctx, bad)

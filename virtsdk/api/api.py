@@ -515,7 +515,7 @@ class API:
         return drain
 
     def drain_get(self, ctx: RequestContext, drain_id: int) -> Drain:
-        return self.db.drain_get(fields.check("drain id", drain_id))
+        return self.db.drain_get(fields.drain_id(drain_id))
 
     def drain_list(self, ctx: RequestContext, host: str | None = None) -> list[Drain]:
         if host is not None:
@@ -525,7 +525,9 @@ class API:
     def drain_wait(self, ctx: RequestContext, drain_id: int,
                    timeout: float = 600.0, poll: float = 0.05) -> Drain:
         """Block until the drain ends; MigrationTimeout after ``timeout`` seconds."""
+        fields.drain_id(drain_id)
         fields.check("wait timeout", timeout)
+        fields.check("wait poll", poll)
         deadline = time.monotonic() + timeout
         while True:
             drain = self.db.drain_get(drain_id)

@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger
 from virtsdk.context import RequestContext
 from virtsdk.db.models import ActionRow, DrainRow, FlavorRow, InstanceRow, MigrationRow
 from virtsdk.exceptions import (
+    DrainNotFound,
     FlavorNotFound,
     InstanceNotFound,
     InvalidFlavorInput,
@@ -159,4 +160,15 @@ def flavor_name(value: Any) -> str:
         check("flavor name", value)
     except InvalidInput:
         raise FlavorNotFound(f"flavor {shown(value)} not found") from None
+    return value
+
+
+def drain_id(value: Any) -> int:
+    """A drain id to look up: InvalidInput if not an int, DrainNotFound if out of the
+    id range (no row can have it)."""
+    rule = FIELDS["drain id"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput("drain id", f"must be an integer, not {type(value).__name__}")
+    if not rule.minimum <= value <= rule.maximum:
+        raise DrainNotFound(f"drain {shown(value)} not found")
     return value

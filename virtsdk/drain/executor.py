@@ -183,23 +183,28 @@ class Drainer:
         """Check the drain can do something, disable the host and make its record;
         :meth:`run` then does the work.  DrainRefused when there is no destination
         at all or none can take any guest; Conflict when a drain of ``host`` runs."""
-        self._source(host)
+        was_disabled = self._source(host).disabled
         busy = self.db.drain_get_all(host, active_only=True)
         if busy:
             raise Conflict(f"host {host!r} is already being drained (drain {busy[-1].id})")
-        plan = self.plan(host, live=live, allow_cold=allow_cold)
-        instances = self.db.instance_get_all(host)
-        if instances and not plan.moves:
-            reasons = sorted({str(s.why) for s in plan.stuck})
-            if not self.destinations(host):
-                raise DrainRefused(f"cannot drain host {host!r}: no other compute host is "
-                                   "up and enabled")
-            raise DrainRefused(f"cannot drain host {host!r}: none of its "
-                               f"{len(instances)} guest(s) can move ({'; '.join(reasons)})")
-        drain = self.db.drain_create(host, live, allow_cold, plan_to_primitive(plan),
-                                     [(i.uuid, i.name) for i in instances])
+        # disabled first, so that no guest lands on it after its guests were listed
         set_host_disabled(self.db, host, True)
-        return drain
+        try:
+            plan = self.plan(host, live=live, allow_cold=allow_cold)
+            instances = self.db.instance_get_all(host)
+            if instances and not plan.moves:
+                reasons = sorted({str(s.why) for s in plan.stuck})
+                if not self.destinations(host):
+                    raise DrainRefused(f"cannot drain host {host!r}: no other compute host "
+                                       "is up and enabled")
+                raise DrainRefused(f"cannot drain host {host!r}: none of its "
+                                   f"{len(instances)} guest(s) can move "
+                                   f"({'; '.join(reasons)})")
+            return self.db.drain_create(host, live, allow_cold, plan_to_primitive(plan),
+                                        [(i.uuid, i.name) for i in instances])
+        except BaseException:
+            set_host_disabled(self.db, host, was_disabled)
+            raise
 
     def abort(self, drain_id: int) -> Drain:
         """Ask the drain to stop: no new migration starts and those in flight are
