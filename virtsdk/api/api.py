@@ -33,7 +33,6 @@ from virtsdk.drain.executor import Drainer, set_host_disabled
 from virtsdk.drain.plan import Plan
 from virtsdk.exceptions import (
     Conflict,
-    HostNotFound,
     InstanceInvalidState,
     Invalid,
     MigrationNotFound,
@@ -81,11 +80,7 @@ class API:
                                        expected_vm_state=vm_states)
 
     def _host(self, host: str) -> Service:
-        validate_hostname(host)
-        svc = self.db.service_get(host, COMPUTE)
-        if svc is None:
-            raise HostNotFound(f"compute host {host!r} not found")
-        return svc
+        return self.db.compute_service(host)
 
     def _capable(self, host: str, capability: str, feature: str) -> None:
         svc = self._host(host)

@@ -140,15 +140,20 @@ def instance_uuid(value: Any) -> str:
     return value
 
 
-def migration_id(value: Any) -> int:
-    """A migration id to look up: InvalidInput if not an int, MigrationNotFound if out
-    of the id range (no row can have it)."""
-    rule = FIELDS["migration id"]
+def _row_id(kind: str, value: Any, not_found: type[Exception]) -> int:
+    """An id of a ``kind`` row to look up: InvalidInput if not an int, ``not_found``
+    if out of the id range (no row can have it)."""
+    rule = FIELDS[f"{kind} id"]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput("migration id", f"must be an integer, not {type(value).__name__}")
+        raise InvalidInput(f"{kind} id", f"must be an integer, not {type(value).__name__}")
     if not rule.minimum <= value <= rule.maximum:
-        raise MigrationNotFound(f"migration {shown(value)} not found")
+        raise not_found(f"{kind} {shown(value)} not found")
     return value
+
+
+def migration_id(value: Any) -> int:
+    """A migration id to look up (InvalidInput, or MigrationNotFound out of range)."""
+    return _row_id("migration", value, MigrationNotFound)
 
 
 def flavor_name(value: Any) -> str:
@@ -164,11 +169,5 @@ def flavor_name(value: Any) -> str:
 
 
 def drain_id(value: Any) -> int:
-    """A drain id to look up: InvalidInput if not an int, DrainNotFound if out of the
-    id range (no row can have it)."""
-    rule = FIELDS["drain id"]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput("drain id", f"must be an integer, not {type(value).__name__}")
-    if not rule.minimum <= value <= rule.maximum:
-        raise DrainNotFound(f"drain {shown(value)} not found")
-    return value
+    """A drain id to look up (InvalidInput, or DrainNotFound out of range)."""
+    return _row_id("drain", value, DrainNotFound)

@@ -43,6 +43,7 @@ from virtsdk.exceptions import (
     Conflict,
     DrainNotFound,
     FlavorNotFound,
+    HostNotFound,
     InstanceInvalidState,
     InstanceNotFound,
     MigrationNotFound,
@@ -51,6 +52,7 @@ from virtsdk.exceptions import (
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, VMState
+from virtsdk.validation import validate_hostname
 
 #: statuses of a drain still in progress
 _DRAIN_ACTIVE = ("running", "aborting")
@@ -603,6 +605,15 @@ class Database:
             rows = s.scalars(select(ServiceRow).where(
                 ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
             return [convert.row_to_service(r) for r in rows]
+
+    def compute_service(self, host: str) -> Service:
+        """The compute service of ``host`` (InvalidHostname for a malformed name,
+        HostNotFound when no such host registered)."""
+        validate_hostname(host)
+        svc = self.service_get(host, COMPUTE)
+        if svc is None:
+            raise HostNotFound(f"compute host {host!r} not found")
+        return svc
 
     def service_get(self, host: str, binary: str = COMPUTE) -> Service | None:
         for svc in self.service_get_all(binary):

@@ -43,7 +43,6 @@ from virtsdk.drain.plan import (
 from virtsdk.exceptions import (
     Conflict,
     DrainRefused,
-    HostNotFound,
     InstanceNotFound,
     VirtSDKError,
 )
@@ -51,7 +50,6 @@ from virtsdk.objects import Instance, Migration
 from virtsdk.resources import AllocationRatios, with_usage
 from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, VMState
-from virtsdk.validation import validate_hostname
 
 LOG = logging.getLogger(__name__)
 
@@ -117,11 +115,7 @@ class Drainer:
     # -- what the records know -------------------------------------------------------------
 
     def _source(self, host: str) -> Service:
-        validate_hostname(host)
-        svc = self.db.service_get(host, COMPUTE)
-        if svc is None:
-            raise HostNotFound(f"compute host {host!r} not found")
-        return svc
+        return self.db.compute_service(host)
 
     def link(self) -> Link:
         group = self.conf.drain
