@@ -136,14 +136,19 @@ class Drainer:
         return out
 
     def _dirty_rate(self, instance_uuid: str) -> float | None:
-        """MiB/s the instance's latest live migration measured (None: never)."""
+        """MiB/s the instance dirtied as its latest measured live migration saw it:
+        the highest rate its job statistics recorded (the last sample and each
+        decision of the timeline; a throttled guest shows less than its own rate).
+        None when no migration measured one."""
         for mig in reversed(self.db.migration_get_all(
                 instance_uuid=instance_uuid, migration_type=MigrationType.LIVE)):
             details = self.db.migration_details(int(mig.id or 0))
-            if "dirty_rate_mbps" in details:
-                return float(details["dirty_rate_mbps"])
-            if details.get("memory_dirty_rate"):
-                return float(details["memory_dirty_rate"]) / MiB
+            rates = [details.get("memory_dirty_rate")]
+            rates += [e.get("dirty_rate") for e in details.get("timeline") or []
+                      if isinstance(e, dict)]
+            seen = [float(r) for r in rates if isinstance(r, int | float) and r > 0]
+            if seen:
+                return max(seen) / MiB
         return None
 
     def guest(self, instance: Instance, source: Service, live: bool,
