@@ -247,6 +247,14 @@ class MigrationNotFound(VirtSDKError):
     pass
 
 
+class DrainNotFound(VirtSDKError):
+    """No drain with that id (or no guest of that drain)."""
+
+
+class DrainRefused(Invalid):
+    """A drain that cannot start: no destination could take any of its guests."""
+
+
 class InstanceInvalidState(Invalid):
     def __init__(self, instance: str, attr: str, state: object, action: str) -> None:
         self.state = state

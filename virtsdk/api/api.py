@@ -14,6 +14,7 @@ were accepted; :meth:`API.wait` waits until an instance's task is over.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,9 +28,11 @@ from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
-from virtsdk.db.records import InstanceAction, Service
+from virtsdk.db.records import Drain, InstanceAction, Service
+from virtsdk.drain.executor import Drainer, set_host_disabled
+from virtsdk.drain.plan import Plan
 from virtsdk.exceptions import (
-    HostNotFound,
+    Conflict,
     InstanceInvalidState,
     Invalid,
     MigrationNotFound,
@@ -55,6 +58,9 @@ class API:
         self.db = db
         self.conductor = ConductorAPI(conf)
         self.compute = ComputeAPI(conf)
+        self.drainer = Drainer(conf, db, self)
+        self._drain_threads: dict[int, threading.Thread] = {}
+        self._drain_lock = threading.Lock()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -74,11 +80,7 @@ class API:
                                        expected_vm_state=vm_states)
 
     def _host(self, host: str) -> Service:
-        validate_hostname(host)
-        svc = self.db.service_get(host, COMPUTE)
-        if svc is None:
-            raise HostNotFound(f"compute host {host!r} not found")
-        return svc
+        return self.db.compute_service(host)
 
     def _capable(self, host: str, capability: str, feature: str) -> None:
         svc = self._host(host)
@@ -451,3 +453,100 @@ class API:
                               migration_id: int) -> dict[str, Any]:
         """Free-form details of a migration (e.g. final downtime of a live one)."""
         return self.db.migration_details(fields.migration_id(migration_id))
+
+    # -- draining a host --------------------------------------------------------------------
+
+    def drain_plan(self, ctx: RequestContext, host: str, *, live: bool = True,
+                   allow_cold: bool = False) -> Plan:
+        """The plan a drain of ``host`` would follow now (nothing changes)."""
+        fields.context(ctx)
+        fields.boolean("live", live)
+        fields.boolean("allow_cold", allow_cold)
+        return self.drainer.plan(host, live=live, allow_cold=allow_cold)
+
+    def drain_host(self, ctx: RequestContext, host: str, *, live: bool = True,
+                   allow_cold: bool = False) -> Drain:
+        """Disable ``host`` for scheduling and move every guest off it, live (cold
+        only for guests that cannot move live, and only with ``allow_cold``; every
+        guest cold with ``live=False``).  Returns the drain's record at once; the
+        drain runs in this process (:meth:`drain_wait`, :meth:`drain_get`).
+        DrainRefused when no destination can take any guest; Conflict when the host
+        is already being drained."""
+        fields.context(ctx)
+        fields.boolean("live", live)
+        fields.boolean("allow_cold", allow_cold)
+        drain = self.drainer.start(host, live=live, allow_cold=allow_cold)
+        self._run_drain(ctx, drain.id)
+        return drain
+
+    def _run_drain(self, ctx: RequestContext, drain_id: int) -> None:
+        with self._drain_lock:
+            running = self._drain_threads.get(drain_id)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(target=self.drainer.run, args=(ctx, drain_id),
+                                      name=f"drain-{drain_id}", daemon=True)
+            self._drain_threads[drain_id] = thread
+            thread.start()
+
+    def drain_resume(self, ctx: RequestContext) -> list[Drain]:
+        """Pick up the drains a stopped process left running (or aborting)."""
+        fields.context(ctx)
+        drains = self.db.drain_get_all(active_only=True)
+        for drain in drains:
+            self._run_drain(ctx, drain.id)
+        return drains
+
+    def drain_abort(self, ctx: RequestContext, host: str) -> Drain:
+        """Stop the running drain of ``host``: no new migration starts, those in
+        flight are aborted; every guest ends running exactly once, where it is."""
+        fields.context(ctx)
+        self._host(host)
+        active = self.db.drain_get_all(host, active_only=True)
+        if not active:
+            raise Conflict(f"host {host!r} is not being drained")
+        drain = self.drainer.abort(active[-1].id)
+        self._run_drain(ctx, drain.id)  # someone must carry the abort out
+        return drain
+
+    def drain_get(self, ctx: RequestContext, drain_id: int) -> Drain:
+        return self.db.drain_get(fields.drain_id(drain_id))
+
+    def drain_list(self, ctx: RequestContext, host: str | None = None) -> list[Drain]:
+        if host is not None:
+            validate_hostname(host)
+        return self.db.drain_get_all(host)
+
+    def drain_wait(self, ctx: RequestContext, drain_id: int,
+                   timeout: float = 600.0, poll: float = 0.05) -> Drain:
+        """Block until the drain ends; MigrationTimeout after ``timeout`` seconds."""
+        fields.drain_id(drain_id)
+        fields.check("wait timeout", timeout)
+        fields.check("wait poll", poll)
+        deadline = time.monotonic() + timeout
+        while True:
+            drain = self.db.drain_get(drain_id)
+            if drain.finished:
+                return drain
+            if time.monotonic() > deadline:
+                raise MigrationTimeout(f"drain {drain_id} still {drain.status} after "
+                                       f"{timeout}s")
+            time.sleep(poll)
+
+    def enable_host(self, ctx: RequestContext, host: str) -> Service:
+        """Let the scheduler use ``host`` again (undoes a drain's flag).  Conflict
+        while a drain of the host is running: abort it first."""
+        fields.context(ctx)
+        self._host(host)
+        if self.db.drain_get_all(host, active_only=True):
+            raise Conflict(f"host {host!r} is being drained; abort the drain first")
+        set_host_disabled(self.db, host, False)
+        return self._host(host)
+
+    def stop_drains(self) -> None:
+        """Stop this process's drain loops (their records stay; drain_resume)."""
+        self.drainer.stop()
+        with self._drain_lock:
+            threads = list(self._drain_threads.values())
+        for thread in threads:
+            thread.join(timeout=10)

@@ -23,8 +23,9 @@ from typing import Any
 from sqlalchemy import BigInteger
 
 from virtsdk.context import RequestContext
-from virtsdk.db.models import ActionRow, FlavorRow, InstanceRow, MigrationRow
+from virtsdk.db.models import ActionRow, DrainRow, FlavorRow, InstanceRow, MigrationRow
 from virtsdk.exceptions import (
+    DrainNotFound,
     FlavorNotFound,
     InstanceNotFound,
     InvalidFlavorInput,
@@ -81,6 +82,7 @@ FIELDS: dict[str, Any] = {
     "image size": Integer(0, INT64_MAX),
     "image properties": _PROPERTIES,
     "migration id": Integer(1, _int_max(MigrationRow.__table__.c.id)),
+    "drain id": Integer(1, _int_max(DrainRow.__table__.c.id)),
     "migration status": Choice(MigrationStatus),
     "migration type": Choice(MigrationType),
     "vm_state": Choice(VMState),
@@ -138,15 +140,20 @@ def instance_uuid(value: Any) -> str:
     return value
 
 
-def migration_id(value: Any) -> int:
-    """A migration id to look up: InvalidInput if not an int, MigrationNotFound if out
-    of the id range (no row can have it)."""
-    rule = FIELDS["migration id"]
+def _row_id(kind: str, value: Any, not_found: type[Exception]) -> int:
+    """An id of a ``kind`` row to look up: InvalidInput if not an int, ``not_found``
+    if out of the id range (no row can have it)."""
+    rule = FIELDS[f"{kind} id"]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput("migration id", f"must be an integer, not {type(value).__name__}")
+        raise InvalidInput(f"{kind} id", f"must be an integer, not {type(value).__name__}")
     if not rule.minimum <= value <= rule.maximum:
-        raise MigrationNotFound(f"migration {shown(value)} not found")
+        raise not_found(f"{kind} {shown(value)} not found")
     return value
+
+
+def migration_id(value: Any) -> int:
+    """A migration id to look up (InvalidInput, or MigrationNotFound out of range)."""
+    return _row_id("migration", value, MigrationNotFound)
 
 
 def flavor_name(value: Any) -> str:
@@ -159,3 +166,8 @@ def flavor_name(value: Any) -> str:
     except InvalidInput:
         raise FlavorNotFound(f"flavor {shown(value)} not found") from None
     return value
+
+
+def drain_id(value: Any) -> int:
+    """A drain id to look up (InvalidInput, or DrainNotFound out of range)."""
+    return _row_id("drain", value, DrainNotFound)

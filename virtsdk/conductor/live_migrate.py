@@ -78,23 +78,25 @@ class LiveMigrationTask:
             raise InstanceInvalidState(inst.uuid, "power_state", inst.power_state.name,
                                        "live-migrate")
 
-    def _service_up(self, host: str) -> bool:
+    def _check_host_is_up(self, host: str, enabled: bool = False) -> None:
+        """The host's service is up; with ``enabled`` also not disabled (a disabled
+        source may still send its guests away: that is how a host is drained)."""
         svc = self.db.service_get(host)
         if svc is None:
             raise HostNotFound(f"compute host {host!r} not found")
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        return svc.is_up(self.conf.compute.service_down_time, now) and not svc.disabled
-
-    def _check_host_is_up(self, host: str) -> None:
-        if not self._service_up(host):
+        if not svc.is_up(self.conf.compute.service_down_time, now):
             raise ComputeServiceUnavailable(f"compute service of host {host!r} is down")
+        if enabled and svc.disabled:
+            raise ComputeServiceUnavailable(f"compute service of host {host!r} is "
+                                            "disabled")
 
     def _check_requested_destination(self, dest: str) -> None:
         if dest == self.source:
             raise MigrationPreCheckError(
                 f"instance {self.instance.uuid} already runs on {dest!r}: cannot "
                 "live-migrate to its own host")
-        self._check_host_is_up(dest)
+        self._check_host_is_up(dest, enabled=True)
         spec = RequestSpec(flavor=self.instance.flavor, instance_uuid=self.instance.uuid,
                            force_hosts=[dest])
         try:

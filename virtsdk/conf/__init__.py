@@ -13,12 +13,13 @@ from types import ModuleType
 from oslo_config import cfg
 
 from virtsdk import rpc
-from virtsdk.conf import compute, database, default, scheduler, upgrade_levels
+from virtsdk.conf import compute, database, default, drain, scheduler, upgrade_levels
 from virtsdk.livemigration import opts as live_migration_opts
 
 CONF = cfg.CONF
 
-_MODULES = [default, database, compute, scheduler, upgrade_levels, rpc, live_migration_opts]
+_MODULES = [default, database, compute, scheduler, drain, upgrade_levels, rpc,
+            live_migration_opts]
 
 
 def register_all(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:

@@ -30,16 +30,20 @@ from virtsdk.db.models import (
     ActionEventRow,
     ActionRow,
     ClaimRow,
+    DrainGuestRow,
+    DrainRow,
     FlavorRow,
     InstanceRow,
     MigrationRow,
     ServiceRow,
     utcnow,
 )
-from virtsdk.db.records import HostUsage, InstanceAction, Service
+from virtsdk.db.records import Drain, HostUsage, InstanceAction, Service
 from virtsdk.exceptions import (
     Conflict,
+    DrainNotFound,
     FlavorNotFound,
+    HostNotFound,
     InstanceInvalidState,
     InstanceNotFound,
     MigrationNotFound,
@@ -48,6 +52,10 @@ from virtsdk.exceptions import (
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.services import COMPUTE
 from virtsdk.states import MigrationStatus, MigrationType, VMState
+from virtsdk.validation import validate_hostname
+
+#: statuses of a drain still in progress
+_DRAIN_ACTIVE = ("running", "aborting")
 
 #: Sentinel: do not check the task state.
 ANY: Any = object()
@@ -598,11 +606,99 @@ class Database:
                 ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
             return [convert.row_to_service(r) for r in rows]
 
+    def compute_service(self, host: str) -> Service:
+        """The compute service of ``host`` (InvalidHostname for a malformed name,
+        HostNotFound when no such host registered)."""
+        validate_hostname(host)
+        svc = self.service_get(host, COMPUTE)
+        if svc is None:
+            raise HostNotFound(f"compute host {host!r} not found")
+        return svc
+
     def service_get(self, host: str, binary: str = COMPUTE) -> Service | None:
         for svc in self.service_get_all(binary):
             if svc.host == host:
                 return svc
         return None
+
+    # -- drains ---------------------------------------------------------------------------
+
+    def drain_create(self, host: str, live: bool, allow_cold: bool,
+                     plan: dict[str, Any], guests: list[tuple[str, str]]) -> Drain:
+        """Start the record of a drain of ``host`` with ``guests`` ((uuid, name),
+        pending).  Conflict when a drain of that host is still running."""
+        with self._session() as s:
+            busy = s.scalar(select(DrainRow).where(
+                DrainRow.host == host, DrainRow.status.in_(_DRAIN_ACTIVE)))
+            if busy is not None:
+                raise Conflict(f"host {host!r} is already being drained (drain {busy.id})")
+            row = DrainRow(host=host, status="running", live=live, allow_cold=allow_cold,
+                           plan=plan)
+            s.add(row)
+            s.flush()
+            for uuid, name in guests:
+                s.add(DrainGuestRow(drain_id=row.id, instance_uuid=uuid, name=name,
+                                    status="pending", migration_ids=[], tried_hosts=[]))
+            drain_id = row.id
+        return self.drain_get(drain_id)
+
+    def drain_get(self, drain_id: int) -> Drain:
+        with self._session() as s:
+            row = s.get(DrainRow, drain_id)
+            if row is None:
+                raise DrainNotFound(f"drain {drain_id} not found")
+            guests = s.scalars(select(DrainGuestRow).where(
+                DrainGuestRow.drain_id == drain_id).order_by(DrainGuestRow.id)).all()
+            return convert.row_to_drain(row, guests)
+
+    def drain_get_all(self, host: str | None = None,
+                      active_only: bool = False) -> list[Drain]:
+        """Drains, oldest first (of ``host``; only running or aborting ones)."""
+        with self._session() as s:
+            query = select(DrainRow.id).order_by(DrainRow.id)
+            if host is not None:
+                query = query.where(DrainRow.host == host)
+            if active_only:
+                query = query.where(DrainRow.status.in_(_DRAIN_ACTIVE))
+            ids = list(s.scalars(query).all())
+        return [self.drain_get(i) for i in ids]
+
+    def drain_update(self, drain_id: int, values: dict[str, Any],
+                     expected_status: Iterable[str] | None = None) -> bool:
+        """Set ``status`` / ``message`` / ``plan`` (a finished status stamps
+        ``finished_at``); False when ``expected_status`` does not hold."""
+        with self._session() as s:
+            row = s.get(DrainRow, drain_id)
+            if row is None:
+                raise DrainNotFound(f"drain {drain_id} not found")
+            if expected_status is not None and row.status not in list(expected_status):
+                return False
+            for key in ("status", "message", "plan"):
+                if key in values:
+                    setattr(row, key, values[key])
+            if values.get("status") in ("complete", "incomplete"):
+                row.finished_at = utcnow()
+            return True
+
+    def drain_guest_update(self, drain_id: int, instance_uuid: str,
+                           values: dict[str, Any]) -> None:
+        """Update one guest of a drain (``migration_id`` is also appended to
+        ``migration_ids``, ``tried_host`` to ``tried_hosts``)."""
+        with self._session() as s:
+            row = s.scalar(select(DrainGuestRow).where(
+                DrainGuestRow.drain_id == drain_id,
+                DrainGuestRow.instance_uuid == instance_uuid))
+            if row is None:
+                raise DrainNotFound(f"drain {drain_id} has no guest {instance_uuid}")
+            for key in ("status", "mode", "dest_host", "migration_id", "attempts",
+                        "estimated_s", "downtime_ms", "error", "started_at",
+                        "finished_at"):
+                if key in values:
+                    setattr(row, key, values[key])
+            if values.get("migration_id") is not None:
+                row.migration_ids = [*row.migration_ids, values["migration_id"]]
+            if values.get("tried_host"):
+                row.tried_hosts = [*row.tried_hosts, values["tried_host"]]
 
 
 def now() -> dt.datetime:

@@ -8,8 +8,16 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from virtsdk.db.models import ActionEventRow, ActionRow, InstanceRow, MigrationRow, ServiceRow
-from virtsdk.db.records import ActionEvent, InstanceAction, Service
+from virtsdk.db.models import (
+    ActionEventRow,
+    ActionRow,
+    DrainGuestRow,
+    DrainRow,
+    InstanceRow,
+    MigrationRow,
+    ServiceRow,
+)
+from virtsdk.db.records import ActionEvent, Drain, DrainGuest, InstanceAction, Service
 from virtsdk.objects import Flavor, HostResources, ImageMeta, Instance, Migration, VirtObject
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
@@ -151,3 +159,17 @@ def row_to_service(row: ServiceRow) -> Service:
             row.resources),
         capabilities=dict(row.capabilities or {}), limits=dict(row.limits or {}),
     )
+
+
+def row_to_drain(row: DrainRow, guests: Sequence[DrainGuestRow]) -> Drain:
+    return Drain(
+        id=row.id, host=row.host, status=row.status, live=row.live,
+        allow_cold=row.allow_cold, plan=dict(row.plan or {}), message=row.message,
+        created_at=row.created_at, finished_at=row.finished_at,
+        guests=[DrainGuest(
+            instance_uuid=g.instance_uuid, name=g.name, status=g.status, mode=g.mode,
+            dest_host=g.dest_host, migration_id=g.migration_id,
+            migration_ids=[int(m) for m in g.migration_ids or []], attempts=g.attempts,
+            tried_hosts=[str(h) for h in g.tried_hosts or []], estimated_s=g.estimated_s,
+            downtime_ms=g.downtime_ms, error=g.error, started_at=g.started_at,
+            finished_at=g.finished_at) for g in guests])

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -169,3 +170,48 @@ class ClaimRow(Base):
     memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     disk_gb: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DrainRow(Base):
+    """One drain of a host (the executor's record; one row per request)."""
+
+    __tablename__ = "drains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    #: running | aborting | complete | incomplete
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    live: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_cold: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the first plan (estimated seconds, moves), as shown by --dry-run
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DrainGuestRow(Base):
+    """One guest of a drain: where it went (or why it stayed) and its migrations."""
+
+    __tablename__ = "drain_guests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    drain_id: Mapped[int] = mapped_column(ForeignKey("drains.id"), index=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    #: pending | migrating | done | failed | stuck | aborted
+    status: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8), default="live")
+    dest_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    migration_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: every migration id tried, in order
+    migration_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: destinations this guest failed on
+    tried_hosts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    estimated_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

@@ -72,3 +72,52 @@ class HostUsage:
     vcpus: int = 0
     memory_mb: int = 0
     disk_gb: int = 0
+
+
+@dataclass(frozen=True)
+class DrainGuest:
+    """One guest of a drain (see :class:`Drain`)."""
+
+    instance_uuid: str
+    name: str
+    #: pending | migrating | done | failed | stuck | aborted
+    status: str
+    mode: str
+    dest_host: str | None
+    migration_id: int | None
+    migration_ids: list[int]
+    attempts: int
+    tried_hosts: list[str]
+    estimated_s: float | None
+    downtime_ms: int | None
+    error: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        """Measured time from the start of its last migration to its end."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A drain of a host: its status (running, aborting, complete, incomplete), the
+    first plan, and each guest."""
+
+    id: int
+    host: str
+    status: str
+    live: bool
+    allow_cold: bool
+    plan: dict[str, Any]
+    message: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    guests: list[DrainGuest] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("complete", "incomplete")
