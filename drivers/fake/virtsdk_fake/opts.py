@@ -6,8 +6,14 @@ from oslo_config import cfg
 
 opts: list[cfg.Opt] = [
     cfg.StrOpt("fabric", default="default",
-               help="Name of the in-process fabric this host joins.  Every FakeDriver "
-                    "with the same fabric name (in one process) sees the same hosts."),
+               help="Name of the fabric this host joins.  Every FakeDriver with the same "
+                    "fabric name (in one process, or in every process naming the same "
+                    "fabric_dir) sees the same hosts."),
+    cfg.StrOpt("fabric_dir", default=None,
+               help="Share the fabric's hosts with other processes through this "
+                    "directory (one compute service per process, e.g. a multi-process "
+                    "cloud on the fake driver).  Unset: the fabric lives in this process "
+                    "only, which is fastest."),
     cfg.FloatOpt("time_scale", default=0.01, min=0.0,
                  help="Real seconds per simulated second (0.01: simulated time runs 100x "
                       "faster).  0 makes every simulated wait instant."),
