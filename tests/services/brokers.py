@@ -1,0 +1,80 @@
+"""A private RabbitMQ node for one test run: own node name, free ports, temporary
+mnesia/log directories, loopback only; stopped (and its files removed) afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+#: the scripts themselves (the /usr/sbin wrappers switch to the rabbitmq user, who
+#: cannot write our temporary directory and has another Erlang cookie)
+SBIN = "/usr/lib/rabbitmq/bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRabbit:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="vsdk-rabbit-")
+        self.port = free_port()
+        self.node = f"vsdk{uuid.uuid4().hex[:8]}@localhost"
+        plugins = os.path.join(self.dir, "enabled_plugins")
+        with open(plugins, "w") as fh:
+            fh.write("[].\n")
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": plugins,
+            "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(self.dir, "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": os.path.join(self.dir, "rabbitmq-env.conf"),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 90.0) -> PrivateRabbit:
+        self.proc = subprocess.Popen(
+            [f"{SBIN}/rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited with {self.proc.returncode}; "
+                                   f"logs in {self.env['RABBITMQ_LOG_BASE']}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+            except OSError:
+                time.sleep(0.3)
+                continue
+            subprocess.run([f"{SBIN}/rabbitmqctl", "-n", self.node, "await_startup"],
+                           env=self.env, check=True, capture_output=True, timeout=60)
+            return self
+        raise RuntimeError("private RabbitMQ did not listen")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run([f"{SBIN}/rabbitmqctl", "-n", self.node, "stop"], env=self.env,
+                           capture_output=True, timeout=60, check=False)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
