@@ -94,6 +94,24 @@ def test_down_host_is_skipped_and_sigterm_exits(process_cloud: ProcessCloud) -> 
     failed = cli(cloud, "server", "live-migrate", uuid, "--host", "mpB", check=False)
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr and "error:" in failed.stderr
+    # SIGHUP: a mutable option changes in place (the worker is not restarted)
+    worker_pids = _children(cloud.procs["mpA"].pid)
+    with open(cloud.root / "mpA.conf", "a") as fh:
+        fh.write("[compute]\nmax_concurrent_live_migrations_inbound = 7\n")
+    cloud.kill("mpA", signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        svc = cloud.db.service_get("mpA")
+        if svc is not None and svc.limits.get("max_inbound") == 7:
+            break
+        time.sleep(0.2)
+    assert cloud.db.service_get("mpA").limits["max_inbound"] == 7, cloud.log("mpA")
+    assert _children(cloud.procs["mpA"].pid) == worker_pids
     # SIGTERM: the service stops and exits 0 without being killed
     cloud.kill("mpA", signal.SIGTERM)
     assert cloud.procs["mpA"].wait(timeout=60) == 0
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(x) for x in out.stdout.split()}
