@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from oslo_config import cfg
 from stevedore import extension
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     def on_failure(_mgr: object, ep: object, err: BaseException) -> None:
         broken.append(f"{getattr(ep, 'name', ep)}: {err}")
 
-    mgr = extension.ExtensionManager(NAMESPACE, on_load_failure_callback=on_failure)
+    mgr: extension.ExtensionManager[Any] = extension.ExtensionManager(
+        NAMESPACE, on_load_failure_callback=on_failure)
     for ext in sorted(mgr, key=lambda e: e.name):
         ext.plugin(sub)
     for item in broken:
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- service ----------------------------------------------------------------------------
 
 
-def register_service(sub: argparse._SubParsersAction) -> None:
+def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("service", help="compute and conductor services: up/down, disable")
     ssub = p.add_subparsers(dest="service_command", metavar="ACTION")
     ssub.required = True
@@ -118,7 +120,7 @@ def cmd_service_enable(args: argparse.Namespace) -> int:
 # -- migration --------------------------------------------------------------------------
 
 
-def add_migration_commands(sub: argparse._SubParsersAction) -> None:
+def add_migration_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``migration list|show`` (shared by ``virtsdk`` and ``virtsdk-manage``)."""
     p = sub.add_parser("migration", help="migration records: list, show")
     msub = p.add_subparsers(dest="migration_command", metavar="ACTION")
@@ -134,7 +136,7 @@ def add_migration_commands(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=cmd_migration_show)
 
 
-def register_migration(sub: argparse._SubParsersAction) -> None:
+def register_migration(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_migration_commands(sub)
 
 
@@ -159,7 +161,7 @@ def cmd_migration_show(args: argparse.Namespace) -> int:
 # -- reset-state ------------------------------------------------------------------------
 
 
-def register_reset_state(sub: argparse._SubParsersAction) -> None:
+def register_reset_state(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reset-state",
                        help="clear an instance's task and set its vm_state (after an "
                             "operator checked it)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -39,7 +40,7 @@ def _wait_opts(p: argparse.ArgumentParser) -> None:
                    help="seconds --wait waits (default 600)")
 
 
-def register_server(sub: argparse._SubParsersAction) -> None:
+def register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("server", help="instances of a deployed cloud: create, migrate ...")
     ssub = p.add_subparsers(dest="server_command", metavar="ACTION")
     ssub.required = True
@@ -115,7 +116,7 @@ def register_server(sub: argparse._SubParsersAction) -> None:
     fl.set_defaults(func=cmd_flavor_list)
 
 
-def register_migration(sub: argparse._SubParsersAction) -> None:
+def register_migration(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     manage.add_migration_commands(sub)
 
 
@@ -245,11 +246,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migration_command(args: argparse.Namespace, label: str, start: object) -> int:
+def _migration_command(args: argparse.Namespace, label: str,
+                       start: Callable[[API, RequestContext], object]) -> int:
     with common.cloud_api(args) as (api, ctx, _db):
         since = _last_id(api, ctx, args.instance)
-        start_fn = start  # (api, ctx) -> None
-        start_fn(api, ctx)  # type: ignore[operator]
+        start(api, ctx)
         migration = _latest_migration(api, ctx, args.instance, since)
         print(f"{label} of {args.instance} accepted"
               + (f" (migration {migration.id})" if migration else ""))
@@ -270,7 +271,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_live_migrate(args: argparse.Namespace) -> int:
-    block: bool | str = {"auto": "auto", "true": True, "false": False}[args.block_migration]
+    choices: dict[str, bool | str] = {"auto": "auto", "true": True, "false": False}
+    block = choices[args.block_migration]
     return _migration_command(args, "live migration", lambda api, ctx: api.live_migrate(
         ctx, args.instance, args.host, block))
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import cotyledon
 from cotyledon import oslo_config_glue
+from cotyledon.types import WorkerId
 from oslo_config import cfg
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class ServiceBase(abc.ABC):
 class _Worker(cotyledon.Service):
     """The cotyledon worker that builds, runs and stops one :class:`ServiceBase`."""
 
-    def __init__(self, worker_id: int, conf: cfg.ConfigOpts,
+    def __init__(self, worker_id: WorkerId, conf: cfg.ConfigOpts,
                  factory: Callable[[cfg.ConfigOpts], ServiceBase]) -> None:
         super().__init__(worker_id)
         self.conf = conf
