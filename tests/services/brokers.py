@@ -23,9 +23,16 @@ def free_port() -> int:
 
 
 class PrivateRabbit:
-    def __init__(self) -> None:
+    def __init__(self, extra_address: str | None = None) -> None:
+        """Listens on 127.0.0.1 and, if given, ``extra_address`` (a lab bridge)."""
         self.dir = tempfile.mkdtemp(prefix="vsdk-rabbit-")
+        os.chmod(self.dir, 0o755)
         self.port = free_port()
+        with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as fh:
+            fh.write(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+            if extra_address:
+                fh.write(f"listeners.tcp.2 = {extra_address}:{self.port}\n")
+                fh.write("loopback_users = none\n")
         self.node = f"vsdk{uuid.uuid4().hex[:8]}@localhost"
         plugins = os.path.join(self.dir, "enabled_plugins")
         with open(plugins, "w") as fh:
@@ -33,8 +40,6 @@ class PrivateRabbit:
         self.env = {
             **os.environ,
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_DIST_PORT": str(free_port()),
             "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
             "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
@@ -45,9 +50,12 @@ class PrivateRabbit:
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def url_at(self, address: str = "127.0.0.1") -> str:
+        return f"rabbit://guest:guest@{address}:{self.port}/"
+
     @property
     def url(self) -> str:
-        return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
+        return self.url_at()
 
     def start(self, timeout: float = 90.0) -> PrivateRabbit:
         self.proc = subprocess.Popen(

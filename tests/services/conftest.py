@@ -36,35 +36,43 @@ def rabbit() -> Iterator[PrivateRabbit]:
 class ProcessCloud:
     """Config files and service processes of one multi-process test cloud."""
 
-    def __init__(self, root: Path, transport_url: str, hosts: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, transport_url: str, hosts: tuple[str, ...],
+                 driver: str = "fake", extra: str = "",
+                 host_extra: dict[str, str] | None = None,
+                 host_prefix: dict[str, list[str]] | None = None) -> None:
+        """``extra``: more config for every service; ``host_extra[host]``: more for
+        that host's compute; ``host_prefix[host]``: a command prefix that runs that
+        compute elsewhere (a lab host's namespaces)."""
         self.root = root
         self.hosts = hosts
+        self.host_extra = host_extra or {}
+        self.host_prefix = host_prefix or {}
         self.db_url = f"sqlite:///{root / 'virtsdk.sqlite'}"
         self.conf = root / "virtsdk.conf"
+        fake = (f"[fake]\nfabric = mp-{uuid.uuid4().hex[:8]}\n"
+                f"fabric_dir = {root / 'fabric'}\ntime_scale = 0.001\n"
+                if driver == "fake" else "")
         self.conf.write_text(
             "[DEFAULT]\n"
             f"transport_url = {transport_url}\n"
             f"control_exchange = vsdk-{uuid.uuid4().hex[:10]}\n"
             f"state_path = {root / 'state'}\n"
-            "compute_driver = fake\n"
+            f"compute_driver = {driver}\n"
             "graceful_shutdown_timeout = 20\n"
             "[database]\n"
             f"connection = {self.db_url}\n"
             "[compute]\n"
             "report_interval = 0.5\n"
             "service_down_time = 3\n"
-            "[fake]\n"
-            f"fabric = mp-{uuid.uuid4().hex[:8]}\n"
-            f"fabric_dir = {root / 'fabric'}\n"
-            "time_scale = 0.001\n"
+            + fake +
             "[oslo_messaging_notifications]\n"
-            "driver = noop\n")
+            "driver = noop\n" + extra)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.db = Database(self.db_url)  # creates the schema before any service starts
 
     def host_conf(self, host: str) -> Path:
         path = self.root / f"{host}.conf"
-        path.write_text(f"[DEFAULT]\nhost = {host}\n")
+        path.write_text(f"[DEFAULT]\nhost = {host}\n" + self.host_extra.get(host, ""))
         return path
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
@@ -73,8 +81,8 @@ class ProcessCloud:
         if name == "conductor":
             cmd = [str(BIN / "virtsdk-conductor"), "--config-file", str(self.conf)]
         else:
-            cmd = [str(BIN / "virtsdk-compute"), "--config-file", str(self.conf),
-                   "--config-file", str(self.host_conf(name))]
+            cmd = [*self.host_prefix.get(name, []), str(BIN / "virtsdk-compute"),
+                   "--config-file", str(self.conf), "--config-file", str(self.host_conf(name))]
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.procs[name] = proc

@@ -52,6 +52,8 @@ def register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     c.add_argument("--image", default="cirros", help="image id (default cirros)")
     c.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                    help="instance metadata")
+    c.add_argument("--image-property", action="append", default=[], metavar="KEY=VALUE",
+                   help="image property (e.g. kernel=PATH, initrd=PATH, cmdline=ARGS)")
     _wait_opts(c)
     c.set_defaults(func=cmd_create)
 
@@ -204,18 +206,24 @@ def _verdict(inst: Instance, migration: Migration | None) -> int:
 # -- commands ---------------------------------------------------------------------------
 
 
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Invalid(f"{option} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     from virtsdk.objects import ImageMeta
 
-    metadata = {}
-    for item in args.property:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Invalid(f"--property {item!r}: expected KEY=VALUE")
-        metadata[key] = value
+    metadata = _pairs(args.property, "--property")
+    image = ImageMeta(id=args.image, name=args.image,
+                      properties=_pairs(args.image_property, "--image-property"))
     with common.cloud_api(args) as (api, ctx, _db):
-        inst = api.create_instance(ctx, args.name, args.flavor,
-                                   image=ImageMeta(id=args.image, name=args.image),
+        inst = api.create_instance(ctx, args.name, args.flavor, image=image,
                                    metadata=metadata, host=args.host)
         print(inst.uuid)
         if args.wait:
