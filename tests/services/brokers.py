@@ -76,6 +76,14 @@ class PrivateRabbit:
             return self
         raise RuntimeError("private RabbitMQ did not listen")
 
+    def halt(self) -> None:
+        """Stop the node (connections drop, the port closes); its data stays for
+        :meth:`start` to bring the same broker back."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run([f"{SBIN}/rabbitmqctl", "-n", self.node, "stop"], env=self.env,
+                           capture_output=True, timeout=60, check=False)
+            self.proc.wait(timeout=60)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             subprocess.run([f"{SBIN}/rabbitmqctl", "-n", self.node, "stop"], env=self.env,

@@ -35,6 +35,20 @@ def where(lab: Any, instance_uuid: str) -> list[tuple[str, bool]]:
     return out
 
 
+def vnc_listen(host: Any, instance_uuid: str) -> str | None:
+    from lxml import etree
+
+    conn = libvirt.open(host.libvirt_uri)
+    try:
+        xml = conn.lookupByUUIDString(instance_uuid).XMLDesc(0)
+    finally:
+        conn.close()
+    graphics = etree.fromstring(xml.encode(), etree.XMLParser(resolve_entities=False,
+                                                              no_network=True)).find(
+        "devices/graphics")
+    return None if graphics is None else graphics.get("listen")
+
+
 @pytest.fixture
 def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[ProcessCloud]:
     from tests.libvirt.conftest import clean_lab_host
@@ -79,9 +93,12 @@ def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: ProcessCloud
                 "--wait", "--timeout", "180").stdout.split()[0]
     assert where(lab, uuid_) == [(a, True)]
 
+    assert vnc_listen(lab.hosts[0], uuid_) == lab.hosts[0].address
     out = cli(cloud, "server", "live-migrate", uuid_, "--host", b, "--wait").stdout
     assert "completed" in out
     assert where(lab, uuid_) == [(b, True)]
+    # the destination XML was rewritten: VNC listens on B's address now
+    assert vnc_listen(lab.hosts[1], uuid_) == lab.hosts[1].address
 
     cli(cloud, "server", "resize", uuid_, "lab.big", "--wait")
     cli(cloud, "server", "revert", uuid_, "--wait")

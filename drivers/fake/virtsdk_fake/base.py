@@ -59,6 +59,13 @@ class FakeDriverBase(ComputeDriver):
         else:
             capacity = Capacity(group.host_vcpus, group.host_memory_mb, group.host_local_gb)
         self.hostobj: FakeHost = self.fabric.join(host, capacity)
+        for step, seconds in (group.stall_steps or {}).items():
+            try:
+                wait = float(seconds)
+            except ValueError:
+                raise cfg.Error(f"[fake] stall_steps: {step!r} needs SECONDS, got "
+                                f"{seconds!r}") from None
+            self.fabric.faults.stall(step, host, times=None, seconds=wait or None)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:

@@ -14,6 +14,11 @@ opts: list[cfg.Opt] = [
                     "directory (one compute service per process, e.g. a multi-process "
                     "cloud on the fake driver).  Unset: the fabric lives in this process "
                     "only, which is fastest."),
+    cfg.DictOpt("stall_steps", default={},
+                help="Fault-injection steps at which this process's hosts stall, "
+                     "step:SECONDS (0: until the process ends), e.g. "
+                     "'migrate_disk.transfer:0'.  For crash tests of services running "
+                     "in their own processes (kill -9 at a known point)."),
     cfg.FloatOpt("time_scale", default=0.01, min=0.0,
                  help="Real seconds per simulated second (0.01: simulated time runs 100x "
                       "faster).  0 makes every simulated wait instant."),
