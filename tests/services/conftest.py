@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from virtsdk_lab.broker import PrivateRabbit
 
-from tests.services.brokers import PrivateRabbit
 from virtsdk.db.api import Database
 
 BIN = Path(sys.executable).parent

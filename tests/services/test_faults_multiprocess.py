@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from virtsdk_lab.broker import PrivateRabbit
 
-from tests.services.brokers import PrivateRabbit
 from tests.services.conftest import ProcessCloud
 from tests.services.test_multiprocess import cli, fabric_of
 

@@ -6,6 +6,7 @@ checked against what libvirt really runs."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,8 @@ from typing import Any
 
 import libvirt
 import pytest
+from virtsdk_lab.deployment import LabDeployment
 
-from tests.services.brokers import PrivateRabbit
-from tests.services.conftest import ProcessCloud
 from tests.services.test_multiprocess import cli
 
 pytestmark = pytest.mark.lab
@@ -50,39 +50,22 @@ def vnc_listen(host: Any, instance_uuid: str) -> str | None:
 
 
 @pytest.fixture
-def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[ProcessCloud]:
+def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
     from tests.libvirt.conftest import clean_lab_host
 
-    gateway = lab.names.gateway
-    broker = PrivateRabbit(extra_address=gateway)
-    broker.start()
-    hosts = tuple(h.name for h in lab.hosts)
-    host_extra = {h.name: ("[libvirt]\nconnection_uri = qemu:///system\n"
-                           f"instances_path = {h.instances_path}\n"
-                           f"my_ip = {h.address}\n"
-                           "shutdown_retry_interval = 2\n")
-                  for h in lab.hosts}
-    cloud = ProcessCloud(tmp_path, broker.url_at(gateway), hosts, driver="libvirt",
-                         extra="[compute]\nshutdown_timeout = 30\n"
-                               "shutdown_retry_interval = 2\n",
-                         host_extra=host_extra,
-                         host_prefix={h.name: h.nsenter_prefix for h in lab.hosts})
+    deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path)
     try:
-        yield cloud
+        yield deployment.start()
     finally:
-        cloud.stop_all()
-        broker.stop()
+        deployment.stop()
         for host in lab.hosts:
             clean_lab_host(host)
 
 
-def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: ProcessCloud,
+def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeployment,
                                          guest_image: Any) -> None:
     cloud = lab_deployment
     a, b = (h.name for h in lab.hosts)
-    for name in ("conductor", a, b):
-        cloud.start(name)
-    cloud.wait_up(("conductor", a, b), timeout=120)
     cli(cloud, "flavor", "create", "lab.small", "--ram", "256", "--vcpus", "1", "--disk", "1")
     cli(cloud, "flavor", "create", "lab.big", "--ram", "320", "--vcpus", "1", "--disk", "2")
     uuid_ = cli(cloud, "server", "create", f"dep-{uuid.uuid4().hex[:6]}", "--flavor",
@@ -112,5 +95,109 @@ def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: ProcessCloud
     cli(cloud, "server", "confirm", uuid_, "--wait")
     assert where(lab, uuid_) == [(b, True)]
 
+    cli(cloud, "server", "delete", uuid_, "--wait")
+    assert where(lab, uuid_) == []
+
+
+@pytest.fixture
+def slow_lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
+    """Live migrations capped at 1 MiB/s: slow enough to abort, kill or cut."""
+    from tests.libvirt.conftest import clean_lab_host
+
+    deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path,
+                               host_extra="live_migration_bandwidth = 1\n")
+    try:
+        yield deployment.start()
+    finally:
+        deployment.stop()
+        for host in lab.hosts:
+            clean_lab_host(host)
+
+
+def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
+                    timeout: float = 120.0) -> str:
+    from virtsdk.db.api import Database
+
+    db = Database(cloud.db_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            migs = db.migration_get_all(uuid_)
+            if migs and str(migs[-1].status) in statuses:
+                return str(migs[-1].status)
+            time.sleep(0.2)
+        raise AssertionError(f"migration of {uuid_} never reached {statuses}: "
+                             f"{db.migration_get_all(uuid_)[-1:]}")
+    finally:
+        db.dispose()
+
+
+def _settled(cloud: LabDeployment, uuid_: str, timeout: float = 300.0) -> Any:
+    from virtsdk.db.api import Database
+
+    db = Database(cloud.db_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inst = db.instance_get(uuid_)
+            if inst.task_state is None:
+                return inst
+            time.sleep(0.5)
+        raise AssertionError(f"instance {uuid_} still has a task:\n"
+                             + "\n".join(cloud.log(n) for n in cloud.procs))
+    finally:
+        db.dispose()
+
+
+def test_abort_kill_and_broker_outage_on_the_lab(lab: Any,
+                                                slow_lab_deployment: LabDeployment,
+                                                guest_image: Any) -> None:
+    cloud = slow_lab_deployment
+    a, b = (h.name for h in lab.hosts)
+    cli(cloud, "flavor", "create", "lab.small", "--ram", "128", "--vcpus", "1", "--disk", "1")
+    uuid_ = cli(cloud, "server", "create", f"flt-{uuid.uuid4().hex[:6]}", "--flavor",
+                "lab.small", "--host", a, "--image", f"vsdk-guest-{guest_image.key}",
+                "--image-property", f"kernel={guest_image.kernel}",
+                "--image-property", f"initrd={guest_image.initrd}",
+                "--image-property",
+                f"cmdline={guest_image.cmdline(memcheck_mib=32)}",
+                "--wait", "--timeout", "180").stdout.split()[0]
+    assert where(lab, uuid_) == [(a, True)]
+
+    # abort through the CLI: the guest stays on A
+    cli(cloud, "server", "live-migrate", uuid_, "--host", b)
+    _wait_migration(cloud, uuid_, ("running",))
+    cli(cloud, "server", "abort", uuid_)
+    inst = _settled(cloud, uuid_)
+    assert (str(inst.vm_state), inst.host) == ("active", a)
+    assert where(lab, uuid_) == [(a, True)]
+    assert _wait_migration(cloud, uuid_, ("cancelled",)) == "cancelled"
+
+    # RabbitMQ stopped for 20 s in the middle of a live migration
+    cli(cloud, "server", "live-migrate", uuid_, "--host", b)
+    _wait_migration(cloud, uuid_, ("running",))
+    cloud.broker.halt()
+    try:
+        time.sleep(20)
+    finally:
+        cloud.broker.start()
+    inst = _settled(cloud, uuid_)
+    running = where(lab, uuid_)
+    assert [active for _h, active in running] == [True], running
+    assert inst.host == running[0][0] and str(inst.vm_state) == "active"
+
+    # kill -9 of the source compute during a live migration, then a restart
+    src = str(inst.host)
+    dst = b if src == a else a
+    cli(cloud, "server", "live-migrate", uuid_, "--host", dst)
+    _wait_migration(cloud, uuid_, ("running",))
+    cloud.kill(src)
+    cloud.start_service(src)
+    cloud.wait_up([src])
+    inst = _settled(cloud, uuid_)
+    running = where(lab, uuid_)
+    assert [active for _h, active in running] == [True], running
+    assert inst.host == running[0][0] and str(inst.vm_state) == "active", \
+        (inst, running)
     cli(cloud, "server", "delete", uuid_, "--wait")
     assert where(lab, uuid_) == []

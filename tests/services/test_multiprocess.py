@@ -9,11 +9,13 @@ import subprocess
 import time
 
 from virtsdk_fake.fabric import Fabric
+from virtsdk_lab.deployment import LabDeployment
 
 from tests.services.conftest import BIN, ProcessCloud
 
 
-def cli(cloud: ProcessCloud, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(cloud: ProcessCloud | LabDeployment, *args: str,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
     res = subprocess.run([str(BIN / "virtsdk"), "--config-file", str(cloud.conf), *args],
                          capture_output=True, text=True, timeout=300)
     if check and res.returncode != 0:

@@ -1,5 +1,10 @@
-"""A private RabbitMQ node for one test run: own node name, free ports, temporary
-mnesia/log directories, loopback only; stopped (and its files removed) afterwards."""
+"""A private RabbitMQ node: its own node name, free ports and temporary mnesia/log
+directories, listening on 127.0.0.1 (and, for a lab deployment, on the lab bridge).
+
+Used by the services tests (one node per test run) and ``virtsdk lab up --services``;
+:meth:`PrivateRabbit.stop` stops the node and removes its files.  Never the machine's
+default node or port.
+"""
 
 from __future__ import annotations
 
