@@ -67,9 +67,7 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
                                                    step: str) -> None:
     cloud = process_cloud
     cloud.host_extra["mpA"] = f"[fake]\nstall_steps = {step}:0\n"
-    for name in ("conductor", "mpA", "mpB"):
-        cloud.start(name)
-    cloud.wait_up(("conductor", "mpA", "mpB"))
+    cloud.start_all()
     uuid = _boot(cloud, "mpA")
     cli(cloud, "server", flow, uuid, "--host", "mpB")
     _wait_status(cloud, uuid, ("migrating", "running"))
@@ -77,7 +75,7 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
     cloud.kill("mpA")  # kill -9 of the source compute (master and worker)
     cloud.host_extra["mpA"] = ""
     cloud.start("mpA")
-    cloud.wait_up(("mpA",))
+    cloud.wait_up(["mpA"])
     vm_state, host = _settled(cloud, uuid)
     assert (vm_state, host) == ("active", "mpA"), cloud.db.migration_get_all(uuid)
     assert _check_intact(cloud, uuid) == "mpA"
@@ -93,9 +91,7 @@ def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
                                                   rabbit: PrivateRabbit) -> None:
     cloud = process_cloud
     cloud.host_extra["mpA"] = "[fake]\nstall_steps = live_migration.iteration:25\n"
-    for name in ("conductor", "mpA", "mpB"):
-        cloud.start(name)
-    cloud.wait_up(("conductor", "mpA", "mpB"))
+    cloud.start_all()
     uuid = _boot(cloud, "mpA")
     cli(cloud, "server", "live-migrate", uuid, "--host", "mpB")
     _wait_status(cloud, uuid, ("running",))

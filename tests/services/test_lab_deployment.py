@@ -16,23 +16,10 @@ import libvirt
 import pytest
 from virtsdk_lab.deployment import LabDeployment
 
+from tests.orchestration.test_lab_stack import where
 from tests.services.test_multiprocess import cli
 
 pytestmark = pytest.mark.lab
-
-
-def where(lab: Any, instance_uuid: str) -> list[tuple[str, bool]]:
-    out = []
-    for host in lab.hosts:
-        conn = libvirt.open(host.libvirt_uri)
-        try:
-            dom = conn.lookupByUUIDString(instance_uuid)
-            out.append((host.name, bool(dom.isActive())))
-        except libvirt.libvirtError:
-            pass
-        finally:
-            conn.close()
-    return out
 
 
 def vnc_listen(host: Any, instance_uuid: str) -> str | None:
@@ -49,17 +36,28 @@ def vnc_listen(host: Any, instance_uuid: str) -> str | None:
     return None if graphics is None else graphics.get("listen")
 
 
-@pytest.fixture
-def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
+def _deployment(lab: Any, tmp_path: Path, host_extra: str = "") -> Iterator[LabDeployment]:
     from tests.libvirt.conftest import clean_lab_host
 
-    deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path)
+    deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path, host_extra=host_extra)
     try:
         yield deployment.start()
     finally:
         deployment.stop()
         for host in lab.hosts:
             clean_lab_host(host)
+
+
+@pytest.fixture
+def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
+    yield from _deployment(lab, tmp_path)
+
+
+@pytest.fixture
+def slow_lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
+    """Live migrations capped at 4 MiB/s: slow enough to abort, kill or cut, fast
+    enough to converge under the default downtime steps."""
+    yield from _deployment(lab, tmp_path, "live_migration_bandwidth = 4\n")
 
 
 def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeployment,
@@ -97,21 +95,6 @@ def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeploymen
 
     cli(cloud, "server", "delete", uuid_, "--wait")
     assert where(lab, uuid_) == []
-
-
-@pytest.fixture
-def slow_lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
-    """Live migrations capped at 1 MiB/s: slow enough to abort, kill or cut."""
-    from tests.libvirt.conftest import clean_lab_host
-
-    deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path,
-                               host_extra="live_migration_bandwidth = 1\n")
-    try:
-        yield deployment.start()
-    finally:
-        deployment.stop()
-        for host in lab.hosts:
-            clean_lab_host(host)
 
 
 def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
@@ -160,7 +143,7 @@ def test_abort_kill_and_broker_outage_on_the_lab(lab: Any,
                 "--image-property", f"kernel={guest_image.kernel}",
                 "--image-property", f"initrd={guest_image.initrd}",
                 "--image-property",
-                f"cmdline={guest_image.cmdline(memcheck_mib=32)}",
+                f"cmdline={guest_image.cmdline()}",
                 "--wait", "--timeout", "180").stdout.split()[0]
     assert where(lab, uuid_) == [(a, True)]
 

@@ -38,9 +38,7 @@ def fabric_of(cloud: ProcessCloud) -> Fabric:
 
 def test_flows_across_processes(process_cloud: ProcessCloud) -> None:
     cloud = process_cloud
-    for name in ("conductor", "mpA", "mpB"):
-        cloud.start(name)
-    cloud.wait_up(("conductor", "mpA", "mpB"))
+    cloud.start_all()
     cli(cloud, "flavor", "create", "small", "--ram", "256", "--vcpus", "1", "--disk", "1")
     cli(cloud, "flavor", "create", "big", "--ram", "512", "--vcpus", "2", "--disk", "2")
     uuid = cli(cloud, "server", "create", "web", "--flavor", "small", "--host", "mpA",
@@ -78,9 +76,7 @@ def test_flows_across_processes(process_cloud: ProcessCloud) -> None:
 
 def test_down_host_is_skipped_and_sigterm_exits(process_cloud: ProcessCloud) -> None:
     cloud = process_cloud
-    for name in ("conductor", "mpA", "mpB"):
-        cloud.start(name)
-    cloud.wait_up(("conductor", "mpA", "mpB"))
+    cloud.start_all()
     cli(cloud, "flavor", "create", "small", "--ram", "256", "--vcpus", "1", "--disk", "1")
     cloud.kill("mpB")  # kill -9 of the whole service (master and worker)
     deadline = time.monotonic() + 30

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from oslo_config import cfg
-from stevedore import extension
 
 from virtsdk.cli import common
 from virtsdk.cli.errors import error_text, is_operator_error
@@ -28,26 +26,9 @@ NAMESPACE = "virtsdk.manage_commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virtsdk-manage",
-                                     description="Operator tasks on a virtsdk cloud.")
-    parser.add_argument("--config-file", action="append", default=[],
-                        help="oslo.config file(s) to read")
-    parser.add_argument("--config-dir", action="append", default=[],
-                        help="directories of *.conf files to read")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    broken: list[str] = []
+    from virtsdk.cli.main import build_parser as plugin_parser
 
-    def on_failure(_mgr: object, ep: object, err: BaseException) -> None:
-        broken.append(f"{getattr(ep, 'name', ep)}: {err}")
-
-    mgr: extension.ExtensionManager[Any] = extension.ExtensionManager(
-        NAMESPACE, on_load_failure_callback=on_failure)
-    for ext in sorted(mgr, key=lambda e: e.name):
-        ext.plugin(sub)
-    for item in broken:
-        print(f"warning: command plugin {item}", file=sys.stderr)
-    return parser
+    return plugin_parser("virtsdk-manage", NAMESPACE, "Operator tasks on a virtsdk cloud.")
 
 
 def _load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
@@ -102,18 +83,18 @@ def cmd_service_list(args: argparse.Namespace) -> int:
 def cmd_service_disable(args: argparse.Namespace) -> int:
     if args.reason is not None and len(args.reason) > 255:
         raise Invalid("--reason: at most 255 characters")
-    with common.cloud_api(args) as (_api, _ctx, db):
-        db.service_update(args.host, COMPUTE_BINARY,
-                          {"disabled": True, "disabled_reason": args.reason})
-    print(f"{COMPUTE_BINARY} on {args.host}: disabled")
-    return 0
+    return _set_disabled(args, True, args.reason)
 
 
 def cmd_service_enable(args: argparse.Namespace) -> int:
+    return _set_disabled(args, False, None)
+
+
+def _set_disabled(args: argparse.Namespace, disabled: bool, reason: str | None) -> int:
     with common.cloud_api(args) as (_api, _ctx, db):
         db.service_update(args.host, COMPUTE_BINARY,
-                          {"disabled": False, "disabled_reason": None})
-    print(f"{COMPUTE_BINARY} on {args.host}: enabled")
+                          {"disabled": disabled, "disabled_reason": reason})
+    print(f"{COMPUTE_BINARY} on {args.host}: {'disabled' if disabled else 'enabled'}")
     return 0
 
 

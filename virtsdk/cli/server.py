@@ -318,18 +318,18 @@ def _live_migration_id(api: API, ctx: RequestContext, args: argparse.Namespace) 
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
-        mid = _live_migration_id(api, ctx, args)
-        api.live_migration_abort(ctx, args.instance, mid)
-        print(f"abort of migration {mid} requested")
-    return 0
+    return _live_action(args, "abort", "live_migration_abort")
 
 
 def cmd_force_complete(args: argparse.Namespace) -> int:
+    return _live_action(args, "force-complete", "live_migration_force_complete")
+
+
+def _live_action(args: argparse.Namespace, label: str, method: str) -> int:
     with common.cloud_api(args) as (api, ctx, _db):
         mid = _live_migration_id(api, ctx, args)
-        api.live_migration_force_complete(ctx, args.instance, mid)
-        print(f"force-complete of migration {mid} requested")
+        getattr(api, method)(ctx, args.instance, mid)
+        print(f"{label} of migration {mid} requested")
     return 0
 
 

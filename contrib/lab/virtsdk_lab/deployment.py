@@ -31,7 +31,78 @@ PIDS = "root.pids"
 BIN = Path(sys.executable).parent
 
 
-class LabDeployment:
+class ServiceProcesses:
+    """Service processes of one cloud sharing ``db_url``: each started in its own
+    session (so a signal reaches its master and worker), logging to
+    ``<directory>/<name>.log``.  Also used by the multi-process tests on the fake
+    driver."""
+
+    def __init__(self, directory: Path, db_url: str, service_down_time: float) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db_url = db_url
+        self.service_down_time = service_down_time
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process tree of service ``name`` (master and worker)."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        if sig == signal.SIGKILL:
+            proc.wait(timeout=30)
+
+    def up(self) -> set[str]:
+        """Hosts whose compute heartbeats, plus "conductor" if a conductor does."""
+        from virtsdk.db.api import Database
+
+        db = Database(self.db_url)
+        try:
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            return {("conductor" if s.binary == "virtsdk-conductor" else s.host)
+                    for s in db.service_get_all(None) if s.is_up(self.service_down_time, now)}
+        finally:
+            db.dispose()
+
+    def wait_up(self, names: list[str], timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(names) <= self.up():
+                return
+            for name in names:
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise LabError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            time.sleep(0.3)
+        raise LabError(f"services {names} not up after {timeout:.0f} s:\n"
+                       + "\n".join(self.log(n) for n in names))
+
+    def log(self, name: str) -> str:
+        path = self.dir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop_services(self) -> None:
+        """SIGTERM every service (they finish in-flight work); SIGKILL after 40 s."""
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                self.kill(name, signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+
+
+class LabDeployment(ServiceProcesses):
     """Config files and service processes of one lab deployment (see the module doc).
 
     ``hosts``: the lab's hosts; ``gateway``: the root namespace's address on the lab
@@ -43,17 +114,14 @@ class LabDeployment:
                  host_extra: str = "") -> None:
         """``host_extra``: more configuration for every compute (e.g. a
         ``[libvirt] live_migration_bandwidth`` cap)."""
+        super().__init__(directory, f"sqlite:///{directory / 'virtsdk.sqlite'}",
+                         service_down_time)
         self.hosts = hosts
         self.gateway = gateway
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.broker = PrivateRabbit(extra_address=gateway)
         self.conf = self.dir / "virtsdk.conf"
-        self.db_url = f"sqlite:///{self.dir / 'virtsdk.sqlite'}"
         self.report_interval = report_interval
-        self.service_down_time = service_down_time
         self.host_extra = host_extra
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- configuration ------------------------------------------------------------------
 
@@ -109,68 +177,19 @@ class LabDeployment:
 
     def start_service(self, name: str) -> subprocess.Popen[bytes]:
         """(Re)start ``conductor`` or the compute service of lab host ``name``."""
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         if name == "conductor":
-            cmd = [str(BIN / "virtsdk-conductor"), "--config-file", str(self.conf)]
-        else:
-            host = next(h for h in self.hosts if h.name == name)
-            cmd = [*host.nsenter_prefix, str(BIN / "virtsdk-compute"),
-                   "--config-file", str(self.conf), "--config-file", str(self.host_conf(host))]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        self.procs[name] = proc
-        if name == "conductor":
+            proc = self.spawn(name, [str(BIN / "virtsdk-conductor"),
+                                     "--config-file", str(self.conf)])
             self._record(proc)
-        return proc
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process tree of service ``name`` (master and worker)."""
-        proc = self.procs[name]
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        if sig == signal.SIGKILL:
-            proc.wait(timeout=30)
-
-    def up(self) -> set[str]:
-        """Hosts whose compute heartbeats, plus "conductor" if the conductor does."""
-        from virtsdk.db.api import Database
-
-        db = Database(self.db_url)
-        try:
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            return {("conductor" if s.binary == "virtsdk-conductor" else s.host)
-                    for s in db.service_get_all(None) if s.is_up(self.service_down_time, now)}
-        finally:
-            db.dispose()
-
-    def wait_up(self, names: list[str], timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if set(names) <= self.up():
-                return
-            for name in names:
-                proc = self.procs.get(name)
-                if proc is not None and proc.poll() is not None:
-                    raise LabError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
-            time.sleep(0.3)
-        raise LabError(f"services {names} not up after {timeout:.0f} s")
-
-    def log(self, name: str) -> str:
-        path = self.dir / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+            return proc
+        host = next(h for h in self.hosts if h.name == name)
+        return self.spawn(name, [*host.nsenter_prefix, str(BIN / "virtsdk-compute"),
+                                 "--config-file", str(self.conf),
+                                 "--config-file", str(self.host_conf(host))])
 
     def stop(self) -> None:
-        """SIGTERM every service (they finish in-flight work), then the broker."""
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                self.kill(name, signal.SIGTERM)
-        for name, proc in self.procs.items():
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.kill(name)
+        """Every service (gracefully), then the broker."""
+        self.stop_services()
         self.broker.stop()
         (self.dir / PIDS).unlink(missing_ok=True)
 
