@@ -37,6 +37,7 @@ from virtsdk import rpc
 from virtsdk.api import API
 from virtsdk.cloud import EmbeddedCloud
 from virtsdk.compute.service import ComputeService
+from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import get_admin_context
 from virtsdk.db.api import Database
 from virtsdk.scheduler.base import RequestSpec
@@ -186,7 +187,7 @@ def test_conductor_scale(benchmark, rabbit: PrivateRabbit, hosts: int) -> None:
     computes: list[ComputeService] = []
     try:
         for i in range(hosts):
-            svc = ComputeService(conf, f"s{i:03d}", db)
+            svc = ComputeService(conf, f"s{i:03d}", db, ConductorAPI(conf))
             svc.start()
             computes.append(svc)
         api, ctx = API(conf, db), get_admin_context()

@@ -14,8 +14,8 @@ import sys
 import warnings
 
 from virtsdk import plugins
-from virtsdk.cli.errors import error_text, is_operator_error
 from virtsdk.exceptions import PluginError
+from virtsdk.service.errors import error_text, is_operator_error
 
 
 def build_parser(prog: str = "virtsdk", group: str = plugins.CLI_COMMANDS,
@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.conf = None
-        if args.config_file or args.config_dir:
+        files, dirs = getattr(args, "config_file", []), getattr(args, "config_dir", [])
+        if files or dirs:
             from virtsdk.service.config import conf_from_files
 
-            args.conf = conf_from_files(args.config_file, args.config_dir)
+            args.conf = conf_from_files(files, dirs)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from virtsdk.cli import common
-from virtsdk.cli.errors import error_text, is_operator_error
-from virtsdk.compute.manager import BINARY as COMPUTE_BINARY
 from virtsdk.exceptions import Invalid
+from virtsdk.service.errors import error_text, is_operator_error
+from virtsdk.services import COMPUTE as COMPUTE_BINARY
 from virtsdk.states import MigrationStatus, MigrationType, VMState
 
 NAMESPACE = "virtsdk.manage_commands"

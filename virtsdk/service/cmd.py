@@ -16,10 +16,10 @@ from oslo_config import cfg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from virtsdk.cli.errors import error_text
 from virtsdk.db.api import connection_url
 from virtsdk.exceptions import VirtSDKError
 from virtsdk.service import config, launcher
+from virtsdk.service.errors import error_text
 from virtsdk.service.services import ComputeProcess, ConductorProcess
 from virtsdk.validation import validate_hostname
 

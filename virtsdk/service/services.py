@@ -15,18 +15,16 @@ import threading
 from oslo_config import cfg
 
 from virtsdk import rpc
-from virtsdk.compute.manager import BINARY as COMPUTE_BINARY
 from virtsdk.compute.service import ComputeService
 from virtsdk.conductor.rpcapi import TOPIC as CONDUCTOR_TOPIC
+from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.conductor.service import ConductorService
 from virtsdk.db.api import Database
 from virtsdk.service.launcher import ServiceBase
+from virtsdk.services import COMPUTE, CONDUCTOR
 from virtsdk.validation import validate_hostname
 
 LOG = logging.getLogger(__name__)
-
-CONDUCTOR_BINARY = "virtsdk-conductor"
-
 
 class ComputeProcess(ServiceBase):
     """``virtsdk-compute``: the compute service of ``[DEFAULT] host``."""
@@ -35,7 +33,7 @@ class ComputeProcess(ServiceBase):
         self.conf = conf
         self.host = validate_hostname(conf.host)
         self.db = db or Database.from_conf(conf)
-        self.service = ComputeService(conf, self.host, self.db)
+        self.service = ComputeService(conf, self.host, self.db, ConductorAPI(conf))
 
     def start(self) -> None:
         self.service.start()
@@ -49,13 +47,13 @@ class ComputeProcess(ServiceBase):
 
     def reload(self) -> None:
         """Publish the (possibly changed) live-migration limits in the service row."""
-        svc = self.db.service_get(self.host, COMPUTE_BINARY)
+        svc = self.db.service_get(self.host, COMPUTE)
         limits = {
             "max_inbound": self.conf.compute.max_concurrent_live_migrations_inbound,
             "max_outbound": self.conf.compute.max_concurrent_live_migrations_outbound,
         }
         if svc is not None and svc.limits != limits:
-            self.db.service_register(self.host, COMPUTE_BINARY, svc.topic,
+            self.db.service_register(self.host, COMPUTE, svc.topic,
                                      svc.capabilities, limits)
 
 
@@ -71,16 +69,16 @@ class ConductorProcess(ServiceBase):
         self._beat: threading.Thread | None = None
 
     def start(self) -> None:
-        self.db.service_register(self.host, CONDUCTOR_BINARY, CONDUCTOR_TOPIC, {}, {})
+        self.db.service_register(self.host, CONDUCTOR, CONDUCTOR_TOPIC, {}, {})
         self.service.start()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True,
-                                      name=f"heartbeat-{CONDUCTOR_BINARY}")
+                                      name=f"heartbeat-{CONDUCTOR}")
         self._beat.start()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.conf.compute.report_interval):
             try:
-                self.db.service_heartbeat(self.host, CONDUCTOR_BINARY)
+                self.db.service_heartbeat(self.host, CONDUCTOR)
             except Exception:  # noqa: BLE001 - the next beat retries
                 LOG.exception("conductor heartbeat failed")
 
