@@ -6,6 +6,7 @@ instance usable and its records final."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -108,3 +109,19 @@ def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
     final = str(cloud.db.migration_get_all(uuid)[-1].status)
     assert final == ("completed" if where == "mpB" else final)
     assert final in ("completed", "error", "failed")
+
+
+def test_sigterm_finishes_the_live_migration_in_flight(process_cloud: ProcessCloud) -> None:
+    """SIGTERM to the source compute while its live migration is held for 3 s: the
+    service stops taking work, lets the migration finish, then exits 0."""
+    cloud = process_cloud
+    cloud.host_extra["mpA"] = "[fake]\nstall_steps = live_migration.iteration:3\n"
+    cloud.start_all()
+    uuid = _boot(cloud, "mpA")
+    cli(cloud, "server", "live-migrate", uuid, "--host", "mpB")
+    _wait_status(cloud, uuid, ("running",))
+    cloud.kill("mpA", signal.SIGTERM)
+    assert cloud.procs["mpA"].wait(timeout=60) == 0, cloud.log("mpA")
+    assert str(cloud.db.migration_get_all(uuid)[-1].status) == "completed"
+    assert _settled(cloud, uuid) == ("active", "mpB")
+    assert _check_intact(cloud, uuid) == "mpB"

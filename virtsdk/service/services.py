@@ -39,7 +39,9 @@ class ComputeProcess(ServiceBase):
         self.service.start()
 
     def stop(self) -> None:
+        """Finish the requests in flight (the launcher bounds the wait), then stop."""
         try:
+            self.service.drain()
             self.service.stop(graceful=True)
         finally:
             rpc.cleanup()
