@@ -13,6 +13,11 @@ _TRACEBACK = "Traceback (most recent call last)"
 def error_text(exc: BaseException) -> str:
     """The message, without a remote traceback; a virtsdk error that came from another
     service names its request id (its traceback is in that service's log under it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError):  # the driver's first line, not SQL and links
+        return "database: " + (str(getattr(exc, "orig", None) or exc).splitlines()
+                               or [type(exc).__name__])[0]
     text = str(exc)
     cut = text.find(_TRACEBACK)
     if cut >= 0:
