@@ -40,6 +40,7 @@ from virtsdk.cloud import EmbeddedCloud
 from virtsdk.compute.service import ComputeService
 from virtsdk.conductor.rpcapi import ConductorAPI
 from virtsdk.context import get_admin_context
+from virtsdk.db import migration
 from virtsdk.db.api import Database
 from virtsdk.scheduler.base import RequestSpec
 from virtsdk.states import VMState
@@ -129,6 +130,7 @@ def test_processes_vs_embedded(benchmark, rabbit: PrivateRabbit) -> None:
     root = Path(tempfile.mkdtemp(prefix="vsdk-bench-mp-"))
     fabric = f"bench-mp-{uuid.uuid4().hex[:6]}"
     conf_path = _config(root, rabbit.url, fabric)
+    migration.db_sync(f"sqlite:///{root / 'v.sqlite'}")
     db = Database(f"sqlite:///{root / 'v.sqlite'}")
     procs = [_spawn([str(BIN / "virtsdk-conductor"), "--config-file", str(conf_path)],
                     root / "conductor.log")]
@@ -179,6 +181,7 @@ def test_conductor_scale(benchmark, rabbit: PrivateRabbit, hosts: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="vsdk-bench-scale-"))
     fabric = f"bench-scale-{uuid.uuid4().hex[:6]}"
     conf_path = _config(root, rabbit.url, fabric, shared=False)  # computes: this process
+    migration.db_sync(f"sqlite:///{root / 'v.sqlite'}")
     db = Database(f"sqlite:///{root / 'v.sqlite'}")
     conductor = _spawn([str(BIN / "virtsdk-conductor"), "--config-file", str(conf_path)],
                        root / "conductor.log")

@@ -15,13 +15,14 @@ import pytest
 from virtsdk_lab.broker import PrivateRabbit
 from virtsdk_lab.deployment import ServiceProcesses
 
+from virtsdk.db import migration
 from virtsdk.db.api import Database
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
-def rabbit() -> Iterator[PrivateRabbit]:
+def private_rabbit() -> Iterator[PrivateRabbit]:
     broker = PrivateRabbit()
     try:
         broker.start()
@@ -57,7 +58,8 @@ class ProcessCloud(ServiceProcesses):
             f"fabric_dir = {root / 'fabric'}\ntime_scale = 0.001\n"
             "[oslo_messaging_notifications]\n"
             "driver = noop\n")
-        self.db = Database(self.db_url)  # creates the schema before any service starts
+        migration.db_sync(self.db_url)  # virtsdk-manage db sync, before any service
+        self.db = Database(self.db_url)
 
     def host_conf(self, host: str) -> Path:
         path = self.root / f"{host}.conf"
@@ -83,8 +85,8 @@ class ProcessCloud(ServiceProcesses):
 
 
 @pytest.fixture
-def process_cloud(tmp_path: Path, rabbit: PrivateRabbit) -> Iterator[ProcessCloud]:
-    cloud = ProcessCloud(tmp_path, rabbit.url, ("mpA", "mpB"))
+def process_cloud(tmp_path: Path, private_rabbit: PrivateRabbit) -> Iterator[ProcessCloud]:
+    cloud = ProcessCloud(tmp_path, private_rabbit.url, ("mpA", "mpB"))
     try:
         yield cloud
     finally:

@@ -89,18 +89,18 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
 
 
 def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
-                                                  rabbit: PrivateRabbit) -> None:
+                                                  private_rabbit: PrivateRabbit) -> None:
     cloud = process_cloud
     cloud.host_extra["mpA"] = "[fake]\nstall_steps = live_migration.iteration:25\n"
     cloud.start_all()
     uuid = _boot(cloud, "mpA")
     cli(cloud, "server", "live-migrate", uuid, "--host", "mpB")
     _wait_status(cloud, uuid, ("running",))
-    rabbit.halt()
+    private_rabbit.halt()
     try:
         time.sleep(20)
     finally:
-        rabbit.start()
+        private_rabbit.start()
     vm_state, _host = _settled(cloud, uuid, timeout=180)
     assert vm_state == "active"
     where = _check_intact(cloud, uuid)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from virtsdk.cli import manage
+from virtsdk.db import migration
 from virtsdk.db.api import Database
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.states import MigrationStatus, MigrationType, TaskState, VMState
@@ -18,6 +19,7 @@ def conf_file(tmp_path: Path) -> tuple[Path, Database]:
     url = f"sqlite:///{tmp_path / 'v.sqlite'}"
     conf = tmp_path / "virtsdk.conf"
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\n[database]\nconnection = {url}\n")
+    migration.db_sync(url)
     return conf, Database(url)
 
 

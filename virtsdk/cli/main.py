@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 from virtsdk import plugins
 from virtsdk.exceptions import PluginError
@@ -42,16 +41,7 @@ def build_parser(prog: str = "virtsdk", group: str = plugins.CLI_COMMANDS,
     return parser
 
 
-def quiet_library_warnings() -> None:
-    """oslo.messaging imports eventlet and deprecated oslo modules; their import-time
-    deprecation notices are for library maintainers, not for a CLI user."""
-    if not sys.warnoptions:
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-
-
 def main(argv: list[str] | None = None) -> int:
-    quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -53,6 +53,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+# -- db -------------------------------------------------------------------------------
+
+
+def register_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("db", help="database schema: sync, version")
+    dsub = p.add_subparsers(dest="db_command", metavar="ACTION")
+    dsub.required = True
+    sync = dsub.add_parser("sync", help="create or upgrade the schema (idempotent; safe "
+                                        "to run from several processes at once)")
+    sync.add_argument("revision", nargs="?", default="head",
+                      help="the revision to upgrade to (default: the newest)")
+    sync.set_defaults(func=cmd_db_sync)
+    version = dsub.add_parser("version", help="print the schema revision of the database")
+    version.set_defaults(func=cmd_db_version)
+
+
+def cmd_db_sync(args: argparse.Namespace) -> int:
+    from virtsdk.db import api, migration
+
+    print(f"database schema at {migration.db_sync(api.connection_url(args.conf), args.revision)}")
+    return 0
+
+
+def cmd_db_version(args: argparse.Namespace) -> int:
+    from virtsdk.db import api, migration
+
+    print(migration.db_version(api.connection_url(args.conf)) or "None (never synced)")
+    return 0
+
+
 # -- service ----------------------------------------------------------------------------
 
 
@@ -160,3 +190,7 @@ def cmd_reset_state(args: argparse.Namespace) -> int:
         inst = api.reset_state(ctx, args.instance, VMState(args.state))
     print(f"instance {inst.uuid}: vm_state {inst.vm_state}, task_state None")
     return 0
+
+
+if __name__ == "__main__":  # python -m virtsdk.cli.manage
+    sys.exit(main())

@@ -16,10 +16,10 @@ from oslo_config import cfg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from virtsdk.db import migration
 from virtsdk.db.api import connection_url
-from virtsdk.exceptions import VirtSDKError
 from virtsdk.service import config, launcher
-from virtsdk.service.errors import error_text
+from virtsdk.service.errors import error_text, is_operator_error
 from virtsdk.service.services import ComputeProcess, ConductorProcess
 from virtsdk.validation import validate_hostname
 
@@ -34,6 +34,7 @@ def _prepare(argv: Sequence[str] | None, prog: str, with_driver: bool,
     except ArgumentError as exc:
         raise cfg.Error(f"[database] connection: {exc}") from None
     oslo_messaging.TransportURL.parse(conf, conf.transport_url)
+    migration.check_current(connection_url(conf))  # SchemaNotCurrent: run db sync
     return conf
 
 
@@ -41,7 +42,9 @@ def _main(argv: Sequence[str] | None, prog: str, with_driver: bool, description:
           factory: Callable[[cfg.ConfigOpts], launcher.ServiceBase]) -> int:
     try:
         conf = _prepare(argv, prog, with_driver, description)
-    except (cfg.Error, VirtSDKError, oslo_messaging.InvalidTransportURL) as exc:
+    except Exception as exc:  # one line, no traceback, for what an operator can fix
+        if not (is_operator_error(exc) or isinstance(exc, oslo_messaging.InvalidTransportURL)):
+            raise
         print(f"{prog}: error: {error_text(exc)}", file=sys.stderr)
         return 2
     config.setup_logging(conf)

@@ -163,9 +163,9 @@ class LabDeployment(ServiceProcesses):
             self.broker.start()
             self._record(self.broker.proc)
             self.write_configs()
-            from virtsdk.db.api import Database
+            from virtsdk.db import migration
 
-            Database(self.db_url).dispose()  # the schema, before the services race for it
+            migration.db_sync(self.db_url)  # virtsdk-manage db sync, before the services
             self.start_service("conductor")
             for host in self.hosts:
                 self.start_service(host.name)

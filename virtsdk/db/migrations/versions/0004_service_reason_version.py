@@ -4,8 +4,8 @@
 service writes its virtsdk release into ``version`` when it registers, so ``service
 list`` shows a rolling upgrade's progress.
 
-Revision ID: 0003_service_reason_version
-Revises: 0002_bigint_byte_counts
+Revision ID: 0004_service_reason_version
+Revises: 0003_claims
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_service_reason_version"
-down_revision = "0002_bigint_byte_counts"
+revision = "0004_service_reason_version"
+down_revision = "0003_claims"
 branch_labels = None
 depends_on = None
 
