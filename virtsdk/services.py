@@ -11,3 +11,6 @@ from typing import Final
 
 #: A compute host's service (one per host, RPC topic ``compute``).
 COMPUTE: Final = "virtsdk-compute"
+
+#: The conductor (with the scheduler inside; RPC topic ``conductor``).
+CONDUCTOR: Final = "virtsdk-conductor"

@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 from virtsdk import plugins
-from virtsdk.exceptions import PluginError, VirtSDKError
+from virtsdk.exceptions import PluginError
+from virtsdk.service.errors import error_text, is_operator_error
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="virtsdk", description="Hypervisor-driver SDK: drivers, demo and tools."
-    )
+def build_parser(prog: str = "virtsdk", group: str = plugins.CLI_COMMANDS,
+                 description: str = "Hypervisor-driver SDK: drivers, demo and tools.",
+                 ) -> argparse.ArgumentParser:
+    """The parser of a command whose sub-commands are the plugins of entry-point
+    ``group`` (``virtsdk``; ``virtsdk-manage`` uses it with its own group).  A plugin
+    that fails to load is reported on stderr and left out."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config-file", action="append", default=[],
-                        help="oslo.config file(s) to read")
+                        help="oslo.config file(s) to read (the cloud's broker, database, "
+                             "driver options...)")
+    parser.add_argument("--config-dir", action="append", default=[],
+                        help="directories of *.conf files to read")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in plugins.names(plugins.CLI_COMMANDS):
+    for name in plugins.names(group):
         try:
-            register = plugins.load_function(plugins.CLI_COMMANDS, name)
+            register = plugins.load_function(group, name)
         except PluginError as exc:
             print(f"warning: {exc}", file=sys.stderr)
             continue
@@ -35,26 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_library_warnings() -> None:
-    """oslo.messaging imports eventlet and deprecated oslo modules; their import-time
-    deprecation notices are for library maintainers, not for a CLI user."""
-    if not sys.warnoptions:
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-
-
 def main(argv: list[str] | None = None) -> int:
-    quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.conf = None
+        files, dirs = getattr(args, "config_file", []), getattr(args, "config_dir", [])
+        if files or dirs:
+            from virtsdk.service.config import conf_from_files
+
+            args.conf = conf_from_files(files, dirs)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except VirtSDKError as exc:  # a CLI shows errors, not tracebacks
-        # a remote error's traceback is in the serving service's log under this id
-        where = f" (request {exc.request_id})" if exc.request_id else ""
-        print(f"error: {exc}{where}", file=sys.stderr)
+    except Exception as exc:  # a CLI shows errors, not tracebacks
+        if not is_operator_error(exc):
+            raise
+        print(f"error: {error_text(exc)}", file=sys.stderr)
         return 1
 
 

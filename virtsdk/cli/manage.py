@@ -1,107 +1,196 @@
-"""``virtsdk-manage``: operator commands that work on the database directly.
+"""``virtsdk-manage``: operator tasks on a deployed cloud's records.
 
-``virtsdk-manage [--config-file F] [--config-dir D] CATEGORY ACTION [args]``, options
-read through oslo.config like every virtsdk service (default files
-``/etc/virtsdk/virtsdk.conf`` and ``~/.virtsdk/virtsdk.conf``).
-
-Categories are entries of :data:`CATEGORIES`: a help line and a ``register(subparsers)``
-that adds one parser per action, each with ``set_defaults(func=...)`` where ``func``
-takes the parsed :class:`~oslo_config.cfg.ConfigOpts` (the action's arguments are
-``conf.category.<dest>``) and returns the exit code.  Errors print one line on stderr
-and exit 1, never a traceback.
+Sub-commands are plugins in the entry-point group ``virtsdk.manage_commands`` (each a
+``register(subparsers)`` that sets ``func``), like the ``virtsdk`` command's.  The
+core registers ``service`` (``list``, ``disable``, ``enable``), ``migration``
+(``list``, ``show``) and ``reset-state``.  Every command reads ``--config-file`` /
+``--config-dir`` (oslo.config's default search when none is given) and talks to the
+database the configuration names.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
 from oslo_config import cfg
 
-Action = Callable[[cfg.ConfigOpts], int]
+from virtsdk.cli import common
+from virtsdk.exceptions import Invalid
+from virtsdk.service.errors import error_text, is_operator_error
+from virtsdk.services import COMPUTE as COMPUTE_BINARY
+from virtsdk.states import MigrationStatus, MigrationType, VMState
+
+NAMESPACE = "virtsdk.manage_commands"
 
 
-def _db_sync(conf: cfg.ConfigOpts) -> int:
-    from virtsdk.db import api, migration
+def build_parser() -> argparse.ArgumentParser:
+    from virtsdk.cli.main import build_parser as plugin_parser
 
-    revision = migration.db_sync(api.connection_url(conf), conf.category.revision)
-    print(f"database schema at {revision}")
-    return 0
+    return plugin_parser("virtsdk-manage", NAMESPACE, "Operator tasks on a virtsdk cloud.")
 
 
-def _db_version(conf: cfg.ConfigOpts) -> int:
-    from virtsdk.db import api, migration
+def _load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    from virtsdk.service.config import conf_from_files, load_conf
 
-    print(migration.db_version(api.connection_url(conf)) or "None (never synced)")
-    return 0
-
-
-def _register_db(sub: Any) -> None:
-    sync = sub.add_parser("sync", help="create or upgrade the schema (idempotent; safe "
-                                       "to run from several processes at once)")
-    sync.add_argument("revision", nargs="?", default="head",
-                      help="the revision to upgrade to (default: the newest)")
-    sync.set_defaults(func=_db_sync)
-    version = sub.add_parser("version", help="print the schema revision of the database")
-    version.set_defaults(func=_db_version)
+    if args.config_file or args.config_dir:
+        return conf_from_files(args.config_file, args.config_dir)
+    return load_conf([], "virtsdk-manage")  # oslo.config's default file search
 
 
-#: category name -> (help, register(subparsers))
-CATEGORIES: dict[str, tuple[str, Callable[[Any], None]]] = {
-    "db": ("database schema", _register_db),
-}
-
-
-def _add_parsers(subparsers: Any) -> None:
-    for name, (help_text, register) in CATEGORIES.items():
-        parser = subparsers.add_parser(name, help=help_text)
-        actions = parser.add_subparsers(dest="action", metavar="ACTION")
-        actions.required = True
-        register(actions)
-
-
-def build_conf() -> cfg.ConfigOpts:
-    """A ConfigOpts with every virtsdk option and the ``category`` sub-command."""
-    from virtsdk import conf as conf_pkg
-
-    conf = cfg.ConfigOpts()
-    conf_pkg.register_all(conf)
-    conf.register_cli_opt(cfg.SubCommandOpt("category", title="categories",
-                                            handler=_add_parsers))
-    return conf
-
-
-def main(argv: list[str] | None = None) -> int:
-    from virtsdk.cli.main import quiet_library_warnings
-    from virtsdk.exceptions import VirtSDKError
-
-    quiet_library_warnings()
-    conf = build_conf()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        conf(sys.argv[1:] if argv is None else argv, project="virtsdk",
-             prog="virtsdk-manage")
-    except cfg.Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    func: Action = conf.category.func
-    try:
-        return int(func(conf) or 0)
+        args.conf = _load_conf(args)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (VirtSDKError, argparse.ArgumentError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - database errors: one line, no traceback
-        import sqlalchemy.exc
-
-        if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+    except Exception as exc:  # noqa: BLE001 - a CLI shows errors, not tracebacks
+        if not is_operator_error(exc):
             raise
-        print(f"error: database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}",
-              file=sys.stderr)
+        print(f"error: {error_text(exc)}", file=sys.stderr)
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m virtsdk.cli.manage
+# -- db -------------------------------------------------------------------------------
+
+
+def register_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("db", help="database schema: sync, version")
+    dsub = p.add_subparsers(dest="db_command", metavar="ACTION")
+    dsub.required = True
+    sync = dsub.add_parser("sync", help="create or upgrade the schema (idempotent; safe "
+                                        "to run from several processes at once)")
+    sync.add_argument("revision", nargs="?", default="head",
+                      help="the revision to upgrade to (default: the newest)")
+    sync.set_defaults(func=cmd_db_sync)
+    version = dsub.add_parser("version", help="print the schema revision of the database")
+    version.set_defaults(func=cmd_db_version)
+
+
+def cmd_db_sync(args: argparse.Namespace) -> int:
+    from virtsdk.db import api, migration
+
+    print(f"database schema at {migration.db_sync(api.connection_url(args.conf), args.revision)}")
+    return 0
+
+
+def cmd_db_version(args: argparse.Namespace) -> int:
+    from virtsdk.db import api, migration
+
+    print(migration.db_version(api.connection_url(args.conf)) or "None (never synced)")
+    return 0
+
+
+# -- service ----------------------------------------------------------------------------
+
+
+def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("service", help="compute and conductor services: up/down, disable")
+    ssub = p.add_subparsers(dest="service_command", metavar="ACTION")
+    ssub.required = True
+    ls = ssub.add_parser("list", help="every service with its state (like nova service-list)")
+    ls.add_argument("--binary", help="only this binary (virtsdk-compute, virtsdk-conductor)")
+    ls.set_defaults(func=cmd_service_list)
+    dis = ssub.add_parser("disable", help="the scheduler stops choosing this compute host")
+    dis.add_argument("host")
+    dis.add_argument("--reason", default=None, help="shown in 'service list'")
+    dis.set_defaults(func=cmd_service_disable)
+    en = ssub.add_parser("enable", help="the scheduler may choose this compute host again")
+    en.add_argument("host")
+    en.set_defaults(func=cmd_service_enable)
+
+
+def cmd_service_list(args: argparse.Namespace) -> int:
+    with common.cloud_api(args) as (_api, _ctx, db):
+        services = db.service_get_all(args.binary)
+        common.console().print(common.services_table(
+            services, args.conf.compute.service_down_time))
+    return 0
+
+
+def cmd_service_disable(args: argparse.Namespace) -> int:
+    if args.reason is not None and len(args.reason) > 255:
+        raise Invalid("--reason: at most 255 characters")
+    return _set_disabled(args, True, args.reason)
+
+
+def cmd_service_enable(args: argparse.Namespace) -> int:
+    return _set_disabled(args, False, None)
+
+
+def _set_disabled(args: argparse.Namespace, disabled: bool, reason: str | None) -> int:
+    with common.cloud_api(args) as (_api, _ctx, db):
+        db.service_update(args.host, COMPUTE_BINARY,
+                          {"disabled": disabled, "disabled_reason": reason})
+    print(f"{COMPUTE_BINARY} on {args.host}: {'disabled' if disabled else 'enabled'}")
+    return 0
+
+
+# -- migration --------------------------------------------------------------------------
+
+
+def add_migration_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``migration list|show`` (shared by ``virtsdk`` and ``virtsdk-manage``)."""
+    p = sub.add_parser("migration", help="migration records: list, show")
+    msub = p.add_subparsers(dest="migration_command", metavar="ACTION")
+    msub.required = True
+    ls = msub.add_parser("list", help="migrations, oldest first")
+    ls.add_argument("--instance", help="only this instance's (UUID)")
+    ls.add_argument("--host", help="only those from or to this host")
+    ls.add_argument("--status", choices=[str(s) for s in MigrationStatus])
+    ls.add_argument("--type", dest="migration_type", choices=[str(t) for t in MigrationType])
+    ls.set_defaults(func=cmd_migration_list)
+    show = msub.add_parser("show", help="one migration with its progress and details")
+    show.add_argument("id", type=int)
+    show.set_defaults(func=cmd_migration_show)
+
+
+def register_migration(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add_migration_commands(sub)
+
+
+def cmd_migration_list(args: argparse.Namespace) -> int:
+    with common.cloud_api(args) as (api, ctx, _db):
+        migrations = api.list_migrations(
+            ctx, args.instance, args.host,
+            MigrationStatus(args.status) if args.status else None,
+            MigrationType(args.migration_type) if args.migration_type else None)
+        common.console().print(common.migrations_table(migrations))
+    return 0
+
+
+def cmd_migration_show(args: argparse.Namespace) -> int:
+    with common.cloud_api(args) as (api, ctx, db):
+        migration = db.migration_get(args.id)
+        details = api.get_migration_details(ctx, args.id)
+        common.console().print(common.migration_detail(migration, details))
+    return 0
+
+
+# -- reset-state ------------------------------------------------------------------------
+
+
+def register_reset_state(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("reset-state",
+                       help="clear an instance's task and set its vm_state (after an "
+                            "operator checked it)")
+    p.add_argument("instance", help="instance UUID")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--active", dest="state", action="store_const",
+                       const=str(VMState.ACTIVE), help="vm_state active (default)")
+    which.add_argument("--error", dest="state", action="store_const",
+                       const=str(VMState.ERROR), help="vm_state error")
+    p.set_defaults(func=cmd_reset_state, state=str(VMState.ACTIVE))
+
+
+def cmd_reset_state(args: argparse.Namespace) -> int:
+    with common.cloud_api(args) as (api, ctx, _db):
+        inst = api.reset_state(ctx, args.instance, VMState(args.state))
+    print(f"instance {inst.uuid}: vm_state {inst.vm_state}, task_state None")
+    return 0
+
+
+if __name__ == "__main__":  # python -m virtsdk.cli.manage
     sys.exit(main())

@@ -82,6 +82,19 @@ class ComputeService:
                 except Exception:  # noqa: BLE001 - the next pass retries
                     LOG.exception("reconcile of %s failed", self.host)
 
+    def drain(self) -> None:
+        """Stop taking requests and wait until those being handled are done (their
+        flows finish and save their records); what is still queued for this host
+        stays on the broker for the next start.  The heartbeat goes on until
+        :meth:`stop`.  Used by the ``virtsdk-compute`` process on SIGTERM."""
+        if self._server is not None:
+            self._server.stop()
+            self._server.wait()
+            self._server = None
+        # live migrations run on threads of their own, past the request that cast them
+        for thread in list(self.manager._live_threads.values()):  # noqa: SLF001
+            thread.join()
+
     def stop(self, graceful: bool = True) -> None:
         """Stop serving and beating.  ``graceful`` waits for requests being handled;
         ``graceful=False`` simulates a crash: handlers stuck mid-flow are abandoned

@@ -10,9 +10,11 @@ group = cfg.OptGroup("compute", title="The compute manager of a host")
 
 opts = [
     cfg.IntOpt("max_concurrent_live_migrations_outbound", default=1, min=0,
+               mutable=True,
                help="Live migrations this host runs as the source at once; more wait "
                     "in status 'queued'.  0 means unlimited."),
     cfg.IntOpt("max_concurrent_live_migrations_inbound", default=2, min=0,
+               mutable=True,
                help="Live migrations this host receives at once; more wait in status "
                     "'queued' on their source.  0 means unlimited."),
     cfg.IntOpt("shutdown_timeout", default=60, min=0,
@@ -21,10 +23,12 @@ opts = [
     cfg.IntOpt("shutdown_retry_interval", default=10, min=1,
                help="Seconds between clean-shutdown requests during shutdown_timeout."),
     cfg.FloatOpt("report_interval", default=10.0, min=0.01,
-                 help="Seconds between a compute service's heartbeats and resource "
+                 mutable=True,
+               help="Seconds between a compute service's heartbeats and resource "
                       "reports."),
     cfg.FloatOpt("service_down_time", default=60.0, min=0.01,
-                 help="A service whose last heartbeat is older than this many seconds "
+                 mutable=True,
+               help="A service whose last heartbeat is older than this many seconds "
                       "is down: the scheduler skips it and migrations refuse it."),
     cfg.FloatOpt("queue_poll_interval", default=0.05, min=0.001,
                  help="Seconds between checks for a free slot while a live migration "

@@ -24,6 +24,7 @@ from oslo_config import cfg
 from sqlalchemy import CursorResult, create_engine, delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from virtsdk import __version__
 from virtsdk.context import RequestContext
 from virtsdk.db import convert
 from virtsdk.db.models import (
@@ -562,9 +563,10 @@ class Database:
 
     def service_register(
         self, host: str, binary: str, topic: str, capabilities: dict[str, Any],
-        limits: dict[str, Any],
+        limits: dict[str, Any], version: str = "",
     ) -> None:
-        """Create or refresh a service row and count a heartbeat now."""
+        """Create or refresh a service row and count a heartbeat now (``disabled``
+        and its reason are the operator's and stay as they are)."""
         with self._session() as s:
             row = s.scalar(select(ServiceRow).where(
                 ServiceRow.host == host, ServiceRow.binary == binary))
@@ -573,6 +575,7 @@ class Database:
                 s.add(row)
             row.capabilities = capabilities
             row.limits = limits
+            row.version = version or __version__
             row.forced_down = False
             row.updated_at = utcnow()
 
@@ -590,20 +593,24 @@ class Database:
                 row.resources = resources
 
     def service_update(self, host: str, binary: str, values: dict[str, Any]) -> None:
-        """Set ``disabled`` / ``forced_down`` (operators and tests)."""
+        """Set ``disabled`` (and ``disabled_reason``) / ``forced_down`` (operators and
+        tests); Conflict if there is no such service."""
         with self._session() as s:
             row = s.scalar(select(ServiceRow).where(
                 ServiceRow.host == host, ServiceRow.binary == binary))
             if row is None:
                 raise Conflict(f"no {binary} service on host {host!r}")
-            for key in ("disabled", "forced_down", "updated_at"):
+            for key in ("disabled", "disabled_reason", "forced_down", "updated_at"):
                 if key in values:
                     setattr(row, key, values[key])
 
-    def service_get_all(self, binary: str = COMPUTE) -> list[Service]:
+    def service_get_all(self, binary: str | None = COMPUTE) -> list[Service]:
+        """Services of ``binary`` (every binary if None), by host."""
         with self._session() as s:
-            rows = s.scalars(select(ServiceRow).where(
-                ServiceRow.binary == binary).order_by(ServiceRow.host)).all()
+            q = select(ServiceRow)
+            if binary is not None:
+                q = q.where(ServiceRow.binary == binary)
+            rows = s.scalars(q.order_by(ServiceRow.binary, ServiceRow.host)).all()
             return [convert.row_to_service(r) for r in rows]
 
     def compute_service(self, host: str) -> Service:

@@ -158,6 +158,7 @@ def row_to_service(row: ServiceRow) -> Service:
         resources=None if row.resources is None else HostResources.from_primitive(
             row.resources),
         capabilities=dict(row.capabilities or {}), limits=dict(row.limits or {}),
+        disabled_reason=row.disabled_reason, version=row.version or "",
     )
 
 

@@ -145,7 +145,11 @@ class ServiceRow(Base):
     topic: Mapped[str] = mapped_column(String(64))
     report_count: Mapped[int] = mapped_column(Integer, default=0)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: why an operator disabled it (``virtsdk-manage service disable --reason``)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
     forced_down: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the virtsdk release the service runs (rolling upgrades show here)
+    version: Mapped[str] = mapped_column(String(32), default="", server_default="")
     #: capacity the driver last reported (HostResources primitive) and service limits
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     capabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

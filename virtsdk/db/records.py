@@ -56,6 +56,8 @@ class Service:
     resources: HostResources | None
     capabilities: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    disabled_reason: str | None = None
+    version: str = ""
 
     def is_up(self, down_time_s: float, now: dt.datetime) -> bool:
         """True if the service heartbeat is younger than ``down_time_s`` and it is not

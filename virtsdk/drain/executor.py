@@ -81,8 +81,10 @@ class Migrator(Protocol):
 
 
 def set_host_disabled(db: Database, host: str, disabled: bool) -> None:
-    """The one place a drain (and enable_host) flips a host's scheduling flag."""
-    db.service_update(host, COMPUTE, {"disabled": disabled})
+    """The one place a drain (and enable_host) flips a host's scheduling flag; the
+    reason shows in ``virtsdk-manage service list``."""
+    db.service_update(host, COMPUTE, {"disabled": disabled,
+                                      "disabled_reason": "drain" if disabled else None})
 
 
 def _utcnow() -> dt.datetime:

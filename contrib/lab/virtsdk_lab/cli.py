@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--name", default="vsdk", help="lab name (host names <name>-a, ...)")
     up.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
     up.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory")
+    up.add_argument("--services", action="store_true",
+                    help="also deploy virtsdk on it: a virtsdk-compute inside each host, "
+                         "virtsdk-conductor and a private RabbitMQ on the lab bridge; "
+                         "prints the --config-file for 'virtsdk server ...'")
     up.set_defaults(func=cmd_up)
 
     down = lab_sub.add_parser("down", help="stop a lab and remove everything it created")
@@ -60,6 +64,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.name, args.hosts, args.root, persistent=True).up()
     console.print(f"lab {lab.names.slug} up in {time.monotonic() - started:.2f} s")
     _print_hosts(console, lab.index or 0, lab.hosts)
+    if args.services:
+        from virtsdk_lab.deployment import LabDeployment
+
+        try:
+            deployment = LabDeployment(lab.hosts, lab.names.gateway,
+                                       lab.lab_dir / "services").start()
+        except BaseException:
+            lab.down()
+            raise
+        console.print(f"services up (logs in {deployment.dir}); try:\n"
+                      f"  virtsdk --config-file {deployment.conf} server list\n"
+                      f"  virtsdk-manage --config-file {deployment.conf} service list")
     lab.detach()
     return 0
 

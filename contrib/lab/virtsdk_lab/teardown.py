@@ -45,6 +45,10 @@ def teardown(index: int, hosts: list[LabHost], lab_dir: Path | None) -> None:
     listing any process that survived SIGKILL (the network is then left in place so
     nothing is orphaned silently).
     """
+    if lab_dir is not None:
+        from virtsdk_lab.deployment import stop_root_services
+
+        stop_root_services(lab_dir / "services")
     netns_names = sorted({h.netns for h in hosts} | set(index_netns(index)))
     victims: set[int] = set()
     for ns in netns_names:

@@ -50,7 +50,7 @@ class FakeDriverBase(ComputeDriver):
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         group = self.config_group
-        self.fabric: Fabric = get_fabric(group.fabric, group.time_scale)
+        self.fabric: Fabric = get_fabric(group.fabric, group.time_scale, group.fabric_dir)
         self.fabric.shared_storage = group.shared_storage
         self.fabric.link_bandwidth_mbps = group.link_bandwidth_mbps
         overrides = group.host_capacity or {}
@@ -59,6 +59,13 @@ class FakeDriverBase(ComputeDriver):
         else:
             capacity = Capacity(group.host_vcpus, group.host_memory_mb, group.host_local_gb)
         self.hostobj: FakeHost = self.fabric.join(host, capacity)
+        for step, seconds in (group.stall_steps or {}).items():
+            try:
+                wait = float(seconds)
+            except ValueError:
+                raise cfg.Error(f"[fake] stall_steps: {step!r} needs SECONDS, got "
+                                f"{seconds!r}") from None
+            self.fabric.faults.stall(step, host, times=None, seconds=wait or None)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -72,7 +79,8 @@ class FakeDriverBase(ComputeDriver):
 
     def _get(self, instance: Instance) -> FakeInstance:
         """The instance defined on this host; InstanceNotFound otherwise."""
-        found = self.hostobj.instances.get(instance.uuid)
+        with self.fabric.lock:
+            found = self.hostobj.instances.get(instance.uuid)
         if found is None:
             raise InstanceNotFound(instance.uuid, self.host)
         return found

@@ -125,19 +125,18 @@ class FakeColdMigration(FakeDriverBase):
 
     def _send_disks(self, inst: FakeInstance, dest: str,
                     progress: TransferCallback | None) -> list[DiskInfo]:
-        dest_host = self.fabric.host(dest)
+        """Copy each disk's written blocks into a private twin, then hand the twin to
+        ``dest``'s received disks in one step under the fabric lock (so a fabric
+        shared between processes never sees, or loses, a half-written twin)."""
         to_send = [d for n, d in sorted(inst.disks.items()) if n != "disk.swap"]
         total = sum(d.allocated for d in to_send)
         rate = self.fabric.link_bandwidth_mbps * MiB
-        received: dict[str, FakeDisk] = {}
         with self.fabric.lock:
-            dest_host.incoming_disks[inst.uuid] = received
+            self.fabric.host(dest).incoming_disks[inst.uuid] = {}
         done = 0
         halfway_hit = False
         for disk in to_send:
             twin = FakeDisk(disk.name, disk.size)
-            with self.fabric.lock:
-                received[disk.name] = twin
             for index in sorted(disk.blocks):
                 if not halfway_hit and done * 2 >= total:
                     halfway_hit = True
@@ -147,6 +146,12 @@ class FakeColdMigration(FakeDriverBase):
                 self.fabric.clock.sleep(BLOCK / rate)
                 if progress is not None:
                     progress(TransferProgress(done, total, rate, disk.name))
+            with self.fabric.lock:
+                received = self.fabric.host(dest).incoming_disks.get(inst.uuid)
+                if received is None:
+                    raise MigrationError(f"instance {inst.uuid}: {dest!r} dropped the "
+                                         "incoming disks during the transfer")
+                received[disk.name] = twin
         if not halfway_hit:
             self._step("migrate_disk.transfer")
         return [disk.info() for disk in to_send]

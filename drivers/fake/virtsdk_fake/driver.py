@@ -136,7 +136,8 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
             return sorted(i.name for i in self.hostobj.instances.values())
 
     def instance_exists(self, instance: Instance) -> bool:
-        return instance.uuid in self.hostobj.instances
+        with self.fabric.lock:
+            return instance.uuid in self.hostobj.instances
 
     def list_instance_uuids_on_host(self) -> dict[str, list[str]]:
         """Everything this host holds per instance uuid (see the interface)."""

@@ -1,4 +1,4 @@
-"""The fabric: hosts of one process that can reach each other, and their state.
+"""The fabric: hosts that can reach each other, and their state.
 
 Every :class:`~virtsdk_fake.driver.FakeDriver` joins the fabric named by ``[fake]
 fabric`` with its host name.  The fabric holds each host's instances, the copies kept
@@ -6,15 +6,27 @@ for cold migration, the disks received, the live-migration placeholders, the arm
 faults (:attr:`Fabric.faults`) and the simulated clock (:attr:`Fabric.clock`).  Tests
 and demos reach it with :func:`get_fabric` and look inside with
 ``fabric.host("h1").instances[uuid]``.
+
+By default a fabric lives in one process (the fast case: embedded clouds, tests).
+With ``[fake] fabric_dir`` set, the hosts' state is shared through a file in that
+directory by every process that names the same fabric and directory, so one compute
+service per process can migrate guests to another's: entering :attr:`Fabric.lock`
+takes an inter-process file lock (oslo.concurrency) and loads what other processes
+wrote since, leaving it writes the state back (atomically, only when it changed).
+Everything that reads or changes host state does so inside the lock.  Faults, the
+clock and running live-migration jobs stay private to each process.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import tempfile
 import threading
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from oslo_concurrency import lockutils
 
@@ -68,6 +80,12 @@ class FakeHost:
     jobs: dict[str, SimulatedLiveMigration] = field(default_factory=dict)
     joined: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the running jobs (threads and callbacks of one process)."""
+        state = dict(self.__dict__)
+        state["jobs"] = {}
+        return state
+
     def usage(self) -> Capacity:
         """vCPUs, RAM and disk taken by everything this host holds for instances."""
         vcpus = ram = 0
@@ -118,10 +136,135 @@ class FakeHost:
                                        self.leftovers))
 
 
-class Fabric:
-    """Hosts that share a network (and, optionally, storage) inside one process."""
+def _merge(local: Any, loaded: Any) -> None:
+    """Make ``local`` equal to ``loaded`` in place, keeping the identity of every
+    nested host, instance, disk and dict found under the same key, so references a
+    driver method holds across two lock sections stay live."""
+    if isinstance(local, bytearray):
+        local[:] = loaded
+        return
+    if isinstance(local, dict):
+        for key in [k for k in local if k not in loaded]:
+            del local[key]
+        for key, value in loaded.items():
+            if key in local and _same_kind(local[key], value):
+                _merge(local[key], value)
+            else:
+                local[key] = value
+        return
+    for name, value in vars(loaded).items():
+        if name == "jobs":  # this process's running jobs stay
+            continue
+        current = vars(local).get(name)
+        if current is not None and _same_kind(current, value):
+            _merge(current, value)
+        else:
+            setattr(local, name, value)
 
-    def __init__(self, name: str, clock: Clock | None = None) -> None:
+
+def _same_kind(a: Any, b: Any) -> bool:
+    """Merged in place rather than replaced: containers and the fabric's own records
+    (never enums or other shared immutable values)."""
+    return type(a) is type(b) and isinstance(
+        a, (dict, bytearray, FakeHost, FakeInstance, FakeDisk, Capacity, MigrationParams))
+
+
+class _FileStore:
+    """The fabric's shared state file and its inter-process lock."""
+
+    def __init__(self, directory: str, name: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"{name}.fabric")
+        self._lock = lockutils.InterProcessLock(os.path.join(directory, f"{name}.lock"))
+        self._seen: tuple[int, int, int] | None = None
+        self._last: bytes = b""
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def load(self) -> dict[str, Any] | None:
+        """The state written by another process since our last load/save, or None."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return None
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        self._seen, self._last = stamp, data
+        state: dict[str, Any] = pickle.loads(data)  # noqa: S301 - our own file
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        if data == self._last and self._stamp() == self._seen:
+            return
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".fabric-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._seen, self._last = self._stamp(), data
+
+
+class _FabricLock:
+    """Re-entrant lock of one fabric; the outermost holder also holds the shared
+    file (if any), loading on entry and saving on exit."""
+
+    def __init__(self, fabric: Fabric) -> None:
+        self._fabric = fabric
+        self._rlock = threading.RLock()
+        self._depth = 0
+
+    def __enter__(self) -> _FabricLock:
+        self._rlock.acquire()
+        self._depth += 1
+        store = self._fabric.store
+        if self._depth == 1 and store is not None:
+            try:
+                store.acquire()
+                try:
+                    self._fabric._load()  # noqa: SLF001
+                except BaseException:
+                    store.release()
+                    raise
+            except BaseException:
+                self._depth -= 1
+                self._rlock.release()
+                raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        store = self._fabric.store
+        try:
+            if self._depth == 1 and store is not None:
+                try:
+                    self._fabric._save()  # noqa: SLF001
+                finally:
+                    store.release()
+        finally:
+            self._depth -= 1
+            self._rlock.release()
+
+
+class Fabric:
+    """Hosts that share a network (and, optionally, storage): inside one process, or
+    across processes through ``directory`` (see the module docstring)."""
+
+    def __init__(self, name: str, clock: Clock | None = None,
+                 directory: str | None = None) -> None:
         self.name = name
         self.clock: Clock = clock or ManualClock()
         self.faults = FaultInjector()
@@ -131,14 +274,30 @@ class Fabric:
         self.params: dict[str, MigrationParams] = {}
         #: shared-storage check files (token -> storage pool that holds it)
         self.check_files: dict[str, str] = {}
-        self._lock = lockutils.internal_fair_lock(f"virtsdk_fake.fabric.{name}")
+        #: where the state is shared with other processes (None: this process only)
+        self.store = _FileStore(directory, name) if directory else None
+        self._lock = _FabricLock(self)
 
     # -- locking ---------------------------------------------------------------------------
 
     @property
-    def lock(self) -> AbstractContextManager[object]:
-        """Context manager serialising every change of fabric state (re-entrant)."""
-        return self._lock.write_lock()
+    def lock(self) -> _FabricLock:
+        """Context manager serialising every read and change of fabric state
+        (re-entrant; across processes when the fabric has a directory)."""
+        return self._lock
+
+    def _state(self) -> dict[str, Any]:
+        return {"hosts": self.hosts, "params": self.params, "check_files": self.check_files}
+
+    def _load(self) -> None:
+        assert self.store is not None
+        loaded = self.store.load()
+        if loaded is not None:
+            _merge(self._state(), loaded)
+
+    def _save(self) -> None:
+        assert self.store is not None
+        self.store.save(self._state())
 
     # -- hosts -----------------------------------------------------------------------------
 
@@ -159,7 +318,8 @@ class Fabric:
     def host(self, name: str) -> FakeHost:
         """The host ``name``; HostNotFound if it never joined this fabric."""
         try:
-            return self.hosts[name]
+            with self.lock:
+                return self.hosts[name]
         except KeyError:
             raise HostNotFound(f"host {name!r} is not on fake fabric {self.name!r} "
                                f"(hosts: {', '.join(sorted(self.hosts)) or 'none'})") from None
@@ -201,7 +361,8 @@ class Fabric:
                              working_set_mb: float | None = None) -> None:
         """How instance ``uuid`` dirties memory while it live-migrates (MiB/s, and
         how many MiB it keeps rewriting).  Overrides its ``fake:*`` metadata."""
-        self.params[uuid] = MigrationParams(dirty_rate_mbps, working_set_mb)
+        with self.lock:
+            self.params[uuid] = MigrationParams(dirty_rate_mbps, working_set_mb)
 
     # -- faults and time -------------------------------------------------------------------
 
@@ -240,14 +401,21 @@ _FABRICS: dict[str, Fabric] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def get_fabric(name: str = "default", time_scale: float | None = None) -> Fabric:
+def get_fabric(name: str = "default", time_scale: float | None = None,
+               directory: str | None = None) -> Fabric:
     """The process-wide fabric ``name``, created on first use (with a ScaledClock of
-    ``time_scale`` when given, else a ManualClock)."""
+    ``time_scale`` when given, else a ManualClock), shared with other processes
+    through ``directory`` when given.  Asking for a fabric this process already
+    holds under another directory is a ValueError."""
     with _REGISTRY_LOCK:
         fabric = _FABRICS.get(name)
         if fabric is None:
             clock: Clock = ScaledClock(time_scale) if time_scale is not None else ManualClock()
-            fabric = _FABRICS[name] = Fabric(name, clock)
+            fabric = _FABRICS[name] = Fabric(name, clock, directory)
+        elif directory and (fabric.store is None or fabric.store.path != os.path.join(
+                directory, f"{name}.fabric")):
+            raise ValueError(f"fake fabric {name!r} is already open in this process "
+                             f"{'without a directory' if fabric.store is None else 'elsewhere'}")
         return fabric
 
 

@@ -6,8 +6,19 @@ from oslo_config import cfg
 
 opts: list[cfg.Opt] = [
     cfg.StrOpt("fabric", default="default",
-               help="Name of the in-process fabric this host joins.  Every FakeDriver "
-                    "with the same fabric name (in one process) sees the same hosts."),
+               help="Name of the fabric this host joins.  Every FakeDriver with the same "
+                    "fabric name (in one process, or in every process naming the same "
+                    "fabric_dir) sees the same hosts."),
+    cfg.StrOpt("fabric_dir", default=None,
+               help="Share the fabric's hosts with other processes through this "
+                    "directory (one compute service per process, e.g. a multi-process "
+                    "cloud on the fake driver).  Unset: the fabric lives in this process "
+                    "only, which is fastest."),
+    cfg.DictOpt("stall_steps", default={},
+                help="Fault-injection steps at which this process's hosts stall, "
+                     "step:SECONDS (0: until the process ends), e.g. "
+                     "'migrate_disk.transfer:0'.  For crash tests of services running "
+                     "in their own processes (kill -9 at a known point)."),
     cfg.FloatOpt("time_scale", default=0.01, min=0.0,
                  help="Real seconds per simulated second (0.01: simulated time runs 100x "
                       "faster).  0 makes every simulated wait instant."),
