@@ -45,7 +45,7 @@ import abc
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from oslo_config import cfg
 
@@ -184,6 +184,17 @@ class RecoverMethod(Protocol):
     ) -> None: ...
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stub(fn: F) -> F:
+    """Mark a scaffolded method that only defers to the default (``virtsdk drivers
+    new`` writes every method this way); :meth:`ComputeDriver.implemented_methods`
+    does not count it as implemented."""
+    fn.__virtsdk_stub__ = True  # type: ignore[attr-defined]
+    return fn
+
+
 ProgressCallback = Callable[[JobStats], None]
 TransferCallback = Callable[[TransferProgress], None]
 
@@ -229,7 +240,9 @@ class ComputeDriver(Plugin, abc.ABC):
         """The optional interface methods this driver overrides (its feature matrix)."""
         out = []
         for attr in OPTIONAL_METHODS:
-            if getattr(cls, attr) is not getattr(ComputeDriver, attr):
+            mine = getattr(cls, attr)
+            if mine is not getattr(ComputeDriver, attr) and not getattr(
+                    mine, "__virtsdk_stub__", False):
                 out.append(attr)
         return out
 
