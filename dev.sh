@@ -3,9 +3,7 @@
 #   ./dev.sh demo   - install everything, then run `virtsdk demo` on the embedded default
 #   ./dev.sh test   - install everything, then the checks of `lint` and the whole test suite
 #                     (including the libvirt lab tests, which start and stop their own hosts)
-#   ./dev.sh lint   - only the checks: ruff, mypy (strict for virtsdk/) and import-linter
-#                     (the core never imports a driver, arrows point down, no cycles)
-# Other jobs: ./dev.sh setup | bench | shell
+# Other jobs: ./dev.sh setup | docs | bench | shell
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -55,8 +53,10 @@ venv_install() {
   newest=$(ls -t requirements-dev.txt setup.cfg drivers/*/setup.cfg contrib/*/setup.cfg | head -1)
   if [ ! -f "$stamp" ] || [ "$newest" -nt "$stamp" ]; then
     echo ">> pip install -r requirements-dev.txt (into $VENV)"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r requirements-dev.txt
+    # PYTHONWARNINGS reaches the build back-ends pip runs: no pages of setuptools
+    # editable-install banners on a newcomer's first screen
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q --upgrade pip
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q -r requirements-dev.txt
     touch "$stamp"
   fi
 }
@@ -74,10 +74,11 @@ shift || true
 case "$job" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
-  lint) venv_install; lint ;;
+  docs) setup; exec "$VENV/bin/sphinx-build" -q -W --keep-going -b html doc doc/_build/html "$@" ;;
   test)
     setup
-    lint
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/sphinx-build" -q -W -b html doc doc/_build/html
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
