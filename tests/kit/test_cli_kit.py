@@ -80,9 +80,8 @@ def test_drivers_check_passes_the_fake_driver() -> None:
 
 
 def test_drivers_check_reports_a_source_left_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.kit import seeded
-
     import virtsdk.compute.service as service
+    from tests.kit import seeded
 
     def load(name: str, conf: object, host: str) -> object:
         return seeded.LeavesSourceRunning(conf, host)  # type: ignore[arg-type]
