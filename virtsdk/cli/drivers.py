@@ -108,7 +108,9 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["group.opt=value", ...]`` -> ``{"group": {"opt": "value"}}`` (``DEFAULT`` when
+    no group is named)."""
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -123,7 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from virtsdk.testing.flows import check_driver
 
     load_driver_class(args.name)  # a clear DriverNotFound before any cloud starts
-    results = check_driver(args.name, _overrides(args.set))
+    results = check_driver(args.name, parse_overrides(args.set))
     table = Table(title=f"virtsdk drivers check {escape(args.name)}")
     for col in ("flow", "result", "time", "what failed"):
         table.add_column(col, overflow="fold")
