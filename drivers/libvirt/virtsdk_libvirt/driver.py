@@ -45,7 +45,7 @@ import libvirt
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import Capabilities, ComputeDriver, TransferCallback
+from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
 from virtsdk.exceptions import InstanceNotFound, Invalid
 from virtsdk.objects import (
     BlockDeviceInfo,
@@ -59,8 +59,9 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
-from virtsdk_libvirt import config, guest_config, inventory, xmlutil
-from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
+from virtsdk.states import PowerState
+from virtsdk_libvirt import config, guest_config, observe, xmlutil
+from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
@@ -290,6 +291,24 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         dom_xml = xmlutil.parse(self._lookup(instance).XMLDesc(0))
         return self._local_disks().describe(
             instance, guest_config.disk_sources(dom_xml))
+
+    # -- observation hooks (delegated to virtsdk_libvirt.observe) ------------------------
+
+    def observe_guests(self) -> dict[str, PowerState]:
+        """Active domains of this host (running or paused), by UUID."""
+        return observe.guests(self)
+
+    def observe_footprint(self, instance: Instance) -> list[str]:
+        """The instance's domain and every file of its directories here."""
+        return observe.footprint(self, instance)
+
+    def write_disk_marker(self, instance: Instance, marker: bytes) -> None:
+        """Write ``marker`` 1 MiB into the root disk (through QEMU while it runs)."""
+        observe.write_marker(self, instance, marker[:self.MARKER_SIZE])
+
+    def observe_disk(self, instance: Instance) -> DiskObservation:
+        """The marker place and virtual size of the root disk."""
+        return observe.read_disk(self, instance, self.MARKER_SIZE)
 
     # -- cold migration / resize (delegated to virtsdk_libvirt.cold_migration) -----------
 

@@ -1,0 +1,105 @@
+"""The observation hooks of the libvirt driver (read by the conformance kit only).
+
+What libvirt and the instances directory really hold: active domains and their state,
+the domain definition and every file of an instance, and the bytes of its root disk.
+The marker goes 1 MiB into the root disk (``vda``), a place the guest does not use.
+While the domain runs, the marker is written through the running QEMU's block layer
+(the HMP ``qemu-io`` command: no second writer on the image) and QEMU flushes before
+the file is read with ``qemu-io --force-share`` read-only; while it is off,
+``qemu-io`` opens the image file itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import libvirt
+import libvirt_qemu
+from oslo_concurrency import processutils
+
+from virtsdk.driver import DiskObservation
+from virtsdk.exceptions import InstanceNotFound
+from virtsdk.objects import Instance
+from virtsdk.states import PowerState
+from virtsdk.transfer.images import image_info
+from virtsdk_libvirt import guest_config, xmlutil
+
+if TYPE_CHECKING:
+    from virtsdk_libvirt.driver import LibvirtDriver
+
+MARKER_OFFSET = 1024 * 1024
+_HEX_LINE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})")
+
+
+def guests(drv: LibvirtDriver) -> dict[str, PowerState]:
+    """uuid -> RUNNING / PAUSED of every active domain of this host."""
+    out = {}
+    for dom in drv._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_RUNNING:
+            out[dom.UUIDString()] = PowerState.RUNNING
+        elif state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+            out[dom.UUIDString()] = PowerState.PAUSED
+    return out
+
+
+def footprint(drv: LibvirtDriver, instance: Instance) -> list[str]:
+    """The domain (if libvirt has one) and every file of the instance here."""
+    out = []
+    dom = drv._find(instance)
+    if dom is not None:
+        out.append(f"domain {dom.name()} ({'active' if dom.isActive() else 'defined'})")
+    for directory in (drv._paths.instance_dir(instance), drv._paths.resize_dir(instance)):
+        if directory.is_dir():
+            out += [str(p) for p in sorted(directory.rglob("*")) if p.is_file()]
+    return out
+
+
+def _root(drv: LibvirtDriver, instance: Instance) -> tuple[libvirt.virDomain, str, str, str]:
+    """(domain, qdev id, file, format) of the instance's root disk."""
+    dom = drv._lookup(instance)
+    tree = xmlutil.parse(dom.XMLDesc(0))
+    for target, source, fmt in guest_config.disk_sources(tree):
+        if target == "vda":
+            alias = tree.find("devices/disk/target[@dev='vda']/../alias")
+            qdev = alias.get("name", "virtio-disk0") if alias is not None else "virtio-disk0"
+            return dom, qdev, source, fmt
+    raise InstanceNotFound(instance.uuid, drv.host)
+
+
+def _hmp(dom: libvirt.virDomain, qdev: str, command: str) -> str:
+    out: str = libvirt_qemu.qemuMonitorCommand(
+        dom, f'qemu-io -d /machine/peripheral/{qdev}/virtio-backend "{command}"',
+        libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    return out
+
+
+def write_marker(drv: LibvirtDriver, instance: Instance, marker: bytes) -> None:
+    dom, qdev, path, fmt = _root(drv, instance)
+    cmds = [f"write -q -P 0x{b:02x} {MARKER_OFFSET + i} 1" for i, b in enumerate(marker)]
+    if dom.isActive():
+        for cmd in cmds:
+            _hmp(dom, qdev, cmd)
+        _hmp(dom, qdev, "flush")
+        return
+    args: list[str] = []
+    for cmd in cmds:
+        args += ["-c", cmd]
+    processutils.execute("qemu-io", "-f", fmt, *args, path)
+
+
+def read_disk(drv: LibvirtDriver, instance: Instance, length: int) -> DiskObservation:
+    dom, qdev, path, fmt = _root(drv, instance)
+    if dom.isActive():  # QEMU's caches to the file first; then read it shared
+        _hmp(dom, qdev, "flush")
+    text, _err = processutils.execute("qemu-io", "-r", "-U", "-f", fmt, "-c",
+                                      f"read -v {MARKER_OFFSET} {length}", path)
+    data = bytearray()
+    for line in text.splitlines():
+        m = _HEX_LINE.match(line.strip())
+        if m:
+            data += bytes.fromhex(m.group(1).replace(" ", ""))
+    return DiskObservation(marker=bytes(data[:length]),
+                           size=image_info(Path(path)).virtual_size)
