@@ -78,7 +78,7 @@ case "$job" in
   test)
     setup
     "$VENV/bin/ruff" check .
-    "$VENV/bin/sphinx-build" -q -W -b html doc doc/_build/html
+    "$VENV/bin/sphinx-build" -q -E -W -b html doc doc/_build/html  # the docs, ~6 s
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
