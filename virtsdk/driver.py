@@ -532,10 +532,12 @@ class ComputeDriver(Plugin, abc.ABC):
     ) -> None:
         """Source: move the running guest to ``dest``; blocks until the job ends.
 
-        Must validate ``dest`` before any hypervisor call, and must end by calling
-        exactly one of ``post_method`` (guest runs on dest) or ``recover_method``
-        (guest still runs here), then return (it re-raises the failure after
-        ``recover_method``).  ``progress`` receives job-stats samples.
+        Must validate ``dest`` before any hypervisor call; refused input (an invalid
+        ``dest``, a migration already running) may raise before either callback, as
+        nothing started.  Once the job has started it must end by calling exactly one
+        of ``post_method`` (guest runs on dest) or ``recover_method`` (guest still runs
+        here), then return (it re-raises the failure after ``recover_method``).
+        ``progress`` receives job-stats samples.
         """
         raise self._unsupported("live migration")
 

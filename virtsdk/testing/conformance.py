@@ -315,7 +315,7 @@ class DriverConformance:
                       + info_problems(dst, guest, "after finish_migration")
                       + marker_problems(dst, guest, marker, "after cold migration"))
         assert guest.name in dst.list_instances(), "destination does not list the guest"
-        assert guest.name not in src.list_instances(), "source still lists the guest"
+        # (the source may still list its stopped copy until confirm: Nova's libvirt does)
         claimed_call(src, COLD, "confirm_migration", ctx, migration, guest, NetworkInfo())
         observe.check(copies_problems(pair, guest, "after confirm_migration", dst.host)
                       + clean_problems(src, guest, "after confirm_migration")
@@ -415,9 +415,16 @@ class DriverConformance:
             pytest.skip("the contract flavor has no root disk to shrink")
         smaller = Flavor("contract.tiny", memory_mb=contract_flavor.memory_mb,
                          vcpus=contract_flavor.vcpus, root_gb=contract_flavor.root_gb - 1)
-        with pytest.raises(ResizeShrinkNotAllowed):
-            src.migrate_disk_and_power_off(ctx, guest, dst.host, smaller, NetworkInfo())
-        observe.check(copies_problems(pair, guest, "after a refused shrink", src.host))
+        migration = _migration(guest, src, dst, smaller)
+        data = dst.prepare_migrate_disk_target(ctx, guest, smaller, migration)
+        try:
+            with pytest.raises(ResizeShrinkNotAllowed):
+                src.migrate_disk_and_power_off(ctx, guest, dst.host, smaller, NetworkInfo(),
+                                               migrate_data=data)
+        finally:
+            dst.abort_migrate_disk_target(ctx, guest, data)
+        observe.check(copies_problems(pair, guest, "after a refused shrink", src.host)
+                      + clean_problems(dst, guest, "after a refused shrink"))
 
     # -- live migration --------------------------------------------------------------------
 
@@ -498,9 +505,11 @@ class DriverConformance:
         with pytest.raises(InvalidHostname):
             claimed_call(src, LIVE, "live_migration", ctx, guest, "bad host/../x", rec.post,
                          rec.recover, False, LiveMigrateData())
-        assert rec.calls == ["recover"], (
-            f"a failed live_migration must call recover_method exactly once; it called "
-            f"{rec.calls or 'neither'}")
+        # refused input may raise before anything started (no callback); anything else
+        # must end in recover_method, once
+        assert rec.calls in ([], ["recover"]), (
+            f"a refused live_migration must call recover_method at most once and "
+            f"post_method never; it called {rec.calls}")
         observe.check(copies_problems(pair, guest, "after a refused live migration",
                                       src.host))
 
