@@ -75,8 +75,8 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
-from virtsdk.states import MigrationType, PowerState
-from virtsdk.testing import observe
+from virtsdk.states import PowerState
+from virtsdk.testing import observe, sequences
 from virtsdk.testing.observe import (
     at_most_one_running,
     claimed_call,
@@ -285,25 +285,14 @@ class DriverConformance:
     def _send(self, pair: Pair, guest: Instance, ctx: RequestContext, flavor: Flavor,
               flag: str) -> tuple[Migration, list[DiskInfo], ColdMigrateData]:
         """prepare_migrate_disk_target + migrate_disk_and_power_off, checked."""
-        src, dst = pair
-        migration = _migration(guest, src, dst, flavor)
-        data = claimed_call(dst, flag, "prepare_migrate_disk_target", ctx, guest, flavor,
-                            migration)
-        data = round_trip(data, "prepare_migrate_disk_target's ColdMigrateData")
-        disks = claimed_call(src, flag, "migrate_disk_and_power_off", ctx, guest, dst.host,
-                             flavor, NetworkInfo(), migrate_data=data)
-        disks = round_trip(disks, "migrate_disk_and_power_off's disk list")
+        out = sequences.cold_send(pair[0], pair[1], ctx, guest, flavor, flag)
         observe.check(copies_problems(pair, guest, "after migrate_disk_and_power_off", None))
-        return migration, disks, data
+        return out
 
     def _cold_migrate(self, pair: Pair, guest: Instance, ctx: RequestContext,
                       flavor: Flavor, flag: str, power_on: bool = True) -> Migration:
-        src, dst = pair
         migration, disks, _data = self._send(pair, guest, ctx, flavor, flag)
-        guest.old_flavor, guest.flavor = guest.flavor, flavor
-        claimed_call(dst, flag, "finish_migration", ctx, migration, guest, disks,
-                     NetworkInfo(), guest.image or ImageMeta(id="none"),
-                     resize_instance=flavor != guest.old_flavor, power_on=power_on)
+        sequences.cold_finish(pair[1], ctx, guest, migration, disks, flavor, flag, power_on)
         return migration
 
     def test_cold_migration_moves_the_data_then_confirm_cleans_the_source(
@@ -378,7 +367,7 @@ class DriverConformance:
         self._require(src, COLD)
         if fail_disk_transfer is None:
             pytest.skip("no fail_disk_transfer fixture: cannot cut a transfer half way")
-        migration = _migration(guest, src, dst, guest.flavor)
+        migration = sequences.migration_record(guest, src, dst, guest.flavor)
         data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, guest,
                             guest.flavor, migration)
         fail_disk_transfer(src, guest)
@@ -398,7 +387,7 @@ class DriverConformance:
             self, pair: Pair, guest: Instance, ctx: RequestContext) -> None:
         src, dst = pair
         self._require(src, COLD)
-        migration = _migration(guest, src, dst, guest.flavor)
+        migration = sequences.migration_record(guest, src, dst, guest.flavor)
         data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, guest,
                             guest.flavor, migration)
         dst.abort_migrate_disk_target(ctx, guest, round_trip(data, "ColdMigrateData"))
@@ -415,7 +404,7 @@ class DriverConformance:
             pytest.skip("the contract flavor has no root disk to shrink")
         smaller = Flavor("contract.tiny", memory_mb=contract_flavor.memory_mb,
                          vcpus=contract_flavor.vcpus, root_gb=contract_flavor.root_gb - 1)
-        migration = _migration(guest, src, dst, smaller)
+        migration = sequences.migration_record(guest, src, dst, smaller)
         data = dst.prepare_migrate_disk_target(ctx, guest, smaller, migration)
         try:
             with pytest.raises(ResizeShrinkNotAllowed):
@@ -430,49 +419,31 @@ class DriverConformance:
 
     def _prepare_live(self, pair: Pair, guest: Instance, ctx: RequestContext,
                       block_migration: bool | None = None) -> LiveMigrateData:
-        src, dst = pair
-        check = claimed_call(dst, LIVE, "check_can_live_migrate_destination", ctx, guest,
-                             src.get_available_resource(), dst.get_available_resource(),
-                             block_migration=block_migration)
-        check = round_trip(check, "check_can_live_migrate_destination's LiveMigrateData")
-        try:
-            data = claimed_call(src, LIVE, "check_can_live_migrate_source", ctx, guest, check)
-        finally:
-            dst.cleanup_live_migration_destination_check(ctx, check)
-        data = round_trip(data, "check_can_live_migrate_source's LiveMigrateData")
-        disks = src.get_instance_disk_info(guest) if data.block_migration else None
-        if disks is not None:
-            disks = round_trip(disks, "get_instance_disk_info's disk list")
-        data = claimed_call(dst, LIVE, "pre_live_migration", ctx, guest, None,
-                            NetworkInfo(), disks, data)
-        return round_trip(data, "pre_live_migration's LiveMigrateData")
+        return sequences.prepare_live(pair[0], pair[1], ctx, guest, block_migration)
 
     def _live_migrate(self, pair: Pair, guest: Instance, ctx: RequestContext,
                       block_migration: bool | None = None) -> LiveMigrateData:
-        src, dst = pair
-        data = self._prepare_live(pair, guest, ctx, block_migration)
-        rec = CallbackRecorder(pair, guest)
-        samples: list[JobStats] = []
         during: list[str] = []
 
-        def progress(stats: JobStats) -> None:
-            samples.append(stats)
-            during.extend(at_most_one_running(pair, guest, "during live migration"))
+        def at_callback(which: str) -> None:
+            if which == "post":
+                during.extend(at_most_one_running(pair, guest, "when post_method ran"))
 
-        claimed_call(src, LIVE, "live_migration", ctx, guest, dst.host, rec.post,
-                     rec.recover, bool(data.block_migration), data, progress=progress)
-        assert rec.calls == ["post"], (
+        out = sequences.live_migrate(
+            pair[0], pair[1], ctx, guest, block_migration=block_migration,
+            on_sample=lambda _s: during.extend(
+                at_most_one_running(pair, guest, "during live migration")),
+            on_callback=at_callback)
+        assert out.calls == ["post"], (
             f"live_migration must call post_method exactly once and recover_method never; "
-            f"it called {rec.calls or 'neither'}")
-        observe.check(during[:1] + rec.problems)
-        progress_seen = [s.progress for s in samples]
+            f"it called {out.calls or 'neither'} (error: {out.error!r})")
+        assert out.error is None, f"live_migration raised after post_method: {out.error!r}"
+        observe.check(during[:1])
+        progress_seen = [s.progress for s in out.samples]
         assert progress_seen == sorted(progress_seen), (
             f"reported progress went backwards: {progress_seen}")
-        src.post_live_migration(ctx, guest, None, data)
-        dst.post_live_migration_at_destination(ctx, guest, NetworkInfo(),
-                                               bool(data.block_migration))
-        src.post_live_migration_at_source(ctx, guest, NetworkInfo())
-        return data
+        assert out.data is not None
+        return out.data
 
     def test_live_migration_moves_the_guest_and_its_data(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes) -> None:
@@ -627,7 +598,7 @@ def _spawn(driver: ComputeDriver, ctx: RequestContext, inst: Instance, power_on:
 def _remove_everywhere(pair: Pair, inst: Instance, ctx: RequestContext) -> None:
     """Best-effort removal of every trace of ``inst`` from both hosts."""
     src, dst = pair
-    migration = _migration(inst, src, dst)
+    migration = sequences.migration_record(inst, src, dst)
     for drv in (dst, src):
         for step in (lambda d=drv: d.confirm_migration(ctx, migration, inst, NetworkInfo()),
                      lambda d=drv: d.rollback_live_migration_at_destination(
@@ -637,11 +608,3 @@ def _remove_everywhere(pair: Pair, inst: Instance, ctx: RequestContext) -> None:
                 step()
             except Exception:  # noqa: BLE001, S110 - best-effort cleanup
                 pass
-
-
-def _migration(instance: Instance, src: ComputeDriver, dst: ComputeDriver,
-               flavor: Flavor | None = None) -> Migration:
-    resize = flavor is not None and flavor != instance.flavor
-    return Migration(instance_uuid=instance.uuid, source_host=src.host, dest_host=dst.host,
-                     migration_type=MigrationType.RESIZE if resize else MigrationType.MIGRATION,
-                     old_flavor=instance.flavor, new_flavor=flavor or instance.flavor)
