@@ -33,11 +33,11 @@ class TestLibvirtConformance(DriverConformance):
 
     @pytest.fixture
     def contract_flavor(self) -> Flavor:
-        return Flavor("contract.small", memory_mb=128, vcpus=1, root_gb=1)
+        return Flavor("contract.small", memory_mb=128, vcpus=1, root_gb=2)
 
     @pytest.fixture
     def contract_bigger_flavor(self) -> Flavor:
-        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=2)
+        return Flavor("contract.big", memory_mb=128, vcpus=1, root_gb=3)
 
     @pytest.fixture
     def contract_image(self, guest_image: Any) -> ImageMeta:
