@@ -15,7 +15,19 @@ it must guarantee.  Methods for features a driver does not offer keep the defaul
 implementation, which raises :class:`virtsdk.exceptions.NotSupported` naming the driver
 and the feature; the manager turns that into a clean rollback.
 
-Cold migration / resize (the whole chain: docs/flows.md)::
+Argument order
+--------------
+Every method takes ``context`` first; the cold-migration methods that receive the
+migration record take it next (``context, migration, instance, ...``), the others
+continue with ``instance``; then what the step needs (``network_info``, ``disk_info``,
+``migrate_data``), then keyword-style options with defaults (``power_on``,
+``destroy_disks``, ``block_migration``).
+
+Volumes are not part of this interface: virtsdk drivers manage local disks only, so
+there is no ``block_device_info`` argument (the manager never had volume information
+to pass).
+
+Cold migration / resize::
 
     dest:   prepare_migrate_disk_target()          during prep_resize
     source: migrate_disk_and_power_off()           resize_instance
@@ -52,7 +64,6 @@ from oslo_config import cfg
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import NotSupported
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -276,7 +287,6 @@ class ComputeDriver(Plugin, abc.ABC):
         instance: Instance,
         image_meta: ImageMeta,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Create and (by default) start ``instance`` on this host.
@@ -291,7 +301,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
     ) -> None:
         """Stop and remove ``instance`` from this host; keep its disks if asked to.
@@ -311,7 +320,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Start a stopped guest; returns once it runs."""
 
@@ -341,7 +349,7 @@ class ComputeDriver(Plugin, abc.ABC):
         raise self._unsupported("listing what the hypervisor holds (audit)")
 
     def get_instance_disk_info(
-        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+        self, instance: Instance
     ) -> list[DiskInfo]:
         """The instance's local disks (volumes excluded)."""
         raise self._unsupported("get_instance_disk_info")
@@ -357,12 +365,11 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Remove what is left of an instance on this host after it moved away."""
-        self.destroy(context, instance, network_info, block_device_info, destroy_disks)
+        self.destroy(context, instance, network_info, destroy_disks)
 
     # -- observation hooks (read by the conformance kit, never by the manager) ------------
     #
@@ -400,7 +407,7 @@ class ComputeDriver(Plugin, abc.ABC):
     # -- cold migration / resize ---------------------------------------------------------
 
     def prepare_migrate_disk_target(
-        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+        self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
     ) -> ColdMigrateData:
         """Destination, during ``prep_resize``: get ready to receive the disks.
 
@@ -421,7 +428,6 @@ class ComputeDriver(Plugin, abc.ABC):
         dest: str,
         flavor: Flavor,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         timeout: int = 0,
         retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
@@ -445,7 +451,6 @@ class ComputeDriver(Plugin, abc.ABC):
         network_info: NetworkInfo,
         image_meta: ImageMeta,
         resize_instance: bool,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Destination, in ``finish_resize``: build the instance from the received disks
@@ -462,10 +467,9 @@ class ComputeDriver(Plugin, abc.ABC):
     def finish_revert_migration(
         self,
         context: RequestContext,
+        migration: Migration,
         instance: Instance,
         network_info: NetworkInfo,
-        migration: Migration,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Source, in ``revert_resize``: restore the kept copy and start it if asked.
@@ -498,7 +502,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         dest_check_data: LiveMigrateData,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source: completes the check data (shared storage seen from here, block
         migration chosen when storage is not shared); raises MigrationPreCheckError."""
@@ -508,7 +511,6 @@ class ComputeDriver(Plugin, abc.ABC):
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None,
         migrate_data: LiveMigrateData,
@@ -554,7 +556,6 @@ class ComputeDriver(Plugin, abc.ABC):
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Source, after success: disconnect volumes the instance used here."""
@@ -570,7 +571,6 @@ class ComputeDriver(Plugin, abc.ABC):
         instance: Instance,
         network_info: NetworkInfo,
         block_migration: bool = False,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Destination, after success: make the instance fully this host's (persistent
         definition, bookkeeping)."""
@@ -585,7 +585,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None,
         destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:

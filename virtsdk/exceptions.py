@@ -192,8 +192,11 @@ class _DriverFault(VirtSDKError):
 
     def __init__(self, message: str, *, instance_uuid: str | None = None,
                  host: str | None = None) -> None:
-        self.instance_uuid = instance_uuid
-        self.host = host
+        # a subclass may have set its own values before calling this constructor
+        if instance_uuid is not None or not hasattr(self, "instance_uuid"):
+            self.instance_uuid = instance_uuid
+        if host is not None or not hasattr(self, "host"):
+            self.host = host
         super().__init__(message)
 
 

@@ -14,7 +14,6 @@ from virtsdk.context import RequestContext
 from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation
 from virtsdk.exceptions import InstanceNotFound, ResizeShrinkNotAllowed
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -70,15 +69,13 @@ class TinyDriver(ComputeDriver):
     # -- lifecycle ------------------------------------------------------------------------
 
     def spawn(self, context: RequestContext, instance: Instance, image_meta: ImageMeta,
-              network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-              power_on: bool = True) -> None:
+              network_info: NetworkInfo,               power_on: bool = True) -> None:
         guest = Guest(instance.uuid, instance.name, bytearray(4096),
                       instance.flavor.root_gb * GiB)
         guest.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
         self.me.guests[instance.uuid] = guest
 
     def destroy(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                block_device_info: BlockDeviceInfo | None = None,
                 destroy_disks: bool = True) -> None:
         guest = self.me.guests.pop(instance.uuid, None)
         self.me.incoming.pop(instance.uuid, None)
@@ -89,8 +86,8 @@ class TinyDriver(ComputeDriver):
     def power_off(self, instance: Instance, timeout: int = 0, retry_interval: int = 0) -> None:
         self._guest(instance).state = PowerState.SHUTDOWN
 
-    def power_on(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                 block_device_info: BlockDeviceInfo | None = None) -> None:
+    def power_on(self, context: RequestContext, instance: Instance,
+                 network_info: NetworkInfo) -> None:
         self._guest(instance).state = PowerState.RUNNING
 
     def get_info(self, instance: Instance) -> InstanceInfo:
@@ -125,8 +122,7 @@ class TinyDriver(ComputeDriver):
 
     def migrate_disk_and_power_off(
         self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor,
-        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-        timeout: int = 0, retry_interval: int = 0,
+        network_info: NetworkInfo,         timeout: int = 0, retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None, progress: object = None,
     ) -> list[DiskInfo]:
         guest = self._guest(instance)
@@ -146,8 +142,7 @@ class TinyDriver(ComputeDriver):
     def finish_migration(
         self, context: RequestContext, migration: Migration, instance: Instance,
         disk_info: list[DiskInfo], network_info: NetworkInfo, image_meta: ImageMeta,
-        resize_instance: bool, block_device_info: BlockDeviceInfo | None = None,
-        power_on: bool = True,
+        resize_instance: bool,         power_on: bool = True,
     ) -> None:
         guest = self.me.incoming.pop(instance.uuid)
         if resize_instance:
@@ -160,9 +155,8 @@ class TinyDriver(ComputeDriver):
         self.me.kept.pop(instance.uuid, None)
 
     def finish_revert_migration(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        migration: Migration, block_device_info: BlockDeviceInfo | None = None,
-        power_on: bool = True,
+        self, context: RequestContext, migration: Migration, instance: Instance,
+        network_info: NetworkInfo, power_on: bool = True,
     ) -> None:
         guest = self.me.kept.pop(instance.uuid, None) or self._guest(instance)
         guest.state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN

@@ -341,8 +341,8 @@ class DriverConformance:
                       + marker_problems(dst, guest, marker, "after resize"))
         dst.destroy(ctx, guest, NetworkInfo())
         guest.flavor = guest.old_flavor or guest.flavor
-        claimed_call(src, RESIZE, "finish_revert_migration", ctx, guest, NetworkInfo(),
-                     migration)
+        claimed_call(src, RESIZE, "finish_revert_migration", ctx, migration, guest,
+                     NetworkInfo())
         observe.check(copies_problems(pair, guest, "after finish_revert_migration", src.host)
                       + clean_problems(dst, guest, "after revert")
                       + marker_problems(src, guest, marker, "after revert"))
@@ -354,8 +354,8 @@ class DriverConformance:
         self._require(src, COLD)
         migration = self._cold_migrate(pair, guest, ctx, guest.flavor, COLD)
         dst.destroy(ctx, guest, NetworkInfo())
-        claimed_call(src, COLD, "finish_revert_migration", ctx, guest, NetworkInfo(),
-                     migration, power_on=False)
+        claimed_call(src, COLD, "finish_revert_migration", ctx, migration, guest,
+                     NetworkInfo(), power_on=False)
         observe.check(copies_problems(pair, guest, "after finish_revert_migration"
                                       "(power_on=False)", None))
         assert guest.name in src.list_instances(), "reverted stopped guest is not listed"
@@ -368,8 +368,8 @@ class DriverConformance:
         if fail_disk_transfer is None:
             pytest.skip("no fail_disk_transfer fixture: cannot cut a transfer half way")
         migration = sequences.migration_record(guest, src, dst, guest.flavor)
-        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, guest,
-                            guest.flavor, migration)
+        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, migration,
+                            guest, guest.flavor)
         fail_disk_transfer(src, guest)
         with pytest.raises(Exception) as err:  # noqa: PT011 - any failure will do
             src.migrate_disk_and_power_off(ctx, guest, dst.host, guest.flavor,
@@ -378,7 +378,7 @@ class DriverConformance:
         observe.check(at_most_one_running(pair, guest, "after the failed transfer"))
         # what the manager does next: clean the destination, restore the source
         dst.abort_migrate_disk_target(ctx, guest, data)
-        src.finish_revert_migration(ctx, guest, NetworkInfo(), migration, power_on=True)
+        src.finish_revert_migration(ctx, migration, guest, NetworkInfo(), power_on=True)
         observe.check(copies_problems(pair, guest, "after the failed transfer", src.host)
                       + clean_problems(dst, guest, "after the failed transfer")
                       + marker_problems(src, guest, marker, "after the failed transfer"))
@@ -388,8 +388,8 @@ class DriverConformance:
         src, dst = pair
         self._require(src, COLD)
         migration = sequences.migration_record(guest, src, dst, guest.flavor)
-        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, guest,
-                            guest.flavor, migration)
+        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, migration,
+                            guest, guest.flavor)
         dst.abort_migrate_disk_target(ctx, guest, round_trip(data, "ColdMigrateData"))
         observe.check(clean_problems(dst, guest, "after abort_migrate_disk_target")
                       + copies_problems(pair, guest, "after abort_migrate_disk_target",
@@ -406,7 +406,7 @@ class DriverConformance:
         smaller = Flavor("contract.tiny", memory_mb=contract_flavor.memory_mb,
                          vcpus=contract_flavor.vcpus, root_gb=contract_flavor.root_gb - 1)
         migration = sequences.migration_record(guest, src, dst, smaller)
-        data = dst.prepare_migrate_disk_target(ctx, guest, smaller, migration)
+        data = dst.prepare_migrate_disk_target(ctx, migration, guest, smaller)
         try:
             with pytest.raises(ResizeShrinkNotAllowed):
                 src.migrate_disk_and_power_off(ctx, guest, dst.host, smaller, NetworkInfo(),
@@ -491,7 +491,7 @@ class DriverConformance:
         self._require(src, LIVE)
         data = self._prepare_live(pair, guest, ctx)
         src.rollback_live_migration_at_source(ctx, guest, data)
-        dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(), None,
+        dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(),
                                                    migrate_data=data)
         observe.check(copies_problems(pair, guest, "after both live rollbacks", src.host)
                       + clean_problems(dst, guest, "after rollback_at_destination")
@@ -505,9 +505,9 @@ class DriverConformance:
         try:
             if not data.is_shared_instance_path:
                 with pytest.raises(DestinationDiskExists):
-                    dst.pre_live_migration(ctx, guest, None, NetworkInfo(), None, data)
+                    dst.pre_live_migration(ctx, guest, NetworkInfo(), None, data)
         finally:
-            dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(), None,
+            dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(),
                                                        migrate_data=data)
         observe.check(clean_problems(dst, guest, "after rollback_at_destination")
                       + copies_problems(pair, guest, "after the refused prepare", src.host))
@@ -559,7 +559,7 @@ class DriverConformance:
         assert errors and isinstance(errors[0], LiveMigrationAborted), (
             f"an aborted live_migration must raise LiveMigrationAborted, raised {errors}")
         src.rollback_live_migration_at_source(ctx, guest, data)
-        dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(), None,
+        dst.rollback_live_migration_at_destination(ctx, guest, NetworkInfo(),
                                                    migrate_data=data)
         observe.check(during[:1]
                       + copies_problems(pair, guest, "after abort", src.host)
@@ -578,7 +578,7 @@ class DriverConformance:
         assert not worker.is_alive(), "live_migration did not return after force-complete"
         assert errors == [] and rec.calls == ["post"], (
             f"force-complete must end in post_method: callbacks {rec.calls}, errors {errors}")
-        src.post_live_migration(ctx, guest, None, data)
+        src.post_live_migration(ctx, guest, data)
         dst.post_live_migration_at_destination(ctx, guest, NetworkInfo(),
                                                bool(data.block_migration))
         src.post_live_migration_at_source(ctx, guest, NetworkInfo())
@@ -603,7 +603,7 @@ def _remove_everywhere(pair: Pair, inst: Instance, ctx: RequestContext) -> None:
     for drv in (dst, src):
         for step in (lambda d=drv: d.confirm_migration(ctx, migration, inst, NetworkInfo()),
                      lambda d=drv: d.rollback_live_migration_at_destination(
-                         ctx, inst, NetworkInfo(), None),
+                         ctx, inst, NetworkInfo()),
                      lambda d=drv: d.destroy(ctx, inst, NetworkInfo())):
             try:
                 step()

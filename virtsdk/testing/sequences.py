@@ -49,8 +49,8 @@ def cold_send(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
     """``prep_resize`` + ``resize_instance``: prepare the destination, then power off
     and send the disks.  Returns the migration, the disks sent and the ticket."""
     migration = migration_record(instance, src, dst, flavor)
-    data = claimed_call(dst, flag, "prepare_migrate_disk_target", ctx, instance, flavor,
-                        migration)
+    data = claimed_call(dst, flag, "prepare_migrate_disk_target", ctx, migration, instance,
+                        flavor)
     data = round_trip(data, "prepare_migrate_disk_target's ColdMigrateData")
     disks = claimed_call(src, flag, "migrate_disk_and_power_off", ctx, instance,
                          dest or dst.host, flavor, network_info or NetworkInfo(),
@@ -88,10 +88,10 @@ def prepare_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
     if disks is not None:
         disks = round_trip(disks, "get_instance_disk_info's disk list")
     try:
-        data = claimed_call(dst, LIVE, "pre_live_migration", ctx, instance, None, net,
+        data = claimed_call(dst, LIVE, "pre_live_migration", ctx, instance, net,
                             disks, data)
     except Exception:
-        dst.rollback_live_migration_at_destination(ctx, instance, net, None,
+        dst.rollback_live_migration_at_destination(ctx, instance, net,
                                                    migrate_data=data)
         src.rollback_live_migration_at_source(ctx, instance, data)
         raise
@@ -135,7 +135,7 @@ def live_migrate(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
         out.data = migrate_data
         if on_callback is not None:
             on_callback("post")
-        src.post_live_migration(ctx, inst, None, migrate_data)
+        src.post_live_migration(ctx, inst, migrate_data)
         dst.post_live_migration_at_destination(ctx, inst, net, block)
         src.post_live_migration_at_source(ctx, inst, net)
 
@@ -146,7 +146,7 @@ def live_migrate(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
         if on_callback is not None:
             on_callback("recover")
         src.rollback_live_migration_at_source(ctx, inst, migrate_data)
-        dst.rollback_live_migration_at_destination(ctx, inst, net, None,
+        dst.rollback_live_migration_at_destination(ctx, inst, net,
                                                    migrate_data=migrate_data)
 
     def progress(stats: JobStats) -> None:

@@ -16,7 +16,6 @@ from virtsdk.context import RequestContext
 from virtsdk.driver import DiskObservation
 from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound
 from virtsdk.objects import (
-    BlockDeviceInfo,
     DiskInfo,
     HostResources,
     ImageMeta,
@@ -49,8 +48,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
     # -- instance lifecycle ------------------------------------------------------------------
 
     def spawn(self, context: RequestContext, instance: Instance, image_meta: ImageMeta,
-              network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-              power_on: bool = True) -> None:
+              network_info: NetworkInfo,               power_on: bool = True) -> None:
         """Create the instance here with disks sized by its flavor; the image id and
         name are written at the start of the root disk.  Refuses an instance this host
         already holds (InstanceInvalidState) and, with ``enforce_capacity``, one that
@@ -74,7 +72,6 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
             self.hostobj.instances[instance.uuid] = inst
 
     def destroy(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                block_device_info: BlockDeviceInfo | None = None,
                 destroy_disks: bool = True) -> None:
         """Remove the instance from this host (defined guest, received disks, live
         placeholder, left-over disks).  The kept copy of a cold migration
@@ -96,7 +93,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
                 h.leftovers[uuid] = inst.disks
 
     def cleanup(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                block_device_info: BlockDeviceInfo | None = None, destroy_disks: bool = True,
+                destroy_disks: bool = True,
                 migrate_data: LiveMigrateData | None = None) -> None:
         """Source, after the instance moved away: remove what is left of it here."""
         self._step("cleanup")
@@ -108,8 +105,8 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
         self._step("power_off")
         self._power_off_guest(self._get(instance), timeout, retry_interval)
 
-    def power_on(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                 block_device_info: BlockDeviceInfo | None = None) -> None:
+    def power_on(self, context: RequestContext, instance: Instance,
+                 network_info: NetworkInfo) -> None:
         """Start a stopped (or resume a paused) guest; returns once it runs."""
         self._step("power_on")
         with self.fabric.lock:
@@ -162,8 +159,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
         with self.fabric.lock:
             return self.hostobj.resources()
 
-    def get_instance_disk_info(self, instance: Instance,
-                               block_device_info: BlockDeviceInfo | None = None
+    def get_instance_disk_info(self, instance: Instance
                                ) -> list[DiskInfo]:
         """The instance's disks: virtual and allocated sizes and a content checksum."""
         self._step("get_instance_disk_info")

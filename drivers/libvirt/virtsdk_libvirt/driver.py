@@ -48,7 +48,6 @@ from virtsdk.context import RequestContext
 from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
 from virtsdk.exceptions import InstanceNotFound, Invalid
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -202,7 +201,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         instance: Instance,
         image_meta: ImageMeta,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Any host, by the manager: create the disks (qcow2 over the cached base image
@@ -227,7 +225,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
     ) -> None:
         """Any host: force off, undefine and (``destroy_disks``) delete the instance's
@@ -249,7 +246,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """The instance's host: start the guest; returns once libvirt reports it
         running."""
@@ -284,7 +280,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         return self._host.resources(nodename or self.host)
 
     def get_instance_disk_info(
-        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+        self, instance: Instance
     ) -> list[DiskInfo]:
         """The instance's host: its file-backed disks as libvirt defines them (paths
         relative to the instance directory, sizes from ``qemu-img info``)."""
@@ -313,7 +309,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
     # -- cold migration / resize (delegated to virtsdk_libvirt.cold_migration) -----------
 
     def prepare_migrate_disk_target(
-        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+        self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
     ) -> ColdMigrateData:
         """Destination, in prep_resize: create the instance directory and start a
         disk receiver; returns the transport name and ticket for the source.  Refuses
@@ -334,7 +330,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         dest: str,
         flavor: Flavor,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         timeout: int = 0,
         retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
@@ -356,7 +351,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         network_info: NetworkInfo,
         image_meta: ImageMeta,
         resize_instance: bool,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Destination, in finish_resize: wait for and verify the disks, rebase qcow2
@@ -375,10 +369,9 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
     def finish_revert_migration(
         self,
         context: RequestContext,
+        migration: Migration,
         instance: Instance,
         network_info: NetworkInfo,
-        migration: Migration,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Source, in revert_resize (after the destination destroyed its copy): put
