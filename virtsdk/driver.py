@@ -242,8 +242,7 @@ class ComputeDriver(Plugin, abc.ABC):
 
     @property
     def config_group(self) -> cfg.ConfigOpts.GroupAttr:
-        """This driver's options (group :meth:`option_group`, ``[<name>]``)."""
-        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.option_group())
+        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.name)
         return group
 
     @classmethod

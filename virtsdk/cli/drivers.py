@@ -16,7 +16,7 @@ from virtsdk.driver import Capabilities, ComputeDriver
 from virtsdk.loader import DriverEntry, list_drivers, load_driver_class
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drivers", help="list, describe, scaffold and check compute drivers")
     dsub = p.add_subparsers(dest="drivers_command", metavar="ACTION")
     dsub.required = True

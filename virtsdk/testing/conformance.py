@@ -601,11 +601,13 @@ def _remove_everywhere(pair: Pair, inst: Instance, ctx: RequestContext) -> None:
     src, dst = pair
     migration = sequences.migration_record(inst, src, dst)
     for drv in (dst, src):
-        for step in (lambda d=drv: d.confirm_migration(ctx, migration, inst, NetworkInfo()),
-                     lambda d=drv: d.rollback_live_migration_at_destination(
-                         ctx, inst, NetworkInfo()),
-                     lambda d=drv: d.destroy(ctx, inst, NetworkInfo())):
+        steps: list[tuple[Callable[..., object], tuple[object, ...]]] = [
+            (drv.confirm_migration, (ctx, migration, inst, NetworkInfo())),
+            (drv.rollback_live_migration_at_destination, (ctx, inst, NetworkInfo())),
+            (drv.destroy, (ctx, inst, NetworkInfo())),
+        ]
+        for fn, args in steps:
             try:
-                step()
+                fn(*args)
             except Exception:  # noqa: BLE001, S110 - best-effort cleanup
                 pass

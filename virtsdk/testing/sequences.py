@@ -80,7 +80,8 @@ def prepare_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
                          block_migration=block_migration)
     check = round_trip(check, "check_can_live_migrate_destination's LiveMigrateData")
     try:
-        data = claimed_call(src, LIVE, "check_can_live_migrate_source", ctx, instance, check)
+        data: LiveMigrateData = claimed_call(src, LIVE, "check_can_live_migrate_source", ctx,
+                                             instance, check)
     finally:
         dst.cleanup_live_migration_destination_check(ctx, check)
     data = round_trip(data, "check_can_live_migrate_source's LiveMigrateData")
