@@ -47,6 +47,16 @@ class TestLibvirtConformance(DriverConformance):
                                      "cmdline": guest_image.cmdline()})
 
     @pytest.fixture
+    def slow_live_migration(self) -> Callable[[ComputeDriver, Instance], None]:
+        """Cap the source's migration bandwidth at 1 MiB/s: the migration is still
+        running when the kit aborts or forces it."""
+
+        def slow(driver: ComputeDriver, inst: Instance) -> None:
+            driver.conf.set_override("live_migration_bandwidth", 1, group="libvirt")
+
+        return slow
+
+    @pytest.fixture
     def fail_disk_transfer(self, monkeypatch: pytest.MonkeyPatch
                            ) -> Callable[[ComputeDriver, Instance], None]:
         """Cut the next transfer from the driver after its first progress report."""
@@ -65,3 +75,25 @@ class TestLibvirtConformance(DriverConformance):
             monkeypatch.setattr(driver, "migrate_disk_and_power_off", cut)
 
         return arm
+
+
+def test_drivers_check_runs_the_four_flows_on_the_lab(lab: Any, lab_drivers: Any,
+                                                      guest_image: Any) -> None:
+    """``virtsdk drivers check libvirt``'s flows, through an embedded cloud whose hosts
+    are the lab's (``lab_drivers`` only for its clean-up of the hosts afterwards)."""
+    from conftest import lab_host_overrides
+
+    from virtsdk.testing.flows import check_driver
+
+    image = ImageMeta(id=f"vsdk-guest-{guest_image.key}", name="vsdk test guest",
+                      properties={"kernel": str(guest_image.kernel),
+                                  "initrd": str(guest_image.initrd),
+                                  "cmdline": guest_image.cmdline()})
+    results = check_driver(
+        "libvirt",
+        overrides={"compute": {"report_interval": 1.0, "shutdown_timeout": 0}},
+        host_overrides=lab_host_overrides(lab),
+        hosts=(lab.hosts[0].name, lab.hosts[1].name), image=image)
+    assert [(r.flow, r.result) for r in results] == [
+        ("cold migration + confirm", "passed"), ("resize + confirm", "passed"),
+        ("resize + revert", "passed"), ("live migration", "passed")], results

@@ -21,7 +21,7 @@ from typing import Any
 from virtsdk.cloud import EmbeddedCloud
 from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import VirtSDKError
-from virtsdk.objects import Instance
+from virtsdk.objects import ImageMeta, Instance
 from virtsdk.states import VMState
 from virtsdk.testing.observe import (
     ConformanceFailure,
@@ -31,6 +31,8 @@ from virtsdk.testing.observe import (
 )
 
 HOSTS = ("check-a", "check-b")
+#: boot image of the checked guests (a driver may need a real one: ``image=``)
+IMAGE = ImageMeta(id="check-image", name="check-image")
 
 
 @dataclass
@@ -44,13 +46,15 @@ class FlowResult:
 
 
 class _Run:
-    def __init__(self, cloud: EmbeddedCloud) -> None:
+    def __init__(self, cloud: EmbeddedCloud, image: ImageMeta) -> None:
         self.cloud = cloud
         self.api, self.ctx = cloud.api, cloud.ctx
+        self.hosts = (cloud.hosts[0], cloud.hosts[1])
+        self.image = image
 
     @property
     def drivers(self) -> list[ComputeDriver]:
-        return [self.cloud.computes[h].driver for h in HOSTS]
+        return [self.cloud.computes[h].driver for h in self.hosts]
 
     def driver(self, host: str) -> ComputeDriver:
         return self.cloud.computes[host].driver
@@ -66,7 +70,7 @@ class _Run:
         return now
 
     def other(self, host: str) -> ComputeDriver:
-        return self.driver(HOSTS[1] if host == HOSTS[0] else HOSTS[0])
+        return self.driver(self.hosts[1] if host == self.hosts[0] else self.hosts[0])
 
     def placed(self, inst: Instance, marker: bytes, moment: str) -> list[str]:
         host = str(inst.host)
@@ -76,10 +80,10 @@ class _Run:
 
     def boot(self) -> tuple[Instance, bytes]:
         inst = self.api.create_instance(self.ctx, f"check-{uuid.uuid4().hex[:6]}",
-                                        "check.small", host=HOSTS[0])
+                                        "check.small", image=self.image, host=self.hosts[0])
         inst = self.settle(inst, VMState.ACTIVE, "after boot")
         marker = f"virtsdk-check:{inst.uuid}".encode()[:ComputeDriver.MARKER_SIZE]
-        self.driver(HOSTS[0]).write_disk_marker(inst, marker)
+        self.driver(self.hosts[0]).write_disk_marker(inst, marker)
         return inst, marker
 
     def delete(self, inst: Instance) -> list[str]:
@@ -93,16 +97,16 @@ class _Run:
     # -- the four flows ----------------------------------------------------------------
 
     def migrate_confirm(self, inst: Instance, marker: bytes) -> list[str]:
-        self.api.migrate(self.ctx, inst.uuid, host=HOSTS[1])
+        self.api.migrate(self.ctx, inst.uuid, host=self.hosts[1])
         inst = self.settle(inst, VMState.RESIZED, "after migrate")
-        problems = copies_problems(self.drivers, inst, "after migrate", HOSTS[1])
-        problems += marker_problems(self.driver(HOSTS[1]), inst, marker, "after migrate")
+        problems = copies_problems(self.drivers, inst, "after migrate", self.hosts[1])
+        problems += marker_problems(self.driver(self.hosts[1]), inst, marker, "after migrate")
         self.api.confirm_resize(self.ctx, inst.uuid)
         inst = self.settle(inst, VMState.ACTIVE, "after confirm")
         return problems + self.placed(inst, marker, "after confirm")
 
     def resize_confirm(self, inst: Instance, marker: bytes) -> list[str]:
-        before = self.driver(HOSTS[0]).observe_disk(inst).size
+        before = self.driver(self.hosts[0]).observe_disk(inst).size
         self.api.resize(self.ctx, inst.uuid, "check.big")
         inst = self.settle(inst, VMState.RESIZED, "after resize")
         after = self.driver(str(inst.host)).observe_disk(inst).size
@@ -117,14 +121,14 @@ class _Run:
         self.settle(inst, VMState.RESIZED, "after resize")
         self.api.revert_resize(self.ctx, inst.uuid)
         inst = self.settle(inst, VMState.ACTIVE, "after revert")
-        problems = [] if inst.host == HOSTS[0] else [
+        problems = [] if inst.host == self.hosts[0] else [
             f"after revert: the records place the instance on {inst.host}"]
         return problems + self.placed(inst, marker, "after resize + revert")
 
     def live(self, inst: Instance, marker: bytes) -> list[str]:
-        self.api.live_migrate(self.ctx, inst.uuid, host=HOSTS[1])
+        self.api.live_migrate(self.ctx, inst.uuid, host=self.hosts[1])
         inst = self.settle(inst, VMState.ACTIVE, "after live migration")
-        problems = [] if inst.host == HOSTS[1] else [
+        problems = [] if inst.host == self.hosts[1] else [
             f"after live migration: the records place the instance on {inst.host}"]
         return problems + self.placed(inst, marker, "after live migration")
 
@@ -139,15 +143,18 @@ FLOWS: tuple[tuple[str, str, Callable[[_Run, Instance, bytes], list[str]]], ...]
 
 def check_driver(name: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  host_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                 hosts: tuple[str, str] = HOSTS, image: ImageMeta = IMAGE,
                  ) -> list[FlowResult]:
-    """Run the four flows on driver ``name``; one :class:`FlowResult` per flow."""
-    cloud = EmbeddedCloud(HOSTS, name, overrides=overrides, host_overrides=host_overrides)
+    """Run the four flows on driver ``name`` between ``hosts`` (each configured with
+    ``overrides`` plus its ``host_overrides``), booting ``image``; one
+    :class:`FlowResult` per flow."""
+    cloud = EmbeddedCloud(hosts, name, overrides=overrides, host_overrides=host_overrides)
     results: list[FlowResult] = []
     with cloud:
-        run = _Run(cloud)
+        run = _Run(cloud, image)
         run.api.flavor_create(run.ctx, "check.small", memory_mb=128, vcpus=1, root_gb=1)
         run.api.flavor_create(run.ctx, "check.big", memory_mb=256, vcpus=1, root_gb=2)
-        caps = run.driver(HOSTS[0]).capabilities
+        caps = run.driver(hosts[0]).capabilities
         for title, flag, flow in FLOWS:
             if not getattr(caps, flag):
                 results.append(FlowResult(title, "skipped", problems=[f"{flag} not claimed"]))
