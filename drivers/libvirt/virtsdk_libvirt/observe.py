@@ -25,6 +25,7 @@ from virtsdk.objects import Instance
 from virtsdk.states import PowerState
 from virtsdk.transfer.images import image_info
 from virtsdk_libvirt import guest_config, xmlutil
+from virtsdk_libvirt.host import is_not_found
 
 if TYPE_CHECKING:
     from virtsdk_libvirt.driver import LibvirtDriver
@@ -37,11 +38,17 @@ def guests(drv: LibvirtDriver) -> dict[str, PowerState]:
     """uuid -> RUNNING / PAUSED of every active domain of this host."""
     out = {}
     for dom in drv._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-        state = dom.state()[0]
+        try:
+            state = dom.state()[0]
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):  # gone since the listing (a migration ending)
+                continue
+            raise
         if state == libvirt.VIR_DOMAIN_RUNNING:
-            out[dom.UUIDString()] = PowerState.RUNNING
+            out[uuid] = PowerState.RUNNING
         elif state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
-            out[dom.UUIDString()] = PowerState.PAUSED
+            out[uuid] = PowerState.PAUSED
     return out
 
 
@@ -50,7 +57,11 @@ def footprint(drv: LibvirtDriver, instance: Instance) -> list[str]:
     out = []
     dom = drv._find(instance)
     if dom is not None:
-        out.append(f"domain {dom.name()} ({'active' if dom.isActive() else 'defined'})")
+        try:
+            out.append(f"domain {dom.name()} ({'active' if dom.isActive() else 'defined'})")
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                raise
     for directory in (drv._paths.instance_dir(instance), drv._paths.resize_dir(instance)):
         if directory.is_dir():
             out += [str(p) for p in sorted(directory.rglob("*")) if p.is_file()]
