@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One command per job on a fresh Debian machine (run as root, or with sudo):
 #   ./dev.sh demo   - install everything, then run `virtsdk demo` on the embedded default
-#   ./dev.sh test   - install everything, then the checks of `lint` and the whole test suite
+#   ./dev.sh test   - install everything, then the checks of `lint`, the docs and the whole
+#                     test suite
 #                     (including the libvirt lab tests, which start and stop their own hosts)
-# Other jobs: ./dev.sh setup | docs | bench | shell
+#   ./dev.sh lint   - only the checks: ruff, mypy (strict for virtsdk/) and import-linter
+#                     (the core never imports a driver, arrows point down, no cycles)
+#   ./dev.sh docs   - build the Sphinx site (doc/ -> doc/_build/html), warnings are errors
+# Other jobs: ./dev.sh setup | bench | shell
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -69,19 +73,24 @@ lint() {
   "$VENV/bin/lint-imports"              # contracts: [tool.importlinter] in pyproject.toml
 }
 
+docs() {
+  "$VENV/bin/sphinx-build" -q -E -W --keep-going -b html doc doc/_build/html  # ~6 s
+}
+
 job=${1:-help}
 shift || true
 case "$job" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
-  docs) setup; exec "$VENV/bin/sphinx-build" -q -W --keep-going -b html doc doc/_build/html "$@" ;;
+  lint) venv_install; lint ;;
+  docs) venv_install; docs ;;
   test)
     setup
-    "$VENV/bin/ruff" check .
-    "$VENV/bin/sphinx-build" -q -E -W -b html doc doc/_build/html  # the docs, ~6 s
+    lint
+    docs
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
   shell) setup; exec bash --rcfile <(echo "source $VENV/bin/activate") ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

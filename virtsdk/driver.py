@@ -27,7 +27,7 @@ Volumes are not part of this interface: virtsdk drivers manage local disks only,
 there is no ``block_device_info`` argument (the manager never had volume information
 to pass).
 
-Cold migration / resize::
+Cold migration / resize (the whole chain: docs/flows.md)::
 
     dest:   prepare_migrate_disk_target()          during prep_resize
     source: migrate_disk_and_power_off()           resize_instance
@@ -77,6 +77,7 @@ from virtsdk.objects import (
     NetworkInfo,
     TransferProgress,
 )
+from virtsdk.plugins import Plugin, register_opts
 from virtsdk.states import PowerState
 
 
@@ -242,7 +243,8 @@ class ComputeDriver(Plugin, abc.ABC):
 
     @property
     def config_group(self) -> cfg.ConfigOpts.GroupAttr:
-        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.name)
+        """This driver's options (group :meth:`option_group`, ``[<name>]``)."""
+        group: cfg.ConfigOpts.GroupAttr = getattr(self.conf, self.option_group())
         return group
 
     @classmethod

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from virtsdk.cli.drivers import matrix_rows, render_matrix
+from virtsdk.cli.flows import check_driver
 from virtsdk.cli.scaffold import write_distribution
 from virtsdk.exceptions import Invalid
-from virtsdk.testing.flows import check_driver
 
 BIN = Path(sys.executable).parent
 
@@ -83,10 +83,12 @@ def test_drivers_check_reports_a_source_left_running(monkeypatch: pytest.MonkeyP
     import virtsdk.compute.service as service
     from tests.kit import seeded
 
-    def load(name: str, conf: object, host: str) -> object:
-        return seeded.LeavesSourceRunning(conf, host)  # type: ignore[arg-type]
+    real = service.load
 
-    monkeypatch.setattr(service, "load_driver", load)
+    def load(group: str, name: str, base: type) -> type:
+        return seeded.LeavesSourceRunning if name == "fake" else real(group, name, base)
+
+    monkeypatch.setattr(service, "load", load)
     results = {r.flow: r for r in check_driver("fake", {"fake": {"time_scale": 0.0}})}
     cold = results["cold migration + confirm"]
     assert cold.result == "failed", results

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from virtsdk.cli.drivers import matrix_rows, render_matrix
-from virtsdk.testing.flows import check_driver
+from virtsdk.cli.flows import check_driver
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

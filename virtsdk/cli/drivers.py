@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from virtsdk.driver import Capabilities, ComputeDriver
-from virtsdk.loader import DriverEntry, list_drivers, load_driver_class
+from virtsdk.plugins import COMPUTE_DRIVERS, PluginInfo, describe_all, load
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,17 +45,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_matrix.set_defaults(func=cmd_matrix)
 
 
-def _claimed(entry: DriverEntry) -> list[str]:
-    return [k.removeprefix("supports_") for k, v in entry.capabilities.items() if v is True]
+def _drivers() -> list[PluginInfo]:
+    return describe_all(COMPUTE_DRIVERS, ComputeDriver)
+
+
+def _claimed(entry: PluginInfo) -> list[str]:
+    cls: type[ComputeDriver] | None = entry.plugin
+    if cls is None:
+        return []
+    return [k.removeprefix("supports_") for k, v in cls.capabilities.as_dict().items()
+            if v is True]
+
+
+def _summary(entry: PluginInfo) -> str:
+    cls: type[ComputeDriver] | None = entry.plugin
+    return cls.describe().summary if cls is not None else ""
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    entries = list_drivers()
+    entries = _drivers()
     if args.json:
         print(json.dumps([{"name": e.name, "distribution": e.distribution,
                            "version": e.version, "target": e.target,
                            "available": e.available, "error": e.error,
-                           "summary": e.summary, "capabilities": _claimed(e)}
+                           "summary": _summary(e), "capabilities": _claimed(e)}
                           for e in entries], indent=2))
         return 0
     console = Console()
@@ -122,9 +135,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from virtsdk.testing.flows import check_driver
+    from virtsdk.cli.flows import check_driver
 
-    load_driver_class(args.name)  # a clear DriverNotFound before any cloud starts
+    load(COMPUTE_DRIVERS, args.name, ComputeDriver)  # a clear error before any cloud starts
     results = check_driver(args.name, parse_overrides(args.set))
     table = Table(title=f"virtsdk drivers check {escape(args.name)}")
     for col in ("flow", "result", "time", "what failed"):
@@ -149,12 +162,12 @@ def matrix_rows(checked: dict[str, dict[str, str]] | None = None) -> dict[str, A
     driver; a cell is ``declared``, ``-``, ``passes`` / ``fails`` (when checked) or
     ``unavailable``."""
     checked = checked or {}
-    drivers = list_drivers()
+    drivers = _drivers()
     rows = []
     for f in Capabilities.features():
         cells: dict[str, str] = {}
         for entry in drivers:
-            cls: type[ComputeDriver] | None = entry.driver_class
+            cls: type[ComputeDriver] | None = entry.plugin
             if cls is None:
                 cells[entry.name] = "unavailable"
                 continue
@@ -193,7 +206,7 @@ def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
 def cmd_matrix(args: argparse.Namespace) -> int:
     checked: dict[str, dict[str, str]] = {}
     if args.check:
-        from virtsdk.testing.flows import check_driver
+        from virtsdk.cli.flows import check_driver
 
         for name in args.check:
             checked[name] = {r.flow: r.result for r in check_driver(name)}

@@ -103,7 +103,7 @@ class LiveMigrationMixin(ManagerBase):
                                   self.host):
             self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
             data = self.driver.pre_live_migration(ctx, instance,
-                                                  utils.network_info(instance), disk_info,
+                                                  network.network_info(instance), disk_info,
                                                   migrate_data)
             current = self.db.migration_get(int(migration.id or 0))
             if current.status != Status.PREPARING:
@@ -131,7 +131,7 @@ class LiveMigrationMixin(ManagerBase):
                                 "power_state": PowerState.RUNNING},
                 expected_task_state=TaskState.MIGRATING)
             self.driver.post_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), block_migration)
+                ctx, instance, network.network_info(instance), block_migration)
             self._notify(ctx, "live_migration.post.dest.end", instance,
                          migration_id=migration.id)
 
@@ -146,7 +146,7 @@ class LiveMigrationMixin(ManagerBase):
                                   "compute_rollback_live_migration_at_destination",
                                   self.host):
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, utils.network_info(instance), destroy_disks,
+                ctx, instance, network.network_info(instance), destroy_disks,
                 migrate_data)
             self._notify(ctx, "live_migration.rollback.dest.end", instance,
                          migration_id=migration.id)

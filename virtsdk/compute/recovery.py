@@ -263,9 +263,10 @@ class Recovery:
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
         try:
-            self.driver.finish_revert_migration(ctx, m, instance, utils.network_info(instance),
+            self.driver.finish_revert_migration(ctx, m, instance,
+                                                network.network_info(instance),
                                                 power_on=old == VMState.ACTIVE)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("recovery: could not restore %s here", instance.uuid)
             final = VMState.ERROR
         self.db.instance_update(instance.uuid, {

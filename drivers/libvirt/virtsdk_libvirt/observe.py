@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import libvirt
 import libvirt_qemu
@@ -26,9 +26,21 @@ from virtsdk.states import PowerState
 from virtsdk.transfer.images import image_info
 from virtsdk_libvirt import guest_config, xmlutil
 from virtsdk_libvirt.host import is_not_found
+from virtsdk_libvirt.paths import InstancePaths
 
-if TYPE_CHECKING:
-    from virtsdk_libvirt.driver import LibvirtDriver
+
+class LibvirtDriver(Protocol):
+    """What these hooks use of :class:`virtsdk_libvirt.driver.LibvirtDriver`."""
+
+    host: str
+    _paths: InstancePaths
+
+    @property
+    def _conn(self) -> libvirt.virConnect: ...
+
+    def _find(self, instance: Instance) -> libvirt.virDomain | None: ...
+
+    def _lookup(self, instance: Instance) -> libvirt.virDomain: ...
 
 MARKER_OFFSET = 1024 * 1024
 _HEX_LINE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})")
