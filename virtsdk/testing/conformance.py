@@ -545,16 +545,24 @@ class DriverConformance:
         assert started.wait(120), "the migration never reported progress"
         return worker, rec, errors, data, during
 
+    def _interrupt(self, pair: Pair, guest: Instance, ctx: RequestContext, slow: Hook | None,
+                   flag: str, method: str, wait: float
+                   ) -> tuple[CallbackRecorder, list[BaseException], LiveMigrateData, list[str]]:
+        """Start a migration that cannot converge, call ``method`` on it, wait for
+        ``live_migration`` to return."""
+        self._require(pair[0], flag)
+        worker, rec, errors, data, during = self._start_slow_live(pair, guest, ctx, slow)
+        claimed_call(pair[0], flag, method, guest)
+        worker.join(wait)
+        assert not worker.is_alive(), f"live_migration did not return after {method}"
+        return rec, errors, data, during
+
     def test_live_migration_abort_keeps_the_guest_on_the_source(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             slow_live_migration: Hook | None) -> None:
         src, dst = pair
-        self._require(src, ABORT)
-        worker, rec, errors, data, during = self._start_slow_live(pair, guest, ctx,
-                                                                  slow_live_migration)
-        claimed_call(src, ABORT, "live_migration_abort", guest)
-        worker.join(120)
-        assert not worker.is_alive(), "live_migration did not return after the abort"
+        rec, errors, data, during = self._interrupt(pair, guest, ctx, slow_live_migration,
+                                                    ABORT, "live_migration_abort", 120)
         assert rec.calls == ["recover"], f"after abort the callbacks were {rec.calls}"
         assert errors and isinstance(errors[0], LiveMigrationAborted), (
             f"an aborted live_migration must raise LiveMigrationAborted, raised {errors}")
@@ -570,12 +578,8 @@ class DriverConformance:
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             slow_live_migration: Hook | None) -> None:
         src, dst = pair
-        self._require(src, FORCE)
-        worker, rec, errors, data, during = self._start_slow_live(pair, guest, ctx,
-                                                                  slow_live_migration)
-        claimed_call(src, FORCE, "live_migration_force_complete", guest)
-        worker.join(300)
-        assert not worker.is_alive(), "live_migration did not return after force-complete"
+        rec, errors, data, during = self._interrupt(pair, guest, ctx, slow_live_migration,
+                                                    FORCE, "live_migration_force_complete", 300)
         assert errors == [] and rec.calls == ["post"], (
             f"force-complete must end in post_method: callbacks {rec.calls}, errors {errors}")
         src.post_live_migration(ctx, guest, data)
