@@ -593,12 +593,18 @@ class ComputeDriver(Plugin, abc.ABC):
         leaving this host clean."""
 
 
-#: Every overridable feature method, derived from the :class:`Capabilities` declaration
-#: (used by :meth:`ComputeDriver.implemented_methods` and the fake driver's fault steps).
+#: What :meth:`ComputeDriver.list_instance_uuids_on_host` reports per instance.
+HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING, HELD_LEFTOVER = (
+    "instance", "resize_copy", "incoming", "leftover")
+HELD_KINDS: tuple[str, ...] = (HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING,
+                               HELD_LEFTOVER)
+
 #: The observation hooks the conformance kit reads the hypervisor's truth with.
 OBSERVATION_HOOKS: tuple[str, ...] = ("observe_guests", "observe_footprint",
                                       "write_disk_marker", "observe_disk")
 
+#: Every overridable feature method, derived from the :class:`Capabilities` declaration
+#: (used by :meth:`ComputeDriver.implemented_methods` and the fake driver's fault steps).
 OPTIONAL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(
     m for f in Capabilities.features()
     for m in (*f.metadata["methods"], *f.metadata["may_override"])))

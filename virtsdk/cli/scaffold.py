@@ -23,7 +23,8 @@ from virtsdk.exceptions import Invalid
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _LIFECYCLE = ("init_host", "cleanup_host", "spawn", "destroy", "power_off", "power_on",
               "get_info", "list_instances", "get_available_resource", "instance_exists",
-              "plug_vifs", "unplug_vifs", "cleanup", "abort_migrate_disk_target")
+              "plug_vifs", "unplug_vifs", "cleanup", "abort_migrate_disk_target",
+              "list_instance_uuids_on_host")
 
 
 @dataclass

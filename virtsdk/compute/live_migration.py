@@ -110,7 +110,7 @@ class LiveMigrationMixin(ManagerBase):
                 # the source gave up meanwhile (crash + recovery, abort): its rollback
                 # may have run before this placeholder existed, so remove it here
                 self.driver.rollback_live_migration_at_destination(
-                    ctx, instance, network.network_info(instance), None, True, data)
+                    ctx, instance, network.network_info(instance), True, data)
                 raise MigrationError(f"migration {migration.id} is {current.status}, no "
                                      "longer preparing: placeholder removed")
             self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)

@@ -262,13 +262,14 @@ class Recovery:
             self.flows._abort_target(ctx, instance, None)  # noqa: SLF001
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
-        try:
-            self.driver.finish_revert_migration(ctx, m, instance,
-                                                network.network_info(instance),
-                                                power_on=old == VMState.ACTIVE)
-        except Exception:
-            LOG.exception("recovery: could not restore %s here", instance.uuid)
-            final = VMState.ERROR
+        if self._power_here(instance) not in _ALIVE:  # powered off for the transfer
+            try:
+                self.driver.finish_revert_migration(
+                    ctx, m, instance, network.network_info(instance),
+                    power_on=old == VMState.ACTIVE)
+            except Exception:
+                LOG.exception("recovery: could not restore %s here", instance.uuid)
+                final = VMState.ERROR
         self.db.instance_update(instance.uuid, {
             "host": self.host, "node": m.source_node, "flavor": m.old_flavor or
             instance.flavor, "old_flavor": None, "new_flavor": None, "vm_state": final,
@@ -297,7 +298,7 @@ class Recovery:
             return
         try:
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), None, True, None)
+                ctx, instance, network.network_info(instance), True, None)
         except Exception:  # noqa: BLE001 - nothing was there
             LOG.info("recovery: no live placeholder of %s on %s", instance.uuid, self.host)
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 import logging
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import DiskObservation
+from virtsdk.driver import (
+    HELD_INCOMING,
+    HELD_INSTANCE,
+    HELD_LEFTOVER,
+    HELD_RESIZE_COPY,
+    DiskObservation,
+)
 from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound
 from virtsdk.objects import (
     DiskInfo,
