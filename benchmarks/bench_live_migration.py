@@ -67,28 +67,7 @@ def guest_image() -> Any:
 
 @pytest.fixture(scope="module")
 def drivers(lab: Any) -> Iterator[tuple[Any, Any]]:
-    a, b = (make_driver(h) for h in lab.hosts[:2])
-    yield a, b
-    for d in (a, b):
-        d.cleanup_host(d.host)
-    for h in lab.hosts:
-        clean_lab_host(h)
-
-
-def _prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    return dst.pre_live_migration(CTX, inst, NET, None, data)
-
-
-def _finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    src.post_live_migration(CTX, inst, data)
-    dst.post_live_migration_at_destination(CTX, inst, NET)
-    src.post_live_migration_at_source(CTX, inst, NET)
+    yield from lab_drivers(lab)
 
 
 def via_driver(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
