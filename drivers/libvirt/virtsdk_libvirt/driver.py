@@ -59,7 +59,7 @@ from virtsdk.objects import (
     NetworkInfo,
 )
 from virtsdk.states import PowerState
-from virtsdk_libvirt import config, guest_config, observe, xmlutil
+from virtsdk_libvirt import config, guest_config, inventory, observe, xmlutil
 from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
