@@ -60,7 +60,7 @@ from virtsdk.objects import (
 )
 from virtsdk.states import PowerState
 from virtsdk_libvirt import config, guest_config, inventory, observe, xmlutil
-from virtsdk_libvirt.cold_migration import ColdMigration, save_domain_xml
+from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
