@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from virtsdk.cli.drivers import parse_overrides
-from virtsdk.cloud import EmbeddedCloud
+from virtsdk.cloud import EmbeddedCloud, make_conf
 from virtsdk.exceptions import VirtSDKError
 from virtsdk.objects import Instance, Migration
 from virtsdk.states import MigrationStatus, VMState
@@ -80,8 +80,17 @@ class Demo:
                                  "time_scale": args.time_scale}
         for group, values in parse_overrides(args.set).items():
             overrides.setdefault(group, {}).update(values)
-        self.cloud = EmbeddedCloud(("host1", "host2", "host3"), args.driver,
-                                   state_path=self.state_dir, overrides=overrides)
+        given = getattr(args, "conf", None)  # `virtsdk --config-file ... demo`
+        transport_url = None
+        if given is not None:
+            # the configuration's broker and database carry the demo cloud
+            transport_url = given.transport_url
+            if given.database.connection:
+                overrides["database"] = {"connection": given.database.connection}
+        self.cloud = EmbeddedCloud(
+            ("host1", "host2", "host3"), args.driver,
+            conf=make_conf(self.state_dir, args.driver, overrides, transport_url),
+            state_path=self.state_dir)
         self.api, self.ctx = self.cloud.api, self.cloud.ctx
         self.steps: list[Step] = []
         self.booted: list[Instance] = []
