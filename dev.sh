@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One command per job on a fresh Debian machine (run as root, or with sudo):
 #   ./dev.sh demo   - install everything, then run `virtsdk demo` on the embedded default
-#   ./dev.sh test   - install everything, then the checks of `lint` and the whole test suite
+#   ./dev.sh test   - install everything, then the checks of `lint`, the docs and the whole
+#                     test suite
 #                     (including the libvirt lab tests, which start and stop their own hosts)
 #   ./dev.sh lint   - only the checks: ruff, mypy (strict for virtsdk/) and import-linter
 #                     (the core never imports a driver, arrows point down, no cycles)
+#   ./dev.sh docs   - build the Sphinx site (doc/ -> doc/_build/html), warnings are errors
 # Other jobs: ./dev.sh setup | bench | shell
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -55,8 +57,10 @@ venv_install() {
   newest=$(ls -t requirements-dev.txt setup.cfg drivers/*/setup.cfg contrib/*/setup.cfg | head -1)
   if [ ! -f "$stamp" ] || [ "$newest" -nt "$stamp" ]; then
     echo ">> pip install -r requirements-dev.txt (into $VENV)"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r requirements-dev.txt
+    # PYTHONWARNINGS reaches the build back-ends pip runs: no pages of setuptools
+    # editable-install banners on a newcomer's first screen
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q --upgrade pip
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q -r requirements-dev.txt
     touch "$stamp"
   fi
 }
@@ -69,18 +73,24 @@ lint() {
   "$VENV/bin/lint-imports"              # contracts: [tool.importlinter] in pyproject.toml
 }
 
+docs() {
+  "$VENV/bin/sphinx-build" -q -E -W --keep-going -b html doc doc/_build/html  # ~6 s
+}
+
 job=${1:-help}
 shift || true
 case "$job" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
   lint) venv_install; lint ;;
+  docs) venv_install; docs ;;
   test)
     setup
     lint
+    docs
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   bench) setup; exec "$VENV/bin/python" -m pytest benchmarks -q "$@" ;;
   shell) setup; exec bash --rcfile <(echo "source $VENV/bin/activate") ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

@@ -53,12 +53,12 @@ def prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
         data = src.check_can_live_migrate_source(CTX, inst, check)
     finally:
         dst.cleanup_live_migration_destination_check(CTX, check)
-    return dst.pre_live_migration(CTX, inst, None, NET, None, data)
+    return dst.pre_live_migration(CTX, inst, NET, None, data)
 
 
 def finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
     """The post steps of a migration that completed."""
-    src.post_live_migration(CTX, inst, None, data)
+    src.post_live_migration(CTX, inst, data)
     dst.post_live_migration_at_destination(CTX, inst, NET)
     src.post_live_migration_at_source(CTX, inst, NET)
 
@@ -66,4 +66,4 @@ def finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
 def rollback(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
     """The rollback of a migration that did not complete."""
     src.rollback_live_migration_at_source(CTX, inst, data)
-    dst.rollback_live_migration_at_destination(CTX, inst, NET, None, migrate_data=data)
+    dst.rollback_live_migration_at_destination(CTX, inst, NET, migrate_data=data)

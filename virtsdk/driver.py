@@ -15,6 +15,18 @@ it must guarantee.  Methods for features a driver does not offer keep the defaul
 implementation, which raises :class:`virtsdk.exceptions.NotSupported` naming the driver
 and the feature; the manager turns that into a clean rollback.
 
+Argument order
+--------------
+Every method takes ``context`` first; the cold-migration methods that receive the
+migration record take it next (``context, migration, instance, ...``), the others
+continue with ``instance``; then what the step needs (``network_info``, ``disk_info``,
+``migrate_data``), then keyword-style options with defaults (``power_on``,
+``destroy_disks``, ``block_migration``).
+
+Volumes are not part of this interface: virtsdk drivers manage local disks only, so
+there is no ``block_device_info`` argument (the manager never had volume information
+to pass).
+
 Cold migration / resize (the whole chain: docs/flows.md)::
 
     dest:   prepare_migrate_disk_target()          during prep_resize
@@ -45,14 +57,13 @@ import abc
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import NotSupported
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -67,28 +78,97 @@ from virtsdk.objects import (
     TransferProgress,
 )
 from virtsdk.plugins import Plugin, register_opts
+from virtsdk.states import PowerState
+
+
+def feature(group: str, summary: str, methods: tuple[str, ...] = (),
+            may_override: tuple[str, ...] = (), default: bool = False) -> bool:
+    """Declare one :class:`Capabilities` flag (used only inside that class).
+
+    ``methods`` must be overridden by a driver claiming the flag; ``may_override`` are
+    the hooks of the same feature that have a harmless default.  Everything else that
+    describes features is derived from these declarations: :data:`OPTIONAL_METHODS`,
+    :func:`feature_methods`, the conformance kit's checks and ``virtsdk drivers matrix``.
+    """
+    return field(default=default, metadata={"group": group, "summary": summary,
+                                             "methods": methods,
+                                             "may_override": may_override})
+
+
+_COLD = ("migrate_disk_and_power_off", "finish_migration", "confirm_migration",
+         "finish_revert_migration")
+_LIVE = ("check_can_live_migrate_destination", "check_can_live_migrate_source",
+         "pre_live_migration", "live_migration")
 
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a driver can do.  Declared once per driver class; read by the manager,
-    the scheduler and ``virtsdk drivers show``."""
+    the scheduler, ``virtsdk drivers show`` and the conformance kit.
 
-    supports_cold_migration: bool = False
-    supports_resize: bool = False
-    supports_live_migration: bool = False
-    supports_block_migration: bool = False
-    supports_migrate_to_same_host: bool = False
-    supports_live_migration_abort: bool = False
-    supports_live_migration_force_complete: bool = False
-    supports_post_copy: bool = False
-    supports_auto_converge: bool = False
-    supports_shared_storage_detection: bool = False
+    This class is the single declaration of the features: each flag names the matrix
+    group it belongs to and the methods a driver claiming it must override.
+    """
+
+    supports_cold_migration: bool = feature(
+        "cold", "cold migration to another host (disks copied, guest restarted)", _COLD,
+        ("get_instance_disk_info", "prepare_migrate_disk_target"))
+    supports_resize: bool = feature(
+        "resize", "resize: cold migration onto a bigger flavor, revertable", _COLD)
+    supports_migrate_to_same_host: bool = feature(
+        "resize", "resize onto the host the instance already runs on", _COLD)
+    supports_live_migration: bool = feature(
+        "live", "live migration of a running guest", _LIVE,
+        ("cleanup_live_migration_destination_check", "post_live_migration",
+         "post_live_migration_at_source", "post_live_migration_at_destination",
+         "rollback_live_migration_at_source", "rollback_live_migration_at_destination"))
+    supports_block_migration: bool = feature(
+        "block", "live migration that copies local disks (no shared storage)",
+        (*_LIVE, "get_instance_disk_info"))
+    supports_post_copy: bool = feature(
+        "post-copy", "switching a live migration to post-copy", _LIVE)
+    supports_auto_converge: bool = feature(
+        "auto-converge", "throttling the guest's vCPUs so a live migration converges", _LIVE)
+    supports_live_migration_abort: bool = feature(
+        "abort", "aborting a running live migration", ("live_migration_abort",))
+    supports_live_migration_force_complete: bool = feature(
+        "force-complete", "forcing a running live migration to complete",
+        ("live_migration_force_complete",))
+    supports_shared_storage_detection: bool = feature(
+        "shared storage detection", "detecting storage shared between two hosts",
+        ("check_can_live_migrate_destination", "check_can_live_migrate_source"))
     has_imagecache: bool = False
     image_formats: tuple[str, ...] = ("raw",)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def features(cls) -> list[dataclasses.Field[bool]]:
+        """The feature flags (those declared with :func:`feature`), in order."""
+        return [f for f in dataclasses.fields(cls) if "group" in f.metadata]
+
+    def claimed(self) -> list[str]:
+        """The feature flags this driver claims."""
+        return [f.name for f in self.features() if getattr(self, f.name) is True]
+
+
+def feature_methods(flag: str) -> tuple[str, ...]:
+    """The methods a driver claiming ``flag`` must override."""
+    for f in Capabilities.features():
+        if f.name == flag:
+            return tuple(f.metadata["methods"])
+    raise KeyError(flag)
+
+
+@dataclass(frozen=True)
+class DiskObservation:
+    """What :meth:`ComputeDriver.observe_disk` reads back from a guest's root disk."""
+
+    #: the bytes found where :meth:`ComputeDriver.write_disk_marker` writes
+    marker: bytes
+    #: the root disk's virtual size in bytes, as the hypervisor sees it
+    size: int
 
 
 class PostMethod(Protocol):
@@ -114,6 +194,17 @@ class RecoverMethod(Protocol):
         dest: str,
         migrate_data: LiveMigrateData,
     ) -> None: ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stub(fn: F) -> F:
+    """Mark a scaffolded method that only defers to the default (``virtsdk drivers
+    new`` writes every method this way); :meth:`ComputeDriver.implemented_methods`
+    does not count it as implemented."""
+    fn.__virtsdk_stub__ = True  # type: ignore[attr-defined]
+    return fn
 
 
 ProgressCallback = Callable[[JobStats], None]
@@ -161,7 +252,9 @@ class ComputeDriver(Plugin, abc.ABC):
         """The optional interface methods this driver overrides (its feature matrix)."""
         out = []
         for attr in OPTIONAL_METHODS:
-            if getattr(cls, attr) is not getattr(ComputeDriver, attr):
+            mine = getattr(cls, attr)
+            if mine is not getattr(ComputeDriver, attr) and not getattr(
+                    mine, "__virtsdk_stub__", False):
                 out.append(attr)
         return out
 
@@ -195,7 +288,6 @@ class ComputeDriver(Plugin, abc.ABC):
         instance: Instance,
         image_meta: ImageMeta,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Create and (by default) start ``instance`` on this host.
@@ -210,7 +302,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
     ) -> None:
         """Stop and remove ``instance`` from this host; keep its disks if asked to.
@@ -230,7 +321,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Start a stopped guest; returns once it runs."""
 
@@ -260,7 +350,7 @@ class ComputeDriver(Plugin, abc.ABC):
         raise self._unsupported("listing what the hypervisor holds (audit)")
 
     def get_instance_disk_info(
-        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+        self, instance: Instance
     ) -> list[DiskInfo]:
         """The instance's local disks (volumes excluded)."""
         raise self._unsupported("get_instance_disk_info")
@@ -276,17 +366,49 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Remove what is left of an instance on this host after it moved away."""
-        self.destroy(context, instance, network_info, block_device_info, destroy_disks)
+        self.destroy(context, instance, network_info, destroy_disks)
+
+    # -- observation hooks (read by the conformance kit, never by the manager) ------------
+    #
+    # The kit checks outcomes, not calls: after every step it asks the hypervisor what
+    # really happened.  These four hooks must report the hypervisor's truth (processes,
+    # domains, files), not the driver's own records, and must not change anything.
+
+    #: how many bytes :meth:`write_disk_marker` may be given
+    MARKER_SIZE: ClassVar[int] = 64
+
+    def observe_guests(self) -> dict[str, PowerState]:
+        """Every guest this host really has in memory, by instance uuid: running or
+        paused (``PowerState.RUNNING`` / ``PowerState.PAUSED``); stopped or merely
+        defined guests are left out.  A guest paused at the end of a live migration
+        counts: the kit requires exactly one running copy and no paused leftovers."""
+        raise self._unsupported("observation hook observe_guests")
+
+    def observe_footprint(self, instance: Instance) -> list[str]:
+        """Everything this host holds for ``instance`` (its definition, disk files,
+        processes, received or kept copies, reservations), one short description each;
+        empty when nothing of it is left here."""
+        raise self._unsupported("observation hook observe_footprint")
+
+    def write_disk_marker(self, instance: Instance, marker: bytes) -> None:
+        """Write ``marker`` (at most :attr:`MARKER_SIZE` bytes) into the instance's
+        root disk at a fixed place its guest does not use.  Called only while no
+        migration of the instance runs; the guest may be running or stopped."""
+        raise self._unsupported("observation hook write_disk_marker")
+
+    def observe_disk(self, instance: Instance) -> DiskObservation:
+        """Read back the marker place and the size of the instance's root disk on this
+        host; raises :class:`~virtsdk.exceptions.InstanceNotFound` if absent."""
+        raise self._unsupported("observation hook observe_disk")
 
     # -- cold migration / resize ---------------------------------------------------------
 
     def prepare_migrate_disk_target(
-        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+        self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
     ) -> ColdMigrateData:
         """Destination, during ``prep_resize``: get ready to receive the disks.
 
@@ -307,7 +429,6 @@ class ComputeDriver(Plugin, abc.ABC):
         dest: str,
         flavor: Flavor,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         timeout: int = 0,
         retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
@@ -331,7 +452,6 @@ class ComputeDriver(Plugin, abc.ABC):
         network_info: NetworkInfo,
         image_meta: ImageMeta,
         resize_instance: bool,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Destination, in ``finish_resize``: build the instance from the received disks
@@ -348,10 +468,9 @@ class ComputeDriver(Plugin, abc.ABC):
     def finish_revert_migration(
         self,
         context: RequestContext,
+        migration: Migration,
         instance: Instance,
         network_info: NetworkInfo,
-        migration: Migration,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Source, in ``revert_resize``: restore the kept copy and start it if asked.
@@ -384,7 +503,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         dest_check_data: LiveMigrateData,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source: completes the check data (shared storage seen from here, block
         migration chosen when storage is not shared); raises MigrationPreCheckError."""
@@ -394,7 +512,6 @@ class ComputeDriver(Plugin, abc.ABC):
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None,
         migrate_data: LiveMigrateData,
@@ -418,10 +535,12 @@ class ComputeDriver(Plugin, abc.ABC):
     ) -> None:
         """Source: move the running guest to ``dest``; blocks until the job ends.
 
-        Must validate ``dest`` before any hypervisor call, and must end by calling
-        exactly one of ``post_method`` (guest runs on dest) or ``recover_method``
-        (guest still runs here), then return (it re-raises the failure after
-        ``recover_method``).  ``progress`` receives job-stats samples.
+        Must validate ``dest`` before any hypervisor call; refused input (an invalid
+        ``dest``, a migration already running) may raise before either callback, as
+        nothing started.  Once the job has started it must end by calling exactly one
+        of ``post_method`` (guest runs on dest) or ``recover_method`` (guest still runs
+        here), then return (it re-raises the failure after ``recover_method``).
+        ``progress`` receives job-stats samples.
         """
         raise self._unsupported("live migration")
 
@@ -438,7 +557,6 @@ class ComputeDriver(Plugin, abc.ABC):
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Source, after success: disconnect volumes the instance used here."""
@@ -454,7 +572,6 @@ class ComputeDriver(Plugin, abc.ABC):
         instance: Instance,
         network_info: NetworkInfo,
         block_migration: bool = False,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Destination, after success: make the instance fully this host's (persistent
         definition, bookkeeping)."""
@@ -469,7 +586,6 @@ class ComputeDriver(Plugin, abc.ABC):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None,
         destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
@@ -483,23 +599,12 @@ HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING, HELD_LEFTOVER = (
 HELD_KINDS: tuple[str, ...] = (HELD_INSTANCE, HELD_RESIZE_COPY, HELD_INCOMING,
                                HELD_LEFTOVER)
 
-OPTIONAL_METHODS: tuple[str, ...] = (
-    "get_instance_disk_info",
-    "prepare_migrate_disk_target",
-    "migrate_disk_and_power_off",
-    "finish_migration",
-    "confirm_migration",
-    "finish_revert_migration",
-    "check_can_live_migrate_destination",
-    "check_can_live_migrate_source",
-    "cleanup_live_migration_destination_check",
-    "pre_live_migration",
-    "live_migration",
-    "live_migration_abort",
-    "live_migration_force_complete",
-    "post_live_migration",
-    "post_live_migration_at_source",
-    "post_live_migration_at_destination",
-    "rollback_live_migration_at_source",
-    "rollback_live_migration_at_destination",
-)
+#: The observation hooks the conformance kit reads the hypervisor's truth with.
+OBSERVATION_HOOKS: tuple[str, ...] = ("observe_guests", "observe_footprint",
+                                      "write_disk_marker", "observe_disk")
+
+#: Every overridable feature method, derived from the :class:`Capabilities` declaration
+#: (used by :meth:`ComputeDriver.implemented_methods` and the fake driver's fault steps).
+OPTIONAL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(
+    m for f in Capabilities.features()
+    for m in (*f.metadata["methods"], *f.metadata["may_override"])))

@@ -182,6 +182,24 @@ class NotSupported(VirtSDKError):
         super().__init__(msg)
 
 
+class _DriverFault(VirtSDKError):
+    """Base of the errors a driver raises in a named situation.
+
+    Every one takes the message plus two explicit, typed fields, which also cross RPC:
+    ``instance_uuid`` (the instance concerned) and ``host`` (the host that refused or
+    failed).  Both may be left out when they are not known.
+    """
+
+    def __init__(self, message: str, *, instance_uuid: str | None = None,
+                 host: str | None = None) -> None:
+        # a subclass may have set its own values before calling this constructor
+        if instance_uuid is not None or not hasattr(self, "instance_uuid"):
+            self.instance_uuid = instance_uuid
+        if host is not None or not hasattr(self, "host"):
+            self.host = host
+        super().__init__(message)
+
+
 # -- input validation -------------------------------------------------------------------
 
 
@@ -228,13 +246,18 @@ class FlavorNotFound(Invalid):
     pass
 
 
-class ResizeShrinkNotAllowed(Invalid):
-    pass
+class ResizeShrinkNotAllowed(_DriverFault, Invalid):
+    """Raised by ``migrate_disk_and_power_off`` (and the API), before anything is
+    touched, when the new flavor would make a disk smaller."""
 
 
 class InstanceNotFound(VirtSDKError):
+    """Raised by ``get_info``, ``power_on``/``power_off``, ``observe_disk`` and any
+    method that needs the instance, when this host does not have it."""
+
     def __init__(self, instance: str, host: str | None = None) -> None:
         self.instance = instance
+        self.host = host
         where = f" on host {host!r}" if host else ""
         super().__init__(f"instance {instance!r} not found{where}")
 
@@ -256,7 +279,13 @@ class DrainRefused(Invalid):
 
 
 class InstanceInvalidState(Invalid):
+    """The instance's ``attr`` is ``state``, which forbids ``action`` (a driver raises
+    it e.g. from ``spawn`` for an instance the host already holds)."""
+
     def __init__(self, instance: str, attr: str, state: object, action: str) -> None:
+        self.instance = instance
+        self.attr = attr
+        self.action = action
         self.state = state
         super().__init__(
             f"cannot {action} instance {instance!r} while {attr} is {state!r}"
@@ -288,8 +317,9 @@ class RollbackError(MigrationError):
     """A failure after which the previous state was restored (Nova's rollback fault)."""
 
 
-class MigrationPreCheckError(RollbackError):
-    """A pre-check refused the migration before anything moved."""
+class MigrationPreCheckError(_DriverFault, RollbackError):
+    """Raised by ``check_can_live_migrate_destination`` / ``_source`` (and
+    ``pre_live_migration``) when the migration cannot go ahead; nothing moved yet."""
 
 
 class NoValidHost(MigrationError):
@@ -301,35 +331,39 @@ class RescheduledError(MigrationError):
 
 
 class DestinationDiskExists(MigrationPreCheckError):
-    pass
+    """Raised by ``pre_live_migration`` and ``prepare_migrate_disk_target`` when the
+    destination already holds the instance's directory or disks."""
 
 
-class InsufficientResources(RescheduledError):
-    pass
+class InsufficientResources(_DriverFault, RescheduledError):
+    """Raised by ``spawn`` / ``finish_migration`` / ``pre_live_migration`` when the host
+    cannot fit the instance; the conductor may try another host."""
 
 
 class ComputeServiceUnavailable(MigrationPreCheckError):
     pass
 
 
-class LiveMigrationAborted(MigrationError):
-    pass
+class LiveMigrationAborted(_DriverFault, MigrationError):
+    """Raised by ``live_migration`` (after ``recover_method``) when the job was
+    cancelled by ``live_migration_abort`` or a policy."""
 
 
-class MigrationTimeout(MigrationError):
-    pass
+class MigrationTimeout(_DriverFault, MigrationError):
+    """A migration (or a wait for one) did not finish in time."""
 
 
-class DiskTransferError(MigrationError):
-    """A disk transfer failed; the source disks are untouched."""
+class DiskTransferError(_DriverFault, MigrationError):
+    """Raised by ``migrate_disk_and_power_off`` / ``finish_migration`` when a disk
+    transfer failed; the source disks are untouched."""
 
 
 class TransferAuthError(DiskTransferError):
-    pass
+    """The transfer's ticket or token was unknown, stale or wrong."""
 
 
 class TransferIntegrityError(DiskTransferError):
-    pass
+    """A disk arrived damaged or incomplete (checksum or size mismatch)."""
 
 
 class InjectedFault(VirtSDKError):

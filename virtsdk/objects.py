@@ -244,12 +244,6 @@ class BlockDeviceMapping(VirtObject):
     connection_info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class BlockDeviceInfo(VirtObject):
-    root_device_name: str = "vda"
-    block_device_mapping: list[BlockDeviceMapping] = field(default_factory=list)
-
-
 # -- instances and hosts ---------------------------------------------------------------
 
 

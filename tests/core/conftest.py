@@ -26,18 +26,16 @@ class ThrowAwayDriver(ComputeDriver):
     def list_opts(cls):
         return [cfg.IntOpt("answer", default=42, help="a throw-away option")]
 
-    def spawn(self, context, instance, image_meta, network_info,
-              block_device_info=None, power_on=True):
+    def spawn(self, context, instance, image_meta, network_info, power_on=True):
         pass
 
-    def destroy(self, context, instance, network_info, block_device_info=None,
-                destroy_disks=True):
+    def destroy(self, context, instance, network_info, destroy_disks=True):
         pass
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         pass
 
-    def power_on(self, context, instance, network_info, block_device_info=None):
+    def power_on(self, context, instance, network_info):
         pass
 
     def get_info(self, instance):

@@ -26,7 +26,7 @@ def _migration(inst, src, dst, flavor):
 
 def _send(src, dst, inst, ctx, flavor, progress=None):
     mig = _migration(inst, src, dst, flavor)
-    ticket = dst.prepare_migrate_disk_target(ctx, inst, flavor, mig)
+    ticket = dst.prepare_migrate_disk_target(ctx, mig, inst, flavor)
     disks = src.migrate_disk_and_power_off(ctx, inst, dst.host, flavor, NET, timeout=30,
                                            retry_interval=5, migrate_data=ticket,
                                            progress=progress)
@@ -90,7 +90,7 @@ def test_revert_restores_the_original_bytes_and_flavor(h1, h2, fabric, ctx, spaw
     fabric.host("h2").instances[inst.uuid].disks["disk"].write(0, b"written after resize")
     h2.destroy(ctx, inst, NET)
     inst.flavor = inst.old_flavor
-    h1.finish_revert_migration(ctx, inst, NET, mig)
+    h1.finish_revert_migration(ctx, mig, inst, NET)
     back = fabric.host("h1").instances[inst.uuid]
     assert disks_only(back.fingerprint()) == disks_only(before)
     assert back.flavor == SMALL and back.power_state == PowerState.RUNNING
@@ -139,7 +139,7 @@ def test_transfer_fault_halfway_restores_the_source_and_cleans_the_dest(h1, h2, 
     guest = fabric.host("h1").instances[inst.uuid]
     assert guest.power_state == PowerState.SHUTDOWN
     assert disks_only(guest.fingerprint()) == disks_only(before)
-    h1.finish_revert_migration(ctx, inst, NET, _migration(inst, h1, h2, BIG))
+    h1.finish_revert_migration(ctx, _migration(inst, h1, h2, BIG), inst, NET)
     assert h1.get_info(inst).state == PowerState.RUNNING
     # and a second attempt goes through
     mig, disks = _send(h1, h2, inst, ctx, BIG)
@@ -158,14 +158,14 @@ def test_finish_migration_fault_keeps_received_disks_for_revert(h1, h2, fabric, 
     assert fabric.find(inst.uuid) == [("h1", "resize_copy"), ("h2", "incoming_disks")]
     h2.destroy(ctx, inst, NET)
     inst.flavor = SMALL
-    h1.finish_revert_migration(ctx, inst, NET, mig)
+    h1.finish_revert_migration(ctx, mig, inst, NET)
     assert fabric.find(inst.uuid) == [("h1", "instance")]
 
 
 def test_stale_ticket_and_missing_disks_are_refused(h1, h2, fabric, ctx, spawn):
     inst = spawn(h1, SMALL)
     forged = ColdMigrateData(transport="fake", ticket={"host": "h2", "token": "guess"})
-    h2.prepare_migrate_disk_target(ctx, inst, BIG, _migration(inst, h1, h2, BIG))
+    h2.prepare_migrate_disk_target(ctx, _migration(inst, h1, h2, BIG), inst, BIG)
     with pytest.raises(TransferAuthError):
         h1.migrate_disk_and_power_off(ctx, inst, "h2", BIG, NET, migrate_data=forged)
     assert h1.get_info(inst).state == PowerState.RUNNING

@@ -1,4 +1,4 @@
-"""The generic driver contract, run against the fake driver."""
+"""The conformance kit, run against the fake driver."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from virtsdk_fake.fabric import Fabric
 
 from virtsdk.driver import ComputeDriver
 from virtsdk.objects import Instance
-from virtsdk.testing.contract import DriverContractTests
+from virtsdk.testing import DriverConformance
 
 
-class TestFakeDriverContract(DriverContractTests):
+class TestFakeDriverConformance(DriverConformance):
     @pytest.fixture
     def driver_factory(self, make_driver: Callable[[str], FakeDriver]
                        ) -> Callable[[str], ComputeDriver]:
@@ -31,3 +31,10 @@ class TestFakeDriverContract(DriverContractTests):
             fabric.set_migration_params(inst.uuid, dirty_rate_mbps=64)
 
         return slow
+
+    @pytest.fixture
+    def fail_disk_transfer(self, fabric: Fabric) -> Callable[[ComputeDriver, Instance], None]:
+        def fail(driver: ComputeDriver, inst: Instance) -> None:
+            fabric.faults.inject("migrate_disk.transfer", driver.host)
+
+        return fail

@@ -34,7 +34,7 @@ def prepare(src, dst, inst, ctx, block_migration=None):
     finally:
         dst.cleanup_live_migration_destination_check(ctx, check)
     disks = src.get_instance_disk_info(inst) if data.block_migration else None
-    return dst.pre_live_migration(ctx, inst, None, NET, disks, data)
+    return dst.pre_live_migration(ctx, inst, NET, disks, data)
 
 
 def migrate(src, dst, inst, ctx, samples=None, data=None):
@@ -81,7 +81,7 @@ def test_block_migration_moves_memory_and_disks_exactly_once(h1, h2, fabric, ctx
     assert moved.fingerprint() == before  # memory too: the guest kept running
     assert moved.power_state == PowerState.RUNNING and moved.persistent is False
     assert fabric.find(inst.uuid) == [("h1", "leftovers"), ("h2", "instance")]
-    h1.post_live_migration(ctx, inst, None, data)
+    h1.post_live_migration(ctx, inst, data)
     h2.post_live_migration_at_destination(ctx, inst, NET, True)
     h1.post_live_migration_at_source(ctx, inst, NET)
     assert fabric.find(inst.uuid) == [("h2", "instance")]
@@ -127,8 +127,8 @@ def test_pre_live_migration_refuses_an_existing_instance_dir(h1, h2, fabric, ctx
     inst = spawn(h1)
     data = prepare(h1, h2, inst, ctx)
     with pytest.raises(DestinationDiskExists):
-        h2.pre_live_migration(ctx, inst, None, NET, None, data)
-    h2.rollback_live_migration_at_destination(ctx, inst, NET, None, migrate_data=data)
+        h2.pre_live_migration(ctx, inst, NET, None, data)
+    h2.rollback_live_migration_at_destination(ctx, inst, NET, migrate_data=data)
     assert fabric.find(inst.uuid) == [("h1", "instance")]
 
 
@@ -141,7 +141,7 @@ def test_switchover_fault_recovers_on_the_source(h1, h2, fabric, ctx, spawn):
     assert fabric.host("h1").instances[inst.uuid].fingerprint() == before
     assert h1.get_info(inst).state == PowerState.RUNNING
     h1.rollback_live_migration_at_source(ctx, inst, data)
-    h2.rollback_live_migration_at_destination(ctx, inst, NET, None, migrate_data=data)
+    h2.rollback_live_migration_at_destination(ctx, inst, NET, migrate_data=data)
     assert fabric.find(inst.uuid) == [("h1", "instance")]
     assert h2.get_available_resource().memory_mb_used == 0
 
@@ -275,7 +275,7 @@ def test_rollback_at_destination_never_removes_a_running_guest(h1, h2, fabric, c
     inst = spawn(h1)
     rec, exc, data = migrate(h1, h2, inst, ctx)
     assert exc is None
-    h2.rollback_live_migration_at_destination(ctx, inst, NET, None, migrate_data=data)
+    h2.rollback_live_migration_at_destination(ctx, inst, NET, migrate_data=data)
     assert ("h2", "instance") in fabric.find(inst.uuid)
     assert SMALL.memory_mb == h2.get_available_resource().memory_mb_used
 

@@ -147,7 +147,7 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
 
     # -- resize onto host B ------------------------------------------------------------
     mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     assert data.transport == "stream" and data.ticket["address"] == b.lv_conf.my_ip
     samples: list[TransferProgress] = []
     # timeout 0: the guest is forced off at once (it never sees a shutdown request)
@@ -173,7 +173,7 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     b.destroy(CTX, inst, NET)
     assert not b.instance_exists(inst) and not b._paths.instance_dir(inst).exists()
     inst.flavor, inst.old_flavor = SMALL, None
-    a.finish_revert_migration(CTX, inst, NET, mig)
+    a.finish_revert_migration(CTX, mig, inst, NET)
     assert a.get_info(inst).state is PowerState.RUNNING
     boot_a2, marker_a2 = boot_and_marker(a, inst, known_boots=1)
     assert boot_a2 != boot_a and marker_a2 == marker
@@ -183,7 +183,7 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     # -- resize again (auto transport, B left stopped), then confirm -----------------
     a2, b2 = lab_drivers
     mig2 = migration(inst, a2, b2, BIG)
-    data2 = b2.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
+    data2 = b2.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
     # with a deadline the guest shuts down cleanly (its ACPI handler logs SHUTDOWN)
     sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.lv_conf.my_ip, BIG, NET,
                                           timeout=60, retry_interval=5, migrate_data=data2)
@@ -224,9 +224,9 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
 
     # -- shrinking is refused before anything is touched: the guest keeps running ----
     mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
     with pytest.raises(DestinationDiskExists):
-        b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+        b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
     listing = sorted(p.name for p in inst_dir.iterdir())
     with pytest.raises(ResizeShrinkNotAllowed):
         a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, SMALL, NET,
@@ -267,7 +267,7 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
         a_t = make_driver(lab.hosts[0], disk_transport=transport, **extra)
         b_t = make_driver(lab.hosts[1], disk_transport=transport, **extra)
         mig3 = migration(inst, a_t, b_t, BIG)
-        data3 = b_t.prepare_migrate_disk_target(CTX, inst, BIG, mig3)
+        data3 = b_t.prepare_migrate_disk_target(CTX, mig3, inst, BIG)
         assert data3.transport == transport
         cut = FailAfterFirstChunk()
         with pytest.raises((InjectedFault, DiskTransferError)) as failed:
@@ -304,7 +304,7 @@ def test_finish_refuses_an_overlay_of_a_foreign_backing_file(
     a, b = lab_drivers
     inst = Instance(name="crafted", flavor=SMALL)
     mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
     secret = tmp_path / "secret.raw"
     secret.write_bytes(b"not yours" * 1000)
     crafted = tmp_path / "disk"
@@ -348,7 +348,7 @@ def test_qcow2_overlay_travels_without_its_base(lab_drivers: list[LibvirtDriver]
     a_base = a._image_cache.path_of(image, "disk")
     assert a_disk.type == "qcow2" and a_disk.backing_file == a_base.name
     mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
                                         migrate_data=data)
     inst.flavor = BIG
@@ -381,7 +381,7 @@ def test_revert_redefines_a_lost_source_domain(lab_drivers: list[LibvirtDriver],
     inst = Instance(name="lost-definition", flavor=SMALL)
     a.spawn(CTX, inst, image_meta, NET, power_on=False)
     mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
                                         migrate_data=data)
     kept = a._paths.resize_dir(inst) / "disk"
@@ -393,12 +393,12 @@ def test_revert_redefines_a_lost_source_domain(lab_drivers: list[LibvirtDriver],
     assert not a.instance_exists(inst)
     b.destroy(CTX, inst, NET)
     inst.flavor = SMALL
-    a.finish_revert_migration(CTX, inst, NET, mig, power_on=False)
+    a.finish_revert_migration(CTX, mig, inst, NET, power_on=False)
     assert a.instance_exists(inst)
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a._lookup(inst).UUIDString() == inst.uuid
     assert sha256(a._paths.disk(inst, "disk")) == digest
-    a.finish_revert_migration(CTX, inst, NET, mig, power_on=False)  # idempotent
+    a.finish_revert_migration(CTX, mig, inst, NET, power_on=False)  # idempotent
 
 
 def test_raw_disks_resize_with_ephemeral_and_stay_sparse(lab: Any, image_meta: ImageMeta,
@@ -413,7 +413,7 @@ def test_raw_disks_resize_with_ephemeral_and_stay_sparse(lab: Any, image_meta: I
     inst = Instance(name="raw-disks", flavor=before)
     a.spawn(CTX, inst, image_meta, NET, power_on=False)
     mig = migration(inst, a, b, after)
-    data = b.prepare_migrate_disk_target(CTX, inst, after, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, after)
     sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, after, NET,
                                         migrate_data=data)
     assert sorted(d.path for d in sent) == ["disk", "disk.local"]

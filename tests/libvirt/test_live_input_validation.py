@@ -88,7 +88,7 @@ def test_hostile_destination_directory(driver, instance, path):
 def test_traversal_in_instance_relative_path(driver, instance, tmp_path, rel):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     with pytest.raises(UnsafePath):
-        driver.pre_live_migration(get_admin_context(), instance, None, NetworkInfo(), [],
+        driver.pre_live_migration(get_admin_context(), instance, NetworkInfo(), [],
                                   LiveMigrateData(instance_relative_path=rel,
                                                   is_shared_instance_path=False))
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
@@ -98,7 +98,7 @@ def test_traversal_in_instance_relative_path(driver, instance, tmp_path, rel):
 def test_relative_path_of_another_instance_is_refused(driver, instance, tmp_path):
     other = Instance(name="vm2", flavor=instance.flavor)
     with pytest.raises(UnsafePath):
-        driver.pre_live_migration(get_admin_context(), instance, None, NetworkInfo(), [],
+        driver.pre_live_migration(get_admin_context(), instance, NetworkInfo(), [],
                                   LiveMigrateData(instance_relative_path=other.uuid))
     assert not (tmp_path / "instances" / other.uuid).exists()
     assert not (tmp_path / "instances" / instance.uuid).exists()

@@ -53,9 +53,9 @@ from virtsdk.objects import (
     ImageMeta,
     Instance,
     JobStats,
-    LiveMigrateData,
     NetworkInfo,
 )
+from virtsdk.testing.sequences import LiveOutcome, live_migrate
 
 pytestmark = pytest.mark.lab
 
@@ -66,67 +66,12 @@ BW_CAP_MIB = 4
 DIRTY_KBPS = 16384  # asks for more than the guest manages under emulation (~4 MiB/s)
 
 
-@dataclasses.dataclass
-class Outcome:
-    """What one migration did: which callbacks ran, the samples, the error."""
-
-    calls: list[str]
-    samples: list[JobStats]
-    data: LiveMigrateData | None = None
-    error: BaseException | None = None
-
-    @property
-    def final(self) -> JobStats:
-        return self.samples[-1]
-
-
 def migrate(src: LibvirtDriver, dst: LibvirtDriver, inst: Instance, *,
             net: NetworkInfo = NET, on_sample: Callable[[JobStats], None] | None = None,
-            dest_name: str | None = None) -> Outcome:
-    """The manager's live-migration sequence between two lab drivers."""
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    disks = src.get_instance_disk_info(inst) if data.block_migration else None
-    try:
-        data = dst.pre_live_migration(CTX, inst, None, net, disks, data)
-    except Exception:
-        dst.rollback_live_migration_at_destination(CTX, inst, net, None, migrate_data=data)
-        src.rollback_live_migration_at_source(CTX, inst, data)
-        raise
-    out = Outcome(calls=[], samples=[])
-
-    def post(context: Any, instance: Instance, dest: str, block: bool,
-             migrate_data: LiveMigrateData) -> None:
-        out.calls.append("post")
-        out.data = migrate_data
-        src.post_live_migration(CTX, instance, None, migrate_data)
-        dst.post_live_migration_at_destination(CTX, instance, net, block)
-        src.post_live_migration_at_source(CTX, instance, net)
-
-    def recover(context: Any, instance: Instance, dest: str,
-                migrate_data: LiveMigrateData) -> None:
-        out.calls.append("recover")
-        out.data = migrate_data
-        src.rollback_live_migration_at_source(CTX, instance, migrate_data)
-        dst.rollback_live_migration_at_destination(CTX, instance, net, None,
-                                                   migrate_data=migrate_data)
-
-    def progress(stats: JobStats) -> None:
-        out.samples.append(stats)
-        if on_sample is not None:
-            on_sample(stats)
-
-    try:
-        src.live_migration(CTX, inst, dest_name or dst.host, post, recover,
-                           block_migration=bool(data.block_migration), migrate_data=data,
-                           progress=progress)
-    except Exception as exc:  # noqa: BLE001 - the tests look at it
-        out.error = exc
-    return out
+            dest_name: str | None = None) -> LiveOutcome:
+    """The manager's live-migration sequence between two lab drivers (the kit's)."""
+    return live_migrate(src, dst, CTX, inst, network_info=net, on_sample=on_sample,
+                        dest=dest_name)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,7 @@ def test_boot_live_migrate_cold_migrate_delete_on_libvirt(lab, lab_cloud, guest_
     # b prepared a live-migration target and its source went away: the audit
     # reports that one holding as safely orphaned and --fix removes exactly it
     b_driver = lab_cloud.computes[b].driver
-    b_driver.pre_live_migration(ctx, stayed, None, NetworkInfo(), [], LiveMigrateData(
+    b_driver.pre_live_migration(ctx, stayed, NetworkInfo(), [], LiveMigrateData(
         block_migration=False, is_shared_instance_path=False,
         is_shared_block_storage=True))
     report = audit_cloud(lab_cloud.conf, lab_cloud.db, ctx)

@@ -66,10 +66,10 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
 
     # -- resize onto B over the network stream ----------------------------------------
     mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     assert data.transport == "stream" and data.ticket["address"] == b.qconf.my_ip
     with pytest.raises(DestinationDiskExists):
-        b.prepare_migrate_disk_target(CTX, inst, BIG, mig)
+        b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     samples: list[TransferProgress] = []
     sent = a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET, timeout=0,
                                         migrate_data=data, progress=samples.append)
@@ -94,7 +94,7 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     b.destroy(CTX, inst, NET)
     assert not b.paths.instance_dir(inst).exists() and b.list_instances() == []
     inst.flavor, inst.old_flavor = SMALL, None
-    a.finish_revert_migration(CTX, inst, NET, mig)
+    a.finish_revert_migration(CTX, mig, inst, NET)
     assert a.get_info(inst).state is PowerState.RUNNING
     _boot, marker_a = next_boot(a, inst, known_boots=1)
     assert marker_a == marker
@@ -106,7 +106,7 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     # ACPI shutdown, B left stopped; then confirm ------------------------------------
     a2, b2 = qemu_drivers
     mig2 = migration(inst, a2, b2, BIG)
-    data2 = b2.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
+    data2 = b2.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
     sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.qconf.my_ip, BIG, NET, timeout=60,
                                           retry_interval=5, migrate_data=data2)
     assert "SHUTDOWN" in console(a2, inst, a2.paths.resize_dir(inst)).text()
@@ -142,7 +142,7 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
 
     # shrinking is refused before anything is touched: the same boot keeps running
     mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, inst, SMALL, mig)
+    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
     listing = sorted(p.name for p in inst_dir.iterdir())
     with pytest.raises(ResizeShrinkNotAllowed):
         a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, SMALL, NET, migrate_data=data)
@@ -164,7 +164,7 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     a.power_on(CTX, inst, NET)
     boot_2, _m = next_boot(a, inst, known_boots=1)
     mig2 = migration(inst, a, b, BIG)
-    data2 = b.prepare_migrate_disk_target(CTX, inst, BIG, mig2)
+    data2 = b.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
     with pytest.raises((InjectedFault, DiskTransferError)):
         a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET,
                                      migrate_data=data2, progress=CutMidway())

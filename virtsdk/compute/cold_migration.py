@@ -187,7 +187,7 @@ class ColdMigrationMixin(ManagerBase):
             expected_task_state=TaskState.RESIZE_PREP)
         self._notify(ctx, "resize.prep.start", instance, migration_id=migration.id)
         box["migrate_data"] = self.driver.prepare_migrate_disk_target(
-            ctx, instance, flavor, migration)
+            ctx, migration, instance, flavor)
         self._notify(ctx, "resize.prep.end", instance, migration_id=migration.id)
 
     def _abort_target(self, ctx: RequestContext, instance: Instance,
@@ -235,7 +235,7 @@ class ColdMigrationMixin(ManagerBase):
                 reached_driver = True
                 disk_info = self.driver.migrate_disk_and_power_off(
                     ctx, instance, str(migration.dest_host), flavor,
-                    network.network_info(instance), None,
+                    network.network_info(instance),
                     self.conf.compute.shutdown_timeout,
                     self.conf.compute.shutdown_retry_interval, migrate_data,
                     progress=self._transfer_progress(int(migration.id or 0)))
@@ -279,7 +279,7 @@ class ColdMigrationMixin(ManagerBase):
         if reached_driver:
             try:
                 self.driver.finish_revert_migration(
-                    ctx, instance, network.network_info(instance), migration,
+                    ctx, migration, instance, network.network_info(instance),
                     power_on=restore == VMState.ACTIVE)
             except Exception as exc2:
                 LOG.exception("could not restore %s on its source", instance.uuid)
@@ -364,8 +364,9 @@ class ColdMigrationMixin(ManagerBase):
         old = self._old_vm_state(instance)
         final = old if rollback else VMState.ERROR
         try:
-            self.driver.finish_revert_migration(ctx, instance, network.network_info(instance),
-                                                migration, power_on=old == VMState.ACTIVE)
+            self.driver.finish_revert_migration(ctx, migration, instance,
+                                                network.network_info(instance),
+                                                power_on=old == VMState.ACTIVE)
         except Exception as exc:
             LOG.exception("could not restore %s on %s", instance.uuid, self.host)
             final, reason = VMState.ERROR, f"{reason}; restore: {actions.describe(exc)}"
@@ -443,7 +444,7 @@ class ColdMigrationMixin(ManagerBase):
                                     "flavor": migration.old_flavor or instance.flavor},
                     expected_task_state=TaskState.RESIZE_REVERTING)
                 self.driver.finish_revert_migration(
-                    ctx, instance, network.network_info(instance), migration,
+                    ctx, migration, instance, network.network_info(instance),
                     power_on=old == VMState.ACTIVE)
                 self.db.migration_update(int(migration.id or 0), {"status": Status.REVERTED},
                                          expected_status=Status.REVERTING)

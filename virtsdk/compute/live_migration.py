@@ -87,7 +87,7 @@ class LiveMigrationMixin(ManagerBase):
                                       dest_check_data: LiveMigrateData) -> LiveMigrateData:
         """Source, RPC call from the destination's check: the driver's source check."""
         return self.driver.check_can_live_migrate_source(
-            ctx, self._instance(instance), dest_check_data, None)
+            ctx, self._instance(instance), dest_check_data)
 
     # -- destination side -------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class LiveMigrationMixin(ManagerBase):
         with actions.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
                                   self.host):
             self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
-            data = self.driver.pre_live_migration(ctx, instance, None,
+            data = self.driver.pre_live_migration(ctx, instance,
                                                   network.network_info(instance), disk_info,
                                                   migrate_data)
             current = self.db.migration_get(int(migration.id or 0))
@@ -110,7 +110,7 @@ class LiveMigrationMixin(ManagerBase):
                 # the source gave up meanwhile (crash + recovery, abort): its rollback
                 # may have run before this placeholder existed, so remove it here
                 self.driver.rollback_live_migration_at_destination(
-                    ctx, instance, network.network_info(instance), None, True, data)
+                    ctx, instance, network.network_info(instance), True, data)
                 raise MigrationError(f"migration {migration.id} is {current.status}, no "
                                      "longer preparing: placeholder removed")
             self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
@@ -131,7 +131,7 @@ class LiveMigrationMixin(ManagerBase):
                                 "power_state": PowerState.RUNNING},
                 expected_task_state=TaskState.MIGRATING)
             self.driver.post_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), block_migration, None)
+                ctx, instance, network.network_info(instance), block_migration)
             self._notify(ctx, "live_migration.post.dest.end", instance,
                          migration_id=migration.id)
 
@@ -146,7 +146,7 @@ class LiveMigrationMixin(ManagerBase):
                                   "compute_rollback_live_migration_at_destination",
                                   self.host):
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), None, destroy_disks,
+                ctx, instance, network.network_info(instance), destroy_disks,
                 migrate_data)
             self._notify(ctx, "live_migration.rollback.dest.end", instance,
                          migration_id=migration.id)
@@ -346,7 +346,7 @@ class LiveMigrationMixin(ManagerBase):
                              migration: Migration) -> None:
         """Source, from the driver's post_method: the guest runs on ``dest``."""
         self._notify(ctx, "live_migration.post.start", instance, migration_id=migration.id)
-        self.driver.post_live_migration(ctx, instance, None, migrate_data)
+        self.driver.post_live_migration(ctx, instance, migrate_data)
         self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,
                                                             migration)
         self.driver.post_live_migration_at_source(ctx, instance,

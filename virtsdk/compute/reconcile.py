@@ -202,7 +202,7 @@ def remove_orphan(ctx: RequestContext, db: Database, driver: ComputeDriver,
         steps = [lambda: driver.confirm_migration(ctx, migration, inst, net)]
     elif diff.held == HELD_INCOMING:
         steps = [lambda: driver.rollback_live_migration_at_destination(
-                     ctx, inst, net, None, True, None),
+                     ctx, inst, net, True, None),
                  lambda: driver.abort_migrate_disk_target(ctx, inst, ColdMigrateData())]
     elif diff.held == HELD_LEFTOVER:
         steps = [lambda: driver.post_live_migration_at_source(ctx, inst, net)]

@@ -265,7 +265,7 @@ class Recovery:
         if self._power_here(instance) not in _ALIVE:  # powered off for the transfer
             try:
                 self.driver.finish_revert_migration(
-                    ctx, instance, network.network_info(instance), m,
+                    ctx, m, instance, network.network_info(instance),
                     power_on=old == VMState.ACTIVE)
             except Exception:
                 LOG.exception("recovery: could not restore %s here", instance.uuid)
@@ -298,7 +298,7 @@ class Recovery:
             return
         try:
             self.driver.rollback_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), None, True, None)
+                ctx, instance, network.network_info(instance), True, None)
         except Exception:  # noqa: BLE001 - nothing was there
             LOG.info("recovery: no live placeholder of %s on %s", instance.uuid, self.host)
 

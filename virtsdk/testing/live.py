@@ -44,7 +44,7 @@ def prepare_live_migration(src: ComputeDriver, dst: ComputeDriver, instance: Ins
     finally:
         dst.cleanup_live_migration_destination_check(ctx, check)
     disks = src.get_instance_disk_info(instance) if data.block_migration else None
-    return dst.pre_live_migration(ctx, instance, None, network_info or NetworkInfo(),
+    return dst.pre_live_migration(ctx, instance, network_info or NetworkInfo(),
                                   disks, data)
 
 
@@ -64,7 +64,7 @@ def run_live_migration(src: ComputeDriver, dst: ComputeDriver, instance: Instanc
              block_migration: bool, migrate_data: LiveMigrateData) -> None:
         out.calls.append("post")
         out.data = migrate_data
-        src.post_live_migration(ctx, instance, None, migrate_data)
+        src.post_live_migration(ctx, instance, migrate_data)
         dst.post_live_migration_at_destination(ctx, instance, net, block_migration)
         src.post_live_migration_at_source(ctx, instance, net)
 
@@ -73,7 +73,7 @@ def run_live_migration(src: ComputeDriver, dst: ComputeDriver, instance: Instanc
         out.calls.append("recover")
         out.data = migrate_data
         src.rollback_live_migration_at_source(ctx, instance, migrate_data)
-        dst.rollback_live_migration_at_destination(ctx, instance, net, None,
+        dst.rollback_live_migration_at_destination(ctx, instance, net,
                                                    migrate_data=migrate_data)
 
     def progress(stats: JobStats) -> None:

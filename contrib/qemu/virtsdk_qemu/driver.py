@@ -41,7 +41,6 @@ from virtsdk.localdisk.disks import LocalDisks, supports_direct_io
 from virtsdk.localdisk.imagecache import ImageCache
 from virtsdk.localdisk.paths import RESIZE_SUFFIX, InstancePaths, checked_uuid
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -235,7 +234,6 @@ class QemuDriver(ComputeDriver):
         instance: Instance,
         image_meta: ImageMeta,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Any host: create the disks (qcow2 over the cached base image, or raw),
@@ -259,7 +257,6 @@ class QemuDriver(ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
     ) -> None:
         """Any host: stop QEMU and forget the guest; with ``destroy_disks`` delete its
@@ -287,7 +284,6 @@ class QemuDriver(ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """The instance's host: start QEMU from the persisted definition; returns once
         QMP answers (the guest runs)."""
@@ -393,7 +389,7 @@ class QemuDriver(ComputeDriver):
             disk_available_least=free_gb)
 
     def get_instance_disk_info(
-        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+        self, instance: Instance
     ) -> list[DiskInfo]:
         """The instance's host: its disks as the definition lists them (paths relative
         to the instance directory, sizes from ``qemu-img info``)."""
@@ -404,7 +400,7 @@ class QemuDriver(ComputeDriver):
     # -- cold migration / resize (virtsdk.localdisk.coldmigration) -----------------------
 
     def prepare_migrate_disk_target(
-        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+        self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
     ) -> ColdMigrateData:
         """Destination, in prep_resize: create the instance directory and start a disk
         receiver; refuses (DestinationDiskExists) if the instance has files here."""
@@ -423,7 +419,6 @@ class QemuDriver(ComputeDriver):
         dest: str,
         flavor: Flavor,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         timeout: int = 0,
         retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
@@ -444,7 +439,6 @@ class QemuDriver(ComputeDriver):
         network_info: NetworkInfo,
         image_meta: ImageMeta,
         resize_instance: bool,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Destination, in finish_resize: verify the received disks, rebase overlays on
@@ -463,10 +457,9 @@ class QemuDriver(ComputeDriver):
     def finish_revert_migration(
         self,
         context: RequestContext,
+        migration: Migration,
         instance: Instance,
         network_info: NetworkInfo,
-        migration: Migration,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Source, in revert_resize: put ``<dir>_resize`` back and start the guest when
@@ -494,20 +487,18 @@ class QemuDriver(ComputeDriver):
 
     def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source: shared instance path seen from here; a guest with disks needs it."""
-        return self.live.check_can_live_migrate_source(context, instance, dest_check_data,
-                                                       block_device_info)
+        return self.live.check_can_live_migrate_source(context, instance, dest_check_data)
 
     def pre_live_migration(
         self, context: RequestContext, instance: Instance,
-        block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
+        network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
     ) -> LiveMigrateData:
         """Destination: QEMU for this host (VNC on its address) waiting with
         ``-incoming defer``, listening on a free port; refuses an existing guest."""
-        return self.live.pre_live_migration(context, instance, block_device_info,
+        return self.live.pre_live_migration(context, instance,
                                             network_info, disk_info, migrate_data)
 
     def live_migration(
@@ -531,21 +522,20 @@ class QemuDriver(ComputeDriver):
 
     def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_migration: bool = False, block_device_info: BlockDeviceInfo | None = None,
-    ) -> None:
+        block_migration: bool = False,     ) -> None:
         """Destination: checks the guest runs here (resumes one paused to finish)."""
         self.live.post_live_migration_at_destination(context, instance, network_info,
-                                                     block_migration, block_device_info)
+                                                     block_migration)
 
     def rollback_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None, destroy_disks: bool = True,
+        destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Destination: stops the incoming QEMU and removes what pre_live_migration
         made (a shared directory stays)."""
         self.live.rollback_live_migration_at_destination(
-            context, instance, network_info, block_device_info, destroy_disks,
+            context, instance, network_info, destroy_disks,
             migrate_data)
 
     def post_live_migration_at_source(
@@ -557,10 +547,10 @@ class QemuDriver(ComputeDriver):
 
     def cleanup(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None, destroy_disks: bool = True,
+        destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Any host, after the instance moved away: stop this host's QEMU and forget
         it; the files go only when no other host's definition is next to them."""
-        self.live.cleanup(context, instance, network_info, block_device_info,
+        self.live.cleanup(context, instance, network_info,
                           destroy_disks, migrate_data)

@@ -64,7 +64,6 @@ from virtsdk.livemigration.monitor import (
 from virtsdk.localdisk import images
 from virtsdk.localdisk.paths import InstancePaths
 from virtsdk.objects import (
-    BlockDeviceInfo,
     DiskInfo,
     Flavor,
     HostResources,
@@ -250,8 +249,7 @@ class QemuHost(Protocol):
     def guest_spec(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
                    vnc_listen: str | None = None) -> GuestSpec: ...
 
-    def get_instance_disk_info(self, instance: Instance,
-                               block_device_info: BlockDeviceInfo | None = None
+    def get_instance_disk_info(self, instance: Instance
                                ) -> list[DiskInfo]: ...
 
 
@@ -310,8 +308,7 @@ class QmpLiveMigration:
 
     def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance,
-        dest_check_data: LiveMigrateData, block_device_info: BlockDeviceInfo | None = None,
-    ) -> LiveMigrateData:
+        dest_check_data: LiveMigrateData,     ) -> LiveMigrateData:
         """Source: the instance path is shared when the destination's probe file is
         visible here; a guest with disks needs a shared path (no block migration)."""
         name = dest_check_data.filename
@@ -340,7 +337,7 @@ class QmpLiveMigration:
 
     def pre_live_migration(
         self, context: RequestContext, instance: Instance,
-        block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
+        network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
     ) -> LiveMigrateData:
         """Destination: define the guest for this host (VNC on this host's address),
@@ -428,7 +425,6 @@ class QmpLiveMigration:
     def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance,
         network_info: NetworkInfo, block_migration: bool = False,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Destination, after success: the definition is already this host's.  A guest
         the source paused to force completion arrives paused (QEMU migrates the run
@@ -447,8 +443,8 @@ class QmpLiveMigration:
 
     def rollback_live_migration_at_destination(
         self, context: RequestContext, instance: Instance,
-        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None,
-        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
+        network_info: NetworkInfo, destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Destination, after failure: stop the incoming QEMU, forget the definition;
         remove the directory unless it is shared with the source."""
@@ -653,8 +649,8 @@ class QmpLiveMigration:
 
     def cleanup(
         self, context: RequestContext, instance: Instance,
-        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
+        network_info: NetworkInfo, destroy_disks: bool = True,
+        migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Any host, what is left after the instance moved away: stop this host's
         QEMU and forget it; the files go only when nothing else uses them."""

@@ -22,7 +22,6 @@ from virtsdk.exceptions import (
     TransferIntegrityError,
 )
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -46,8 +45,8 @@ _NO_SHRINK = ("disk", "disk.local")
 class FakeColdMigration(FakeDriverBase):
     """The cold-migration half of the fake driver."""
 
-    def prepare_migrate_disk_target(self, context: RequestContext, instance: Instance,
-                                    flavor: Flavor, migration: Migration) -> ColdMigrateData:
+    def prepare_migrate_disk_target(self, context: RequestContext, migration: Migration,
+                                    instance: Instance, flavor: Flavor) -> ColdMigrateData:
         """Destination: reserve a one-time ticket for the incoming disks.  Touches
         nothing the instance already has here (same-host resize is fine)."""
         self._step("prepare_migrate_disk_target")
@@ -90,8 +89,7 @@ class FakeColdMigration(FakeDriverBase):
 
     def migrate_disk_and_power_off(
         self, context: RequestContext, instance: Instance, dest: str, flavor: Flavor,
-        network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-        timeout: int = 0, retry_interval: int = 0,
+        network_info: NetworkInfo,         timeout: int = 0, retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
         progress: TransferCallback | None = None,
     ) -> list[DiskInfo]:
@@ -159,8 +157,7 @@ class FakeColdMigration(FakeDriverBase):
     def finish_migration(
         self, context: RequestContext, migration: Migration, instance: Instance,
         disk_info: list[DiskInfo], network_info: NetworkInfo, image_meta: ImageMeta,
-        resize_instance: bool, block_device_info: BlockDeviceInfo | None = None,
-        power_on: bool = True,
+        resize_instance: bool,         power_on: bool = True,
     ) -> None:
         """Destination: check the received disks against ``disk_info`` checksums,
         grow them to ``instance.flavor`` when ``resize_instance``, define the
@@ -217,9 +214,8 @@ class FakeColdMigration(FakeDriverBase):
             self.hostobj.resize_copies.pop(instance.uuid, None)
 
     def finish_revert_migration(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        migration: Migration, block_device_info: BlockDeviceInfo | None = None,
-        power_on: bool = True,
+        self, context: RequestContext, migration: Migration, instance: Instance,
+        network_info: NetworkInfo, power_on: bool = True,
     ) -> None:
         """Source: define the kept copy again (original flavor and disks) and start it
         if asked.  Also recovers after a failed ``migrate_disk_and_power_off`` (the

@@ -13,10 +13,15 @@ from __future__ import annotations
 import logging
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE, HELD_LEFTOVER, HELD_RESIZE_COPY
+from virtsdk.driver import (
+    HELD_INCOMING,
+    HELD_INSTANCE,
+    HELD_LEFTOVER,
+    HELD_RESIZE_COPY,
+    DiskObservation,
+)
 from virtsdk.exceptions import InstanceInvalidState, InstanceNotFound
 from virtsdk.objects import (
-    BlockDeviceInfo,
     DiskInfo,
     HostResources,
     ImageMeta,
@@ -49,8 +54,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
     # -- instance lifecycle ------------------------------------------------------------------
 
     def spawn(self, context: RequestContext, instance: Instance, image_meta: ImageMeta,
-              network_info: NetworkInfo, block_device_info: BlockDeviceInfo | None = None,
-              power_on: bool = True) -> None:
+              network_info: NetworkInfo,               power_on: bool = True) -> None:
         """Create the instance here with disks sized by its flavor; the image id and
         name are written at the start of the root disk.  Refuses an instance this host
         already holds (InstanceInvalidState) and, with ``enforce_capacity``, one that
@@ -74,7 +78,6 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
             self.hostobj.instances[instance.uuid] = inst
 
     def destroy(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                block_device_info: BlockDeviceInfo | None = None,
                 destroy_disks: bool = True) -> None:
         """Remove the instance from this host (defined guest, received disks, live
         placeholder, left-over disks).  The kept copy of a cold migration
@@ -96,7 +99,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
                 h.leftovers[uuid] = inst.disks
 
     def cleanup(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                block_device_info: BlockDeviceInfo | None = None, destroy_disks: bool = True,
+                destroy_disks: bool = True,
                 migrate_data: LiveMigrateData | None = None) -> None:
         """Source, after the instance moved away: remove what is left of it here."""
         self._step("cleanup")
@@ -108,8 +111,8 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
         self._step("power_off")
         self._power_off_guest(self._get(instance), timeout, retry_interval)
 
-    def power_on(self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-                 block_device_info: BlockDeviceInfo | None = None) -> None:
+    def power_on(self, context: RequestContext, instance: Instance,
+                 network_info: NetworkInfo) -> None:
         """Start a stopped (or resume a paused) guest; returns once it runs."""
         self._step("power_on")
         with self.fabric.lock:
@@ -162,8 +165,7 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
         with self.fabric.lock:
             return self.hostobj.resources()
 
-    def get_instance_disk_info(self, instance: Instance,
-                               block_device_info: BlockDeviceInfo | None = None
+    def get_instance_disk_info(self, instance: Instance
                                ) -> list[DiskInfo]:
         """The instance's disks: virtual and allocated sizes and a content checksum."""
         self._step("get_instance_disk_info")
@@ -172,6 +174,55 @@ class FakeDriver(FakeLiveMigration, FakeColdMigration):
             if inst is None:
                 raise InstanceNotFound(instance.uuid, self.host)
             return [d.info() for _, d in sorted(inst.disks.items())]
+
+    # -- observation hooks (the conformance kit's view of the fabric) -----------------------
+
+    #: where write_disk_marker puts its bytes on the root disk (past the boot header)
+    MARKER_OFFSET = 1024 * 1024
+
+    def observe_guests(self) -> dict[str, PowerState]:
+        """Every guest of this host whose memory is live (running or paused): defined
+        instances, kept cold-migration copies and live-migration placeholders."""
+        with self.fabric.lock:
+            h = self.hostobj
+            out: dict[str, PowerState] = {}
+            for inst in (*h.incoming_live.values(), *h.resize_copies.values(),
+                         *h.instances.values()):
+                if inst.power_state in (PowerState.RUNNING, PowerState.PAUSED):
+                    if out.get(inst.uuid) != PowerState.RUNNING:
+                        out[inst.uuid] = inst.power_state
+            return out
+
+    def observe_footprint(self, instance: Instance) -> list[str]:
+        """What the fabric holds for the instance on this host."""
+        uuid = instance.uuid
+        with self.fabric.lock:
+            h = self.hostobj
+            out = []
+            if uuid in h.instances:
+                out.append(f"defined instance (disks {sorted(h.instances[uuid].disks)})")
+            if uuid in h.resize_copies:
+                out.append("kept cold-migration copy")
+            out += [f"received disk {n}" for n in sorted(h.incoming_disks.get(uuid, {}))]
+            if uuid in h.cold_targets:
+                out.append("cold-migration target ticket")
+            if uuid in h.incoming_live:
+                out.append("live-migration placeholder")
+            out += [f"left-over disk {n}" for n in sorted(h.leftovers.get(uuid, {}))]
+            return out
+
+    def write_disk_marker(self, instance: Instance, marker: bytes) -> None:
+        """Write ``marker`` 1 MiB into the root disk of the defined instance."""
+        if len(marker) > self.MARKER_SIZE:
+            raise ValueError(f"a marker holds at most {self.MARKER_SIZE} bytes")
+        with self.fabric.lock:
+            self._get(instance).disks["disk"].write(self.MARKER_OFFSET, marker)
+
+    def observe_disk(self, instance: Instance) -> DiskObservation:
+        """The marker place and virtual size of the defined instance's root disk."""
+        with self.fabric.lock:
+            root = self._get(instance).disks["disk"]
+            return DiskObservation(root.read(self.MARKER_OFFSET, self.MARKER_SIZE), root.size)
 
     def plug_vifs(self, instance: Instance, network_info: NetworkInfo) -> None:
         """No network to plug: only a fault-injection step."""

@@ -27,7 +27,6 @@ from virtsdk.livemigration.loader import load_configured_policies
 from virtsdk.livemigration.monitor import monitor_migration
 from virtsdk.livemigration.policies import required_flags
 from virtsdk.objects import (
-    BlockDeviceInfo,
     DiskInfo,
     HostResources,
     Instance,
@@ -85,7 +84,6 @@ class FakeLiveMigration(FakeDriverBase):
 
     def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source: the guest must run here; storage is shared when this host sees the
         destination's check file.  Chooses block migration when not shared and refuses
@@ -115,7 +113,7 @@ class FakeLiveMigration(FakeDriverBase):
 
     def pre_live_migration(
         self, context: RequestContext, instance: Instance,
-        block_device_info: BlockDeviceInfo | None, network_info: NetworkInfo,
+        network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
     ) -> LiveMigrateData:
         """Destination: create the instance's paused placeholder (with empty disks
@@ -124,10 +122,6 @@ class FakeLiveMigration(FakeDriverBase):
         self._step("pre_live_migration")
         shared = bool(migrate_data.is_shared_instance_path)
         block = bool(migrate_data.block_migration)
-        bdms = block_device_info.block_device_mapping if block_device_info else []
-        if block and bdms:
-            raise MigrationPreCheckError("block migration of an instance with volumes "
-                                         "attached is not supported")
         placeholder = FakeInstance.build(instance.uuid, instance.name,
                                          instance.flavor.copy(), self._kib_per_mb,
                                          instance.metadata)
@@ -315,7 +309,6 @@ class FakeLiveMigration(FakeDriverBase):
     # -- after the migration -------------------------------------------------------------
 
     def post_live_migration(self, context: RequestContext, instance: Instance,
-                            block_device_info: BlockDeviceInfo | None,
                             migrate_data: LiveMigrateData | None = None) -> None:
         """Source: volumes would be disconnected here (the fake has none to touch)."""
         self._step("post_live_migration")
@@ -329,8 +322,7 @@ class FakeLiveMigration(FakeDriverBase):
 
     def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_migration: bool = False, block_device_info: BlockDeviceInfo | None = None,
-    ) -> None:
+        block_migration: bool = False,     ) -> None:
         """Destination: make the migrated guest's definition persistent."""
         self._step("post_live_migration_at_destination")
         with self.fabric.lock:
@@ -344,7 +336,7 @@ class FakeLiveMigration(FakeDriverBase):
 
     def rollback_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None, destroy_disks: bool = True,
+        destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Destination: remove the placeholder pre_live_migration created.  A guest

@@ -45,10 +45,9 @@ import libvirt
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import Capabilities, ComputeDriver, TransferCallback
+from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
 from virtsdk.exceptions import InstanceNotFound, Invalid
 from virtsdk.objects import (
-    BlockDeviceInfo,
     ColdMigrateData,
     DiskInfo,
     Flavor,
@@ -59,7 +58,8 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
-from virtsdk_libvirt import config, guest_config, inventory, xmlutil
+from virtsdk.states import PowerState
+from virtsdk_libvirt import config, guest_config, inventory, observe, xmlutil
 from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
@@ -201,7 +201,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         instance: Instance,
         image_meta: ImageMeta,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Any host, by the manager: create the disks (qcow2 over the cached base image
@@ -226,7 +225,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         destroy_disks: bool = True,
     ) -> None:
         """Any host: force off, undefine and (``destroy_disks``) delete the instance's
@@ -248,7 +246,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """The instance's host: start the guest; returns once libvirt reports it
         running."""
@@ -283,7 +280,7 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         return self._host.resources(nodename or self.host)
 
     def get_instance_disk_info(
-        self, instance: Instance, block_device_info: BlockDeviceInfo | None = None
+        self, instance: Instance
     ) -> list[DiskInfo]:
         """The instance's host: its file-backed disks as libvirt defines them (paths
         relative to the instance directory, sizes from ``qemu-img info``)."""
@@ -291,10 +288,28 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         return self._local_disks().describe(
             instance, guest_config.disk_sources(dom_xml))
 
+    # -- observation hooks (delegated to virtsdk_libvirt.observe) ------------------------
+
+    def observe_guests(self) -> dict[str, PowerState]:
+        """Active domains of this host (running or paused), by UUID."""
+        return observe.guests(self)
+
+    def observe_footprint(self, instance: Instance) -> list[str]:
+        """The instance's domain and every file of its directories here."""
+        return observe.footprint(self, instance)
+
+    def write_disk_marker(self, instance: Instance, marker: bytes) -> None:
+        """Write ``marker`` 1 MiB into the root disk (through QEMU while it runs)."""
+        observe.write_marker(self, instance, marker[:self.MARKER_SIZE])
+
+    def observe_disk(self, instance: Instance) -> DiskObservation:
+        """The marker place and virtual size of the root disk."""
+        return observe.read_disk(self, instance, self.MARKER_SIZE)
+
     # -- cold migration / resize (delegated to virtsdk_libvirt.cold_migration) -----------
 
     def prepare_migrate_disk_target(
-        self, context: RequestContext, instance: Instance, flavor: Flavor, migration: Migration
+        self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
     ) -> ColdMigrateData:
         """Destination, in prep_resize: create the instance directory and start a
         disk receiver; returns the transport name and ticket for the source.  Refuses
@@ -315,7 +330,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         dest: str,
         flavor: Flavor,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None = None,
         timeout: int = 0,
         retry_interval: int = 0,
         migrate_data: ColdMigrateData | None = None,
@@ -337,7 +351,6 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         network_info: NetworkInfo,
         image_meta: ImageMeta,
         resize_instance: bool,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Destination, in finish_resize: wait for and verify the disks, rebase qcow2
@@ -356,10 +369,9 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
     def finish_revert_migration(
         self,
         context: RequestContext,
+        migration: Migration,
         instance: Instance,
         network_info: NetworkInfo,
-        migration: Migration,
-        block_device_info: BlockDeviceInfo | None = None,
         power_on: bool = True,
     ) -> None:
         """Source, in revert_resize (after the destination destroyed its copy): put

@@ -23,7 +23,7 @@ from lxml import etree
 
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
-from virtsdk.objects import BlockDeviceInfo, DiskInfo, HostResources, Instance, LiveMigrateData
+from virtsdk.objects import DiskInfo, HostResources, Instance, LiveMigrateData
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import xmlutil
 
@@ -142,7 +142,6 @@ class CheckMixin:
         context: RequestContext,
         instance: Instance,
         dest_check_data: LiveMigrateData,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> LiveMigrateData:
         """Source host, after the destination check.
 
@@ -150,15 +149,14 @@ class CheckMixin:
         Shared block storage: the instance has no local disks, or its instance path is
         shared.  ``block_migration=None`` becomes ``not shared block storage``; asking
         for block migration on shared storage, or for none without it, is refused, as
-        is a block migration of an instance with volumes or larger than the
-        destination's free disk.  Returns the check data completed.
+        is a block migration larger than the destination's free disk.  Returns the
+        check data completed.
         """
         data = dest_check_data.copy()
         path = self._check_file(data.filename)
         data.is_shared_instance_path = bool(path is not None and path.exists())
-        disks: list[DiskInfo] = self.get_instance_disk_info(instance, block_device_info)
+        disks: list[DiskInfo] = self.get_instance_disk_info(instance)
         data.is_shared_block_storage = data.is_shared_instance_path or not disks
-        bdms = list(block_device_info.block_device_mapping) if block_device_info else []
         if data.block_migration is None:
             data.block_migration = not data.is_shared_block_storage
         if data.block_migration:
@@ -166,10 +164,6 @@ class CheckMixin:
                 raise MigrationPreCheckError(
                     f"block migration of {instance.name} requested but its disks are on "
                     "storage shared with the destination; migrate without block migration")
-            if bdms:
-                raise MigrationPreCheckError(
-                    f"cannot block-migrate {instance.name}: it has mapped volumes "
-                    f"({', '.join(b.device_name for b in bdms)})")
             need = required_disk_bytes(disks, data.disk_over_commit)
             have = data.disk_available_mb * MiB
             if need > have:

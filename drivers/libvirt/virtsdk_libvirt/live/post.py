@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 
 from virtsdk.context import RequestContext
-from virtsdk.objects import BlockDeviceInfo, Instance, LiveMigrateData, NetworkInfo
+from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 
@@ -38,7 +38,6 @@ class PostMigrationMixin:
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
         """Source host, after success: remove what the instance left here.
@@ -72,7 +71,6 @@ class PostMigrationMixin:
         instance: Instance,
         network_info: NetworkInfo,
         block_migration: bool = False,
-        block_device_info: BlockDeviceInfo | None = None,
     ) -> None:
         """Destination host, after success: the instance is this host's.
 

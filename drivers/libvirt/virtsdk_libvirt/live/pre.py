@@ -24,11 +24,9 @@ from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
     DestinationDiskExists,
     MigrationError,
-    MigrationPreCheckError,
     UnsafePath,
 )
 from virtsdk.objects import (
-    BlockDeviceInfo,
     DiskInfo,
     Instance,
     LiveMigrateData,
@@ -80,7 +78,6 @@ class PreMigrationMixin:
         self,
         context: RequestContext,
         instance: Instance,
-        block_device_info: BlockDeviceInfo | None,
         network_info: NetworkInfo,
         disk_info: list[DiskInfo] | None,
         migrate_data: LiveMigrateData,
@@ -89,17 +86,11 @@ class PreMigrationMixin:
 
         Guarantees: an existing instance directory is never touched (raises
         DestinationDiskExists); ``instance_relative_path`` cannot leave the instances
-        directory (raises UnsafePath); a block migration with volumes is refused
-        (MigrationPreCheckError); on any failure everything created here is removed.
+        directory (raises UnsafePath); on any failure everything created here is removed.
         Returns ``migrate_data`` completed with this host's VNC/SPICE/serial listen
         address, its instance directory and image cache, and its migration address.
         """
         data = migrate_data.copy()
-        bdms = list(block_device_info.block_device_mapping) if block_device_info else []
-        if data.block_migration and bdms:
-            raise MigrationPreCheckError(
-                f"cannot block-migrate {instance.name} with mapped volumes "
-                f"({', '.join(b.device_name for b in bdms)})")
         inst_dir = self._lm_instance_dir(instance, data)
         created = False
         try:
@@ -115,7 +106,6 @@ class PreMigrationMixin:
                 if not data.is_shared_block_storage:
                     self._lm_create_target_disks(inst_dir, disk_info or [])
                 self._paths.console_log(instance).touch()
-            data.bdms = bdms
             plug_with_retry(
                 lambda: self.plug_vifs(instance, network_info),
                 self.lv_conf.live_migration_retry_count,

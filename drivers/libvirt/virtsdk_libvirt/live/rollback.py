@@ -19,7 +19,7 @@ from typing import Any
 import libvirt
 
 from virtsdk.context import RequestContext
-from virtsdk.objects import BlockDeviceInfo, Instance, LiveMigrateData, NetworkInfo
+from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.live.pre import INCOMING_MARKER
 
@@ -55,7 +55,6 @@ class RollbackMixin:
         context: RequestContext,
         instance: Instance,
         network_info: NetworkInfo,
-        block_device_info: BlockDeviceInfo | None,
         destroy_disks: bool = True,
         migrate_data: LiveMigrateData | None = None,
     ) -> None:
