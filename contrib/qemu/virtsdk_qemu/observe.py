@@ -87,7 +87,7 @@ def processes() -> list[QemuProcess]:
     return out
 
 
-def _own_socket(drv: QemuHost, proc: QemuProcess) -> Path | None:
+def own_socket(drv: QemuHost, proc: QemuProcess) -> Path | None:
     """The QMP socket of ``proc`` if it is a QEMU of this host: socket named with this
     host's tag, in a directory right under this host's instances directory."""
     sock = proc.qmp_socket()
@@ -102,7 +102,7 @@ def guests(drv: QemuHost, qmp_timeout: float) -> dict[str, PowerState]:
     answering on QMP) still holds it in memory: PAUSED."""
     out: dict[str, PowerState] = {}
     for proc in processes():
-        sock = _own_socket(drv, proc)
+        sock = own_socket(drv, proc)
         uuid = proc.option("-uuid")
         if sock is None or uuid is None:
             continue
