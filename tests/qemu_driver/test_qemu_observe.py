@@ -23,7 +23,7 @@ NET = NetworkInfo()
 
 
 def _qemu_pid(drv: Any, uuid: str) -> int:
-    pids = [p.pid for p in observe.processes()
+    pids: list[int] = [p.pid for p in observe.processes()
             if p.option("-uuid") == uuid and observe.own_socket(drv, p) is not None]
     assert len(pids) == 1, pids
     return pids[0]
