@@ -13,8 +13,7 @@ import pytest
 from virtsdk_libvirt.driver import LibvirtDriver
 
 from virtsdk.driver import ComputeDriver
-from virtsdk.exceptions import InjectedFault
-from virtsdk.objects import Flavor, ImageMeta, Instance, TransferProgress
+from virtsdk.objects import Flavor, ImageMeta, Instance
 from virtsdk.testing import DriverConformance
 
 pytestmark = pytest.mark.lab
@@ -57,24 +56,10 @@ class TestLibvirtConformance(DriverConformance):
         return slow
 
     @pytest.fixture
-    def fail_disk_transfer(self, monkeypatch: pytest.MonkeyPatch
+    def fail_disk_transfer(self, cut_disk_transfer: Callable[[ComputeDriver, Instance], None]
                            ) -> Callable[[ComputeDriver, Instance], None]:
         """Cut the next transfer from the driver after its first progress report."""
-
-        def arm(driver: ComputeDriver, inst: Instance) -> None:
-            original = driver.migrate_disk_and_power_off
-
-            def cut(*args: Any, **kwargs: Any) -> Any:
-                def progress(p: TransferProgress) -> None:
-                    if p.bytes_done < p.bytes_total:
-                        raise InjectedFault(f"transfer cut after {p.bytes_done} bytes")
-
-                kwargs["progress"] = progress
-                return original(*args, **kwargs)
-
-            monkeypatch.setattr(driver, "migrate_disk_and_power_off", cut)
-
-        return arm
+        return cut_disk_transfer
 
 
 def test_drivers_check_runs_the_four_flows_on_the_lab(lab: Any, lab_drivers: Any,

@@ -58,3 +58,9 @@ class TestQemuDriverContract(DriverContractTests):
         def slow(driver: ComputeDriver, instance: Instance) -> None:
             driver.conf.set_override("bandwidth", 1, "live_migration")
         return slow
+
+    @pytest.fixture
+    def fail_disk_transfer(self, cut_disk_transfer: Callable[[ComputeDriver, Instance], None]
+                           ) -> Callable[[ComputeDriver, Instance], None]:
+        """Cut the next transfer from the driver after its first progress report."""
+        return cut_disk_transfer

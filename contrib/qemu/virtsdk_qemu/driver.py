@@ -30,6 +30,7 @@ from virtsdk.driver import (
     HELD_RESIZE_COPY,
     Capabilities,
     ComputeDriver,
+    DiskObservation,
     PostMethod,
     ProgressCallback,
     RecoverMethod,
@@ -52,7 +53,8 @@ from virtsdk.objects import (
     Migration,
     NetworkInfo,
 )
-from virtsdk_qemu import config
+from virtsdk.states import PowerState
+from virtsdk_qemu import config, observe
 from virtsdk_qemu.guest import DiskDevice, Guest, GuestSpec, host_tag
 from virtsdk_qemu.live import QmpLiveMigration
 
@@ -396,6 +398,24 @@ class QemuDriver(ComputeDriver):
         spec = self.existing(instance).spec()
         return self.local_disks.describe(
             instance, [(d.target, d.path, d.fmt) for d in spec.disks])
+
+    # -- observation hooks (delegated to virtsdk_qemu.observe) ----------------------------
+
+    def observe_guests(self) -> dict[str, PowerState]:
+        """The QEMU processes of this host (from ``/proc``) and their QMP status."""
+        return observe.guests(self, self.qconf.qmp_timeout)
+
+    def observe_footprint(self, instance: Instance) -> list[str]:
+        """Processes working on the instance's directories and every file in them."""
+        return observe.footprint(self, instance)
+
+    def write_disk_marker(self, instance: Instance, marker: bytes) -> None:
+        """Write ``marker`` 1 MiB into the root disk (through QEMU while it runs)."""
+        observe.write_marker(self, instance, marker[:self.MARKER_SIZE])
+
+    def observe_disk(self, instance: Instance) -> DiskObservation:
+        """The marker place and virtual size of the root disk."""
+        return observe.read_disk(self, instance, self.MARKER_SIZE)
 
     # -- cold migration / resize (virtsdk.localdisk.coldmigration) -----------------------
 

@@ -63,12 +63,17 @@ class QmpSocket:
         Raises QmpUnavailable when nothing answers and QmpCommandError when QEMU
         refused the command.
         """
+        return self.execute_all([(command, arguments)])[0]
+
+    def execute_all(self, commands: list[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        """Run ``commands`` in order over one connection and return their ``return``
+        values; stops at the first refused one (QmpCommandError)."""
         self.check_path()
         delay = 0.05
         with self._lock:
             for attempt in range(self.CONNECT_ATTEMPTS):
                 try:
-                    return asyncio.run(self._execute(command, arguments))
+                    return asyncio.run(self._execute(commands))
                 except _NotConnected:
                     if attempt == self.CONNECT_ATTEMPTS - 1 or not self.path.exists():
                         raise
@@ -83,14 +88,20 @@ class QmpSocket:
             raise VirtSDKError(f"QMP socket path {self.path} is longer than "
                                f"{MAX_SOCKET_PATH} bytes; choose a shorter instances_path")
 
-    async def _execute(self, command: str, arguments: dict[str, Any] | None) -> Any:
+    async def _execute(self, commands: list[tuple[str, dict[str, Any] | None]]
+                       ) -> list[Any]:
         client = QMPClient(f"virtsdk-qemu:{self.path.parent.name}")
         try:
             await asyncio.wait_for(client.connect(str(self.path)), self.timeout)
         except (TimeoutError, ConnectError, OSError) as exc:
             raise _NotConnected(f"QMP socket {self.path} does not answer: {exc}") from None
+        command = ""
         try:
-            return await asyncio.wait_for(client.execute(command, arguments), self.timeout)
+            out = []
+            for command, arguments in commands:
+                out.append(await asyncio.wait_for(client.execute(command, arguments),
+                                                  self.timeout))
+            return out
         except ExecuteError as exc:
             raise QmpCommandError(command, exc.error_class, str(exc)) from None
         except (TimeoutError, QMPError, OSError, EOFError) as exc:
