@@ -159,6 +159,9 @@ def test_force_complete_switches_to_post_copy_when_permitted(
     for drv in pair:
         drv.conf.set_override("permit_post_copy", True, "live_migration")
     a.conf.set_override("bandwidth", 1, "live_migration")  # 1 MiB/s: time to act
+    # post-copy is unlimited by default and a 96 MiB guest then finishes before the
+    # monitor's next sample; a cap keeps the post-copy phase observable
+    a.conf.set_override("postcopy_bandwidth", 16, "live_migration")
     inst = Instance(name="live-postcopy", flavor=small_flavor("pc", memory_mb=96),
                     image=guest_meta)
     a.spawn(CTX, inst, guest_meta, NET)

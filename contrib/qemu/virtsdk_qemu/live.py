@@ -486,6 +486,9 @@ class QmpLiveMigration:
             params: dict[str, Any] = {"downtime-limit": 300}
             if lm.bandwidth:
                 params["max-bandwidth"] = int(lm.bandwidth) * MiB
+            if caps[0]["state"] and lm.postcopy_bandwidth:
+                # [live_migration] postcopy_bandwidth (0: QEMU's unlimited post-copy)
+                params["max-postcopy-bandwidth"] = int(lm.postcopy_bandwidth) * MiB
             guest.qmp.execute("migrate-set-parameters", params)
         except (QmpUnavailable, QmpCommandError) as exc:
             recover_method(context, instance, dest, data)
