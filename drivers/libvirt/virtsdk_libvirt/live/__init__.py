@@ -14,12 +14,10 @@ method of :class:`virtsdk.driver.ComputeDriver`, each in its own module:
 * :mod:`.post` / :mod:`.rollback` - cleanup after success or failure on both hosts;
 * :mod:`.opts` - the ``[libvirt] live_migration_*`` options.
 
-``LiveMigrateData.driver_data`` keys this driver fills in (all JSON-safe):
-``source_instance_dir`` / ``source_image_cache`` (source check), ``dest_instance_dir``
-/ ``dest_image_cache`` (``pre_live_migration``; validated by the source: normal
-absolute paths, the instance directory named after the instance), and after success
-``downtime_ms`` and ``migration_call`` (``migrateToURI3`` or the legacy
-``migrateToURI``).
+The data this driver carries between the hosts is
+:class:`virtsdk_libvirt.migrate_data.LibvirtLiveMigrateData` (typed, versioned): the
+source's and the destination's instance directory and image cache, and after success
+the measured downtime, bytes transferred and the libvirt call used.
 
 The mixin relies on the driver's helper API (``lv_conf``, ``_host``, ``_paths``,
 ``_image_cache``, ``_lookup``, ``_find``, ``get_instance_disk_info``, ``plug_vifs``,

@@ -26,6 +26,7 @@ from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
 from virtsdk.objects import BlockDeviceInfo, DiskInfo, HostResources, Instance, LiveMigrateData
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import xmlutil
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class CheckMixin:
         root.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=CHECK_FILE_PREFIX, dir=root)
         os.close(fd)
-        return LiveMigrateData(
+        return LibvirtLiveMigrateData(
             block_migration=block_migration,
             disk_over_commit=disk_over_commit,
             filename=os.path.basename(name),
@@ -153,7 +154,7 @@ class CheckMixin:
         is a block migration of an instance with volumes or larger than the
         destination's free disk.  Returns the check data completed.
         """
-        data = dest_check_data.copy()
+        data = LibvirtLiveMigrateData.of(dest_check_data.copy())
         path = self._check_file(data.filename)
         data.is_shared_instance_path = bool(path is not None and path.exists())
         disks: list[DiskInfo] = self.get_instance_disk_info(instance, block_device_info)
@@ -182,7 +183,6 @@ class CheckMixin:
                 f"{instance.name} has local disks that are not on storage shared with the "
                 "destination; use block migration")
         data.instance_relative_path = self._paths.instance_dir(instance).name
-        data.driver_data = dict(data.driver_data)
-        data.driver_data["source_instance_dir"] = str(self._paths.instance_dir(instance))
-        data.driver_data["source_image_cache"] = str(self._paths.image_cache)
+        data.source_instance_dir = str(self._paths.instance_dir(instance))
+        data.source_image_cache = str(self._paths.image_cache)
         return data

@@ -36,6 +36,7 @@ from virtsdk.objects import (
 )
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import disk
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 LOG = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class PreMigrationMixin:
         Returns ``migrate_data`` completed with this host's VNC/SPICE/serial listen
         address, its instance directory and image cache, and its migration address.
         """
-        data = migrate_data.copy()
+        data = LibvirtLiveMigrateData.of(migrate_data.copy())
         bdms = list(block_device_info.block_device_mapping) if block_device_info else []
         if data.block_migration and bdms:
             raise MigrationPreCheckError(
@@ -134,9 +135,8 @@ class PreMigrationMixin:
         data.serial_listen_addr = my_ip
         data.target_connect_addr = self.lv_conf.live_migration_inbound_addr or my_ip
         data.vifs = list(network_info.vifs)
-        data.driver_data = dict(data.driver_data)
-        data.driver_data["dest_instance_dir"] = str(inst_dir)
-        data.driver_data["dest_image_cache"] = str(self._paths.image_cache)
+        data.dest_instance_dir = str(inst_dir)
+        data.dest_image_cache = str(self._paths.image_cache)
         return data
 
     def _lm_instance_dir(self, instance: Instance, data: LiveMigrateData) -> Path:

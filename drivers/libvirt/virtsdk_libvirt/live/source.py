@@ -36,6 +36,7 @@ from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.live import migrate
 from virtsdk_libvirt.live.job import JobCompletedListener, LibvirtMigrationJob, ensure_event_loop
 from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 LOG = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ def destination_spec(data: LiveMigrateData, src_instance_dir: str,
     (validated: it crossed hosts; the destination's instance directory must be a
     normal absolute path named like the source's, i.e. after the instance UUID)."""
     moves: list[tuple[str, str]] = []
-    dd = data.driver_data or {}
-    if dd.get("dest_instance_dir"):
-        dst_dir = str(dd["dest_instance_dir"])
+    dd = LibvirtLiveMigrateData.of(data)
+    if dd.dest_instance_dir:
+        dst_dir = dd.dest_instance_dir
         if os.path.basename(dst_dir) != os.path.basename(src_instance_dir):
             raise UnsafePath(dst_dir, "<the destination's instances directory>")
         moves.append((src_instance_dir, dst_dir))
-    if dd.get("dest_image_cache"):
-        moves.append((src_image_cache, str(dd["dest_image_cache"])))
+    if dd.dest_image_cache:
+        moves.append((src_image_cache, dd.dest_image_cache))
     return DestinationSpec(
         vnc_listen=data.graphics_listen_addr_vnc,
         spice_listen=data.graphics_listen_addr_spice,
@@ -137,7 +138,8 @@ class SourceMigrationMixin:
         if running is not None and not running.done:
             raise MigrationError(f"{instance.name} is already being live-migrated from "
                                  f"{self.host}")
-        data = migrate_data.copy() if migrate_data is not None else LiveMigrateData()
+        data = LibvirtLiveMigrateData.of(
+            migrate_data.copy() if migrate_data is not None else None)
         if data.block_migration is None:
             data.block_migration = block_migration
         validate_hostname(dest)
@@ -178,12 +180,10 @@ class SourceMigrationMixin:
         job.wait()
         self._lm_jobs.pop(instance.uuid, None)
         if final.job_type == "completed" and job.succeeded():
-            data.driver_data = dict(data.driver_data)
             # a measurement or None, never QEMU's estimate
-            data.driver_data["downtime_ms"] = (final.downtime_ms if final.downtime_measured
-                                               else None)
-            data.driver_data["data_processed"] = final.data_processed
-            data.driver_data["migration_call"] = str(job.result)
+            data.downtime_ms = final.downtime_ms if final.downtime_measured else None
+            data.data_processed = final.data_processed
+            data.migration_call = str(job.result)
             post_method(context, instance, dest, bool(block_migration), data)
             return
         recover_method(context, instance, dest, data)
