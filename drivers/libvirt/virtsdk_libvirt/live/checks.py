@@ -1,4 +1,4 @@
-"""Live-migration pre-checks of the libvirt driver (part of ``LiveMigrationMixin``).
+"""Live-migration pre-checks of the libvirt driver (part of ``LiveMigrator``).
 
 The conductor's live-migration task asks the destination first
 (:meth:`CheckMixin.check_can_live_migrate_destination`: CPU compatibility, free disk,
@@ -26,7 +26,9 @@ from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
 from virtsdk.objects import BlockDeviceInfo, DiskInfo, HostResources, Instance, LiveMigrateData
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import xmlutil
+from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
@@ -57,13 +59,13 @@ def required_disk_bytes(disks: list[DiskInfo], disk_over_commit: bool) -> int:
 
 
 class CheckMixin:
-    """The check methods of :class:`virtsdk_libvirt.live.LiveMigrationMixin`."""
+    """The check methods of :class:`virtsdk_libvirt.live.LiveMigrator`."""
 
-    lv_conf: Any
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _host: Any
-    _paths: Any
-    get_instance_disk_info: Callable[..., list[DiskInfo]]  # LibvirtDriver's
+    _host: Host
+    _paths: InstancePaths
+    get_instance_disk_info: Callable[[Instance, BlockDeviceInfo | None], list[DiskInfo]]
 
     # -- destination ---------------------------------------------------------------------
 

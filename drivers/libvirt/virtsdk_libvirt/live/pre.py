@@ -36,7 +36,9 @@ from virtsdk.objects import (
 )
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import disk
+from virtsdk_libvirt.imagecache import ImageCache
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
@@ -68,12 +70,12 @@ def plug_with_retry(
 
 
 class PreMigrationMixin:
-    """The ``pre_live_migration`` method of ``LiveMigrationMixin`` (destination)."""
+    """The ``pre_live_migration`` method of ``LiveMigrator`` (destination)."""
 
-    lv_conf: Any
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _paths: Any
-    _image_cache: Any
+    _paths: InstancePaths
+    _image_cache: ImageCache
     plug_vifs: Callable[[Instance, NetworkInfo], None]
     _lm_sleep: Callable[[float], None] = staticmethod(time.sleep)
 

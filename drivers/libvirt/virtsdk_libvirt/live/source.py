@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import libvirt
+from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
@@ -33,16 +33,17 @@ from virtsdk.livemigration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import xmlutil
+from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.live import migrate
 from virtsdk_libvirt.live.job import JobCompletedListener, LibvirtMigrationJob, ensure_event_loop
 from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
 MiB = 1024**2
-_JOBS_LOCK = threading.Lock()
 #: seconds the migration thread waits, after the call returned, for the job-completed
 #: event (libvirt queues it as the job ends; delivery may trail the call's return)
 COMPLETED_EVENT_WAIT_S = 5.0
@@ -97,22 +98,16 @@ def destination_spec(data: LiveMigrateData, src_instance_dir: str,
 
 
 class SourceMigrationMixin:
-    """The source-side methods of ``LiveMigrationMixin``."""
+    """The source-side methods of ``LiveMigrator``."""
 
-    conf: Any
-    lv_conf: Any
+    conf: cfg.ConfigOpts
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _paths: Any
-    _host: Any
-    _lookup: Callable[[Instance], libvirt.virDomain]  # LibvirtDriver's
-
-    @property
-    def _lm_jobs(self) -> dict[str, LibvirtMigrationJob]:
-        with _JOBS_LOCK:
-            jobs = self.__dict__.get("_live_migration_jobs")
-            if jobs is None:
-                jobs = self.__dict__["_live_migration_jobs"] = {}
-            return jobs
+    _paths: InstancePaths
+    _host: Host
+    _lookup: Callable[[Instance], libvirt.virDomain]
+    #: the running jobs of this host by instance UUID
+    _lm_jobs: dict[str, LibvirtMigrationJob]
 
     def live_migration(
         self,
