@@ -75,7 +75,7 @@ from benchmarks.lab_migration import (
     rollback,
     two_host_lab,
 )
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats
 
 CAPS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_CAPS", "2,4,8,24").split(",")]

@@ -47,7 +47,7 @@ from virtsdk.exceptions import (
     MigrationError,
     MigrationPreCheckError,
 )
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import (
     VIF,
     Flavor,

@@ -54,9 +54,9 @@ from virtsdk.exceptions import (
     MigrationPreCheckError,
     NotSupported,
 )
-from virtsdk.livemigration import opts as lm_opts
-from virtsdk.livemigration.loader import configured_policy_names, load_policies
-from virtsdk.livemigration.monitor import (
+from virtsdk.live_migration import opts as lm_opts
+from virtsdk.live_migration.loader import configured_policy_names, load_policies
+from virtsdk.live_migration.monitor import (
     TERMINAL_JOB_TYPES,
     MonotonicProgress,
     monitor_migration,
@@ -137,7 +137,7 @@ def parse_tcp_uri(uri: str) -> tuple[str, int]:
 
 
 class QmpMigrationJob:
-    """One outgoing migration as a :class:`virtsdk.livemigration.base.MigrationJob`."""
+    """One outgoing migration as a :class:`virtsdk.live_migration.base.MigrationJob`."""
 
     def __init__(self, qmp: QmpSocket, postcopy: bool) -> None:
         self.qmp = qmp

@@ -22,10 +22,10 @@ from virtsdk.exceptions import (
     MigrationNotFound,
     MigrationPreCheckError,
 )
-from virtsdk.livemigration.base import ConvergencePolicy
-from virtsdk.livemigration.loader import load_configured_policies
-from virtsdk.livemigration.monitor import monitor_migration
-from virtsdk.livemigration.policies import required_flags
+from virtsdk.live_migration.base import ConvergencePolicy
+from virtsdk.live_migration.loader import load_configured_policies
+from virtsdk.live_migration.monitor import monitor_migration
+from virtsdk.live_migration.policies import required_flags
 from virtsdk.objects import (
     BlockDeviceInfo,
     DiskInfo,

@@ -5,7 +5,7 @@ after the destination's ``pre_live_migration``.  It validates every value that n
 the destination before the first libvirt call, loads the convergence policies, builds
 the destination XML (:mod:`.xml_rewrite`), flags and parameters (:mod:`.migrate`),
 starts the blocking ``migrateToURI3`` in a worker thread (:mod:`.job`) and runs the
-shared monitor (:func:`virtsdk.livemigration.monitor.monitor_migration`) in the calling
+shared monitor (:func:`virtsdk.live_migration.monitor.monitor_migration`) in the calling
 thread.  It ends in exactly one of ``post_method`` (the guest runs on the destination)
 or ``recover_method`` (it still runs here; the failure is then re-raised).
 :meth:`live_migration_abort` / :meth:`live_migration_force_complete` act on the running
@@ -27,9 +27,9 @@ from oslo_config import cfg
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
 from virtsdk.exceptions import MigrationError, MigrationNotFound, UnsafePath
-from virtsdk.livemigration.base import ConvergencePolicy
-from virtsdk.livemigration.loader import load_configured_policies
-from virtsdk.livemigration.monitor import monitor_migration
+from virtsdk.live_migration.base import ConvergencePolicy
+from virtsdk.live_migration.loader import load_configured_policies
+from virtsdk.live_migration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import xmlutil
