@@ -12,7 +12,7 @@ import libvirt
 import pytest
 from oslo_config import cfg
 from virtsdk_libvirt.driver import LibvirtDriver
-from virtsdk_libvirt.live.checks import CHECK_FILE_PREFIX
+from virtsdk_libvirt.live_migration.checks import CHECK_FILE_PREFIX
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 from virtsdk.context import get_admin_context

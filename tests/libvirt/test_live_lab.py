@@ -35,7 +35,7 @@ from oslo_concurrency import processutils
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.disk import info as disk_info
 from virtsdk_libvirt.driver import LibvirtDriver
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 from tests.audit_check import assert_holds

@@ -15,9 +15,9 @@ from oslo_config import cfg
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.host import HostConnectionError
-from virtsdk_libvirt.live.checks import cpu_xml, required_disk_bytes
-from virtsdk_libvirt.live.job import LibvirtMigrationJob
-from virtsdk_libvirt.live.pre import plug_with_retry
+from virtsdk_libvirt.live_migration.checks import cpu_xml, required_disk_bytes
+from virtsdk_libvirt.live_migration.job import LibvirtMigrationJob
+from virtsdk_libvirt.live_migration.pre import plug_with_retry
 
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import (

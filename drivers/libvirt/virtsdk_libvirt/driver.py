@@ -1,7 +1,7 @@
 """``LibvirtDriver``: the virtsdk compute driver for libvirt/QEMU (entry point ``libvirt``).
 
 The class is thin: it validates input, then delegates to small modules.  Internal
-helper API (stable, for ``virtsdk_libvirt.live`` and other modules of this package):
+helper API (stable, for ``virtsdk_libvirt.live_migration`` and other modules of this package):
 
 ``self.lv_conf``
     this driver's option group ``[libvirt]`` (see :mod:`virtsdk_libvirt.config`).
@@ -28,7 +28,7 @@ helper API (stable, for ``virtsdk_libvirt.live`` and other modules of this packa
 
 ``LiveMigrationMethods.LIVE_CAPABILITIES`` (a ``dict[str, bool]`` class attribute, if the
 mixin defines it) is merged into :attr:`LibvirtDriver.capabilities`;
-``virtsdk_libvirt.live.opts.list_opts()`` (a list of ``cfg.Opt``) is appended to the
+``virtsdk_libvirt.live_migration.opts.list_opts()`` (a list of ``cfg.Opt``) is appended to the
 ``[libvirt]`` group by :func:`virtsdk_libvirt.config.list_opts`.
 
 Every public method says which host calls it; see :mod:`virtsdk.driver` for the flow.
@@ -64,7 +64,7 @@ from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
-from virtsdk_libvirt.live import LiveMigrationMethods, LiveMigrator
+from virtsdk_libvirt.live_migration import LiveMigrationMethods, LiveMigrator
 from virtsdk_libvirt.paths import InstancePaths, checked_uuid
 from virtsdk_libvirt.storage import LocalDisks, supports_direct_io
 

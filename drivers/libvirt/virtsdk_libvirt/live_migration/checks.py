@@ -59,7 +59,7 @@ def required_disk_bytes(disks: list[DiskInfo], disk_over_commit: bool) -> int:
 
 
 class CheckMixin:
-    """The check methods of :class:`virtsdk_libvirt.live.LiveMigrator`."""
+    """The check methods of :class:`virtsdk_libvirt.live_migration.LiveMigrator`."""
 
     lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str

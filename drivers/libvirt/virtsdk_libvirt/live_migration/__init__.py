@@ -47,12 +47,12 @@ from virtsdk.objects import (
 )
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
-from virtsdk_libvirt.live.checks import CheckMixin
-from virtsdk_libvirt.live.job import LibvirtMigrationJob
-from virtsdk_libvirt.live.post import PostMigrationMixin
-from virtsdk_libvirt.live.pre import PreMigrationMixin
-from virtsdk_libvirt.live.rollback import RollbackMixin
-from virtsdk_libvirt.live.source import SourceMigrationMixin
+from virtsdk_libvirt.live_migration.checks import CheckMixin
+from virtsdk_libvirt.live_migration.job import LibvirtMigrationJob
+from virtsdk_libvirt.live_migration.post import PostMigrationMixin
+from virtsdk_libvirt.live_migration.pre import PreMigrationMixin
+from virtsdk_libvirt.live_migration.rollback import RollbackMixin
+from virtsdk_libvirt.live_migration.source import SourceMigrationMixin
 from virtsdk_libvirt.paths import InstancePaths
 
 

@@ -34,9 +34,13 @@ from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.host import Host
-from virtsdk_libvirt.live import migrate
-from virtsdk_libvirt.live.job import JobCompletedListener, LibvirtMigrationJob, ensure_event_loop
-from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
+from virtsdk_libvirt.live_migration import migrate
+from virtsdk_libvirt.live_migration.job import (
+    JobCompletedListener,
+    LibvirtMigrationJob,
+    ensure_event_loop,
+)
+from virtsdk_libvirt.live_migration.xml_rewrite import DestinationSpec, rewrite_for_destination
 from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 from virtsdk_libvirt.paths import InstancePaths
 

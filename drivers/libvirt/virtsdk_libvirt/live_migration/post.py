@@ -20,7 +20,7 @@ from virtsdk.context import RequestContext
 from virtsdk.objects import BlockDeviceInfo, Instance, LiveMigrateData, NetworkInfo
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
 from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
