@@ -61,9 +61,9 @@ from typing import Any
 import libvirt
 import pytest
 from virtsdk_libvirt import xmlutil
-from virtsdk_libvirt.live.job import job_stats_from_libvirt
-from virtsdk_libvirt.live.source import destination_spec
-from virtsdk_libvirt.live.xml_rewrite import rewrite_for_destination
+from virtsdk_libvirt.live_migration.job import job_stats_from_libvirt
+from virtsdk_libvirt.live_migration.source import destination_spec
+from virtsdk_libvirt.live_migration.xml_rewrite import rewrite_for_destination
 
 from benchmarks.lab_migration import (
     CTX,
@@ -75,7 +75,7 @@ from benchmarks.lab_migration import (
     rollback,
     two_host_lab,
 )
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats
 
 CAPS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_CAPS", "2,4,8,24").split(",")]

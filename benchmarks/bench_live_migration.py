@@ -32,8 +32,8 @@ from typing import Any
 import libvirt
 import pytest
 from virtsdk_libvirt import xmlutil
-from virtsdk_libvirt.live.source import destination_spec
-from virtsdk_libvirt.live.xml_rewrite import rewrite_for_destination
+from virtsdk_libvirt.live_migration.source import destination_spec
+from virtsdk_libvirt.live_migration.xml_rewrite import rewrite_for_destination
 
 from benchmarks.lab_migration import (
     CTX,

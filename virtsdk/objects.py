@@ -20,6 +20,8 @@ from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState
 
 _REGISTRY: dict[str, type[VirtObject]] = {}
 _TAG = "virtsdk_object"
+#: key of a primitive listing the registered ancestors of its class, nearest first
+_BASES = "bases"
 
 
 def _new_uuid() -> str:
@@ -72,6 +74,10 @@ class VirtObject:
         """
         data = {f.name: to_primitive(getattr(self, f.name), manifest)
                 for f in dataclasses.fields(self)}
+        foreign: _Foreign | None = getattr(self, "_obj_foreign", None)
+        if foreign is not None:  # a subclass this process does not know: forward as is
+            return {_TAG: foreign.name, "version": foreign.version,
+                    "data": {**foreign.data, **data}, _BASES: foreign.bases}
         version = self.VERSION
         target = (manifest or {}).get(self._registry_name)
         if target is not None and target != version:
@@ -81,7 +87,12 @@ class VirtObject:
                     f"cannot make {self._registry_name} {version} into version {target}")
             self.obj_make_compatible(data, target)
             version = target
-        return {_TAG: self._registry_name, "version": version, "data": data}
+        prim = {_TAG: self._registry_name, "version": version, "data": data}
+        bases = [c._registry_name for c in type(self).__mro__[1:]
+                 if isinstance(c, type) and issubclass(c, VirtObject) and c is not VirtObject]
+        if bases:
+            prim[_BASES] = bases
+        return prim
 
     def obj_make_compatible(self, primitive: dict[str, Any], target_version: str) -> None:
         """Change ``primitive`` (this object's field data) in place into what version
@@ -132,23 +143,57 @@ def from_primitive(value: Any) -> Any:
         if isinstance(name, str) and isinstance(value.get("data"), dict):
             cls = _REGISTRY.get(name)
             if cls is None:
-                raise TypeError(f"unknown object type {name!r}")
+                return _from_foreign(name, value)
             version = str(value.get("version") or "1.0")
             if version_tuple(version)[0] != version_tuple(cls.VERSION)[0]:
                 raise IncompatibleObjectVersion(
                     f"{name} {version} cannot be read by this side ({cls.VERSION})")
-            hints = _type_hints(cls)
-            kwargs = {}
-            names = {f.name for f in dataclasses.fields(cls)}
-            for key, raw in value["data"].items():
-                if key not in names:
-                    continue  # a newer peer sent a field this side does not know
-                kwargs[key] = _coerce(hints.get(key), from_primitive(raw))
-            return cls(**kwargs)
+            return _build(cls, value["data"])
         return {k: from_primitive(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_primitive(v) for v in value]
     return value
+
+
+def _build(cls: type[VirtObject], data: dict[str, Any]) -> VirtObject:
+    hints = _type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, raw in data.items():
+        if key not in names:
+            continue  # a newer peer sent a field this side does not know
+        kwargs[key] = _coerce(hints.get(key), from_primitive(raw))
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class _Foreign:
+    """The identity and extra fields of a subclass this process does not know."""
+
+    name: str
+    version: str
+    bases: list[str]
+    data: dict[str, Any]
+
+
+def _from_foreign(name: str, value: dict[str, Any]) -> VirtObject:
+    """Decode an object of a class not registered here (a driver's subclass in a
+    process that never loaded the driver) as its nearest known base class, listed by
+    the sender under ``bases``.  The object keeps the sender's class name, version and
+    extra fields, so sending it on (destination -> conductor -> source) is lossless."""
+    bases = value.get(_BASES)
+    if isinstance(bases, list):
+        for base in bases:
+            cls = _REGISTRY.get(base) if isinstance(base, str) else None
+            if cls is None:
+                continue
+            obj = _build(cls, value["data"])
+            known = {f.name for f in dataclasses.fields(cls)}
+            extra = {k: v for k, v in value["data"].items() if k not in known}
+            object.__setattr__(obj, "_obj_foreign", _Foreign(
+                name, str(value.get("version") or "1.0"), list(bases), extra))
+            return obj
+    raise TypeError(f"unknown object type {name!r}")
 
 
 _HINTS: dict[type[VirtObject], dict[str, Any]] = {}
@@ -389,9 +434,20 @@ class LiveMigrateData(VirtObject):
     the source by ``check_can_live_migrate_source``, completed again on the destination
     by ``pre_live_migration`` and finally consumed on the source by ``live_migration``.
     Everything here crosses hosts: the receiving side must validate it (hostnames,
-    relative paths) before use.  ``driver_data`` is free-form JSON-safe data a driver
-    keeps for itself.
+    relative paths) before use.
+
+    A driver that carries data of its own between the hosts subclasses this class
+    (like Nova's ``LibvirtLiveMigrateData``) with typed fields and its own
+    ``VERSION``; defining the subclass registers it for the RPC serializer when the
+    driver module loads.  A process that never loaded the driver (a conductor
+    forwarding the data from the destination to the source) decodes it as this base
+    class and forwards the driver's fields unchanged (see :func:`from_primitive`).
+
+    Version history: 1.0 first versioned; 2.0 ``driver_data`` (an untyped dict)
+    removed in favour of typed driver subclasses.
     """
+
+    VERSION: ClassVar[str] = "2.0"
 
     block_migration: bool | None = None
     disk_over_commit: bool = False
@@ -407,7 +463,19 @@ class LiveMigrateData(VirtObject):
     target_connect_addr: str | None = None
     vifs: list[VIF] = field(default_factory=list)
     bdms: list[BlockDeviceMapping] = field(default_factory=list)
-    driver_data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: LiveMigrateData | None) -> Self:
+        """``data`` as this (driver) class: itself when it already is one, else a new
+        object with the common fields of ``data`` (e.g. the base object a caller or
+        another driver's check built) and this class's defaults for the rest."""
+        if isinstance(data, cls):
+            return data
+        if data is None:
+            return cls()
+        common = {f.name for f in dataclasses.fields(LiveMigrateData)}
+        return cls(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data)
+                      if f.name in common})
 
 
 @dataclass

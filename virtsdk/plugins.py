@@ -5,7 +5,7 @@ Every replaceable part is a class registered under a name in an entry-point grou
 
 - ``virtsdk.compute_drivers``: :class:`virtsdk.driver.ComputeDriver`, options in
   ``[<name>]``;
-- ``virtsdk.convergence_policies``: :class:`virtsdk.livemigration.base.ConvergencePolicy`,
+- ``virtsdk.convergence_policies``: :class:`virtsdk.live_migration.base.ConvergencePolicy`,
   configured from ``[live_migration]``;
 - ``virtsdk.disk_transports``: :class:`virtsdk.transfer.base.DiskTransport`, options in
   ``[transport_<name>]`` (and the shared ``[disk_transfer]``);

@@ -71,3 +71,14 @@ class MigrationType(StrEnum):
     RESIZE = "resize"
     MIGRATION = "migration"
     LIVE = "live-migration"
+
+
+class SlotClaim(StrEnum):
+    """The answer of ``Database.migration_claim_live_slot`` for a queued live migration."""
+
+    #: both hosts had a free slot: the migration is now 'preparing'
+    STARTED = "started"
+    #: the source's outbound or the destination's inbound slots are all taken
+    WAIT = "wait"
+    #: the migration is no longer queued (cancelled while waiting, or recovered)
+    SETTLED = "settled"

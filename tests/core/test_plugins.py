@@ -23,7 +23,7 @@ from virtsdk.exceptions import (
     PluginNotFound,
     PluginTypeError,
 )
-from virtsdk.livemigration.loader import load_policies
+from virtsdk.live_migration.loader import load_policies
 from virtsdk.scheduler import load_scheduler
 from virtsdk.transfer.base import load_transport
 

@@ -12,7 +12,7 @@ from virtsdk_fake.driver import FakeDriver
 from virtsdk_fake.fabric import Fabric, drop_fabric, get_fabric
 
 from virtsdk.context import RequestContext, get_admin_context
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
 
 SMALL = Flavor("m1.small", memory_mb=512, vcpus=1, root_gb=1)

@@ -7,8 +7,8 @@ from virtsdk_fake.clock import ManualClock
 from virtsdk_fake.precopy import SimulatedLiveMigration
 
 from virtsdk.exceptions import NotSupported
-from virtsdk.livemigration.monitor import monitor_migration
-from virtsdk.livemigration.policies import (
+from virtsdk.live_migration.monitor import monitor_migration
+from virtsdk.live_migration.policies import (
     AutoConverge,
     CompletionTimeout,
     LinearDowntimeSteps,

@@ -14,7 +14,7 @@ from virtsdk_fake.fabric import get_fabric
 from virtsdk_fake.storage import FakeDisk
 
 from virtsdk.driver import ComputeDriver
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import Instance, InstanceInfo
 from virtsdk.states import PowerState
 

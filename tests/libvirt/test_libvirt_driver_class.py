@@ -32,9 +32,9 @@ def test_options_live_in_the_libvirt_group_with_the_live_ones() -> None:
 def test_a_missing_live_module_leaves_the_own_options(monkeypatch) -> None:
     import sys
 
-    import virtsdk_libvirt.live as live_pkg
+    import virtsdk_libvirt.live_migration as live_pkg
 
-    monkeypatch.setitem(sys.modules, "virtsdk_libvirt.live.opts", None)
+    monkeypatch.setitem(sys.modules, "virtsdk_libvirt.live_migration.opts", None)
     monkeypatch.delattr(live_pkg, "opts")
     assert [o.dest for o in config.list_opts()] == [o.dest for o in config.libvirt_opts]
 

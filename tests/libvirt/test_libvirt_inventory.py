@@ -13,7 +13,7 @@ import libvirt
 import pytest
 from virtsdk_libvirt.guest_config import METADATA_NS
 from virtsdk_libvirt.inventory import PROBE_PREFIX, held_on_host
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
 from virtsdk_libvirt.paths import RESIZE_SUFFIX
 
 from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE, HELD_LEFTOVER, HELD_RESIZE_COPY

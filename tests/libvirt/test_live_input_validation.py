@@ -12,7 +12,8 @@ import libvirt
 import pytest
 from oslo_config import cfg
 from virtsdk_libvirt.driver import LibvirtDriver
-from virtsdk_libvirt.live.checks import CHECK_FILE_PREFIX
+from virtsdk_libvirt.live_migration.checks import CHECK_FILE_PREFIX
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import Invalid, InvalidHostname, UnsafePath
@@ -81,7 +82,7 @@ def test_hostile_listen_address_from_destination(driver, instance, field, value)
 @pytest.mark.parametrize("path", ["../../etc", "/etc", "relative/dir", "/a/../etc"])
 def test_hostile_destination_directory(driver, instance, path):
     _migrate(driver, instance, "hostb",
-             LiveMigrateData(driver_data={"dest_instance_dir": path}))
+             LibvirtLiveMigrateData(dest_instance_dir=path))
 
 
 @pytest.mark.parametrize("rel", ["../../etc", "/etc", "..", "x/../../y", "a\x00b"])

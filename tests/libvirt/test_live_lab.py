@@ -35,7 +35,8 @@ from oslo_concurrency import processutils
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.disk import info as disk_info
 from virtsdk_libvirt.driver import LibvirtDriver
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
 
 from tests.audit_check import assert_holds
 from virtsdk.context import get_admin_context
@@ -46,7 +47,7 @@ from virtsdk.exceptions import (
     MigrationError,
     MigrationPreCheckError,
 )
-from virtsdk.livemigration import opts as lm_opts
+from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import (
     VIF,
     Flavor,
@@ -213,8 +214,9 @@ def test_live_migration_with_rewrite_keeps_guest_and_memory(hosts, drivers, gues
     assert out.error is None and out.calls == ["post"]
     assert out.final.job_type == "completed"
     assert out.final.downtime_measured and out.final.downtime_ms > 0
-    assert out.data.driver_data["downtime_ms"] == out.final.downtime_ms
-    assert out.data.driver_data["data_processed"] == out.final.data_processed > 0
+    assert isinstance(out.data, LibvirtLiveMigrateData)
+    assert out.data.downtime_ms == out.final.downtime_ms
+    assert out.data.data_processed == out.final.data_processed > 0
     assert [s.progress for s in out.samples] == sorted(s.progress for s in out.samples)
     assert only_guest_on(b, inst) and left_nothing(a, inst)
     dom = b._find(inst)  # noqa: SLF001

@@ -12,9 +12,9 @@ import libvirt
 import pytest
 from oslo_config import cfg
 from virtsdk_libvirt import xmlutil
-from virtsdk_libvirt.live import migrate, opts
-from virtsdk_libvirt.live.job import job_stats_from_libvirt
-from virtsdk_libvirt.live.xml_rewrite import ListenAddressError
+from virtsdk_libvirt.live_migration import migrate, opts
+from virtsdk_libvirt.live_migration.job import job_stats_from_libvirt
+from virtsdk_libvirt.live_migration.xml_rewrite import ListenAddressError
 
 from virtsdk.exceptions import Invalid, InvalidHostname, MigrationError
 

@@ -15,9 +15,9 @@ from oslo_config import cfg
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.host import HostConnectionError
-from virtsdk_libvirt.live.checks import cpu_xml, required_disk_bytes
-from virtsdk_libvirt.live.job import LibvirtMigrationJob
-from virtsdk_libvirt.live.pre import plug_with_retry
+from virtsdk_libvirt.live_migration.checks import cpu_xml, required_disk_bytes
+from virtsdk_libvirt.live_migration.job import LibvirtMigrationJob
+from virtsdk_libvirt.live_migration.pre import plug_with_retry
 
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import (
@@ -148,7 +148,7 @@ def test_second_migration_of_the_same_instance_is_refused(driver):
     release = threading.Event()
     job = LibvirtMigrationJob(NameOnly(), run=release.wait)
     job.start()
-    driver._lm_jobs[inst.uuid] = job  # noqa: SLF001 - as live_migration registers it
+    driver._live._lm_jobs[inst.uuid] = job  # noqa: SLF001 - as live_migration registers it
     post, recover = mock.Mock(), mock.Mock()
     try:
         with pytest.raises(MigrationError, match="already being live-migrated"):

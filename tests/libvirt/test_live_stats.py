@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import libvirt
 import pytest
-from virtsdk_libvirt.live import migrate
-from virtsdk_libvirt.live.job import LibvirtMigrationJob, job_stats_from_libvirt
+from virtsdk_libvirt.live_migration import migrate
+from virtsdk_libvirt.live_migration.job import LibvirtMigrationJob, job_stats_from_libvirt
 
 from virtsdk.exceptions import Invalid, NotSupported
 

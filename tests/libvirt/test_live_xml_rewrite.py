@@ -9,7 +9,7 @@ import copy
 import pytest
 from lxml import etree
 from virtsdk_libvirt import guest_config, xmlutil
-from virtsdk_libvirt.live.xml_rewrite import (
+from virtsdk_libvirt.live_migration.xml_rewrite import (
     DestinationSpec,
     ListenAddressError,
     check_can_migrate_as_is,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 from virtsdk_libvirt import xmlutil
-from virtsdk_libvirt.live.xml_rewrite import (
+from virtsdk_libvirt.live_migration.xml_rewrite import (
     DestinationSpec,
     ListenAddressError,
     check_can_migrate_as_is,

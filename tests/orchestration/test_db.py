@@ -152,4 +152,4 @@ def test_live_slots_respect_outbound_and_inbound_limits(db):
     assert db.migration_claim_live_slot(third.id, 0, 1) == "wait"      # h2 inbound full
     assert db.migration_claim_live_slot(third.id, 0, 2) == "started"
     db.migration_update(second.id, {"status": MigrationStatus.CANCELLED})
-    assert db.migration_claim_live_slot(second.id, 0, 0) == "cancelled"
+    assert db.migration_claim_live_slot(second.id, 0, 0) == "settled"

@@ -24,7 +24,7 @@ from virtsdk.exceptions import (
     NoValidHost,
     ResizeShrinkNotAllowed,
 )
-from virtsdk.livemigration.policies import LinearDowntimeSteps
+from virtsdk.live_migration.policies import LinearDowntimeSteps
 from virtsdk.rpc.notifications import NotificationCollector
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, VMState
 

@@ -46,7 +46,7 @@ def make_qemu_conf(lab_host: Any, instances_path: str | None = None,
         group, _, name = key.rpartition(".")
         if group and group != "qemu":
             if group == "live_migration":
-                from virtsdk.livemigration import opts as lm_opts
+                from virtsdk.live_migration import opts as lm_opts
 
                 lm_opts.register_opts(conf)
             elif group == "disk_transfer":

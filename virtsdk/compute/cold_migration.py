@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from virtsdk import actions, network
 from virtsdk.compute.base import ManagerBase
@@ -40,6 +41,16 @@ from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState
 LOG = logging.getLogger(__name__)
 
 Status = MigrationStatus
+
+
+@dataclass
+class PrepResizeProgress:
+    """How far ``prep_resize`` got on the destination: what a failure must undo."""
+
+    #: the claim's Migration record, once created
+    migration: Migration | None = None
+    #: the driver's answer from ``prepare_migrate_disk_target``, once prepared
+    migrate_data: ColdMigrateData | None = None
 
 
 class ColdMigrationMixin(ManagerBase):
@@ -109,13 +120,13 @@ class ColdMigrationMixin(ManagerBase):
         the remaining ``alternates``; when none is left the instance is restored."""
         instance = self._instance(instance)
         restore = instance.vm_state
-        box: dict[str, object] = {}
+        done = PrepResizeProgress()
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
                                       self.host):
-                self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), box)
+                self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), done)
         except RescheduledError as refused:
-            self._mark_migration(box.get("migration"), Status.ERROR, refused)  # type: ignore[arg-type]
+            self._mark_migration(done.migration, Status.ERROR, refused)
             failure: Exception = refused
             if alternates:
                 LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
@@ -130,17 +141,15 @@ class ColdMigrationMixin(ManagerBase):
                             {"old_flavor": None, "new_flavor": None}, rollback=True)
             return
         except Exception as exc:  # noqa: BLE001 - a cast: the records say what happened
-            self._mark_migration(box.get("migration"), Status.ERROR, exc)  # type: ignore[arg-type]
-            migrate_data = box.get("migrate_data")
-            if isinstance(migrate_data, ColdMigrateData):
-                self._abort_target(ctx, instance, migrate_data)
+            self._mark_migration(done.migration, Status.ERROR, exc)
+            if done.migrate_data is not None:
+                self._abort_target(ctx, instance, done.migrate_data)
             if not isinstance(exc, Conflict):
                 self._fail_flow(ctx, instance, exc, restore,
                                 {"old_flavor": None, "new_flavor": None})
             return
-        migration = box["migration"]
-        migrate_data = box["migrate_data"]
-        assert isinstance(migration, Migration) and isinstance(migrate_data, ColdMigrateData)
+        migration, migrate_data = done.migration, done.migrate_data
+        assert migration is not None and migrate_data is not None
         current = self.db.migration_get(int(migration.id or 0))
         if current.status != Status.PRE_MIGRATING:
             # settled meanwhile (a restart of the source recovered it): its clean-up
@@ -159,7 +168,8 @@ class ColdMigrationMixin(ManagerBase):
                             {"old_flavor": None, "new_flavor": None}, rollback=True)
 
     def _prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
-                     migration_type: MigrationType, box: dict[str, object]) -> None:
+                     migration_type: MigrationType, done: PrepResizeProgress) -> None:
+        """Claim, record and prepare the target; ``done`` tracks what exists so far."""
         caps = self.driver.capabilities
         if instance.task_state != TaskState.RESIZE_PREP:
             raise Conflict(f"instance {instance.uuid} is {instance.task_state!r}, "
@@ -179,14 +189,14 @@ class ColdMigrationMixin(ManagerBase):
                 migration_type=migration_type, dest_host=self.host,
                 source_node=instance.node, dest_node=self.host,
                 status=Status.PRE_MIGRATING, old_flavor=instance.flavor, new_flavor=flavor))
-        box["migration"] = migration
+        done.migration = migration
         sysmeta = dict(instance.system_metadata, old_vm_state=str(instance.vm_state))
         instance = self.db.instance_update(
             instance.uuid, {"old_flavor": instance.flavor, "new_flavor": flavor,
                             "system_metadata": sysmeta},
             expected_task_state=TaskState.RESIZE_PREP)
         self._notify(ctx, "resize.prep.start", instance, migration_id=migration.id)
-        box["migrate_data"] = self.driver.prepare_migrate_disk_target(
+        done.migrate_data = self.driver.prepare_migrate_disk_target(
             ctx, migration, instance, flavor)
         self._notify(ctx, "resize.prep.end", instance, migration_id=migration.id)
 

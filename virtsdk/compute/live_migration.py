@@ -50,7 +50,7 @@ from virtsdk.objects import (
     LiveMigrateData,
     Migration,
 )
-from virtsdk.states import MigrationStatus, PowerState, TaskState, VMState
+from virtsdk.states import MigrationStatus, PowerState, SlotClaim, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
@@ -174,9 +174,9 @@ class LiveMigrationMixin(ManagerBase):
             svc = self.db.service_get(dest)
             max_in = int(svc.limits.get("max_inbound", 0)) if svc is not None else 0
             outcome = self.db.migration_claim_live_slot(mid, max_out, max_in)
-            if outcome == "started":
+            if outcome is SlotClaim.STARTED:
                 return True
-            if outcome != "wait":
+            if outcome is SlotClaim.SETTLED:
                 return False
             self.stopped.wait(self.conf.compute.queue_poll_interval)
         return False

@@ -4,7 +4,7 @@ Who calls it: the API (``migrate_server`` and ``build_instance``, RPC calls) and
 compute managers (``resize_instance``, a cast that reschedules a cold migration).
 It runs the scheduler in-process and casts work to compute hosts; it never talks to
 a driver.  ``migrate_server`` dispatches as Nova's conductor does: ``live and not flavor`` ->
-live migration (:class:`~virtsdk.conductor.live_migrate.LiveMigrationTask`),
+live migration (:class:`~virtsdk.conductor.live_migration.LiveMigrationTask`),
 ``not live and flavor`` -> cold migration wrapped in the action event
 ``cold_migrate``.
 """
@@ -20,7 +20,7 @@ from oslo_config import cfg
 from virtsdk import actions
 from virtsdk.compute.fence import Fence
 from virtsdk.compute.rpcapi import ComputeAPI
-from virtsdk.conductor.live_migrate import LiveMigrationTask
+from virtsdk.conductor.live_migration import LiveMigrationTask
 from virtsdk.conductor.rpcapi import VERSIONS as CONDUCTOR_RPC_VERSIONS
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS, Database

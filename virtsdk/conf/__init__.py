@@ -14,7 +14,7 @@ from oslo_config import cfg
 
 from virtsdk import rpc
 from virtsdk.conf import compute, database, default, drain, scheduler, upgrade_levels
-from virtsdk.livemigration import opts as live_migration_opts
+from virtsdk.live_migration import opts as live_migration_opts
 
 CONF = cfg.CONF
 

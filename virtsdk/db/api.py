@@ -52,7 +52,7 @@ from virtsdk.exceptions import (
 )
 from virtsdk.objects import Flavor, Instance, Migration
 from virtsdk.services import COMPUTE
-from virtsdk.states import MigrationStatus, MigrationType, VMState
+from virtsdk.states import MigrationStatus, MigrationType, SlotClaim, VMState
 from virtsdk.validation import validate_hostname
 
 #: statuses of a drain still in progress
@@ -340,10 +340,11 @@ class Database:
 
     def migration_claim_live_slot(
         self, migration_id: int, max_outbound: int, max_inbound: int
-    ) -> str:
+    ) -> SlotClaim:
         """Move a queued live migration to 'preparing' if both its source and its
-        destination have a free slot.  Returns ``"started"``, ``"wait"`` or, when the
-        migration is no longer queued (cancelled while waiting), its status."""
+        destination have a free slot: :attr:`SlotClaim.STARTED`; :attr:`SlotClaim.WAIT`
+        while a slot is missing; :attr:`SlotClaim.SETTLED` when the migration is no
+        longer queued (cancelled while waiting)."""
         with self._session() as s:
             hosts = s.execute(select(MigrationRow.source_host, MigrationRow.dest_host)
                               .where(MigrationRow.id == migration_id)).first()
@@ -355,7 +356,7 @@ class Database:
             row = self._migration_row(s, migration_id)
             s.refresh(row)
             if row.status != MigrationStatus.QUEUED:
-                return row.status
+                return SlotClaim.SETTLED
             active = [str(x) for x in LIVE_ACTIVE]
             base = select(MigrationRow.id).where(
                 MigrationRow.migration_type == str(MigrationType.LIVE),
@@ -365,10 +366,10 @@ class Database:
             inbound = len(s.scalars(base.where(MigrationRow.dest_host == row.dest_host)).all())
             if (max_outbound and outbound >= max_outbound) or (
                     max_inbound and inbound >= max_inbound):
-                return "wait"
+                return SlotClaim.WAIT
             row.status = str(MigrationStatus.PREPARING)
             row.updated_at = utcnow()
-            return "started"
+            return SlotClaim.STARTED
 
     def host_usage(self, host: str, exclude_claim_of: str | None = None) -> HostUsage:
         """Resources claimed on ``host``: its instances (current flavor), plus

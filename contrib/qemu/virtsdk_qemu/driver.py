@@ -4,7 +4,7 @@
 A third-party driver built only on virtsdk's public API: the instance files, disks and
 image cache are :mod:`virtsdk.localdisk`, cold migration is
 :class:`virtsdk.localdisk.coldmigration.ColdMigration` over the SDK's disk transports,
-live migration is driven by :func:`virtsdk.livemigration.monitor.monitor_migration`
+live migration is driven by :func:`virtsdk.live_migration.monitor.monitor_migration`
 with the configured convergence policies.  What is QEMU-specific lives here and in
 :mod:`virtsdk_qemu.guest` (process + persisted definition), :mod:`virtsdk_qemu.qmp`
 (the QMP client facade) and :mod:`virtsdk_qemu.live` (live migration over QMP).

@@ -54,9 +54,9 @@ from virtsdk.exceptions import (
     MigrationPreCheckError,
     NotSupported,
 )
-from virtsdk.livemigration import opts as lm_opts
-from virtsdk.livemigration.loader import configured_policy_names, load_policies
-from virtsdk.livemigration.monitor import (
+from virtsdk.live_migration import opts as lm_opts
+from virtsdk.live_migration.loader import configured_policy_names, load_policies
+from virtsdk.live_migration.monitor import (
     TERMINAL_JOB_TYPES,
     MonotonicProgress,
     monitor_migration,
@@ -76,6 +76,7 @@ from virtsdk.objects import (
 )
 from virtsdk.validation import validate_hostname
 from virtsdk_qemu.guest import Guest, GuestSpec
+from virtsdk_qemu.migrate_data import QemuLiveMigrateData
 from virtsdk_qemu.qmp import QmpCommandError, QmpSocket, QmpUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def parse_tcp_uri(uri: str) -> tuple[str, int]:
 
 
 class QmpMigrationJob:
-    """One outgoing migration as a :class:`virtsdk.livemigration.base.MigrationJob`."""
+    """One outgoing migration as a :class:`virtsdk.live_migration.base.MigrationJob`."""
 
     def __init__(self, qmp: QmpSocket, postcopy: bool) -> None:
         self.qmp = qmp
@@ -371,10 +372,10 @@ class QmpLiveMigration:
             if created:
                 shutil.rmtree(inst_dir, ignore_errors=True)
             raise
-        return dataclasses.replace(
+        data = QemuLiveMigrateData.of(dataclasses.replace(
             migrate_data, target_connect_addr=self.drv.qconf.my_ip,
-            graphics_listen_addr_vnc=self.drv.qconf.my_ip,
-            driver_data={**migrate_data.driver_data, "uri": uri, "nbd": nbd})
+            graphics_listen_addr_vnc=self.drv.qconf.my_ip))
+        return dataclasses.replace(data, uri=uri, nbd=nbd)
 
     def _create_disks(self, inst_dir: Path, disk_info: list[DiskInfo]) -> None:
         """Empty disks of the source's names, formats and sizes (a block migration
@@ -471,7 +472,7 @@ class QmpLiveMigration:
             validate_hostname(dest)
             if migrate_data is None:
                 raise Invalid("live migration needs the destination's LiveMigrateData")
-            uri = parse_tcp_uri(str(migrate_data.driver_data.get("uri", "")))
+            uri = parse_tcp_uri(QemuLiveMigrateData.of(migrate_data).uri)
             guest = self.drv.existing(instance)
             nbd = self._nbd_targets(migrate_data, guest) if block_migration else None
         except BaseException:
@@ -551,7 +552,7 @@ class QmpLiveMigration:
     def _nbd_targets(data: LiveMigrateData, guest: Guest) -> list[tuple[str, str]]:
         """``(drive, nbd URI)`` per disk, from the destination's exports (validated:
         they came from another host)."""
-        nbd = data.driver_data.get("nbd") or {}
+        nbd = QemuLiveMigrateData.of(data).nbd or {}
         host = str(nbd.get("host", ""))
         validate_hostname(host)
         port = nbd.get("port")

@@ -22,10 +22,10 @@ from virtsdk.exceptions import (
     MigrationNotFound,
     MigrationPreCheckError,
 )
-from virtsdk.livemigration.base import ConvergencePolicy
-from virtsdk.livemigration.loader import load_configured_policies
-from virtsdk.livemigration.monitor import monitor_migration
-from virtsdk.livemigration.policies import required_flags
+from virtsdk.live_migration.base import ConvergencePolicy
+from virtsdk.live_migration.loader import load_configured_policies
+from virtsdk.live_migration.monitor import monitor_migration
+from virtsdk.live_migration.policies import required_flags
 from virtsdk.objects import (
     DiskInfo,
     HostResources,
@@ -37,6 +37,7 @@ from virtsdk.objects import (
 from virtsdk.states import PowerState
 from virtsdk.validation import validate_hostname
 from virtsdk_fake.base import FakeDriverBase
+from virtsdk_fake.migrate_data import FakeLiveMigrateData
 from virtsdk_fake.precopy import SimulatedLiveMigration
 from virtsdk_fake.storage import FakeDisk, FakeInstance, MiB
 
@@ -70,10 +71,10 @@ class FakeLiveMigration(FakeDriverBase):
             token = uuidlib.uuid4().hex
             self.fabric.check_files[token] = self.fabric.storage_pool(self.host)
             free = self.hostobj.resources().free_disk_gb
-        return LiveMigrateData(block_migration=block_migration,
-                               disk_over_commit=disk_over_commit, filename=token,
-                               disk_available_mb=free * 1024,
-                               driver_data={"fabric": self.fabric.name, "dest": self.host})
+        return FakeLiveMigrateData(block_migration=block_migration,
+                                   disk_over_commit=disk_over_commit, filename=token,
+                                   disk_available_mb=free * 1024,
+                                   fabric=self.fabric.name, checked_on=self.host)
 
     def cleanup_live_migration_destination_check(self, context: RequestContext,
                                                  dest_check_data: LiveMigrateData) -> None:
@@ -146,12 +147,12 @@ class FakeLiveMigration(FakeDriverBase):
                 self.hostobj.check_fits(instance.flavor, f"instance {instance.uuid}",
                                         disk_gb=None if block else 0)
             self.hostobj.incoming_live[instance.uuid] = placeholder
-        result = migrate_data.copy()
+        result = FakeLiveMigrateData.of(migrate_data.copy())
         result.graphics_listen_addr_vnc = self.hostobj.address
         result.graphics_listen_addr_spice = self.hostobj.address
         result.serial_listen_addr = self.hostobj.address
         result.target_connect_addr = self.hostobj.address
-        result.driver_data = {**result.driver_data, "prepared_on": self.host}
+        result.prepared_on = self.host
         return result
 
     # -- the migration itself (source) ---------------------------------------------------

@@ -33,7 +33,7 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 class SimulatedLiveMigration:
     """One running fake live migration; implements
-    :class:`virtsdk.livemigration.base.MigrationJob`.
+    :class:`virtsdk.live_migration.base.MigrationJob`.
 
     ``switch_over`` is called (outside the job lock) exactly once, when the guest
     moves to the destination; ``hit(step)`` is the fabric's fault hook; ``pause_guest``

@@ -2,7 +2,7 @@
 
 Registered by :func:`virtsdk.plugins.register_opts` (when the driver is built) from
 ``LibvirtDriver.list_opts()``, which also appends the live-migration options of
-``virtsdk_libvirt.live.opts``.  Read on every host through ``driver.lv_conf``.
+``virtsdk_libvirt.live_migration.opts``.  Read on every host through ``driver.lv_conf``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def list_opts() -> list[cfg.Opt]:
     """The driver's own options plus the live-migration ones (when installed)."""
     opts = list(libvirt_opts)
     try:
-        from virtsdk_libvirt.live import opts as live_opts
+        from virtsdk_libvirt.live_migration import opts as live_opts
     except ImportError:
         return opts
     extra = getattr(live_opts, "list_opts", None)

@@ -1,7 +1,7 @@
 """``LibvirtDriver``: the virtsdk compute driver for libvirt/QEMU (entry point ``libvirt``).
 
 The class is thin: it validates input, then delegates to small modules.  Internal
-helper API (stable, for ``virtsdk_libvirt.live`` and other modules of this package):
+helper API (stable, for ``virtsdk_libvirt.live_migration`` and other modules of this package):
 
 ``self.lv_conf``
     this driver's option group ``[libvirt]`` (see :mod:`virtsdk_libvirt.config`).
@@ -26,9 +26,9 @@ helper API (stable, for ``virtsdk_libvirt.live`` and other modules of this packa
 ``virtsdk_libvirt.xmlutil.parse``
     the only XML parser to use (hardened).
 
-``LiveMigrationMixin.LIVE_CAPABILITIES`` (a ``dict[str, bool]`` class attribute, if the
+``LiveMigrationMethods.LIVE_CAPABILITIES`` (a ``dict[str, bool]`` class attribute, if the
 mixin defines it) is merged into :attr:`LibvirtDriver.capabilities`;
-``virtsdk_libvirt.live.opts.list_opts()`` (a list of ``cfg.Opt``) is appended to the
+``virtsdk_libvirt.live_migration.opts.list_opts()`` (a list of ``cfg.Opt``) is appended to the
 ``[libvirt]`` group by :func:`virtsdk_libvirt.config.list_opts`.
 
 Every public method says which host calls it; see :mod:`virtsdk.driver` for the flow.
@@ -64,7 +64,7 @@ from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
-from virtsdk_libvirt.live import LiveMigrationMixin
+from virtsdk_libvirt.live_migration import LiveMigrationMethods, LiveMigrator
 from virtsdk_libvirt.paths import InstancePaths, checked_uuid
 from virtsdk_libvirt.storage import LocalDisks, supports_direct_io
 
@@ -82,14 +82,14 @@ class InstanceExists(Invalid):
     """spawn was asked to create an instance this host already has."""
 
 
-class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
+class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
     """libvirt/QEMU driver: file-backed guests, cold migration and resize with disk
     transfer, live migration."""
 
     name: ClassVar[str] = "libvirt"
     capabilities: ClassVar[Capabilities] = Capabilities(**{
         **_BASE_CAPABILITIES,
-        **dict(getattr(LiveMigrationMixin, "LIVE_CAPABILITIES", {})),
+        **dict(getattr(LiveMigrationMethods, "LIVE_CAPABILITIES", {})),
     })
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
@@ -102,6 +102,11 @@ class LibvirtDriver(LiveMigrationMixin, ComputeDriver):
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
         self._cold = cold_migration_for(self)
+        self._live = LiveMigrator(
+            conf, self.lv_conf, self.host, self._host, self._paths, self._image_cache,
+            lookup=self._lookup, find=self._find, disk_info=self.get_instance_disk_info,
+            plug_vifs=lambda inst, net: self.plug_vifs(inst, net),
+            unplug_vifs=lambda inst, net: self.unplug_vifs(inst, net))
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:

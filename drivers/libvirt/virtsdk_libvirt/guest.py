@@ -1,7 +1,7 @@
 """Power control of one libvirt domain and the mapping of its state.
 
 Used on any host by ``LibvirtDriver`` (power_on/power_off/destroy, spawn, the
-cold-migration steps) and by ``virtsdk_libvirt.live``.  :func:`shutdown_then_force`
+cold-migration steps) and by ``virtsdk_libvirt.live_migration``.  :func:`shutdown_then_force`
 is the clean-shutdown loop with a deadline; it is written against three callables so
 its timing logic is testable without a hypervisor.
 """

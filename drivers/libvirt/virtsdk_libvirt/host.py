@@ -1,7 +1,7 @@
 """One host's libvirt connection and what it reports about the host.
 
 :class:`Host` is owned by ``LibvirtDriver`` (``driver._host``) and used by every module
-that talks to libvirt on this host (including ``virtsdk_libvirt.live``).  It opens the
+that talks to libvirt on this host (including ``virtsdk_libvirt.live_migration``).  It opens the
 connection lazily, reopens it when libvirtd went away, and turns libvirt's answers
 into virtsdk objects.  Thread safe: one connection shared by all threads (libvirt
 connections are).

@@ -44,7 +44,7 @@ import libvirt
 from virtsdk.driver import HELD_INCOMING, HELD_INSTANCE, HELD_LEFTOVER, HELD_RESIZE_COPY
 from virtsdk.transfer.base import PROBE_PREFIX
 from virtsdk_libvirt.guest_config import METADATA_NS
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
 from virtsdk_libvirt.paths import RESIZE_SUFFIX, checked_uuid
 
 LOG = logging.getLogger(__name__)

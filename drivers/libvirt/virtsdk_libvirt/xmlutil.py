@@ -6,7 +6,7 @@ which uses a hardened lxml parser: no entity resolution, no network access, no D
 loading, no huge trees.  Documents that carry a DOCTYPE or entity declarations are
 refused outright with :class:`virtsdk.exceptions.UnsafeXML` instead of being half
 trusted.  Called on any host, by any module of the driver (including
-``virtsdk_libvirt.live``); it never touches libvirt or the filesystem.
+``virtsdk_libvirt.live_migration``); it never touches libvirt or the filesystem.
 """
 
 from __future__ import annotations

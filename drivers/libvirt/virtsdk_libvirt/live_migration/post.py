@@ -13,24 +13,25 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from typing import Any
 
 import libvirt
 
 from virtsdk.context import RequestContext
 from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
 from virtsdk_libvirt.guest import Guest
-from virtsdk_libvirt.live.pre import INCOMING_MARKER
+from virtsdk_libvirt.host import Host
+from virtsdk_libvirt.live_migration.pre import INCOMING_MARKER
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
 
 class PostMigrationMixin:
-    """Post-migration methods of ``LiveMigrationMixin``."""
+    """Post-migration methods of ``LiveMigrator``."""
 
     host: str
-    _paths: Any
-    _host: Any
+    _paths: InstancePaths
+    _host: Host
     _find: Callable[[Instance], libvirt.virDomain | None]
     unplug_vifs: Callable[[Instance, NetworkInfo], None]
 

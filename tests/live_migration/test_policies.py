@@ -8,14 +8,14 @@ from oslo_config import cfg
 from virtsdk import conf as conf_pkg
 from virtsdk import plugins
 from virtsdk.exceptions import PluginNotFound
-from virtsdk.livemigration import opts as lm_opts
-from virtsdk.livemigration.base import Action
-from virtsdk.livemigration.loader import (
+from virtsdk.live_migration import opts as lm_opts
+from virtsdk.live_migration.base import Action
+from virtsdk.live_migration.loader import (
     configured_policy_names,
     load_configured_policies,
     load_policies,
 )
-from virtsdk.livemigration.policies import (
+from virtsdk.live_migration.policies import (
     AutoConverge,
     CompletionTimeout,
     ExponentialDowntimeSteps,

@@ -1,4 +1,4 @@
-"""Live-migration pre-checks of the libvirt driver (part of ``LiveMigrationMixin``).
+"""Live-migration pre-checks of the libvirt driver (part of ``LiveMigrator``).
 
 The conductor's live-migration task asks the destination first
 (:meth:`CheckMixin.check_can_live_migrate_destination`: CPU compatibility, free disk,
@@ -26,6 +26,9 @@ from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
 from virtsdk.objects import DiskInfo, HostResources, Instance, LiveMigrateData
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import xmlutil
+from virtsdk_libvirt.host import Host
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
@@ -56,13 +59,13 @@ def required_disk_bytes(disks: list[DiskInfo], disk_over_commit: bool) -> int:
 
 
 class CheckMixin:
-    """The check methods of :class:`virtsdk_libvirt.live.LiveMigrationMixin`."""
+    """The check methods of :class:`virtsdk_libvirt.live_migration.LiveMigrator`."""
 
-    lv_conf: Any
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _host: Any
-    _paths: Any
-    get_instance_disk_info: Callable[..., list[DiskInfo]]  # LibvirtDriver's
+    _host: Host
+    _paths: InstancePaths
+    get_instance_disk_info: Callable[[Instance], list[DiskInfo]]
 
     # -- destination ---------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class CheckMixin:
         root.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=CHECK_FILE_PREFIX, dir=root)
         os.close(fd)
-        return LiveMigrateData(
+        return LibvirtLiveMigrateData(
             block_migration=block_migration,
             disk_over_commit=disk_over_commit,
             filename=os.path.basename(name),
@@ -152,7 +155,7 @@ class CheckMixin:
         is a block migration larger than the destination's free disk.  Returns the
         check data completed.
         """
-        data = dest_check_data.copy()
+        data = LibvirtLiveMigrateData.of(dest_check_data.copy())
         path = self._check_file(data.filename)
         data.is_shared_instance_path = bool(path is not None and path.exists())
         disks: list[DiskInfo] = self.get_instance_disk_info(instance)
@@ -176,7 +179,6 @@ class CheckMixin:
                 f"{instance.name} has local disks that are not on storage shared with the "
                 "destination; use block migration")
         data.instance_relative_path = self._paths.instance_dir(instance).name
-        data.driver_data = dict(data.driver_data)
-        data.driver_data["source_instance_dir"] = str(self._paths.instance_dir(instance))
-        data.driver_data["source_image_cache"] = str(self._paths.image_cache)
+        data.source_instance_dir = str(self._paths.instance_dir(instance))
+        data.source_image_cache = str(self._paths.image_cache)
         return data

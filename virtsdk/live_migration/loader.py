@@ -11,8 +11,8 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from virtsdk.exceptions import PluginTypeError
-from virtsdk.livemigration import opts
-from virtsdk.livemigration.base import ConvergencePolicy
+from virtsdk.live_migration import opts
+from virtsdk.live_migration.base import ConvergencePolicy
 from virtsdk.plugins import CONVERGENCE_POLICIES, load
 
 

@@ -1,9 +1,9 @@
 """The convergence policies shipped with virtsdk (entry-point group
 ``virtsdk.convergence_policies``).
 
-Each policy is built for one migration (by :func:`virtsdk.livemigration.loader.load_policies`
+Each policy is built for one migration (by :func:`virtsdk.live_migration.loader.load_policies`
 on the source host), started once with the GiB of RAM + disk to move, then asked by
-:func:`virtsdk.livemigration.monitor.monitor_migration` what to do with every job-stats
+:func:`virtsdk.live_migration.monitor.monitor_migration` what to do with every job-stats
 sample.  Policies only decide; the monitor applies their :class:`Action` s to the job.
 Every constructor takes plain keyword arguments (for tests and other callers) and
 :meth:`from_conf` reads them from the ``[live_migration]`` group.
@@ -16,7 +16,7 @@ from typing import Self
 
 from oslo_config import cfg
 
-from virtsdk.livemigration.base import Action, ConvergencePolicy
+from virtsdk.live_migration.base import Action, ConvergencePolicy
 from virtsdk.objects import JobStats
 
 

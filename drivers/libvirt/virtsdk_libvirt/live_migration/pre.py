@@ -34,6 +34,9 @@ from virtsdk.objects import (
 )
 from virtsdk.validation import confine_path
 from virtsdk_libvirt import disk
+from virtsdk_libvirt.imagecache import ImageCache
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
@@ -65,12 +68,12 @@ def plug_with_retry(
 
 
 class PreMigrationMixin:
-    """The ``pre_live_migration`` method of ``LiveMigrationMixin`` (destination)."""
+    """The ``pre_live_migration`` method of ``LiveMigrator`` (destination)."""
 
-    lv_conf: Any
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _paths: Any
-    _image_cache: Any
+    _paths: InstancePaths
+    _image_cache: ImageCache
     plug_vifs: Callable[[Instance, NetworkInfo], None]
     _lm_sleep: Callable[[float], None] = staticmethod(time.sleep)
 
@@ -90,7 +93,7 @@ class PreMigrationMixin:
         Returns ``migrate_data`` completed with this host's VNC/SPICE/serial listen
         address, its instance directory and image cache, and its migration address.
         """
-        data = migrate_data.copy()
+        data = LibvirtLiveMigrateData.of(migrate_data.copy())
         inst_dir = self._lm_instance_dir(instance, data)
         created = False
         try:
@@ -124,9 +127,8 @@ class PreMigrationMixin:
         data.serial_listen_addr = my_ip
         data.target_connect_addr = self.lv_conf.live_migration_inbound_addr or my_ip
         data.vifs = list(network_info.vifs)
-        data.driver_data = dict(data.driver_data)
-        data.driver_data["dest_instance_dir"] = str(inst_dir)
-        data.driver_data["dest_image_cache"] = str(self._paths.image_cache)
+        data.dest_instance_dir = str(inst_dir)
+        data.dest_image_cache = str(self._paths.image_cache)
         return data
 
     def _lm_instance_dir(self, instance: Instance, data: LiveMigrateData) -> Path:

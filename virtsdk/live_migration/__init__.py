@@ -1,7 +1,7 @@
 """Live-migration monitoring and convergence, shared by every driver.
 
-A driver wraps its running migration in a :class:`~virtsdk.livemigration.base.MigrationJob`
-and hands it to :func:`virtsdk.livemigration.monitor.monitor_migration` together with
+A driver wraps its running migration in a :class:`~virtsdk.live_migration.base.MigrationJob`
+and hands it to :func:`virtsdk.live_migration.monitor.monitor_migration` together with
 the convergence policies from configuration (entry-point group
 ``virtsdk.convergence_policies``).  The monitor samples job stats, hands the progress
 callback samples whose progress never goes down, lets the policies decide on the raw
@@ -12,9 +12,9 @@ hypervisor measured it (``JobStats.downtime_measured``).
 
 Typical use in a driver's ``live_migration`` (source host)::
 
-    from virtsdk.livemigration.loader import load_configured_policies
-    from virtsdk.livemigration.monitor import monitor_migration
-    from virtsdk.livemigration.policies import required_flags
+    from virtsdk.live_migration.loader import load_configured_policies
+    from virtsdk.live_migration.monitor import monitor_migration
+    from virtsdk.live_migration.policies import required_flags
 
     policies = load_configured_policies(conf)    # fresh objects for this migration
     flags = required_flags(policies)             # {"postcopy", "auto_converge"} subset
@@ -24,5 +24,5 @@ Typical use in a driver's ``live_migration`` (source host)::
     if final.job_type == "completed": post_method(...)
     else: recover_method(...); raise ...
 
-Options live in group ``[live_migration]`` (:mod:`virtsdk.livemigration.opts`).
+Options live in group ``[live_migration]`` (:mod:`virtsdk.live_migration.opts`).
 """

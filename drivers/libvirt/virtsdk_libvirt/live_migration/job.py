@@ -1,8 +1,8 @@
-"""A running libvirt live migration as a :class:`virtsdk.livemigration.base.MigrationJob`.
+"""A running libvirt live migration as a :class:`virtsdk.live_migration.base.MigrationJob`.
 
-Created on the source host by ``LiveMigrationMixin.live_migration``.  The blocking
+Created on the source host by ``LiveMigrator.live_migration``.  The blocking
 libvirt call (``migrateToURI3``) runs in a worker thread started by :meth:`start`;
-the shared monitor (:func:`virtsdk.livemigration.monitor.monitor_migration`) polls
+the shared monitor (:func:`virtsdk.live_migration.monitor.monitor_migration`) polls
 :meth:`stats` from the calling thread and applies its policies' actions through
 :meth:`set_max_downtime`, :meth:`abort`, :meth:`start_postcopy` and :meth:`pause`,
 which map one to one onto ``virDomain`` calls.  ``abort`` may also come from an API

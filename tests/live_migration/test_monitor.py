@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from virtsdk.exceptions import NotSupported
-from virtsdk.livemigration.base import Action, ConvergencePolicy
-from virtsdk.livemigration.monitor import MonotonicProgress, monitor_migration
+from virtsdk.live_migration.base import Action, ConvergencePolicy
+from virtsdk.live_migration.monitor import MonotonicProgress, monitor_migration
 from virtsdk.objects import JobStats
 
 GiB = 1024**3
@@ -161,7 +161,7 @@ def test_refused_post_copy_falls_back_to_pausing():
 
 def test_a_failing_action_is_logged_and_monitoring_goes_on(caplog):
     job = ScriptedJob([running(90), running(50), done()], fail_on="set_max_downtime")
-    with caplog.at_level(logging.ERROR, logger="virtsdk.livemigration.monitor"):
+    with caplog.at_level(logging.ERROR, logger="virtsdk.live_migration.monitor"):
         final, reported, _ = run(job, [Scripted({1: [Action(Action.SET_DOWNTIME, 5)]})])
     assert final.job_type == "completed" and len(reported) == 3
     assert "set_downtime" in caplog.text
@@ -231,7 +231,7 @@ def test_every_decision_lands_in_the_timeline_with_its_numbers(caplog):
     timeline: list[dict] = []
     t = FakeTime()
     reported: list[JobStats] = []
-    with caplog.at_level(logging.INFO, logger="virtsdk.livemigration.monitor"):
+    with caplog.at_level(logging.INFO, logger="virtsdk.live_migration.monitor"):
         final = monitor_migration(ScriptedJob([*samples, done()]), [policy],
                                   reported.append, 0.5, t.clock, t.sleep,
                                   timeline=timeline)

@@ -12,12 +12,12 @@ from oslo_config import cfg
 
 from virtsdk import plugins
 from virtsdk.exceptions import PluginError
-from virtsdk.livemigration.base import Action
-from virtsdk.livemigration.loader import load_policies
+from virtsdk.live_migration.base import Action
+from virtsdk.live_migration.loader import load_policies
 from virtsdk.objects import JobStats
 
 PLUGIN = '''
-from virtsdk.livemigration.base import Action, ConvergencePolicy
+from virtsdk.live_migration.base import Action, ConvergencePolicy
 
 
 class PauseAtThirdIteration(ConvergencePolicy):
@@ -64,7 +64,7 @@ def test_a_third_party_policy_is_loaded_and_used(plugin_dist):
 
 @pytest.mark.parametrize(("name", "cause"), [
     ("broken", "failed to load: ImportError: no such library"),
-    ("not_a_policy", "not a subclass of virtsdk.livemigration.base.ConvergencePolicy")])
+    ("not_a_policy", "not a subclass of virtsdk.live_migration.base.ConvergencePolicy")])
 def test_broken_policies_are_reported_by_name(plugin_dist, name, cause):
     with pytest.raises(PluginError) as info:
         load_policies(["linear_downtime", name], cfg.ConfigOpts())

@@ -7,10 +7,10 @@ import pytest
 from virtsdk_fake.clock import ManualClock
 from virtsdk_fake.precopy import SimulatedLiveMigration
 
-from virtsdk.livemigration.base import Action
-from virtsdk.livemigration.loader import load_policies
-from virtsdk.livemigration.monitor import monitor_migration
-from virtsdk.livemigration.policies import AdaptiveConvergence, required_flags
+from virtsdk.live_migration.base import Action
+from virtsdk.live_migration.loader import load_policies
+from virtsdk.live_migration.monitor import monitor_migration
+from virtsdk.live_migration.policies import AdaptiveConvergence, required_flags
 from virtsdk.objects import JobStats
 
 MiB = 1024**2

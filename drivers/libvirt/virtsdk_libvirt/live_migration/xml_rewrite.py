@@ -1,6 +1,6 @@
 """Rewriting a migratable domain XML for the destination host.
 
-Called on the source host by :mod:`virtsdk_libvirt.live.migrate` between
+Called on the source host by :mod:`virtsdk_libvirt.live_migration.migrate` between
 ``XMLDesc(MIGRATABLE | SECURE)`` and ``migrateToURI3``.  Everything the destination told
 us (listen addresses, its instance directory, VIFs, volume connection info) arrives in
 :class:`DestinationSpec`; it crossed hosts, so :func:`DestinationSpec.validated` checks it

@@ -5,7 +5,7 @@ after the destination's ``pre_live_migration``.  It validates every value that n
 the destination before the first libvirt call, loads the convergence policies, builds
 the destination XML (:mod:`.xml_rewrite`), flags and parameters (:mod:`.migrate`),
 starts the blocking ``migrateToURI3`` in a worker thread (:mod:`.job`) and runs the
-shared monitor (:func:`virtsdk.livemigration.monitor.monitor_migration`) in the calling
+shared monitor (:func:`virtsdk.live_migration.monitor.monitor_migration`) in the calling
 thread.  It ends in exactly one of ``post_method`` (the guest runs on the destination)
 or ``recover_method`` (it still runs here; the failure is then re-raised).
 :meth:`live_migration_abort` / :meth:`live_migration_force_complete` act on the running
@@ -17,31 +17,37 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import libvirt
+from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
 from virtsdk.exceptions import MigrationError, MigrationNotFound, UnsafePath
-from virtsdk.livemigration.base import ConvergencePolicy
-from virtsdk.livemigration.loader import load_configured_policies
-from virtsdk.livemigration.monitor import monitor_migration
+from virtsdk.live_migration.base import ConvergencePolicy
+from virtsdk.live_migration.loader import load_configured_policies
+from virtsdk.live_migration.monitor import monitor_migration
 from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.validation import validate_hostname
 from virtsdk_libvirt import xmlutil
-from virtsdk_libvirt.live import migrate
-from virtsdk_libvirt.live.job import JobCompletedListener, LibvirtMigrationJob, ensure_event_loop
-from virtsdk_libvirt.live.xml_rewrite import DestinationSpec, rewrite_for_destination
+from virtsdk_libvirt.host import Host
+from virtsdk_libvirt.live_migration import migrate
+from virtsdk_libvirt.live_migration.job import (
+    JobCompletedListener,
+    LibvirtMigrationJob,
+    ensure_event_loop,
+)
+from virtsdk_libvirt.live_migration.xml_rewrite import DestinationSpec, rewrite_for_destination
+from virtsdk_libvirt.migrate_data import LibvirtLiveMigrateData
+from virtsdk_libvirt.paths import InstancePaths
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
 MiB = 1024**2
-_JOBS_LOCK = threading.Lock()
 #: seconds the migration thread waits, after the call returned, for the job-completed
 #: event (libvirt queues it as the job ends; delivery may trail the call's return)
 COMPLETED_EVENT_WAIT_S = 5.0
@@ -76,14 +82,14 @@ def destination_spec(data: LiveMigrateData, src_instance_dir: str,
     (validated: it crossed hosts; the destination's instance directory must be a
     normal absolute path named like the source's, i.e. after the instance UUID)."""
     moves: list[tuple[str, str]] = []
-    dd = data.driver_data or {}
-    if dd.get("dest_instance_dir"):
-        dst_dir = str(dd["dest_instance_dir"])
+    dd = LibvirtLiveMigrateData.of(data)
+    if dd.dest_instance_dir:
+        dst_dir = dd.dest_instance_dir
         if os.path.basename(dst_dir) != os.path.basename(src_instance_dir):
             raise UnsafePath(dst_dir, "<the destination's instances directory>")
         moves.append((src_instance_dir, dst_dir))
-    if dd.get("dest_image_cache"):
-        moves.append((src_image_cache, str(dd["dest_image_cache"])))
+    if dd.dest_image_cache:
+        moves.append((src_image_cache, dd.dest_image_cache))
     return DestinationSpec(
         vnc_listen=data.graphics_listen_addr_vnc,
         spice_listen=data.graphics_listen_addr_spice,
@@ -96,22 +102,16 @@ def destination_spec(data: LiveMigrateData, src_instance_dir: str,
 
 
 class SourceMigrationMixin:
-    """The source-side methods of ``LiveMigrationMixin``."""
+    """The source-side methods of ``LiveMigrator``."""
 
-    conf: Any
-    lv_conf: Any
+    conf: cfg.ConfigOpts
+    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
     host: str
-    _paths: Any
-    _host: Any
-    _lookup: Callable[[Instance], libvirt.virDomain]  # LibvirtDriver's
-
-    @property
-    def _lm_jobs(self) -> dict[str, LibvirtMigrationJob]:
-        with _JOBS_LOCK:
-            jobs = self.__dict__.get("_live_migration_jobs")
-            if jobs is None:
-                jobs = self.__dict__["_live_migration_jobs"] = {}
-            return jobs
+    _paths: InstancePaths
+    _host: Host
+    _lookup: Callable[[Instance], libvirt.virDomain]
+    #: the running jobs of this host by instance UUID
+    _lm_jobs: dict[str, LibvirtMigrationJob]
 
     def live_migration(
         self,
@@ -137,7 +137,8 @@ class SourceMigrationMixin:
         if running is not None and not running.done:
             raise MigrationError(f"{instance.name} is already being live-migrated from "
                                  f"{self.host}")
-        data = migrate_data.copy() if migrate_data is not None else LiveMigrateData()
+        data = LibvirtLiveMigrateData.of(
+            migrate_data.copy() if migrate_data is not None else None)
         if data.block_migration is None:
             data.block_migration = block_migration
         validate_hostname(dest)
@@ -178,12 +179,10 @@ class SourceMigrationMixin:
         job.wait()
         self._lm_jobs.pop(instance.uuid, None)
         if final.job_type == "completed" and job.succeeded():
-            data.driver_data = dict(data.driver_data)
             # a measurement or None, never QEMU's estimate
-            data.driver_data["downtime_ms"] = (final.downtime_ms if final.downtime_measured
-                                               else None)
-            data.driver_data["data_processed"] = final.data_processed
-            data.driver_data["migration_call"] = str(job.result)
+            data.downtime_ms = final.downtime_ms if final.downtime_measured else None
+            data.data_processed = final.data_processed
+            data.migration_call = str(job.result)
             post_method(context, instance, dest, bool(block_migration), data)
             return
         recover_method(context, instance, dest, data)

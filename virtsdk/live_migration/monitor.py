@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from virtsdk.exceptions import NotSupported
-from virtsdk.livemigration.base import Action, ConvergencePolicy, MigrationJob
+from virtsdk.live_migration.base import Action, ConvergencePolicy, MigrationJob
 from virtsdk.objects import JobStats
 
 LOG = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Options of the ``[live_migration]`` group, read by every driver's live migration.
 
 Registered by :func:`virtsdk.conf.register_all` (and by
-:func:`virtsdk.livemigration.loader.load_policies` on demand).  Defaults follow Nova's
+:func:`virtsdk.live_migration.loader.load_policies` on demand).  Defaults follow Nova's
 libvirt driver (``live_migration_downtime*``, ``live_migration_completion_timeout``,
 ``live_migration_timeout_action``, ``live_migration_bandwidth``,
 ``live_migration_permit_post_copy`` / ``_auto_converge``) plus the stall-detection and

@@ -1,6 +1,6 @@
 """Flags, parameters and the libvirt call that starts a live migration.
 
-Used on the source host by :class:`virtsdk_libvirt.live.LiveMigrationMixin`
+Used on the source host by :class:`virtsdk_libvirt.live_migration.LiveMigrator`
 (``live_migration``).  Flags and parameters are computed by pure functions from the
 driver's ``[libvirt]`` options, the block-migration decision and the flags the
 convergence policies ask for; :func:`start_migration` makes the one blocking libvirt
@@ -21,8 +21,8 @@ from lxml import etree
 
 from virtsdk.exceptions import Invalid, MigrationError
 from virtsdk.validation import validate_hostname
-from virtsdk_libvirt.live.opts import EXTRA_FLAG_NAMES
-from virtsdk_libvirt.live.xml_rewrite import check_can_migrate_as_is, paths_under
+from virtsdk_libvirt.live_migration.opts import EXTRA_FLAG_NAMES
+from virtsdk_libvirt.live_migration.xml_rewrite import check_can_migrate_as_is, paths_under
 
 LOG = logging.getLogger(__name__)
 
