@@ -211,6 +211,10 @@ class Database:
         """
         cols = convert.instance_values(values)
         with self._session() as s:
+            moved_from: str | None = None
+            if "host" in values:
+                moved_from = s.scalar(select(InstanceRow.host).where(
+                    InstanceRow.uuid == uuid, InstanceRow.deleted.is_(False)))
             stmt = update(InstanceRow).where(
                 InstanceRow.uuid == uuid, InstanceRow.deleted.is_(False))
             if expected_task_state is not ANY:
@@ -232,6 +236,11 @@ class Database:
             if "task_state" in values and values["task_state"] is None:
                 # the flow is over: whatever the scheduler claimed for it goes
                 s.execute(delete(ClaimRow).where(ClaimRow.consumer == uuid))
+            elif "host" in values and values["host"] and values["host"] != moved_from:
+                # the move arrived: the instance row now counts on its new host, so a
+                # claim there would count it twice (after its migration record ends)
+                s.execute(delete(ClaimRow).where(ClaimRow.consumer == uuid,
+                                                 ClaimRow.host == values["host"]))
             return convert.row_to_instance(row)
 
     def instance_destroy(self, uuid: str) -> None:
