@@ -66,8 +66,7 @@ def test_drivers_check_runs_the_four_flows_on_the_lab(lab: Any, lab_drivers: Any
                                                       guest_image: Any) -> None:
     """``virtsdk drivers check libvirt``'s flows, through an embedded cloud whose hosts
     are the lab's (``lab_drivers`` only for its clean-up of the hosts afterwards)."""
-    from conftest import lab_host_overrides
-
+    from tests.libvirt.conftest import lab_host_overrides
     from virtsdk.cli.flows import check_driver
 
     image = ImageMeta(id=f"vsdk-guest-{guest_image.key}", name="vsdk test guest",
