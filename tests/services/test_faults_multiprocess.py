@@ -88,6 +88,9 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
     assert _check_intact(cloud, uuid) == "mpB"
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect (issue 9): when the source compute is still reconnecting to the broker "
+    "as its live migration reaches the post step, the instance can end in ERROR"))
 def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
                                                   private_rabbit: PrivateRabbit) -> None:
     cloud = process_cloud
