@@ -31,9 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import report
 from virtsdk_fake.fabric import drop_fabric, get_fabric
 
+from benchmarks.measure import report
 from virtsdk.cloud import EmbeddedCloud
 from virtsdk.states import MigrationStatus, MigrationType, VMState
 

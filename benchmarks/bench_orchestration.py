@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import report
 from virtsdk_fake.fabric import drop_fabric
 
+from benchmarks.measure import report
 from virtsdk.cloud import EmbeddedCloud
 from virtsdk.states import MigrationStatus, VMState
 

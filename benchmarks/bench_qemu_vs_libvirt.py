@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.libvirt.conftest import clean_lab_host, make_driver
-from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver
+from contrib.qemu.tests.qemu_lab import clean_qemu_dir, make_qemu_driver
+from drivers.libvirt.tests.libvirt_lab import clean_lab_host, make_driver
 from virtsdk.context import get_admin_context
 from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
 from virtsdk.testing.live import run_live_migration

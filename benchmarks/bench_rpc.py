@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import median_us, report
 from oslo_config import cfg
 
+from benchmarks.measure import median_us, report
 from virtsdk import rpc
 from virtsdk.context import RequestContext
 from virtsdk.objects import Flavor, Instance

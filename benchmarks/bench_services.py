@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import report
 from virtsdk_fake.fabric import drop_fabric
 from virtsdk_lab.broker import PrivateRabbit
 
+from benchmarks.measure import report
 from virtsdk import rpc
 from virtsdk.api import API
 from virtsdk.cloud import EmbeddedCloud

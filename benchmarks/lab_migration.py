@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.libvirt.conftest import clean_lab_host, make_driver
+from drivers.libvirt.tests.libvirt_lab import clean_lab_host, make_driver
 from virtsdk.context import get_admin_context
 from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
 

@@ -45,7 +45,7 @@ def where(lab: Any, instance_uuid: str) -> list[tuple[str, bool]]:
 
 @pytest.fixture
 def lab_cloud(lab: Any, tmp_path: Any) -> Iterator[EmbeddedCloud]:
-    from tests.libvirt.conftest import clean_lab_host, lab_host_overrides
+    from drivers.libvirt.tests.libvirt_lab import clean_lab_host, lab_host_overrides
 
     per_host = lab_host_overrides(lab)
     cloud = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", state_path=str(tmp_path),

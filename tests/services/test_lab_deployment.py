@@ -37,7 +37,7 @@ def vnc_listen(host: Any, instance_uuid: str) -> str | None:
 
 
 def _deployment(lab: Any, tmp_path: Path, host_extra: str = "") -> Iterator[LabDeployment]:
-    from tests.libvirt.conftest import clean_lab_host
+    from drivers.libvirt.tests.libvirt_lab import clean_lab_host
 
     deployment = LabDeployment(lab.hosts, lab.names.gateway, tmp_path, host_extra=host_extra)
     try:

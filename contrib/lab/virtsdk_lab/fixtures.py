@@ -1,6 +1,6 @@
 """Pytest plugin: the session-wide two-host ``lab`` and the ``guest_image`` fixtures.
 
-Loaded by the top-level ``tests/conftest.py`` (``pytest_plugins``).  The lab is
+Loaded by the repository's root ``conftest.py`` (``pytest_plugins``).  The lab is
 brought up once per test session, the first time a test asks for it, and torn down
 at the end of the session even if tests failed, the run was interrupted (an
 ``atexit`` hook and a SIGTERM handler back up the fixture finaliser), or ``up()``

@@ -20,7 +20,7 @@ from virtsdk.objects import Flavor, NetworkInfo
 from virtsdk.states import PowerState
 from virtsdk.testing.contract import MethodRecorder
 
-from .conftest import SMALL, fill
+from .guest_data import SMALL, fill
 
 NET = NetworkInfo()
 

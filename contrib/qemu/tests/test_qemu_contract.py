@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver
 from virtsdk.driver import ComputeDriver
 from virtsdk.objects import Flavor, ImageMeta, Instance
 from virtsdk.testing.contract import DriverContractTests
+from virtsdk.testing.faults import cut_disk_transfer
+
+from .qemu_lab import clean_qemu_dir, make_qemu_driver
 
 pytestmark = pytest.mark.lab
 
@@ -60,7 +62,7 @@ class TestQemuDriverContract(DriverContractTests):
         return slow
 
     @pytest.fixture
-    def fail_disk_transfer(self, cut_disk_transfer: Callable[[ComputeDriver, Instance], None]
+    def fail_disk_transfer(self, monkeypatch: pytest.MonkeyPatch
                            ) -> Callable[[ComputeDriver, Instance], None]:
         """Cut the next transfer from the driver after its first progress report."""
-        return cut_disk_transfer
+        return cut_disk_transfer(monkeypatch)

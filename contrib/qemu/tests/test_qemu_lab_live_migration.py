@@ -13,12 +13,13 @@ import pytest
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_qemu.driver import QemuDriver
 
-from tests.qemu_driver.conftest import clean_qemu_dir, make_qemu_driver, small_flavor
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import LiveMigrationAborted, MigrationPreCheckError
 from virtsdk.objects import ImageMeta, Instance, JobStats, NetworkInfo
 from virtsdk.states import PowerState
 from virtsdk.testing.live import LiveOutcome, run_live_migration
+
+from .qemu_lab import clean_qemu_dir, make_qemu_driver, small_flavor
 
 pytestmark = pytest.mark.lab
 

@@ -1,21 +1,18 @@
-"""Fixtures of the QEMU driver tests.
+"""Helpers of the qemu driver tests on the lab (also used by the benchmarks).
 
 ``make_qemu_driver(lab_host, **overrides)`` builds a :class:`QemuDriver` for one lab host
 with its own fresh ``cfg.ConfigOpts`` (``[qemu] instances_path``, ``my_ip``,
-``host_exec_prefix`` from the host, ``accel = tcg``); ``qemu_drivers`` yields one driver
-per lab host and afterwards stops every QEMU the drivers left and empties their
-instance directories.  QEMU runs in the host's network namespace through its
-``exec_prefix``; no libvirtd is involved.
+``host_exec_prefix`` from the host, ``accel = tcg``); ``clean_qemu_dir`` stops every QEMU
+whose files are under a directory and empties it.  QEMU runs in the host's network
+namespace through its ``exec_prefix``; no libvirtd is involved.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from oslo_config import cfg
 from virtsdk_qemu.driver import QemuDriver
 
@@ -86,26 +83,6 @@ def clean_qemu_dir(root: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
         elif child.is_file():
             child.unlink()
-
-
-@pytest.fixture
-def qemu_drivers(lab: Any) -> Iterator[list[QemuDriver]]:
-    """One QemuDriver per lab host; everything they started is removed afterwards."""
-    drivers = [make_qemu_driver(h) for h in lab.hosts]
-    try:
-        yield drivers
-    finally:
-        for driver in drivers:
-            clean_qemu_dir(driver.paths.root)
-
-
-@pytest.fixture
-def guest_meta(guest_image: Any) -> ImageMeta:
-    """The lab's test guest as an image: direct kernel boot, memory checksum on."""
-    return ImageMeta(id=f"vsdk-qemu-{guest_image.key}", name="vsdk test guest",
-                     properties={"kernel": str(guest_image.kernel),
-                                 "initrd": str(guest_image.initrd),
-                                 "cmdline": guest_image.cmdline(memcheck_mib=4)})
 
 
 def small_flavor(name: str = "tiny", memory_mb: int = 128, root_gb: int = 0,

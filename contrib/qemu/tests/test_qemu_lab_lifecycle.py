@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from virtsdk_lab.guest import ConsoleLog
 
-from tests.qemu_driver.conftest import make_qemu_driver, new_instance, small_flavor
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import InstanceNotFound
 from virtsdk.objects import NetworkInfo
 from virtsdk.states import PowerState
+
+from .qemu_lab import make_qemu_driver, new_instance, small_flavor
 
 pytestmark = pytest.mark.lab
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from virtsdk_lab.guest import ConsoleLog
 
-from tests.qemu_driver.conftest import QEMU_DIR, clean_qemu_dir
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
 from virtsdk.states import MigrationStatus, PowerState, VMState
+
+from .qemu_lab import QEMU_DIR, clean_qemu_dir
 
 pytestmark = pytest.mark.lab
 TIMEOUT = 240

@@ -1,21 +1,20 @@
-"""Fixtures of the libvirt driver tests.
+"""Helpers of the libvirt driver tests on the lab (also used by the core's lab tests and
+the benchmarks).
 
 ``make_driver(lab_host, **overrides)`` builds a :class:`LibvirtDriver` for one lab host
 with its own fresh ``cfg.ConfigOpts`` (``[libvirt] connection_uri``, ``instances_path``,
-``my_ip``, ``host_exec_prefix`` from the host); ``lab_drivers`` yields one driver per
-lab host and afterwards destroys every domain left on the lab hosts and empties
-their instance directories (the live-migration tests reuse both).
+``my_ip``, ``host_exec_prefix`` from the host); ``clean_lab_host`` destroys every domain
+of a lab host and empties its instance directory; ``lab_host_overrides`` gives an
+``EmbeddedCloud`` each lab host's ``[libvirt]`` section.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import libvirt
-import pytest
 from oslo_config import cfg
 from virtsdk_libvirt.driver import LibvirtDriver
 
@@ -86,19 +85,6 @@ def clean_lab_host(lab_host: Any) -> None:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
 
 
-@pytest.fixture
-def lab_drivers(lab: Any) -> Iterator[list[LibvirtDriver]]:
-    """One LibvirtDriver per lab host; leftovers are removed afterwards."""
-    drivers = [make_driver(h) for h in lab.hosts]
-    try:
-        yield drivers
-    finally:
-        for driver in drivers:
-            driver.cleanup_host(driver.host)
-        for host in lab.hosts:
-            clean_lab_host(host)
-
-
 def lab_host_overrides(lab: Any) -> dict[str, dict[str, dict[str, Any]]]:
     """``EmbeddedCloud(host_overrides=...)``: each lab host's own ``[libvirt]`` section."""
     return {h.name: {"libvirt": {"connection_uri": h.libvirt_uri,
@@ -106,24 +92,6 @@ def lab_host_overrides(lab: Any) -> dict[str, dict[str, dict[str, Any]]]:
                                  "my_ip": h.address,
                                  "host_exec_prefix": list(h.exec_prefix)}}
             for h in lab.hosts}
-
-
-@pytest.fixture
-def libvirt_cloud(lab: Any, lab_drivers: Any) -> Iterator[Any]:
-    """API + conductor + one libvirt compute service per lab host (an EmbeddedCloud
-    whose hosts differ only in ``[libvirt]``).  ``lab_drivers`` only for its clean-up
-    of the lab hosts afterwards."""
-    from virtsdk.cloud import EmbeddedCloud
-
-    common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
-                          "shutdown_retry_interval": 2},
-              "libvirt": {"shutdown_retry_interval": 2}}
-    cloud = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", overrides=common,
-                          host_overrides=lab_host_overrides(lab)).start()
-    try:
-        yield cloud
-    finally:
-        cloud.stop()
 
 
 def console_of(cloud: Any, host: str, instance_uuid: str) -> Any:

@@ -14,7 +14,7 @@ from virtsdk.exceptions import (
 from virtsdk.objects import ColdMigrateData, Flavor, ImageMeta, Migration, NetworkInfo
 from virtsdk.states import MigrationType, PowerState
 
-from .conftest import BIG, SMALL, disks_only, fill
+from .guest_data import BIG, SMALL, disks_only, fill
 
 NET = NetworkInfo()
 

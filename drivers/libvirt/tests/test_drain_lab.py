@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
 from virtsdk.services import COMPUTE
 from virtsdk.states import PowerState, VMState
+
+from .libvirt_lab import console_of as console
 
 pytestmark = pytest.mark.lab
 TIMEOUT = 300

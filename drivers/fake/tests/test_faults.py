@@ -11,7 +11,7 @@ from virtsdk.exceptions import InjectedFault, InsufficientResources
 from virtsdk.objects import NetworkInfo
 from virtsdk.states import PowerState
 
-from .conftest import SMALL
+from .guest_data import SMALL
 
 
 def test_every_driver_method_is_a_step():

@@ -30,7 +30,6 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import clean_lab_host, make_driver
 from oslo_concurrency import processutils
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.disk import info as disk_info
@@ -57,6 +56,8 @@ from virtsdk.objects import (
     NetworkInfo,
 )
 from virtsdk.testing.sequences import LiveOutcome, live_migrate
+
+from .libvirt_lab import clean_lab_host, make_driver
 
 pytestmark = pytest.mark.lab
 

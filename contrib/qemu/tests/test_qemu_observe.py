@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from virtsdk_qemu import observe
 
-from tests.qemu_driver.conftest import new_instance, small_flavor
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import InstanceNotFound
 from virtsdk.objects import NetworkInfo
 from virtsdk.states import PowerState
+
+from .qemu_lab import new_instance, small_flavor
 
 pytestmark = pytest.mark.lab
 

@@ -15,6 +15,7 @@ from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk.driver import ComputeDriver
 from virtsdk.objects import Flavor, ImageMeta, Instance
 from virtsdk.testing import DriverConformance
+from virtsdk.testing.faults import cut_disk_transfer
 
 pytestmark = pytest.mark.lab
 
@@ -56,18 +57,19 @@ class TestLibvirtConformance(DriverConformance):
         return slow
 
     @pytest.fixture
-    def fail_disk_transfer(self, cut_disk_transfer: Callable[[ComputeDriver, Instance], None]
+    def fail_disk_transfer(self, monkeypatch: pytest.MonkeyPatch
                            ) -> Callable[[ComputeDriver, Instance], None]:
         """Cut the next transfer from the driver after its first progress report."""
-        return cut_disk_transfer
+        return cut_disk_transfer(monkeypatch)
 
 
 def test_drivers_check_runs_the_four_flows_on_the_lab(lab: Any, lab_drivers: Any,
                                                       guest_image: Any) -> None:
     """``virtsdk drivers check libvirt``'s flows, through an embedded cloud whose hosts
     are the lab's (``lab_drivers`` only for its clean-up of the hosts afterwards)."""
-    from tests.libvirt.conftest import lab_host_overrides
     from virtsdk.cli.flows import check_driver
+
+    from .libvirt_lab import lab_host_overrides
 
     image = ImageMeta(id=f"vsdk-guest-{guest_image.key}", name="vsdk test guest",
                       properties={"kernel": str(guest_image.kernel),

@@ -12,7 +12,6 @@ import pytest
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_qemu.driver import QemuDriver
 
-from tests.qemu_driver.conftest import make_qemu_driver, new_instance, small_flavor
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import (
     DestinationDiskExists,
@@ -22,6 +21,8 @@ from virtsdk.exceptions import (
 )
 from virtsdk.objects import Flavor, ImageMeta, Instance, Migration, NetworkInfo, TransferProgress
 from virtsdk.states import MigrationType, PowerState
+
+from .qemu_lab import make_qemu_driver, new_instance, small_flavor
 
 pytestmark = pytest.mark.lab
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from tests.audit_check import assert_audit_clean
-from tests.libvirt.conftest import console_of as console
 from virtsdk.context import get_admin_context
 from virtsdk.objects import ImageMeta
 from virtsdk.states import MigrationStatus, PowerState, VMState
+
+from .libvirt_lab import console_of as console
 
 pytestmark = pytest.mark.lab
 GiB = 1024 ** 3

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_driver
 from virtsdk_lab.guest import ConsoleLog
 from virtsdk_libvirt.driver import InstanceExists, LibvirtDriver
 from virtsdk_libvirt.imagecache import ImageUnavailable
@@ -38,6 +37,8 @@ from virtsdk.objects import (
     TransferProgress,
 )
 from virtsdk.states import MigrationType, PowerState
+
+from .libvirt_lab import make_driver
 
 pytestmark = pytest.mark.lab
 

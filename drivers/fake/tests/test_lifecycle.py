@@ -13,7 +13,7 @@ from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
 from virtsdk.plugins import COMPUTE_DRIVERS, load
 from virtsdk.states import PowerState
 
-from .conftest import BIG, SMALL
+from .guest_data import BIG, SMALL
 
 
 def test_loaded_by_entry_point_with_its_own_option_group(conf, fabric):

@@ -1,0 +1,1 @@
+"""Tests of the fake driver (run from the repository root by ``./dev.sh test``)."""
