@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,7 +42,6 @@ from virtsdk.objects import (
     ImageMeta,
     Instance,
     Migration,
-    TransferProgress,
 )
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
@@ -100,27 +97,6 @@ class ColdMigrationFlow:
     def _instance(self, instance: Instance) -> Instance:
         """The authoritative copy of an instance passed over RPC."""
         return self.db.instance_get(instance.uuid)
-
-    def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
-        """The driver's transfer callback: stores progress in the migration record,
-        at most once per whole percent or half second (and always the last sample),
-        however often the transport reports."""
-        last = {"pct": -1, "at": 0.0}
-
-        def record(sample: TransferProgress) -> None:
-            if self.stopped.is_set() or sample.bytes_total <= 0:
-                return
-            done = min(sample.bytes_done, sample.bytes_total)
-            pct = int(100 * done / sample.bytes_total)
-            now = time.monotonic()
-            if pct == last["pct"] and now - last["at"] < 0.5 and done < sample.bytes_total:
-                return
-            last["pct"], last["at"] = pct, now
-            self.db.migration_record_progress(migration_id, {
-                "progress": pct,
-                "disk_total": sample.bytes_total, "disk_processed": done,
-                "disk_remaining": sample.bytes_total - done})
-        return record
 
     # -- destination: prep_resize ---------------------------------------------------------
 
@@ -263,7 +239,8 @@ class ColdMigrationFlow:
                     network.network_info(instance),
                     self.conf.compute.shutdown_timeout,
                     self.conf.compute.shutdown_retry_interval, migrate_data,
-                    progress=self._transfer_progress(int(migration.id or 0)))
+                    progress=self.records.transfer_progress(int(migration.id or 0),
+                                                             self.stopped))
                 if self.stopped.is_set():
                     return  # the service "crashed" meanwhile: recovery owns the flow
                 migration = self.db.migration_update(

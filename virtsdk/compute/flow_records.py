@@ -1,5 +1,5 @@
 """What every compute flow writes besides its own steps: notifications, a migration's
-error status and a failed flow's ending.
+error status, disk-transfer progress and a failed flow's ending.
 
 :class:`FlowRecords` is built once per compute manager with the host name, the
 manager's (fenced) database and its notifier, and handed to each flow object
@@ -11,13 +11,16 @@ manager's (fenced) database and its notifier, and handed to each flow object
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from virtsdk import actions
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.notifications import Notifier, instance_payload
-from virtsdk.objects import Instance, Migration
+from virtsdk.objects import Instance, Migration, TransferProgress
 from virtsdk.states import MigrationStatus, VMState
 
 LOG = logging.getLogger(__name__)
@@ -70,3 +73,25 @@ class FlowRecords:
                 LOG.exception("could not restore fields of %s", instance.uuid)
         actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
         actions.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
+
+    def transfer_progress(self, migration_id: int, stopped: threading.Event
+                          ) -> Callable[[TransferProgress], None]:
+        """The driver's disk-transfer callback: stores progress in the migration
+        record, at most once per whole percent or half second (and always the last
+        sample), however often the transport reports; nothing once ``stopped``."""
+        last = {"pct": -1, "at": 0.0}
+
+        def record(sample: TransferProgress) -> None:
+            if stopped.is_set() or sample.bytes_total <= 0:
+                return
+            done = min(sample.bytes_done, sample.bytes_total)
+            pct = int(100 * done / sample.bytes_total)
+            now = time.monotonic()
+            if pct == last["pct"] and now - last["at"] < 0.5 and done < sample.bytes_total:
+                return
+            last["pct"], last["at"] = pct, now
+            self.db.migration_record_progress(migration_id, {
+                "progress": pct,
+                "disk_total": sample.bytes_total, "disk_processed": done,
+                "disk_remaining": sample.bytes_total - done})
+        return record
