@@ -92,12 +92,6 @@ class ColdMigrationFlow:
         self.claims = claims
         self.stopped = stopped
 
-    # -- helpers --------------------------------------------------------------------------
-
-    def _instance(self, instance: Instance) -> Instance:
-        """The authoritative copy of an instance passed over RPC."""
-        return self.db.instance_get(instance.uuid)
-
     # -- destination: prep_resize ---------------------------------------------------------
 
     def prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
@@ -107,7 +101,7 @@ class ColdMigrationFlow:
         then casts ``resize_instance`` to the source.  A reschedulable failure
         (RescheduledError, e.g. InsufficientResources) goes back to the conductor with
         the remaining ``alternates``; when none is left the instance is restored."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         restore = instance.vm_state
         done = PrepResizeProgress()
         try:
@@ -220,7 +214,7 @@ class ColdMigrationFlow:
         """Source, cast by the destination's prep_resize: power off and send the
         disks (``migrate_disk_and_power_off``, progress into the migration record),
         then cast ``finish_resize`` to the destination."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         restore = instance.vm_state
         reached_driver = False
         try:
@@ -298,7 +292,7 @@ class ColdMigrationFlow:
                       migrate_data: ColdMigrateData | None = None) -> None:
         """Destination, cast by the source: build the instance from the received
         disks (``finish_migration``); vm_state RESIZED, migration 'finished'."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         migration = self.db.migration_get(int(migration.id or 0))
         restore = old_vm_state(instance)
         reached_driver = False
@@ -364,7 +358,7 @@ class ColdMigrationFlow:
         """Source, cast by a destination whose finish_resize failed: start the kept
         copy again (``finish_revert_migration``).  vm_state: the one before the resize
         when ``rollback``, else ERROR (the data is intact here either way)."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         old = old_vm_state(instance)
         final = old if rollback else VMState.ERROR
         try:

@@ -93,10 +93,6 @@ class LiveMigrationFlow:
         for thread in threads:
             thread.join()
 
-    def _instance(self, instance: Instance) -> Instance:
-        """The authoritative copy of an instance passed over RPC."""
-        return self.db.instance_get(instance.uuid)
-
     # -- source side ------------------------------------------------------------------------
 
     def live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
@@ -132,7 +128,7 @@ class LiveMigrationFlow:
                            migrate_data: LiveMigrateData) -> None:
         mid = int(migration.id or 0)
         try:
-            instance = self._instance(instance)
+            instance = self.db.instance_get(instance.uuid)
             self.db.action_event_start(ctx, instance.uuid, EVENT, self.host)
             try:
                 self.db.migration_update(mid, {"status": Status.QUEUED},
@@ -372,7 +368,7 @@ class LiveMigrationFlow:
         if migration.status == Status.RUNNING:
             self._aborted.add(migration_id)
             try:
-                self.driver.live_migration_abort(self._instance(instance))
+                self.driver.live_migration_abort(self.db.instance_get(instance.uuid))
             except MigrationNotFound:
                 pass  # the job is starting: the progress callback delivers the abort
             return
@@ -388,4 +384,4 @@ class LiveMigrationFlow:
             raise InstanceInvalidState(instance.uuid, "migration status",
                                        str(migration.status),
                                        "force the live migration to complete of")
-        self.driver.live_migration_force_complete(self._instance(instance))
+        self.driver.live_migration_force_complete(self.db.instance_get(instance.uuid))

@@ -122,16 +122,12 @@ class ComputeManager:
         res = self.driver.get_available_resource(self.host)
         self.db.service_heartbeat(self.host, COMPUTE, resources=res.to_primitive())
 
-    def _instance(self, instance: Instance) -> Instance:
-        """The authoritative copy of an instance passed over RPC."""
-        return self.db.instance_get(instance.uuid)
-
     # -- RPC: instance lifecycle ----------------------------------------------------------
 
     def build_and_run_instance(self, ctx: RequestContext, instance: Instance) -> None:
         """Cast by the conductor to the chosen host: spawn the instance.  On success
         vm_state ACTIVE; on failure vm_state ERROR and the driver left nothing."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid,
                                         "compute_build_and_run_instance", self.host):
@@ -159,7 +155,7 @@ class ComputeManager:
         """Called by the API on the instance's host: destroy it with its disks and
         mark it deleted.  Raises what the driver raised (the instance then stays, in
         ERROR, so nothing is lost silently)."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         with actions.event_reporter(self.db, ctx, instance.uuid, "compute_terminate_instance",
                                     self.host):
             try:
