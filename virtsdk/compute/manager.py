@@ -9,14 +9,14 @@ Every public method here is an RPC method.  The migration flows are objects buil
 here with explicit, typed dependencies (the fenced database, driver and RPC clients,
 :class:`~.flow_records.FlowRecords`, ...): :class:`~.cold_migration.ColdMigrationFlow`,
 :class:`~.confirm_revert.ConfirmRevertFlow`, :class:`~.live_migration.LiveMigrationFlow`
-and :class:`~.live_migration_dest.LiveMigrationDestination`; their RPC methods here
-only forward to them, keeping the names and signatures rolling upgrades pin.  So are
-start-up recovery (:class:`~.recovery.Recovery`, given the flow objects whose steps
-it runs again) and the reconcile task (:class:`~.reconcile.Reconciler`).  This
-module holds the instance lifecycle.  Each flow keeps the vm_state /
-task_state / migration-status machine of docs/flows.md ("States") and ends by clearing
-the task state *after* the migration record reached its final status, so "task_state
-is None" means "this flow is over" to any observer.
+and :class:`~.live_migration_dest.LiveMigrationDestination`.  The RPC methods of the
+flows only forward to them here, keeping the names and signatures rolling upgrades
+pin.  Start-up recovery (:class:`~.recovery.Recovery`, given the flow objects whose
+steps it runs again) and the reconcile task (:class:`~.reconcile.Reconciler`) are
+built here the same way.  This module holds the instance lifecycle.  Each flow keeps
+the vm_state / task_state / migration-status machine of docs/flows.md ("States") and
+ends by clearing the task state *after* the migration record reached its final
+status, so "task_state is None" means "this flow is over" to any observer.
 """
 
 from __future__ import annotations
