@@ -1,13 +1,15 @@
 """Cold migration and resize on the compute side (the chain of docs/flows.md).
 
-RPC methods, all casts, each running on the host named in its docstring::
+:class:`ColdMigrationFlow` holds the steps that move the instance; confirming or
+reverting the result is :class:`~.confirm_revert.ConfirmRevertFlow`.  The compute
+manager builds both; it forwards these RPC methods (all casts, each running on the
+host named in its docstring) to the first::
 
     dest   prep_resize        claim, Migration record (pre-migrating), prepare target
     source resize_instance    migrate_disk_and_power_off (migrating -> post-migrating)
     dest   finish_resize      finish_migration; vm_state RESIZED, migration finished
-    source confirm_resize     confirm_migration; migration confirmed
-    dest   revert_resize      destroy here, then source finish_revert_resize
-    source finish_revert_resize   finish_revert_migration; migration reverted
+    source restore_resize_source  after a failed finish_resize: restart the kept copy
+    dest   abort_resize_target    after a failed transfer: undo the target
 
 Failure handling keeps one rule: the instance and its disks survive on exactly one
 host.  Before ``finish_migration`` the source copy is authoritative: the destination
@@ -19,13 +21,19 @@ out on exception": restored after a rollback-class error, ERROR otherwise.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
+from typing import Protocol
+
+from oslo_config import cfg
 
 from virtsdk import actions, network
-from virtsdk.compute.base import ManagerBase
+from virtsdk.compute.claims import HostClaims
+from virtsdk.compute.flow_records import FlowRecords, old_vm_state
+from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
+from virtsdk.db.api import Database
+from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import Conflict, NotSupported, RescheduledError
 from virtsdk.objects import (
     ColdMigrateData,
@@ -34,13 +42,22 @@ from virtsdk.objects import (
     ImageMeta,
     Instance,
     Migration,
-    TransferProgress,
 )
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
 Status = MigrationStatus
+
+
+class ConductorClient(Protocol):
+    """What a compute host asks of the conductor, given to the manager by whoever
+    builds it (:class:`virtsdk.conductor.rpcapi.ConductorAPI`; compute never imports
+    the layer above it)."""
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                        alternates: list[str], migration_type: str) -> None:
+        """Cast: schedule a refused cold migration / resize again on ``alternates``."""
 
 
 @dataclass
@@ -53,61 +70,27 @@ class PrepResizeProgress:
     migrate_data: ColdMigrateData | None = None
 
 
-class ColdMigrationMixin(ManagerBase):
-    """Cold-migration RPC methods of the compute manager."""
+class ColdMigrationFlow:
+    """The cold-migration / resize steps of one compute host, up to the resized
+    instance (see the module docstring).  Explicit dependencies: the options, this
+    host's name, the (fenced) database, driver and RPC clients of the manager, its
+    :class:`~.flow_records.FlowRecords` and :class:`~.claims.HostClaims`, and the
+    service's ``stopped`` event (set when the service stops: late callbacks of a
+    "crashed" service do nothing)."""
 
-    # -- helpers --------------------------------------------------------------------------
-
-    def _mark_migration(self, migration: Migration | None, status: MigrationStatus,
-                        exc: BaseException | None = None) -> None:
-        if migration is None or migration.id is None:
-            return
-        values: dict[str, object] = {"status": status}
-        if exc is not None:
-            values["error"] = actions.describe(exc)
-        try:
-            self.db.migration_update(migration.id, values)
-        except Exception:  # never hide the original failure
-            LOG.exception("could not mark migration %s %s", migration.id, status)
-
-    def _old_vm_state(self, instance: Instance) -> VMState:
-        return VMState(instance.system_metadata.get("old_vm_state", VMState.ACTIVE))
-
-    def _fail_flow(self, ctx: RequestContext, instance: Instance, exc: BaseException,
-                   restore: VMState, extra: dict[str, object] | None = None,
-                   rollback: bool = False) -> None:
-        """End a failed flow: optional field fixes, then error-out semantics
-        (``rollback`` forces "restore ``restore``" whatever the error)."""
-        LOG.warning("%s of %s failed on %s: %s", instance.task_state, instance.uuid,
-                    self.host, actions.describe(exc))
-        if extra:
-            try:
-                self.db.instance_update(instance.uuid, dict(extra))
-            except Exception:
-                LOG.exception("could not restore fields of %s", instance.uuid)
-        actions.finish_action(self.db, ctx, instance.uuid, actions.describe(exc))
-        actions.error_out_instance(self.db, instance.uuid, exc, restore, rollback)
-
-    def _transfer_progress(self, migration_id: int) -> Callable[[TransferProgress], None]:
-        """The driver's transfer callback: stores progress in the migration record,
-        at most once per whole percent or half second (and always the last sample),
-        however often the transport reports."""
-        last = {"pct": -1, "at": 0.0}
-
-        def record(sample: TransferProgress) -> None:
-            if self.stopped.is_set() or sample.bytes_total <= 0:
-                return
-            done = min(sample.bytes_done, sample.bytes_total)
-            pct = int(100 * done / sample.bytes_total)
-            now = time.monotonic()
-            if pct == last["pct"] and now - last["at"] < 0.5 and done < sample.bytes_total:
-                return
-            last["pct"], last["at"] = pct, now
-            self.db.migration_record_progress(migration_id, {
-                "progress": pct,
-                "disk_total": sample.bytes_total, "disk_processed": done,
-                "disk_remaining": sample.bytes_total - done})
-        return record
+    def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
+                 driver: ComputeDriver, compute_rpc: ComputeAPI,
+                 conductor_rpc: ConductorClient, records: FlowRecords,
+                 claims: HostClaims, stopped: threading.Event) -> None:
+        self.conf = conf
+        self.host = host
+        self.db = db
+        self.driver = driver
+        self.compute_rpc = compute_rpc
+        self.conductor_rpc = conductor_rpc
+        self.records = records
+        self.claims = claims
+        self.stopped = stopped
 
     # -- destination: prep_resize ---------------------------------------------------------
 
@@ -118,15 +101,15 @@ class ColdMigrationMixin(ManagerBase):
         then casts ``resize_instance`` to the source.  A reschedulable failure
         (RescheduledError, e.g. InsufficientResources) goes back to the conductor with
         the remaining ``alternates``; when none is left the instance is restored."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         restore = instance.vm_state
         done = PrepResizeProgress()
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid, "compute_prep_resize",
-                                      self.host):
+                                        self.host):
                 self._prep_resize(ctx, instance, flavor, MigrationType(migration_type), done)
         except RescheduledError as refused:
-            self._mark_migration(done.migration, Status.ERROR, refused)
+            self.records.mark_migration(done.migration, Status.ERROR, refused)
             failure: Exception = refused
             if alternates:
                 LOG.info("prep_resize of %s refused by %s (%s); rescheduling to %s",
@@ -137,16 +120,16 @@ class ColdMigrationMixin(ManagerBase):
                     return
                 except Exception as lost:  # noqa: BLE001 - reschedule lost: restore
                     failure = lost
-            self._fail_flow(ctx, instance, failure, restore,
-                            {"old_flavor": None, "new_flavor": None}, rollback=True)
+            self.records.fail_flow(ctx, instance, failure, restore,
+                                   {"old_flavor": None, "new_flavor": None}, rollback=True)
             return
         except Exception as exc:  # noqa: BLE001 - a cast: the records say what happened
-            self._mark_migration(done.migration, Status.ERROR, exc)
+            self.records.mark_migration(done.migration, Status.ERROR, exc)
             if done.migrate_data is not None:
-                self._abort_target(ctx, instance, done.migrate_data)
+                self.abort_target(ctx, instance, done.migrate_data)
             if not isinstance(exc, Conflict):
-                self._fail_flow(ctx, instance, exc, restore,
-                                {"old_flavor": None, "new_flavor": None})
+                self.records.fail_flow(ctx, instance, exc, restore,
+                                       {"old_flavor": None, "new_flavor": None})
             return
         migration, migrate_data = done.migration, done.migrate_data
         assert migration is not None and migrate_data is not None
@@ -156,16 +139,16 @@ class ColdMigrationMixin(ManagerBase):
             # of this host may have run before the target existed
             LOG.warning("prep_resize of %s: migration %s is %s; undoing the target",
                         instance.uuid, migration.id, current.status)
-            self._abort_target(ctx, instance, migrate_data)
+            self.abort_target(ctx, instance, migrate_data)
             return
         try:
             self.compute_rpc.resize_instance(ctx, migration.source_host, instance,
                                              migration, flavor, migrate_data)
         except Exception as exc:  # noqa: BLE001 - nothing moved yet: undo and restore
-            self._mark_migration(migration, Status.ERROR, exc)
-            self._abort_target(ctx, instance, migrate_data)
-            self._fail_flow(ctx, instance, exc, restore,
-                            {"old_flavor": None, "new_flavor": None}, rollback=True)
+            self.records.mark_migration(migration, Status.ERROR, exc)
+            self.abort_target(ctx, instance, migrate_data)
+            self.records.fail_flow(ctx, instance, exc, restore,
+                                   {"old_flavor": None, "new_flavor": None}, rollback=True)
 
     def _prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                      migration_type: MigrationType, done: PrepResizeProgress) -> None:
@@ -182,8 +165,8 @@ class ColdMigrationMixin(ManagerBase):
             raise NotSupported(self.driver.name, "resize")
         if not caps.supports_cold_migration:
             raise NotSupported(self.driver.name, "cold migration")
-        with self._resource_lock():
-            self._claim(instance, flavor, f"{migration_type} of {instance.uuid}")
+        with self.claims.lock():
+            self.claims.claim(instance, flavor, f"{migration_type} of {instance.uuid}")
             migration = self.db.migration_create(Migration(
                 instance_uuid=instance.uuid, source_host=str(instance.host),
                 migration_type=migration_type, dest_host=self.host,
@@ -195,13 +178,15 @@ class ColdMigrationMixin(ManagerBase):
             instance.uuid, {"old_flavor": instance.flavor, "new_flavor": flavor,
                             "system_metadata": sysmeta},
             expected_task_state=TaskState.RESIZE_PREP)
-        self._notify(ctx, "resize.prep.start", instance, migration_id=migration.id)
+        self.records.notify(ctx, "resize.prep.start", instance, migration_id=migration.id)
         done.migrate_data = self.driver.prepare_migrate_disk_target(
             ctx, migration, instance, flavor)
-        self._notify(ctx, "resize.prep.end", instance, migration_id=migration.id)
+        self.records.notify(ctx, "resize.prep.end", instance, migration_id=migration.id)
 
-    def _abort_target(self, ctx: RequestContext, instance: Instance,
-                      migrate_data: ColdMigrateData | None) -> None:
+    def abort_target(self, ctx: RequestContext, instance: Instance,
+                     migrate_data: ColdMigrateData | None) -> None:
+        """Destination (also from recovery): undo ``prepare_migrate_disk_target``,
+        best effort (a failure is logged)."""
         try:
             self.driver.abort_migrate_disk_target(ctx, instance,
                                                   migrate_data or ColdMigrateData())
@@ -216,7 +201,7 @@ class ColdMigrationMixin(ManagerBase):
         recovery): undo ``prepare_migrate_disk_target`` and, if ``destroy`` and this
         is not the instance's own host, remove any partial copy here."""
         instance = self.db.instance_get(instance.uuid)
-        self._abort_target(ctx, instance, migrate_data)
+        self.abort_target(ctx, instance, migrate_data)
         if destroy and instance.host != self.host:
             self.driver.destroy(ctx, instance, network.network_info(instance),
                                 destroy_disks=True)
@@ -229,26 +214,27 @@ class ColdMigrationMixin(ManagerBase):
         """Source, cast by the destination's prep_resize: power off and send the
         disks (``migrate_disk_and_power_off``, progress into the migration record),
         then cast ``finish_resize`` to the destination."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         restore = instance.vm_state
         reached_driver = False
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid,
-                                      "compute_resize_instance", self.host):
+                                        "compute_resize_instance", self.host):
                 migration = self.db.migration_update(
                     int(migration.id or 0), {"status": Status.MIGRATING},
                     expected_status=Status.PRE_MIGRATING)
                 instance = self.db.instance_update(
                     instance.uuid, {"task_state": TaskState.RESIZE_MIGRATING},
                     expected_task_state=TaskState.RESIZE_PREP)
-                self._notify(ctx, "resize.start", instance, migration_id=migration.id)
+                self.records.notify(ctx, "resize.start", instance, migration_id=migration.id)
                 reached_driver = True
                 disk_info = self.driver.migrate_disk_and_power_off(
                     ctx, instance, str(migration.dest_host), flavor,
                     network.network_info(instance),
                     self.conf.compute.shutdown_timeout,
                     self.conf.compute.shutdown_retry_interval, migrate_data,
-                    progress=self._transfer_progress(int(migration.id or 0)))
+                    progress=self.records.transfer_progress(int(migration.id or 0),
+                                                             self.stopped))
                 if self.stopped.is_set():
                     return  # the service "crashed" meanwhile: recovery owns the flow
                 migration = self.db.migration_update(
@@ -258,7 +244,7 @@ class ColdMigrationMixin(ManagerBase):
                     instance.uuid, {"task_state": TaskState.RESIZE_MIGRATED,
                                     "power_state": PowerState.SHUTDOWN},
                     expected_task_state=TaskState.RESIZE_MIGRATING)
-                self._notify(ctx, "resize.end", instance, migration_id=migration.id)
+                self.records.notify(ctx, "resize.end", instance, migration_id=migration.id)
         except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
             if self.stopped.is_set():
                 return
@@ -279,7 +265,7 @@ class ColdMigrationMixin(ManagerBase):
         if isinstance(exc, Conflict) and not reached_driver:
             LOG.warning("resize_instance of %s skipped: %s", instance.uuid, exc)
             return  # recovery or another request already settled this migration
-        self._mark_migration(migration, Status.ERROR, exc)
+        self.records.mark_migration(migration, Status.ERROR, exc)
         try:
             self.compute_rpc.abort_resize_target(ctx, str(migration.dest_host), instance,
                                                  migration, migrate_data, destroy=True)
@@ -294,7 +280,7 @@ class ColdMigrationMixin(ManagerBase):
             except Exception as exc2:
                 LOG.exception("could not restore %s on its source", instance.uuid)
                 exc = exc2
-        self._fail_flow(ctx, instance, exc, restore, {
+        self.records.fail_flow(ctx, instance, exc, restore, {
             "old_flavor": None, "new_flavor": None,
             "power_state": PowerState.RUNNING if restore == VMState.ACTIVE
             else PowerState.SHUTDOWN})
@@ -306,19 +292,20 @@ class ColdMigrationMixin(ManagerBase):
                       migrate_data: ColdMigrateData | None = None) -> None:
         """Destination, cast by the source: build the instance from the received
         disks (``finish_migration``); vm_state RESIZED, migration 'finished'."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         migration = self.db.migration_get(int(migration.id or 0))
-        restore = self._old_vm_state(instance)
+        restore = old_vm_state(instance)
         reached_driver = False
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid, "compute_finish_resize",
-                                      self.host):
+                                        self.host):
                 new, old = migration.new_flavor or instance.flavor, migration.old_flavor
                 instance = self.db.instance_update(
                     instance.uuid, {"host": self.host, "node": self.host, "flavor": new,
                                     "task_state": TaskState.RESIZE_FINISH},
                     expected_task_state=TaskState.RESIZE_MIGRATED)
-                self._notify(ctx, "resize.finish.start", instance, migration_id=migration.id)
+                self.records.notify(ctx, "resize.finish.start", instance,
+                                    migration_id=migration.id)
                 power_on = restore == VMState.ACTIVE
                 reached_driver = True
                 self.driver.finish_migration(
@@ -333,20 +320,21 @@ class ColdMigrationMixin(ManagerBase):
                                     "power_state": PowerState.RUNNING if power_on
                                     else PowerState.SHUTDOWN},
                     expected_task_state=TaskState.RESIZE_FINISH)
-                self._notify(ctx, "resize.finish.end", instance, migration_id=migration.id)
+                self.records.notify(ctx, "resize.finish.end", instance, migration_id=migration.id)
         except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
             if isinstance(exc, Conflict) and not reached_driver:
                 LOG.warning("finish_resize of %s skipped: %s", instance.uuid, exc)
                 return
-            self._finish_resize_failed(ctx, instance, migration, migrate_data, exc)
+            self.finish_resize_failed(ctx, instance, migration, migrate_data, exc)
             return
         actions.finish_action(self.db, ctx, instance.uuid)
 
-    def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
-                              migration: Migration, migrate_data: ColdMigrateData | None,
-                              exc: BaseException) -> None:
-        """The source still holds its kept copy: clean here and restore it there."""
-        self._mark_migration(migration, Status.ERROR, exc)
+    def finish_resize_failed(self, ctx: RequestContext, instance: Instance,
+                             migration: Migration, migrate_data: ColdMigrateData | None,
+                             exc: BaseException) -> None:
+        """Destination, after ``finish_resize`` failed (or from recovery): the source
+        still holds its kept copy; clean here and have the source restore it."""
+        self.records.mark_migration(migration, Status.ERROR, exc)
         if migration.source_host != self.host:
             try:
                 self.driver.destroy(ctx, instance, network.network_info(instance),
@@ -354,7 +342,7 @@ class ColdMigrationMixin(ManagerBase):
             except Exception:  # logged; the source copy is intact
                 LOG.exception("could not remove partial %s from %s", instance.uuid,
                               self.host)
-            self._abort_target(ctx, instance, migrate_data)
+            self.abort_target(ctx, instance, migrate_data)
         self.db.instance_update(instance.uuid, {
             "host": migration.source_host, "node": migration.source_node,
             "flavor": migration.old_flavor or instance.flavor})
@@ -363,15 +351,15 @@ class ColdMigrationMixin(ManagerBase):
                 ctx, migration.source_host, instance, migration, actions.describe(exc),
                 isinstance(exc, actions.ROLLBACK_ERRORS))
         except Exception as exc2:  # noqa: BLE001 - the source keeps the copy; ERROR
-            self._fail_flow(ctx, instance, exc2, VMState.ERROR)
+            self.records.fail_flow(ctx, instance, exc2, VMState.ERROR)
 
     def restore_resize_source(self, ctx: RequestContext, instance: Instance,
                               migration: Migration, reason: str, rollback: bool) -> None:
         """Source, cast by a destination whose finish_resize failed: start the kept
         copy again (``finish_revert_migration``).  vm_state: the one before the resize
         when ``rollback``, else ERROR (the data is intact here either way)."""
-        instance = self._instance(instance)
-        old = self._old_vm_state(instance)
+        instance = self.db.instance_get(instance.uuid)
+        old = old_vm_state(instance)
         final = old if rollback else VMState.ERROR
         try:
             self.driver.finish_revert_migration(ctx, migration, instance,
@@ -387,86 +375,3 @@ class ColdMigrationMixin(ManagerBase):
             "power_state": PowerState.RUNNING if old == VMState.ACTIVE
             else PowerState.SHUTDOWN})
         actions.finish_action(self.db, ctx, instance.uuid, reason)
-
-    # -- confirm / revert -----------------------------------------------------------------
-
-    def confirm_resize(self, ctx: RequestContext, instance: Instance,
-                       migration: Migration) -> None:
-        """Source, cast by the API: delete the kept copy (``confirm_migration``);
-        migration 'confirmed', vm_state back to ACTIVE/STOPPED."""
-        instance = self._instance(instance)
-        try:
-            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_confirm_resize",
-                                      self.host):
-                self._notify(ctx, "resize.confirm.start", instance, migration_id=migration.id)
-                self.driver.confirm_migration(ctx, migration, instance,
-                                              network.network_info(instance))
-                self.db.migration_update(int(migration.id or 0),
-                                         {"status": Status.CONFIRMED},
-                                         expected_status=Status.CONFIRMING)
-                instance = self.db.instance_update(
-                    instance.uuid, {"vm_state": self._old_vm_state(instance),
-                                    "task_state": None, "old_flavor": None,
-                                    "new_flavor": None},
-                    expected_task_state=TaskState.RESIZE_CONFIRMING)
-                self._notify(ctx, "resize.confirm.end", instance, migration_id=migration.id)
-        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
-            self._mark_migration(migration, Status.ERROR, exc)
-            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
-            return
-        actions.finish_action(self.db, ctx, instance.uuid)
-
-    def revert_resize(self, ctx: RequestContext, instance: Instance,
-                      migration: Migration) -> None:
-        """Destination, cast by the API: destroy the resized instance here, then cast
-        ``finish_revert_resize`` to the source."""
-        instance = self._instance(instance)
-        try:
-            with actions.event_reporter(self.db, ctx, instance.uuid, "compute_revert_resize",
-                                      self.host):
-                self._notify(ctx, "resize.revert.start", instance, migration_id=migration.id)
-                if migration.source_host != self.host:
-                    self.driver.destroy(ctx, instance, network.network_info(instance),
-                                        destroy_disks=True)
-        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
-            self._mark_migration(migration, Status.ERROR, exc)
-            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
-            return
-        try:
-            self.compute_rpc.finish_revert_resize(ctx, migration.source_host, instance,
-                                                  migration)
-        except Exception as exc:  # noqa: BLE001 - the source keeps its copy; ERROR
-            self._mark_migration(migration, Status.ERROR, exc)
-            self._fail_flow(ctx, instance, exc, VMState.ERROR,
-                            {"host": migration.source_host, "node": migration.source_node})
-
-    def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
-                             migration: Migration) -> None:
-        """Source, cast by the destination's revert_resize: restore the kept copy
-        (``finish_revert_migration``); migration 'reverted', old vm_state back."""
-        instance = self._instance(instance)
-        old = self._old_vm_state(instance)
-        try:
-            with actions.event_reporter(self.db, ctx, instance.uuid,
-                                      "compute_finish_revert_resize", self.host):
-                instance = self.db.instance_update(
-                    instance.uuid, {"host": self.host, "node": migration.source_node,
-                                    "flavor": migration.old_flavor or instance.flavor},
-                    expected_task_state=TaskState.RESIZE_REVERTING)
-                self.driver.finish_revert_migration(
-                    ctx, migration, instance, network.network_info(instance),
-                    power_on=old == VMState.ACTIVE)
-                self.db.migration_update(int(migration.id or 0), {"status": Status.REVERTED},
-                                         expected_status=Status.REVERTING)
-                instance = self.db.instance_update(
-                    instance.uuid, {"vm_state": old, "task_state": None,
-                                    "old_flavor": None, "new_flavor": None,
-                                    "power_state": PowerState.RUNNING
-                                    if old == VMState.ACTIVE else PowerState.SHUTDOWN},
-                    expected_task_state=TaskState.RESIZE_REVERTING)
-                self._notify(ctx, "resize.revert.end", instance, migration_id=migration.id)
-        except Exception as exc:  # noqa: BLE001 - a cast: handled and recorded
-            self._mark_migration(migration, Status.ERROR, exc)
-            self._fail_flow(ctx, instance, exc, VMState.RESIZED)
-            return
-        actions.finish_action(self.db, ctx, instance.uuid)

@@ -1,15 +1,18 @@
 """Live migration on the compute side (flow and statuses: docs/flows.md).
 
-RPC methods and the hosts they run on::
+The compute manager builds two flow objects and forwards these RPC methods to them
+(the hosts they run on, and who sends them)::
 
     dest   check_can_live_migrate_destination   call from the conductor
     source check_can_live_migrate_source        call from the destination
     dest   pre_live_migration                   call from the source
-    source live_migration                       cast from the conductor; runs the
-                                                driver in a thread of its own
     dest   post_live_migration_at_destination   call from the source (post path)
     dest   rollback_live_migration_at_destination  call from the source (failure)
+        -> :class:`~.live_migration_dest.LiveMigrationDestination`
+    source live_migration                       cast from the conductor; runs the
+                                                driver in a thread of its own
     source live_migration_abort / _force_complete  calls from the API
+        -> :class:`LiveMigrationFlow` (this module)
 
 Migration statuses: accepted (conductor) -> queued (waiting for a slot: per-host
 limits on outbound and inbound migrations) -> preparing -> running (-> running
@@ -17,7 +20,7 @@ limits on outbound and inbound migrations) -> preparing -> running (-> running
 MIGRATING until the record is final; then the task is cleared.
 
 The driver's ``post_method`` / ``recover_method`` callbacks only record which way
-the migration went; once ``live_migration`` returned, the manager runs the post
+the migration went; once ``live_migration`` returned, the flow runs the post
 path (source post, destination post over RPC, source clean-up) or both sides'
 rollback.  A driver that returns without calling either is judged by asking both
 hosts where the guest runs.
@@ -30,10 +33,15 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from oslo_config import cfg
+
 from virtsdk import actions, network
-from virtsdk.compute.base import ManagerBase
 from virtsdk.compute.fence import ServiceFenced
+from virtsdk.compute.flow_records import FlowRecords
+from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
+from virtsdk.db.api import Database
+from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import (
     Conflict,
     InstanceInvalidState,
@@ -43,14 +51,12 @@ from virtsdk.exceptions import (
     MigrationNotFound,
 )
 from virtsdk.objects import (
-    DiskInfo,
-    HostResources,
     Instance,
     JobStats,
     LiveMigrateData,
     Migration,
 )
-from virtsdk.states import MigrationStatus, PowerState, SlotClaim, TaskState, VMState
+from virtsdk.states import MigrationStatus, PowerState, SlotClaim, VMState
 
 LOG = logging.getLogger(__name__)
 
@@ -58,98 +64,34 @@ Status = MigrationStatus
 EVENT = "compute_live_migration"
 
 
-class LiveMigrationMixin(ManagerBase):
-    """Live-migration RPC methods of the compute manager."""
+class LiveMigrationFlow:
+    """The source's side of live migrations on one compute host (see the module
+    docstring).  Explicit dependencies: the options, this host's name, the manager's
+    (fenced) database, driver and RPC client, its
+    :class:`~.flow_records.FlowRecords`, and the service's ``stopped`` event.  It
+    owns its state: the migration threads running here and the aborts asked of
+    them."""
 
-    # -- checks -----------------------------------------------------------------------------
+    def __init__(self, conf: cfg.ConfigOpts, host: str, db: Database,
+                 driver: ComputeDriver, compute_rpc: ComputeAPI, records: FlowRecords,
+                 stopped: threading.Event) -> None:
+        self.conf = conf
+        self.host = host
+        self.db = db
+        self.driver = driver
+        self.compute_rpc = compute_rpc
+        self.records = records
+        self.stopped = stopped
+        self._threads: dict[int, threading.Thread] = {}
+        self._aborted: set[int] = set()
+        self._state_lock = threading.Lock()
 
-    def check_can_live_migrate_destination(
-        self, ctx: RequestContext, instance: Instance, block_migration: bool | None,
-        disk_over_commit: bool,
-    ) -> LiveMigrateData:
-        """Destination, RPC call from the conductor: the driver's destination check,
-        then the source's check over RPC; the destination check's leftovers are
-        always cleaned.  Raises MigrationPreCheckError (or NotSupported) to refuse."""
-        instance = self._instance(instance)
-        svc = self.db.service_get(str(instance.host))
-        src = svc.resources if svc is not None and svc.resources is not None else \
-            HostResources(hostname=str(instance.host), vcpus=0, memory_mb=0, local_gb=0)
-        dst = self.driver.get_available_resource(self.host)
-        data = self.driver.check_can_live_migrate_destination(
-            ctx, instance, src, dst, block_migration, disk_over_commit)
-        try:
-            return self.compute_rpc.check_can_live_migrate_source(
-                ctx, str(instance.host), instance, data)
-        finally:
-            self.driver.cleanup_live_migration_destination_check(ctx, data)
-
-    def check_can_live_migrate_source(self, ctx: RequestContext, instance: Instance,
-                                      dest_check_data: LiveMigrateData) -> LiveMigrateData:
-        """Source, RPC call from the destination's check: the driver's source check."""
-        return self.driver.check_can_live_migrate_source(
-            ctx, self._instance(instance), dest_check_data)
-
-    # -- destination side -------------------------------------------------------------------
-
-    def pre_live_migration(self, ctx: RequestContext, instance: Instance,
-                           block_migration: bool, disk_info: list[DiskInfo] | None,
-                           migrate_data: LiveMigrateData,
-                           migration: Migration) -> LiveMigrateData:
-        """Destination, RPC call from the source: the driver prepares this host and
-        returns ``migrate_data`` completed (listen addresses...).  Notifications
-        ``live_migration.pre.start`` / ``.end``."""
-        instance = self._instance(instance)
-        with actions.event_reporter(self.db, ctx, instance.uuid, "compute_pre_live_migration",
-                                  self.host):
-            self._notify(ctx, "live_migration.pre.start", instance, migration_id=migration.id)
-            data = self.driver.pre_live_migration(ctx, instance,
-                                                  network.network_info(instance), disk_info,
-                                                  migrate_data)
-            current = self.db.migration_get(int(migration.id or 0))
-            if current.status != Status.PREPARING:
-                # the source gave up meanwhile (crash + recovery, abort): its rollback
-                # may have run before this placeholder existed, so remove it here
-                self.driver.rollback_live_migration_at_destination(
-                    ctx, instance, network.network_info(instance), True, data)
-                raise MigrationError(f"migration {migration.id} is {current.status}, no "
-                                     "longer preparing: placeholder removed")
-            self._notify(ctx, "live_migration.pre.end", instance, migration_id=migration.id)
-        return data
-
-    def post_live_migration_at_destination(self, ctx: RequestContext, instance: Instance,
-                                           block_migration: bool,
-                                           migration: Migration) -> None:
-        """Destination, RPC call from the source once the guest runs here: the
-        instance record moves to this host first, then the driver finishes."""
-        instance = self._instance(instance)
-        with actions.event_reporter(self.db, ctx, instance.uuid,
-                                  "compute_post_live_migration_at_destination", self.host):
-            self._notify(ctx, "live_migration.post.dest.start", instance,
-                         migration_id=migration.id)
-            instance = self.db.instance_update(
-                instance.uuid, {"host": self.host, "node": self.host,
-                                "power_state": PowerState.RUNNING},
-                expected_task_state=TaskState.MIGRATING)
-            self.driver.post_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), block_migration)
-            self._notify(ctx, "live_migration.post.dest.end", instance,
-                         migration_id=migration.id)
-
-    def rollback_live_migration_at_destination(
-        self, ctx: RequestContext, instance: Instance, destroy_disks: bool,
-        migrate_data: LiveMigrateData | None, migration: Migration,
-    ) -> None:
-        """Destination, RPC call from the source after a failure: remove what
-        pre_live_migration created here."""
-        instance = self._instance(instance)
-        with actions.event_reporter(self.db, ctx, instance.uuid,
-                                  "compute_rollback_live_migration_at_destination",
-                                  self.host):
-            self.driver.rollback_live_migration_at_destination(
-                ctx, instance, network.network_info(instance), destroy_disks,
-                migrate_data)
-            self._notify(ctx, "live_migration.rollback.dest.end", instance,
-                         migration_id=migration.id)
+    def join(self) -> None:
+        """Wait for the live migrations running here to end (service drain)."""
+        with self._state_lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join()
 
     # -- source side ------------------------------------------------------------------------
 
@@ -163,7 +105,7 @@ class LiveMigrationMixin(ManagerBase):
             target=self._do_live_migration, name=f"live-migration-{mid}", daemon=True,
             args=(ctx, instance, dest, block_migration, migration, migrate_data))
         with self._state_lock:
-            self._live_threads[mid] = thread
+            self._threads[mid] = thread
         thread.start()
 
     def _wait_for_slot(self, mid: int, dest: str) -> bool:
@@ -186,7 +128,7 @@ class LiveMigrationMixin(ManagerBase):
                            migrate_data: LiveMigrateData) -> None:
         mid = int(migration.id or 0)
         try:
-            instance = self._instance(instance)
+            instance = self.db.instance_get(instance.uuid)
             self.db.action_event_start(ctx, instance.uuid, EVENT, self.host)
             try:
                 self.db.migration_update(mid, {"status": Status.QUEUED},
@@ -207,7 +149,7 @@ class LiveMigrationMixin(ManagerBase):
                 self._end_live(ctx, instance, mid, Status.ERROR, exc, vm_state=VMState.ERROR)
         finally:
             with self._state_lock:
-                self._live_threads.pop(mid, None)
+                self._threads.pop(mid, None)
                 self._aborted.discard(mid)
 
     def _run_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
@@ -221,12 +163,12 @@ class LiveMigrationMixin(ManagerBase):
             migrate_data = self.compute_rpc.pre_live_migration(
                 ctx, dest, instance, block, disk_info, migrate_data, migration)
         except Exception as exc:  # noqa: BLE001 - rolled back and recorded
-            failed = self._rollback_live(ctx, instance, dest, migrate_data, migration)
+            failed = self.rollback(ctx, instance, dest, migrate_data, migration)
             self._end_live(ctx, instance, mid, Status.ERROR, failed or exc,
                            vm_state=VMState.ERROR if failed else None)
             return
         if mid in self._aborted:
-            failed = self._rollback_live(ctx, instance, dest, migrate_data, migration)
+            failed = self.rollback(ctx, instance, dest, migrate_data, migration)
             self._end_live(ctx, instance, mid, Status.CANCELLED,
                            failed or LiveMigrationAborted("aborted while preparing"))
             return
@@ -273,8 +215,8 @@ class LiveMigrationMixin(ManagerBase):
             self._end_live(ctx, instance, mid, Status.ERROR if broken else Status.COMPLETED,
                            broken, host=dest if broken else None)
             return
-        rollback_error = self._rollback_live(ctx, instance, dest, outcome["recover"],
-                                             migration)
+        rollback_error = self.rollback(ctx, instance, dest, outcome["recover"],
+                                       migration)
         cancelled = mid in self._aborted or isinstance(error, LiveMigrationAborted)
         self._end_live(ctx, instance, mid,
                        Status.ERROR if rollback_error else (
@@ -296,7 +238,7 @@ class LiveMigrationMixin(ManagerBase):
         except Exception:  # noqa: BLE001 - unknown: keep the source's view
             return False
         return there is not None and PowerState(there) in (PowerState.RUNNING,
-                                                          PowerState.PAUSED)
+                                                           PowerState.PAUSED)
 
     def _live_progress(self, mid: int, instance: Instance) -> Callable[[JobStats], None]:
         """The driver's progress callback: stores each sample (progress never goes
@@ -345,18 +287,19 @@ class LiveMigrationMixin(ManagerBase):
                              block: bool, migrate_data: LiveMigrateData,
                              migration: Migration) -> None:
         """Source, from the driver's post_method: the guest runs on ``dest``."""
-        self._notify(ctx, "live_migration.post.start", instance, migration_id=migration.id)
+        self.records.notify(ctx, "live_migration.post.start", instance, migration_id=migration.id)
         self.driver.post_live_migration(ctx, instance, migrate_data)
         self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,
                                                             migration)
         self.driver.post_live_migration_at_source(ctx, instance,
                                                   network.network_info(instance))
-        self._notify(ctx, "live_migration.post.end", instance, migration_id=migration.id)
+        self.records.notify(ctx, "live_migration.post.end", instance, migration_id=migration.id)
 
-    def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
-                       migrate_data: LiveMigrateData, migration: Migration
-                       ) -> BaseException | None:
-        """Both sides' rollback; returns the first error (None if clean)."""
+    def rollback(self, ctx: RequestContext, instance: Instance, dest: str,
+                 migrate_data: LiveMigrateData, migration: Migration
+                 ) -> BaseException | None:
+        """Both sides' rollback (also run by recovery); returns the first error (None
+        if clean)."""
         first: BaseException | None = None
         try:
             self.driver.rollback_live_migration_at_source(ctx, instance, migrate_data)
@@ -370,8 +313,8 @@ class LiveMigrationMixin(ManagerBase):
         except Exception as exc:
             LOG.exception("rollback at destination %s of %s failed", dest, instance.uuid)
             first = first or exc
-        self._notify(ctx, "live_migration._rollback.end", instance,
-                     migration_id=migration.id)
+        self.records.notify(ctx, "live_migration._rollback.end", instance,
+                            migration_id=migration.id)
         return first
 
     def _end_live(self, ctx: RequestContext, instance: Instance, mid: int,
@@ -400,7 +343,7 @@ class LiveMigrationMixin(ManagerBase):
         self.db.action_event_finish(ctx, instance.uuid, EVENT,
                                     "Success" if result_ok else "Error", tb)
         actions.finish_action(self.db, ctx, instance.uuid,
-                            "" if error is None else actions.describe(error))
+                              "" if error is None else actions.describe(error))
 
     # -- abort / force complete -------------------------------------------------------------
 
@@ -425,7 +368,7 @@ class LiveMigrationMixin(ManagerBase):
         if migration.status == Status.RUNNING:
             self._aborted.add(migration_id)
             try:
-                self.driver.live_migration_abort(self._instance(instance))
+                self.driver.live_migration_abort(self.db.instance_get(instance.uuid))
             except MigrationNotFound:
                 pass  # the job is starting: the progress callback delivers the abort
             return
@@ -441,4 +384,4 @@ class LiveMigrationMixin(ManagerBase):
             raise InstanceInvalidState(instance.uuid, "migration status",
                                        str(migration.status),
                                        "force the live migration to complete of")
-        self.driver.live_migration_force_complete(self._instance(instance))
+        self.driver.live_migration_force_complete(self.db.instance_get(instance.uuid))

@@ -5,14 +5,18 @@ and :class:`virtsdk.compute.service.ComputeService` (``init_host`` at start,
 ``update_available_resource`` on every heartbeat).  It owns this host's driver, which
 it loads by entry-point name; it never imports a driver.
 
-Every public method here is an RPC method.  The flows are split by theme into mixins
-(:mod:`.cold_migration`, :mod:`.live_migration`); start-up recovery
-(:class:`~.recovery.Recovery`) and the reconcile task (:class:`~.reconcile.Reconciler`)
-are objects built here with explicit dependencies.  This module holds
-the instance lifecycle and what every flow shares.  Each flow keeps the vm_state /
-task_state / migration-status machine of docs/flows.md ("States") and ends by clearing
-the task state *after* the migration record reached its final status, so "task_state
-is None" means "this flow is over" to any observer.
+Every public method here is an RPC method.  The migration flows are objects built
+here with explicit, typed dependencies (the fenced database, driver and RPC clients,
+:class:`~.flow_records.FlowRecords`, ...): :class:`~.cold_migration.ColdMigrationFlow`,
+:class:`~.confirm_revert.ConfirmRevertFlow`, :class:`~.live_migration.LiveMigrationFlow`
+and :class:`~.live_migration_dest.LiveMigrationDestination`.  The RPC methods of the
+flows only forward to them here, keeping the names and signatures rolling upgrades
+pin.  Start-up recovery (:class:`~.recovery.Recovery`, given the flow objects whose
+steps it runs again) and the reconcile task (:class:`~.reconcile.Reconciler`) are
+built here the same way.  This module holds the instance lifecycle.  Each flow keeps
+the vm_state / task_state / migration-status machine of docs/flows.md ("States") and
+ends by clearing the task state *after* the migration record reached its final
+status, so "task_state is None" means "this flow is over" to any observer.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import threading
 from typing import Any
 
 import oslo_messaging
-from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from virtsdk import actions, network
-from virtsdk.compute.base import ConductorClient
-from virtsdk.compute.cold_migration import ColdMigrationMixin
+from virtsdk.compute.claims import HostClaims
+from virtsdk.compute.cold_migration import ColdMigrationFlow, ConductorClient
+from virtsdk.compute.confirm_revert import ConfirmRevertFlow
 from virtsdk.compute.fence import Fence
-from virtsdk.compute.live_migration import LiveMigrationMixin
+from virtsdk.compute.flow_records import FlowRecords
+from virtsdk.compute.live_migration import LiveMigrationFlow
+from virtsdk.compute.live_migration_dest import LiveMigrationDestination
 from virtsdk.compute.reconcile import Reconciler
 from virtsdk.compute.recovery import Recovery
 from virtsdk.compute.rpcapi import VERSIONS as COMPUTE_RPC_VERSIONS
@@ -37,10 +43,17 @@ from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import Database
 from virtsdk.driver import ComputeDriver
-from virtsdk.exceptions import InstanceNotFound, InsufficientResources
-from virtsdk.notifications import Notifier, instance_payload
-from virtsdk.objects import Flavor, ImageMeta, Instance
-from virtsdk.resources import AllocationRatios, shortfalls, with_usage
+from virtsdk.exceptions import InstanceNotFound
+from virtsdk.notifications import Notifier
+from virtsdk.objects import (
+    ColdMigrateData,
+    DiskInfo,
+    Flavor,
+    ImageMeta,
+    Instance,
+    LiveMigrateData,
+    Migration,
+)
 from virtsdk.services import COMPUTE
 from virtsdk.states import PowerState, TaskState, VMState
 
@@ -50,7 +63,7 @@ LOG = logging.getLogger(__name__)
 BINARY = COMPUTE
 
 
-class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
+class ComputeManager:
     """Manages the instances of one host through its driver (see the module doc)."""
 
     #: answers every compute RPC API version up to the current one (rpcapi.VERSIONS)
@@ -69,14 +82,23 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
         self.compute_rpc = self.fence.guard(ComputeAPI(conf))
         self.conductor_rpc = self.fence.guard(conductor)
         self.notifier = Notifier(conf, "compute", host)
-        self.reconciler = Reconciler(host, self.db, self.driver,
-                                     conf.compute.reconcile_grace)
-        self.recovery = Recovery(host, self.db, self.driver, self.compute_rpc, self)
         #: set when the service stops: late callbacks of a "crashed" manager do nothing
         self.stopped = threading.Event()
-        self._live_threads: dict[int, threading.Thread] = {}
-        self._aborted: set[int] = set()
-        self._state_lock = threading.Lock()
+        self.records = FlowRecords(host, self.db, self.notifier)
+        self.cold = ColdMigrationFlow(
+            conf, host, self.db, self.driver, self.compute_rpc, self.conductor_rpc,
+            self.records, HostClaims(conf, host, self.db, self.driver), self.stopped)
+        self.confirm_revert = ConfirmRevertFlow(host, self.db, self.driver,
+                                                self.compute_rpc, self.records)
+        self.live = LiveMigrationFlow(conf, host, self.db, self.driver, self.compute_rpc,
+                                      self.records, self.stopped)
+        self.live_dest = LiveMigrationDestination(host, self.db, self.driver,
+                                                  self.compute_rpc, self.records)
+        self.reconciler = Reconciler(host, self.db, self.driver,
+                                     conf.compute.reconcile_grace)
+        self.recovery = Recovery(host, self.db, self.driver, self.compute_rpc,
+                                 terminate=self.terminate_instance, cold=self.cold,
+                                 confirm_revert=self.confirm_revert, live=self.live)
 
     # -- service hooks (not RPC: called by ComputeService) --------------------------------
 
@@ -100,51 +122,26 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
         res = self.driver.get_available_resource(self.host)
         self.db.service_heartbeat(self.host, COMPUTE, resources=res.to_primitive())
 
-    # -- shared helpers -------------------------------------------------------------------
-
-    def _instance(self, instance: Instance) -> Instance:
-        """The authoritative copy of an instance passed over RPC."""
-        return self.db.instance_get(instance.uuid)
-
-    def _claim(self, instance: Instance, flavor: Flavor, what: str) -> None:
-        """Raise InsufficientResources (reschedulable) unless ``flavor`` fits here
-        on top of everything claimed.  Call with :meth:`_resource_lock` held; the
-        caller records the claim (instance host or migration) before releasing it."""
-        res = with_usage(self.driver.get_available_resource(self.host),
-                         self.db.host_usage(self.host, exclude_claim_of=instance.uuid))
-        short = shortfalls(res, flavor, AllocationRatios.from_conf(self.conf))
-        if short:
-            raise InsufficientResources(
-                f"host {self.host!r} lacks {', '.join(short)} for {what} "
-                f"(flavor {flavor.name!r})")
-
-    def _resource_lock(self) -> Any:
-        return lockutils.lock(f"virtsdk-compute-resources-{self.host}")
-
-    def _notify(self, ctx: RequestContext, event: str, instance: Instance,
-                **extra: Any) -> None:
-        self.notifier.info(ctx, event, instance_payload(instance, **extra))
-
     # -- RPC: instance lifecycle ----------------------------------------------------------
 
     def build_and_run_instance(self, ctx: RequestContext, instance: Instance) -> None:
         """Cast by the conductor to the chosen host: spawn the instance.  On success
         vm_state ACTIVE; on failure vm_state ERROR and the driver left nothing."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         try:
             with actions.event_reporter(self.db, ctx, instance.uuid,
-                                      "compute_build_and_run_instance", self.host):
+                                        "compute_build_and_run_instance", self.host):
                 instance = self.db.instance_update(
                     instance.uuid, {"task_state": TaskState.SPAWNING},
                     expected_task_state=None)
-                self._notify(ctx, "instance.create.start", instance)
+                self.records.notify(ctx, "instance.create.start", instance)
                 self.driver.spawn(ctx, instance, instance.image or ImageMeta(id="none"),
                                   network.network_info(instance))
                 self.db.instance_update(
                     instance.uuid, {"vm_state": VMState.ACTIVE, "task_state": None,
                                     "power_state": PowerState.RUNNING},
                     expected_task_state=TaskState.SPAWNING)
-                self._notify(ctx, "instance.create.end", instance)
+                self.records.notify(ctx, "instance.create.end", instance)
         except Exception as exc:  # noqa: BLE001 - a cast: record, do not raise
             LOG.warning("build of %s on %s failed: %s", instance.uuid, self.host, exc)
             try:
@@ -158,9 +155,9 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
         """Called by the API on the instance's host: destroy it with its disks and
         mark it deleted.  Raises what the driver raised (the instance then stays, in
         ERROR, so nothing is lost silently)."""
-        instance = self._instance(instance)
+        instance = self.db.instance_get(instance.uuid)
         with actions.event_reporter(self.db, ctx, instance.uuid, "compute_terminate_instance",
-                                  self.host):
+                                    self.host):
             try:
                 self.driver.destroy(ctx, instance, network.network_info(instance),
                                     destroy_disks=True)
@@ -170,7 +167,7 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
                                                         "task_state": None})
                 raise
             self.db.instance_destroy(instance.uuid)
-        self._notify(ctx, "instance.delete.end", instance)
+        self.records.notify(ctx, "instance.delete.end", instance)
         actions.finish_action(self.db, ctx, instance.uuid)
 
     def instance_power_state(self, ctx: RequestContext, instance: Instance) -> int | None:
@@ -193,3 +190,112 @@ class ComputeManager(ColdMigrationMixin, LiveMigrationMixin):
         """RPC call from ``virtsdk audit --fix``: remove the given safely orphaned
         holdings that are still orphaned now; returns the ones removed."""
         return self.reconciler.fix(ctx, differences)
+
+    # -- RPC: cold migration / resize (ColdMigrationFlow, ConfirmRevertFlow) --------------
+
+    def prep_resize(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
+                    alternates: list[str], migration_type: str) -> None:
+        """Destination, cast by the conductor: :meth:`ColdMigrationFlow.prep_resize`."""
+        self.cold.prep_resize(ctx, instance, flavor, alternates, migration_type)
+
+    def abort_resize_target(self, ctx: RequestContext, instance: Instance,
+                            migration: Migration, migrate_data: ColdMigrateData | None,
+                            destroy: bool) -> None:
+        """Destination, called by the source or recovery:
+        :meth:`ColdMigrationFlow.abort_resize_target`."""
+        self.cold.abort_resize_target(ctx, instance, migration, migrate_data, destroy)
+
+    def resize_instance(self, ctx: RequestContext, instance: Instance,
+                        migration: Migration, flavor: Flavor,
+                        migrate_data: ColdMigrateData) -> None:
+        """Source, cast by the destination: :meth:`ColdMigrationFlow.resize_instance`."""
+        self.cold.resize_instance(ctx, instance, migration, flavor, migrate_data)
+
+    def finish_resize(self, ctx: RequestContext, instance: Instance, migration: Migration,
+                      disk_info: list[DiskInfo],
+                      migrate_data: ColdMigrateData | None = None) -> None:
+        """Destination, cast by the source: :meth:`ColdMigrationFlow.finish_resize`."""
+        self.cold.finish_resize(ctx, instance, migration, disk_info, migrate_data)
+
+    def restore_resize_source(self, ctx: RequestContext, instance: Instance,
+                              migration: Migration, reason: str, rollback: bool) -> None:
+        """Source, cast by the destination:
+        :meth:`ColdMigrationFlow.restore_resize_source`."""
+        self.cold.restore_resize_source(ctx, instance, migration, reason, rollback)
+
+    def confirm_resize(self, ctx: RequestContext, instance: Instance,
+                       migration: Migration) -> None:
+        """Source, cast by the API: :meth:`ConfirmRevertFlow.confirm_resize`."""
+        self.confirm_revert.confirm_resize(ctx, instance, migration)
+
+    def revert_resize(self, ctx: RequestContext, instance: Instance,
+                      migration: Migration) -> None:
+        """Destination, cast by the API: :meth:`ConfirmRevertFlow.revert_resize`."""
+        self.confirm_revert.revert_resize(ctx, instance, migration)
+
+    def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
+                             migration: Migration) -> None:
+        """Source, cast by the destination:
+        :meth:`ConfirmRevertFlow.finish_revert_resize`."""
+        self.confirm_revert.finish_revert_resize(ctx, instance, migration)
+
+    # -- RPC: live migration (LiveMigrationDestination, LiveMigrationFlow) ----------------
+
+    def check_can_live_migrate_destination(
+        self, ctx: RequestContext, instance: Instance, block_migration: bool | None,
+        disk_over_commit: bool,
+    ) -> LiveMigrateData:
+        """Destination, call from the conductor:
+        :meth:`LiveMigrationDestination.check_can_live_migrate_destination`."""
+        return self.live_dest.check_can_live_migrate_destination(
+            ctx, instance, block_migration, disk_over_commit)
+
+    def check_can_live_migrate_source(self, ctx: RequestContext, instance: Instance,
+                                      dest_check_data: LiveMigrateData) -> LiveMigrateData:
+        """Source, call from the destination:
+        :meth:`LiveMigrationDestination.check_can_live_migrate_source`."""
+        return self.live_dest.check_can_live_migrate_source(ctx, instance, dest_check_data)
+
+    def pre_live_migration(self, ctx: RequestContext, instance: Instance,
+                           block_migration: bool, disk_info: list[DiskInfo] | None,
+                           migrate_data: LiveMigrateData,
+                           migration: Migration) -> LiveMigrateData:
+        """Destination, call from the source:
+        :meth:`LiveMigrationDestination.pre_live_migration`."""
+        return self.live_dest.pre_live_migration(ctx, instance, block_migration,
+                                                 disk_info, migrate_data, migration)
+
+    def post_live_migration_at_destination(self, ctx: RequestContext, instance: Instance,
+                                           block_migration: bool,
+                                           migration: Migration) -> None:
+        """Destination, call from the source:
+        :meth:`LiveMigrationDestination.post_live_migration_at_destination`."""
+        self.live_dest.post_live_migration_at_destination(ctx, instance, block_migration,
+                                                          migration)
+
+    def rollback_live_migration_at_destination(
+        self, ctx: RequestContext, instance: Instance, destroy_disks: bool,
+        migrate_data: LiveMigrateData | None, migration: Migration,
+    ) -> None:
+        """Destination, call from the source:
+        :meth:`LiveMigrationDestination.rollback_live_migration_at_destination`."""
+        self.live_dest.rollback_live_migration_at_destination(
+            ctx, instance, destroy_disks, migrate_data, migration)
+
+    def live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
+                       block_migration: bool | None, migration: Migration,
+                       migrate_data: LiveMigrateData) -> None:
+        """Source, cast by the conductor: :meth:`LiveMigrationFlow.live_migration`."""
+        self.live.live_migration(ctx, instance, dest, block_migration, migration,
+                                 migrate_data)
+
+    def live_migration_abort(self, ctx: RequestContext, instance: Instance,
+                             migration_id: int) -> None:
+        """Source, call from the API: :meth:`LiveMigrationFlow.live_migration_abort`."""
+        self.live.live_migration_abort(ctx, instance, migration_id)
+
+    def live_migration_force_complete(self, ctx: RequestContext, instance: Instance,
+                                      migration_id: int) -> None:
+        """Source, call from the API:
+        :meth:`LiveMigrationFlow.live_migration_force_complete`."""
+        self.live.live_migration_force_complete(ctx, instance, migration_id)

@@ -15,16 +15,19 @@ for an orphan task.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from virtsdk import actions, network
+from virtsdk.compute.cold_migration import ColdMigrationFlow
+from virtsdk.compute.confirm_revert import ConfirmRevertFlow
+from virtsdk.compute.live_migration import LiveMigrationFlow
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.context import RequestContext
 from virtsdk.db.api import IN_PROGRESS, Database
 from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import Conflict, InstanceNotFound, MigrationError, RollbackError
-from virtsdk.objects import ColdMigrateData, Instance, LiveMigrateData, Migration
+from virtsdk.objects import Instance, LiveMigrateData, Migration
 from virtsdk.states import MigrationStatus, MigrationType, PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
@@ -100,44 +103,26 @@ def find_rule(m: Migration, host: str) -> Rule | None:
     return None
 
 
-class RecoveryFlows(Protocol):
-    """The compute manager's flow steps that recovery runs again (the manager)."""
-
-    def terminate_instance(self, ctx: RequestContext, instance: Instance) -> None: ...
-
-    def confirm_resize(self, ctx: RequestContext, instance: Instance,
-                       migration: Migration) -> None: ...
-
-    def revert_resize(self, ctx: RequestContext, instance: Instance,
-                      migration: Migration) -> None: ...
-
-    def finish_revert_resize(self, ctx: RequestContext, instance: Instance,
-                             migration: Migration) -> None: ...
-
-    def _abort_target(self, ctx: RequestContext, instance: Instance,
-                      migrate_data: ColdMigrateData | None) -> None: ...
-
-    def _finish_resize_failed(self, ctx: RequestContext, instance: Instance,
-                              migration: Migration, migrate_data: ColdMigrateData | None,
-                              exc: BaseException) -> None: ...
-
-    def _rollback_live(self, ctx: RequestContext, instance: Instance, dest: str,
-                       migrate_data: LiveMigrateData, migration: Migration
-                       ) -> BaseException | None: ...
-
-
 class Recovery:
     """Start-up recovery of one compute host (see the module docstring).  Built by
-    the manager with its (fenced) database, driver and RPC client, and the manager
-    itself for the flow steps recovery runs again."""
+    the manager with its (fenced) database, driver and RPC client, and the flow
+    objects whose steps recovery runs again: ``terminate`` (the manager's
+    ``terminate_instance``), the cold-migration, confirm/revert and live-migration
+    flows."""
 
     def __init__(self, host: str, db: Database, driver: ComputeDriver,
-                 compute_rpc: ComputeAPI, flows: RecoveryFlows) -> None:
+                 compute_rpc: ComputeAPI, *,
+                 terminate: Callable[[RequestContext, Instance], None],
+                 cold: ColdMigrationFlow, confirm_revert: ConfirmRevertFlow,
+                 live: LiveMigrationFlow) -> None:
         self.host = host
         self.db = db
         self.driver = driver
         self.compute_rpc = compute_rpc
-        self.flows = flows
+        self.terminate = terminate
+        self.cold = cold
+        self.confirm_revert = confirm_revert
+        self.live = live
 
     def recover_interrupted(self, ctx: RequestContext) -> None:
         orphans = []
@@ -164,7 +149,7 @@ class Recovery:
         vm_state = VMState.ERROR if instance.task_state == TaskState.SPAWNING else \
             instance.vm_state
         if instance.task_state == TaskState.DELETING:
-            self.flows.terminate_instance(ctx, instance)
+            self.terminate(ctx, instance)
             return
         self.db.action_finish_open(instance.uuid, f"interrupted by a restart of {self.host}")
         self.db.instance_update(instance.uuid, {"task_state": None, "vm_state": vm_state},
@@ -207,16 +192,16 @@ class Recovery:
                                 m: Migration) -> None:
         if not self._settle(m, Status.ERROR, "destination restarted during prep_resize"):
             return
-        self.flows._abort_target(ctx, instance, None)  # noqa: SLF001
+        self.cold.abort_target(ctx, instance, None)
         self.db.action_finish_open(instance.uuid, self._interrupted())
         actions.error_out_instance(self.db, instance.uuid, MigrationError(),
-                                 instance.vm_state, rollback=True)
+                                   instance.vm_state, rollback=True)
 
     def _recover_cold_dest_finish(self, ctx: RequestContext, instance: Instance,
                                   m: Migration) -> None:
         if instance.task_state not in (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH):
             return
-        self.flows._finish_resize_failed(  # noqa: SLF001
+        self.cold.finish_resize_failed(
             ctx, instance, m, None,
             RollbackError("destination restarted during finish_resize; the "
                           "source copy was restored"))
@@ -233,17 +218,17 @@ class Recovery:
 
     def _recover_confirm(self, ctx: RequestContext, instance: Instance,
                          m: Migration) -> None:
-        self.flows.confirm_resize(ctx, instance, m)
+        self.confirm_revert.confirm_resize(ctx, instance, m)
 
     def _recover_revert_dest(self, ctx: RequestContext, instance: Instance,
                              m: Migration) -> None:
         if instance.host == self.host:
-            self.flows.revert_resize(ctx, instance, m)
+            self.confirm_revert.revert_resize(ctx, instance, m)
 
     def _recover_revert_source(self, ctx: RequestContext, instance: Instance,
                                m: Migration) -> None:
         if instance.host == self.host:
-            self.flows.finish_revert_resize(ctx, instance, m)
+            self.confirm_revert.finish_revert_resize(ctx, instance, m)
 
     def _recover_cold_source(self, ctx: RequestContext, instance: Instance,
                              m: Migration) -> None:
@@ -259,7 +244,7 @@ class Recovery:
                 LOG.exception("recovery: could not clean %s on %s", instance.uuid,
                               m.dest_host)
         else:
-            self.flows._abort_target(ctx, instance, None)  # noqa: SLF001
+            self.cold.abort_target(ctx, instance, None)
         old = VMState(instance.system_metadata.get("old_vm_state", instance.vm_state))
         final = old
         if self._power_here(instance) not in _ALIVE:  # powered off for the transfer
@@ -327,7 +312,7 @@ class Recovery:
             # already returned is cleaned by the rollback below
             why = f"interrupted by a restart of {self.host}; guest kept on source"
             self._settle(m, Status.FAILED, why)
-            failed = self.flows._rollback_live(ctx, instance, dest, data, m)  # noqa: SLF001
+            failed = self.live.rollback(ctx, instance, dest, data, m)
             if failed:
                 self.db.migration_update(int(m.id or 0), {
                     "status": Status.ERROR, "error": f"{why}; rollback: {failed}"})

@@ -20,7 +20,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from virtsdk import rpc
-from virtsdk.compute.base import ConductorClient
+from virtsdk.compute.cold_migration import ConductorClient
 from virtsdk.compute.fence import ServiceFenced
 from virtsdk.compute.manager import ComputeManager
 from virtsdk.compute.rpcapi import TOPIC
@@ -92,8 +92,7 @@ class ComputeService:
             self._server.wait()
             self._server = None
         # live migrations run on threads of their own, past the request that cast them
-        for thread in list(self.manager._live_threads.values()):  # noqa: SLF001
-            thread.join()
+        self.manager.live.join()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop serving and beating.  ``graceful`` waits for requests being handled;

@@ -5,28 +5,34 @@ verification, revert, confirm) and their guarantee are the SDK's
 :class:`virtsdk.localdisk.coldmigration.ColdMigration`; ``LibvirtDriver`` builds one with
 a :class:`LibvirtGuests`, which does what only libvirt can: is there a domain, keep
 its definition next to the disks (``libvirt.xml``), power it off, define it again
-and start it.
+and start it.  :class:`LibvirtGuests` is built from explicit, typed dependencies
+(the hostname, the libvirt :class:`~virtsdk_libvirt.host.Host`, the instance paths,
+the ``[libvirt]`` options and four of the driver's domain operations), as
+:class:`virtsdk_libvirt.live_migration.LiveMigrator` is; it never sees the driver.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import libvirt
 
 from virtsdk.exceptions import Invalid
-from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
+from virtsdk.localdisk.coldmigration import ColdMigration
 from virtsdk.objects import DiskInfo, Flavor, ImageMeta, Instance, NetworkInfo
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.guest import Guest
+from virtsdk_libvirt.host import Host
+from virtsdk_libvirt.paths import InstancePaths
 
-if TYPE_CHECKING:
-    from virtsdk_libvirt.driver import LibvirtDriver
+__all__ = ["DOMAIN_XML", "ColdMigration", "LibvirtGuests", "save_domain_xml"]
 
-__all__ = ["DOMAIN_XML", "ColdMigration", "LibvirtGuests", "cold_migration_for",
-           "save_domain_xml"]
+#: ``build(instance, flavor, image_meta, network_info, power_on)``: define the domain
+#: for the disks now in the instance directory and start it when asked
+BuildGuest = Callable[[Instance, Flavor, ImageMeta, NetworkInfo, bool], None]
 
 #: The domain definition kept in the instance directory, used to redefine the guest
 #: on revert if libvirt lost it.
@@ -43,51 +49,71 @@ def save_domain_xml(xml: str, inst_dir: Path) -> None:
 
 
 class LibvirtGuests:
-    """:class:`virtsdk.localdisk.coldmigration.GuestHost` for one libvirt host."""
+    """:class:`virtsdk.localdisk.coldmigration.GuestHost` for one libvirt host.
 
-    def __init__(self, driver: LibvirtDriver) -> None:
-        self.drv = driver
+    ``lookup`` / ``find`` give the instance's domain (``lookup`` raising
+    InstanceNotFound, ``find`` returning None); ``disk_info`` describes its disks;
+    ``remove`` forces its domain off and undefines it; ``build`` defines and starts
+    it (:data:`BuildGuest`)."""
+
+    def __init__(
+        self,
+        hostname: str,
+        host: Host,
+        paths: InstancePaths,
+        lv_conf: Any,
+        *,
+        lookup: Callable[[Instance], libvirt.virDomain],
+        find: Callable[[Instance], libvirt.virDomain | None],
+        disk_info: Callable[[Instance], list[DiskInfo]],
+        remove: Callable[[Instance], None],
+        build: BuildGuest,
+    ) -> None:
+        self.hostname = hostname
+        self._host = host
+        self._paths = paths
+        self.lv_conf = lv_conf  # the [libvirt] group of conf (oslo.config GroupAttr)
+        self._lookup = lookup
+        self._find = find
+        self._disk_info = disk_info
+        self._remove = remove
+        self._build = build
+
+    def _guest(self, instance: Instance) -> Guest:
+        return Guest(self._lookup(instance))
 
     def has_guest(self, instance: Instance) -> bool:
-        return self.drv._find(instance) is not None
+        return self._find(instance) is not None
 
     def is_running(self, instance: Instance) -> bool:
-        return bool(self.drv._guest(instance).is_active())
+        return bool(self._guest(instance).is_active())
 
     def instance_disks(self, instance: Instance) -> list[DiskInfo]:
-        return self.drv.get_instance_disk_info(instance)
+        return self._disk_info(instance)
 
     def save_definition(self, instance: Instance) -> None:
-        guest = self.drv._guest(instance)
+        guest = self._guest(instance)
         save_domain_xml(guest.xml(libvirt.VIR_DOMAIN_XML_INACTIVE),
-                        self.drv._paths.instance_dir(instance))
+                        self._paths.instance_dir(instance))
 
     def power_off_guest(self, instance: Instance, timeout: int, retry_interval: int) -> None:
-        self.drv._guest(instance).power_off(
-            timeout, retry_interval or self.drv.lv_conf.shutdown_retry_interval)
+        self._guest(instance).power_off(
+            timeout, retry_interval or self.lv_conf.shutdown_retry_interval)
 
     def restore_guest(self, instance: Instance, start: bool) -> None:
-        dom = self.drv._find(instance)
+        dom = self._find(instance)
         if dom is None:
-            saved = self.drv._paths.instance_dir(instance) / DOMAIN_XML
+            saved = self._paths.instance_dir(instance) / DOMAIN_XML
             if not saved.is_file():
                 raise Invalid(f"instance {instance.uuid} has no saved definition on "
-                              f"{self.drv.host}")
-            dom = self.drv._host.define(xmlutil.to_string(xmlutil.parse(saved.read_bytes())))
+                              f"{self.hostname}")
+            dom = self._host.define(xmlutil.to_string(xmlutil.parse(saved.read_bytes())))
         if start:
-            Guest(dom).start(self.drv.lv_conf.boot_timeout)
+            Guest(dom).start(self.lv_conf.boot_timeout)
 
     def remove_guest(self, instance: Instance) -> None:
-        self.drv._remove_domain(instance)
+        self._remove(instance)
 
     def build_guest(self, instance: Instance, flavor: Flavor, image_meta: ImageMeta,
                     network_info: NetworkInfo, power_on: bool) -> None:
-        self.drv._define_and_start(instance, flavor, image_meta, network_info, power_on)
-
-
-def cold_migration_for(driver: LibvirtDriver) -> ColdMigration:
-    """The SDK's cold-migration steps wired to ``driver``'s host."""
-    return ColdMigration(
-        driver.name, driver.host, driver.conf, LibvirtGuests(driver), driver._paths,
-        driver._image_cache, driver._local_disks(),
-        DiskMigrationSettings.from_group(driver.lv_conf))
+        self._build(instance, flavor, image_meta, network_info, power_on)

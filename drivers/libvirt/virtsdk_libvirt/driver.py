@@ -47,6 +47,7 @@ from oslo_config import cfg
 from virtsdk.context import RequestContext
 from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
 from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.objects import (
     ColdMigrateData,
     DiskInfo,
@@ -60,7 +61,7 @@ from virtsdk.objects import (
 )
 from virtsdk.states import PowerState
 from virtsdk_libvirt import config, guest_config, inventory, observe, xmlutil
-from virtsdk_libvirt.cold_migration import cold_migration_for, save_domain_xml
+from virtsdk_libvirt.cold_migration import LibvirtGuests, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
@@ -101,7 +102,13 @@ class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
         self._image_cache = ImageCache(self._paths.image_cache, self.lv_conf.image_dirs)
         self._exec_prefix: list[str] = list(self.lv_conf.host_exec_prefix or [])
         self._disk_cachemode: str | None = None
-        self._cold = cold_migration_for(self)
+        guests = LibvirtGuests(
+            self.host, self._host, self._paths, self.lv_conf, lookup=self._lookup,
+            find=self._find, disk_info=self.get_instance_disk_info,
+            remove=self._remove_domain, build=self._define_and_start)
+        self._cold = ColdMigration(
+            self.name, self.host, conf, guests, self._paths, self._image_cache,
+            self._local_disks(), DiskMigrationSettings.from_group(self.lv_conf))
         self._live = LiveMigrator(
             conf, self.lv_conf, self.host, self._host, self._paths, self._image_cache,
             lookup=self._lookup, find=self._find, disk_info=self.get_instance_disk_info,
@@ -311,7 +318,7 @@ class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
         """The marker place and virtual size of the root disk."""
         return observe.read_disk(self, instance, self.MARKER_SIZE)
 
-    # -- cold migration / resize (delegated to virtsdk_libvirt.cold_migration) -----------
+    # -- cold migration / resize (the SDK's ColdMigration with LibvirtGuests) ------------
 
     def prepare_migrate_disk_target(
         self, context: RequestContext, migration: Migration, instance: Instance, flavor: Flavor
