@@ -42,7 +42,7 @@ def check_limits(plan: Plan, dests: list[Destination], max_outbound: int,
     """At every start/end instant the outbound and inbound limits hold, and no
     destination's claims exceed its capacity."""
     intervals = [(m.start_s, m.end_s, m.dest) for m in plan.moves]
-    intervals += [(0.0, f.remaining_s, f.dest) for f in in_flight]
+    intervals += [(0.0, f.remaining_mb / 1024, f.dest) for f in in_flight]
     for t in sorted({s for s, _, _ in intervals}):
         running = [(s, e, d) for s, e, d in intervals if s <= t + 1e-9 < e - 1e-9]
         if max_outbound:
@@ -106,7 +106,7 @@ def test_avoid_excludes_a_destination() -> None:
 
 
 def test_in_flight_holds_its_slots() -> None:
-    flights = (InFlight("x", "a", 5.0),)
+    flights = (InFlight("x", "a", 5 * 1024.0),)  # 5 s at 1024 MiB/s
     guests = [guest(1, 1024), guest(2, 1024)]
     dests = [dest("a", max_inbound=1)]
     plan = plan_drain(guests, dests, max_outbound=1, link=Link(1024),
