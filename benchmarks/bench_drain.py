@@ -217,7 +217,7 @@ class Bench:
 
     def free_ram(self, host: str, claimed: dict[str, int]) -> int:
         res = self.drivers[host].get_available_resource()
-        return res.memory_mb - res.memory_mb_used - claimed.get(host, 0)
+        return int(res.memory_mb - res.memory_mb_used) - claimed.get(host, 0)
 
     def scheduler_pick(self, inst: Instance, claimed: dict[str, int]) -> str:
         """The scheduler's choice: the destination with the most free RAM."""
