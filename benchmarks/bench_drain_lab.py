@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import report
 
 from benchmarks.lab_migration import lab_guest_image, two_host_lab
-from tests.libvirt.conftest import clean_lab_host, lab_host_overrides
+from benchmarks.measure import report
+from drivers.libvirt.tests.libvirt_lab import clean_lab_host, lab_host_overrides
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import InstanceNotFound
 from virtsdk.objects import ImageMeta
