@@ -36,7 +36,7 @@ import pytest
 
 from benchmarks.lab_migration import lab_guest_image, two_host_lab
 from benchmarks.measure import report
-from drivers.libvirt.tests.libvirt_lab import clean_lab_host, lab_host_overrides
+from drivers.libvirt.tests.libvirt_lab import clean_lab_host, lab_cloud
 from virtsdk.context import get_admin_context
 from virtsdk.exceptions import InstanceNotFound
 from virtsdk.objects import ImageMeta
@@ -54,14 +54,9 @@ def lab() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def cloud(lab: Any) -> Iterator[Any]:
-    from virtsdk.cloud import EmbeddedCloud
-
-    common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
-                          "max_concurrent_live_migrations_outbound": 3,
-                          "max_concurrent_live_migrations_inbound": 2},
-              "drain": {"poll_interval": 0.05}}
-    c = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", overrides=common,
-                      host_overrides=lab_host_overrides(lab)).start()
+    c = lab_cloud(lab, {"compute": {"max_concurrent_live_migrations_outbound": 3,
+                                    "max_concurrent_live_migrations_inbound": 2},
+                        "drain": {"poll_interval": 0.05}})
     try:
         yield c
     finally:
