@@ -156,3 +156,24 @@ def test_ratios_allow_overcommit() -> None:
     assert plan_drain(g, d, max_outbound=1, link=Link(1024)).stuck
     assert plan_drain(g, d, max_outbound=1, link=Link(1024),
                       ratios=AllocationRatios(ram=2.0)).moves
+
+
+def test_a_full_link_gets_no_extra_stream() -> None:
+    """Streams beyond what fills the link only share it and lose more to dirtying:
+    with one stream filling the link, the plan moves the guests one at a time."""
+    guests = [guest(i, mem, dirty) for i, (mem, dirty) in enumerate(
+        [(4096, 300), (2048, 100), (1024, 0), (2048, 200)])]
+    dests = [dest(h) for h in "ab"]
+    link = Link(1024, link_mbps=1024)
+    plan = plan_drain(guests, dests, max_outbound=4, link=link)
+    ordered = sorted(plan.moves, key=lambda m: m.start_s)
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(ordered))
+    assert plan.total_s < all_at_once_plan(guests, dests, link=link).total_s
+
+
+def test_an_in_flight_migration_shares_the_link() -> None:
+    flights = (InFlight("x", "a", 1024.0, dirty_rate_mbps=0.0),)
+    plan = plan_drain([guest(1, 1024, 0)], [dest("a"), dest("b")], max_outbound=2,
+                      link=Link(1024, link_mbps=1024), in_flight=flights)
+    # together or after it, the link moves 2048 MiB in 2 s either way
+    assert plan.total_s == pytest.approx(2.0)
