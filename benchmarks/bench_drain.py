@@ -284,7 +284,8 @@ def planned(b: Bench) -> dict[str, Any]:
         busy = {f.instance.uuid for f in running}
         guests = [Guest(g.uuid, g.name, g.flavor, b.measured[g.uuid]) for g in b.guests
                   if g.host == "host1" and g.uuid not in busy
-                  and g.uuid not in {u for u, f in b.flights.items() if f.ended_s}]
+                  and g.uuid not in {u for u, f in b.flights.items()
+                                     if f.ended_s is not None}]
         in_flight = [InFlight(f.instance.uuid, f.dest,
                               (f.samples[-1].memory_remaining if f.samples
                                else f.instance.flavor.memory_mb * MiB) / MiB,
