@@ -190,6 +190,48 @@ def test_source_compute_crash_mid_drain_ends_consistently(cloud: EmbeddedCloud,
     each_once(cloud, fabric, booted)
 
 
+def test_destination_compute_crash_mid_drain_ends_consistently(cloud: EmbeddedCloud,
+                                                               fabric: Fabric) -> None:
+    """The compute service of a destination dies (fenced, as with kill -9) while a
+    drain's migration into it runs, and comes back: the drain still ends, every guest
+    runs exactly once where its record says, none left in a task."""
+    api, ctx = cloud.api, cloud.ctx
+    booted = guests(cloud, fabric, 3)
+    stall = fabric.stall("live_migration.iteration", host="host1")
+    drain = api.drain_host(ctx, "host1")
+    assert stall.wait_reached(10)
+    running = [g for g in api.drain_get(ctx, drain.id).guests if g.status == "migrating"]
+    dest = running[0].dest_host
+    assert dest is not None
+    cloud.stop_compute(dest, crash=True)
+    cloud.start_compute(dest)
+    stall.release()
+    done = api.drain_wait(ctx, drain.id, timeout=60)
+    assert done.status in ("complete", "incomplete"), done
+    assert {g.status for g in done.guests} <= {"done", "failed"}, \
+        [(g.status, g.error) for g in done.guests]
+    for g in done.guests:
+        inst = cloud.db.instance_get(g.instance_uuid)
+        assert inst.task_state is None
+        assert inst.host == (g.dest_host if g.status == "done" else "host1"), (g, inst)
+    each_once(cloud, fabric, booted)
+
+
+def test_no_destination_with_room_refused_up_front(tmp_path: Any) -> None:
+    c = make_cloud(tmp_path, fake={"host_capacity": {
+        "host2": "8/256/100", "host3": "8/256/100"}})
+    try:
+        fab = get_fabric(c.conf.fake.fabric)
+        boot(c, fab, "medium", host="host1")
+        with pytest.raises(DrainRefused, match="none of its 1 guest") as err:
+            c.api.drain_host(c.ctx, "host1")
+        assert "capacity" in str(err.value) and "Traceback" not in str(err.value)
+        assert not disabled(c, "host1") and not c.api.drain_list(c.ctx, "host1")
+    finally:
+        c.stop()
+        drop_fabric(c.conf.fake.fabric)
+
+
 def test_no_destination_refused_up_front(cloud: EmbeddedCloud, fabric: Fabric) -> None:
     api, ctx = cloud.api, cloud.ctx
     guests(cloud, fabric, 1)
@@ -237,8 +279,6 @@ def test_empty_host_drains_at_once(cloud: EmbeddedCloud) -> None:
     drain = api.drain_wait(ctx, api.drain_host(ctx, "host3").id, timeout=30)
     assert drain.status == "complete" and not drain.guests
     api.enable_host(ctx, "host3")
-
-
 
 
 def test_a_second_drain_plans_with_the_measured_dirty_rates(cloud: EmbeddedCloud,

@@ -42,7 +42,7 @@ def check_limits(plan: Plan, dests: list[Destination], max_outbound: int,
     """At every start/end instant the outbound and inbound limits hold, and no
     destination's claims exceed its capacity."""
     intervals = [(m.start_s, m.end_s, m.dest) for m in plan.moves]
-    intervals += [(0.0, f.remaining_s, f.dest) for f in in_flight]
+    intervals += [(0.0, f.remaining_mb / 1024, f.dest) for f in in_flight]
     for t in sorted({s for s, _, _ in intervals}):
         running = [(s, e, d) for s, e, d in intervals if s <= t + 1e-9 < e - 1e-9]
         if max_outbound:
@@ -106,7 +106,7 @@ def test_avoid_excludes_a_destination() -> None:
 
 
 def test_in_flight_holds_its_slots() -> None:
-    flights = (InFlight("x", "a", 5.0),)
+    flights = (InFlight("x", "a", 5 * 1024.0),)  # 5 s at 1024 MiB/s
     guests = [guest(1, 1024), guest(2, 1024)]
     dests = [dest("a", max_inbound=1)]
     plan = plan_drain(guests, dests, max_outbound=1, link=Link(1024),
@@ -156,3 +156,24 @@ def test_ratios_allow_overcommit() -> None:
     assert plan_drain(g, d, max_outbound=1, link=Link(1024)).stuck
     assert plan_drain(g, d, max_outbound=1, link=Link(1024),
                       ratios=AllocationRatios(ram=2.0)).moves
+
+
+def test_a_full_link_gets_no_extra_stream() -> None:
+    """Streams beyond what fills the link only share it and lose more to dirtying:
+    with one stream filling the link, the plan moves the guests one at a time."""
+    guests = [guest(i, mem, dirty) for i, (mem, dirty) in enumerate(
+        [(4096, 300), (2048, 100), (1024, 0), (2048, 200)])]
+    dests = [dest(h) for h in "ab"]
+    link = Link(1024, link_mbps=1024)
+    plan = plan_drain(guests, dests, max_outbound=4, link=link)
+    ordered = sorted(plan.moves, key=lambda m: m.start_s)
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(ordered))
+    assert plan.total_s < all_at_once_plan(guests, dests, link=link).total_s
+
+
+def test_an_in_flight_migration_shares_the_link() -> None:
+    flights = (InFlight("x", "a", 1024.0, dirty_rate_mbps=0.0),)
+    plan = plan_drain([guest(1, 1024, 0)], [dest("a"), dest("b")], max_outbound=2,
+                      link=Link(1024, link_mbps=1024), in_flight=flights)
+    # together or after it, the link moves 2048 MiB in 2 s either way
+    assert plan.total_s == pytest.approx(2.0)

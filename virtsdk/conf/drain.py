@@ -13,8 +13,10 @@ opts = [
                  help="MiB/s one migration stream is assumed to reach (the planner's "
                       "link estimate)."),
     cfg.FloatOpt("link_bandwidth_mbps", default=0.0, min=0.0,
-                 help="MiB/s a source host's link carries for all its migrations "
-                      "together; 0: migrations do not share a link."),
+                 help="MiB/s one host's link carries for all its migrations together "
+                      "(the planner shares it among the streams leaving the drained host, "
+                      "and among those entering each destination); 0: migrations do not "
+                      "share a link."),
     cfg.FloatOpt("default_dirty_rate_mbps", default=0.0, min=0.0,
                  help="Dirty rate (MiB/s) assumed for a guest no earlier migration "
                       "measured."),

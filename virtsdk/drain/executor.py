@@ -280,14 +280,31 @@ class Drainer:
                              g.migration_id, exc)
 
     def _in_flight(self, drain: Drain) -> tuple[InFlight, ...]:
-        now = _utcnow()
+        """The drain's migrations still running, with what they still have to send:
+        a live migration's latest progress sample (memory and disk remaining), else
+        the whole guest."""
         out = []
         for g in drain.guests:
-            if g.status == "migrating" and g.dest_host:
-                spent = (now - g.started_at).total_seconds() if g.started_at else 0.0
-                # still running: it holds its slots now, however long it overran
-                out.append(InFlight(g.instance_uuid, g.dest_host,
-                                    max(1e-3, (g.estimated_s or 0.0) - spent)))
+            if g.status != "migrating" or not g.dest_host:
+                continue
+            try:
+                inst = self.db.instance_get(g.instance_uuid)
+            except InstanceNotFound:
+                continue
+            mode = Mode(g.mode) if g.mode else Mode.LIVE
+            left = float(inst.flavor.memory_mb)
+            if mode is Mode.COLD:
+                left += 1024.0 * (inst.flavor.root_gb + inst.flavor.ephemeral_gb)
+            dirty = 0.0
+            if mode is Mode.LIVE:
+                dirty = self._dirty_rate(g.instance_uuid) or \
+                    self.conf.drain.default_dirty_rate_mbps
+                if g.migration_id is not None:
+                    mig = self.db.migration_get(g.migration_id)
+                    if mig.memory_total or mig.disk_total:
+                        left = (mig.memory_remaining + mig.disk_remaining) / MiB
+            # still running: it holds its slots now, however little it has left
+            out.append(InFlight(g.instance_uuid, g.dest_host, max(1.0, left), dirty, mode))
         return tuple(out)
 
     def _start_moves(self, ctx: RequestContext, drain: Drain) -> None:

@@ -2,31 +2,41 @@
 
 Pure and deterministic: no database, no RPC.  Who calls it: the drain executor
 (:mod:`virtsdk.drain.executor`) before a drain starts (``--dry-run`` shows the
-result), then again each time a migration finishes, with what is still to move and
-what is still in flight; the benchmark compares it with the two plans of today's
-tools (:func:`naive_plan`, one guest after the other, and :func:`all_at_once_plan`).
+result), then again each time a migration starts or finishes, with what is still to
+move and what is still in flight; the benchmark compares it with the two plans of
+today's tools (:func:`naive_plan`, one guest after the other, and
+:func:`all_at_once_plan`).
 
-The cost model is the pre-copy model of a live migration (docs/flows.md): a stream
-of ``b`` MiB/s moving a guest of ``M`` MiB that dirties ``d`` MiB/s sends ``M``,
-then what was dirtied meanwhile, and so on, ``M / (b - d)`` seconds in all; it
-converges only while ``d < b``.  A cold migration copies memory and disks once
-(``(M + disk) / b``).  Each migration stream reaches at most ``stream_mbps``; when
-the source's link is shared (``link_mbps``), ``k`` streams at once each get
-``min(stream_mbps, link_mbps / k)``.
+The cost model is the pre-copy model of a live migration (docs/flows.md) as a fluid:
+a stream of ``b`` MiB/s moving a guest that dirties ``d`` MiB/s shrinks what is left
+to send at ``b - d`` MiB/s, so a guest of ``M`` MiB alone takes ``M / (b - d)``
+seconds.  A migration whose ``b - d`` is within :data:`NO_CONVERGENCE` of ``b`` is
+taken as not converging: it progresses at ``b * NO_CONVERGENCE`` (the convergence
+policies then raise the downtime, throttle, pause or switch to post-copy, or abort
+it).  A cold migration copies memory and disks once, at ``b``.
 
-The schedule is a list schedule: at each moment a source outbound slot is free, the
-longest remaining guest that fits a destination with a free inbound slot starts
-there (longest first keeps the slots busy until the end).  Capacity is consumed for
-good (a guest that arrives stays), checked with :func:`virtsdk.resources.fits`, so
-no destination is over-committed.  The planner tries every concurrency from 1 to
-the source's outbound limit and keeps the plan that finishes first; concurrency 1
-is the naive loop in another order, so the plan is never later than it on the model.
+Bandwidth is shared: each stream reaches at most ``stream_mbps``; when hosts' links
+are limited (``link_mbps``), the streams leaving the source share its link and the
+streams entering one destination share that destination's link, equally, and the
+rates of every running stream change each time one starts or ends.  So more streams
+at once are not always faster: once the link is full, another stream only slows the
+others, and guests dirtying close to their share stop converging.
+
+A plan is a simulation of that model over time: at each moment a stream ends (and
+at the start) guests start, in the candidate's order, while the concurrency allows,
+on the destination with an inbound slot and the capacity (checked with
+:func:`virtsdk.resources.fits`; capacity is consumed for good, so no destination is
+over-committed) that has the fewest incoming streams, then the most free RAM.
+Candidates: every concurrency from 1 to the source's outbound limit, each with and
+without the *throughput guard* (start a guest only if the useful rate of all running
+streams together, ``sum(b_i - d_i)``, grows), longest guest first, plus the naive
+loop itself; the planner keeps the candidate that finishes first on the model, so
+it is never later than the naive loop there.
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -84,26 +94,26 @@ class Link:
 
     #: MiB/s one migration stream reaches
     stream_mbps: float
-    #: MiB/s the source's link carries in all (None: streams do not share a link)
+    #: MiB/s one host's link carries in all, shared by the streams leaving the source
+    #: and by those entering each destination (None: streams do not share links)
     link_mbps: float | None = None
     #: dirty rate assumed for a guest whose rate is unknown
     default_dirty_rate_mbps: float = 0.0
-
-    def per_stream(self, streams: int) -> float:
-        if self.link_mbps is None:
-            return self.stream_mbps
-        return min(self.stream_mbps, self.link_mbps / max(1, streams))
 
 
 @dataclass(frozen=True)
 class InFlight:
     """A migration already running (when re-planning): it holds an outbound slot and
-    an inbound slot of ``dest`` for ``remaining_s`` more seconds.  Its capacity is
-    already claimed in the destination's resources."""
+    an inbound slot of ``dest`` and shares the links until its ``remaining_mb`` are
+    sent.  Its capacity is already claimed in the destination's resources."""
 
     uuid: str
     dest: str
-    remaining_s: float
+    #: MiB still to send (memory still to copy plus what was dirtied, disks)
+    remaining_mb: float
+    #: MiB/s the guest dirties (0 for a cold migration)
+    dirty_rate_mbps: float = 0.0
+    mode: Mode = Mode.LIVE
 
 
 @dataclass(frozen=True)
@@ -150,20 +160,41 @@ class Plan:
         return [m for m in self.moves if m.start_s <= 1e-9]
 
 
-def estimate(guest: Guest, mode: Mode, stream_mbps: float,
-             default_dirty_rate_mbps: float = 0.0) -> tuple[float, bool]:
-    """Estimated seconds to move ``guest`` at ``stream_mbps``, and whether pre-copy
-    converges.  A non-converging live migration is estimated at three full memory
-    passes (the convergence policies then throttle, pause or switch to post-copy)."""
+#: a live migration whose ``b - d`` is at most this fraction of its bandwidth ``b``
+#: is taken as not converging (and progresses at this fraction of ``b``)
+NO_CONVERGENCE = 0.1
+
+
+def _progress_rate(bandwidth: float, dirty: float, mode: Mode) -> tuple[float, bool]:
+    """MiB/s by which what is left to send shrinks, and whether pre-copy converges."""
+    if mode is Mode.COLD:
+        return bandwidth, True
+    floor = bandwidth * NO_CONVERGENCE
+    if bandwidth - dirty > floor:
+        return bandwidth - dirty, True
+    return floor, False
+
+
+def _size_mb(guest: Guest, mode: Mode) -> float:
     memory = float(guest.flavor.memory_mb)
     if mode is Mode.COLD:
-        disk = 1024.0 * (guest.flavor.root_gb + guest.flavor.ephemeral_gb)
-        return (memory + disk) / stream_mbps, True
-    dirty = guest.dirty_rate_mbps if guest.dirty_rate_mbps is not None else \
-        default_dirty_rate_mbps
-    if dirty < stream_mbps:
-        return memory / (stream_mbps - dirty), True
-    return 3.0 * memory / stream_mbps, False
+        return memory + 1024.0 * (guest.flavor.root_gb + guest.flavor.ephemeral_gb)
+    return memory
+
+
+def _dirty(guest: Guest, mode: Mode, default: float) -> float:
+    if mode is Mode.COLD:
+        return 0.0
+    return guest.dirty_rate_mbps if guest.dirty_rate_mbps is not None else default
+
+
+def estimate(guest: Guest, mode: Mode, stream_mbps: float,
+             default_dirty_rate_mbps: float = 0.0) -> tuple[float, bool]:
+    """Estimated seconds to move ``guest`` alone at ``stream_mbps``, and whether
+    pre-copy converges (the module docstring's model)."""
+    rate, converges = _progress_rate(
+        stream_mbps, _dirty(guest, mode, default_dirty_rate_mbps), mode)
+    return _size_mb(guest, mode) / rate, converges
 
 
 def _mode(guest: Guest, allow_cold: bool) -> Mode | None:
@@ -177,94 +208,145 @@ def _mode(guest: Guest, allow_cold: bool) -> Mode | None:
 class _Dest:
     """A destination's state while one schedule is simulated."""
 
-    def __init__(self, dest: Destination, busy_until: list[float]) -> None:
+    def __init__(self, dest: Destination, limit_inbound: bool) -> None:
         self.host = dest.host
         self.res = dest.resources.copy()
-        self.max_inbound = dest.max_inbound
-        self.busy = sorted(busy_until)
-
-    def free_inbound(self, now: float) -> bool:
-        self.busy = [t for t in self.busy if t > now + 1e-9]
-        return self.max_inbound == 0 or len(self.busy) < self.max_inbound
+        self.max_inbound = dest.max_inbound if limit_inbound else 0
 
     def fits(self, flavor: Flavor, ratios: AllocationRatios) -> bool:
         return fits(self.res, flavor, ratios)
 
-    def take(self, flavor: Flavor, until: float) -> None:
+    def take(self, flavor: Flavor) -> None:
         self.res.memory_mb_used += flavor.memory_mb
         self.res.vcpus_used += flavor.vcpus
         self.res.local_gb_used += flavor.root_gb + flavor.ephemeral_gb
-        self.busy.append(until)
 
 
-def _schedule(guests: Sequence[Guest], destinations: Sequence[Destination],
-              concurrency: int, link: Link, ratios: AllocationRatios, allow_cold: bool,
-              in_flight: Sequence[InFlight], order: str) -> Plan:
-    stream = link.per_stream(concurrency)
-    dests = [_Dest(d, [f.remaining_s for f in in_flight if f.dest == d.host])
-             for d in sorted(destinations, key=lambda d: d.host)]
+@dataclass
+class _Stream:
+    """One migration while a schedule is simulated."""
+
+    uuid: str
+    name: str
+    dest: str
+    mode: Mode
+    dirty: float
+    left_mb: float
+    start_s: float
+    planned: bool
+    converges: bool = True
+
+
+def _rates(streams: Sequence[_Stream], link: Link) -> list[tuple[float, bool]]:
+    """Each stream's progress rate (and convergence) with the links shared."""
+    inbound: dict[str, int] = {}
+    for s in streams:
+        inbound[s.dest] = inbound.get(s.dest, 0) + 1
+    out = []
+    for s in streams:
+        bandwidth = link.stream_mbps
+        if link.link_mbps is not None:
+            bandwidth = min(bandwidth, link.link_mbps / len(streams),
+                            link.link_mbps / inbound[s.dest])
+        out.append(_progress_rate(bandwidth, s.dirty, s.mode))
+    return out
+
+
+def _useful(streams: Sequence[_Stream], link: Link) -> float:
+    return sum(r for r, _ in _rates(streams, link))
+
+
+_Todo = tuple[Guest, Mode, float]
+
+
+def _simulate(todo: Sequence[_Todo], dests: list[_Dest], concurrency: int, link: Link,
+              ratios: AllocationRatios, in_flight: Sequence[InFlight],
+              guard: bool) -> tuple[list[Move], list[Guest]]:
+    """Run one candidate schedule on the model: the moves, and the guests that never
+    found a destination with room."""
+    running = [_Stream(f.uuid, f.uuid, f.dest, f.mode, f.dirty_rate_mbps,
+                       max(0.0, f.remaining_mb), 0.0, False) for f in in_flight]
+    pending = list(todo)
+    moves: list[Move] = []
+    now = 0.0
+    while pending or any(s.planned for s in running):
+        i = 0
+        while i < len(pending) and len(running) < concurrency:
+            g, mode, dirty = pending[i]
+            inbound = {d.host: 0 for d in dests}
+            for s in running:
+                inbound[s.dest] = inbound.get(s.dest, 0) + 1
+            cands = [d for d in dests if d.host not in g.avoid and d.fits(g.flavor, ratios)
+                     and (d.max_inbound == 0 or inbound[d.host] < d.max_inbound)]
+            if not cands:
+                i += 1
+                continue
+            best = min(cands, key=lambda d: (inbound[d.host], -d.res.free_ram_mb,
+                                             -d.res.free_vcpus, d.host))
+            stream = _Stream(g.uuid, g.name, best.host, mode, dirty, _size_mb(g, mode),
+                             now, True)
+            if guard and running and \
+                    _useful([*running, stream], link) <= _useful(running, link) + 1e-9:
+                i += 1
+                continue
+            best.take(g.flavor)
+            running.append(stream)
+            del pending[i]
+        if not running:
+            break  # nothing runs and nothing can start: no room left for the rest
+        rates = _rates(running, link)
+        for s, (_, converges) in zip(running, rates, strict=True):
+            s.converges = s.converges and converges
+        step = min(s.left_mb / r for s, (r, _) in zip(running, rates, strict=True))
+        now += step
+        still = []
+        for s, (r, _) in zip(running, rates, strict=True):
+            s.left_mb -= r * step
+            if s.left_mb > 1e-6 * max(1.0, r):
+                still.append(s)
+            elif s.planned:
+                moves.append(Move(s.uuid, s.name, s.dest, s.mode, s.start_s,
+                                  now - s.start_s, s.converges))
+        running = still
+    moves.sort(key=lambda m: (m.start_s, m.end_s, m.name))
+    return moves, [g for g, _, _ in pending]
+
+
+def _prepare(guests: Sequence[Guest], destinations: Sequence[Destination], link: Link,
+             ratios: AllocationRatios, allow_cold: bool
+             ) -> tuple[list[_Todo], list[Stuck]]:
+    """The guests that can move (with how), and those that cannot at all."""
     stuck: list[Stuck] = []
-    todo: list[tuple[Guest, Mode, float, bool]] = []
+    todo: list[_Todo] = []
     for g in guests:
         mode = _mode(g, allow_cold)
         if mode is None:
             stuck.append(Stuck(g.uuid, g.name, Why.NOT_MIGRATABLE))
-            continue
-        secs, conv = estimate(g, mode, stream, link.default_dirty_rate_mbps)
-        todo.append((g, mode, secs, conv))
-    if not dests:
-        stuck += [Stuck(g.uuid, g.name, Why.NO_DESTINATION) for g, *_ in todo]
-        return Plan([], stuck, concurrency)
-    if order == "longest":
-        todo.sort(key=lambda t: (-t[2], t[0].name, t[0].uuid))
-    # a guest that fits no destination even empty of the others' plans never will
-    fitting = []
-    for item in todo:
-        g = item[0]
-        if any(d.fits(g.flavor, ratios) for d in dests if d.host not in g.avoid):
-            fitting.append(item)
-        else:
+        elif not destinations:
+            stuck.append(Stuck(g.uuid, g.name, Why.NO_DESTINATION))
+        elif not any(fits(d.resources, g.flavor, ratios) for d in destinations
+                     if d.host not in g.avoid):
+            # fits no destination even before the others' claims: never will
             stuck.append(Stuck(g.uuid, g.name, Why.NO_CAPACITY))
-    slots = [f.remaining_s for f in in_flight]
-    heapq.heapify(slots)
-    while len(slots) < concurrency:
-        heapq.heappush(slots, 0.0)
-    # in-flight migrations beyond the concurrency still hold their slots
-    moves: list[Move] = []
-    pending = fitting
-    now = 0.0
-    while pending:
-        while len(slots) > concurrency and slots[0] <= now + 1e-9:
-            heapq.heappop(slots)
-        free = sum(1 for t in slots if t <= now + 1e-9)
-        started = False
-        if free:
-            for i, (g, mode, secs, conv) in enumerate(pending):
-                cands = [d for d in dests if d.host not in g.avoid
-                         and d.fits(g.flavor, ratios) and d.free_inbound(now)]
-                if not cands:
-                    continue
-                # the emptiest destination (most free RAM after it), then by name
-                best = max(cands, key=lambda d: (d.res.free_ram_mb, d.res.free_vcpus,
-                                                 [-ord(c) for c in d.host]))
-                best.take(g.flavor, now + secs)
-                heapq.heappop(slots)
-                heapq.heappush(slots, now + secs)
-                moves.append(Move(g.uuid, g.name, best.host, mode, now, secs, conv))
-                del pending[i]
-                started = True
-                break
-        if started:
-            continue
-        # nothing can start now: wait for the next slot or inbound slot to free
-        later = [t for t in slots if t > now + 1e-9]
-        later += [t for d in dests for t in d.busy if t > now + 1e-9]
-        if not later:
-            # every slot free, yet nothing fits any more: capacity is used up
-            stuck += [Stuck(g.uuid, g.name, Why.NO_CAPACITY) for g, *_ in pending]
-            break
-        now = min(later)
-    return Plan(moves, stuck, concurrency)
+        else:
+            todo.append((g, mode, _dirty(g, mode, link.default_dirty_rate_mbps)))
+    return todo, stuck
+
+
+def _schedule(todo: Sequence[_Todo], stuck: Sequence[Stuck],
+              destinations: Sequence[Destination], concurrency: int, link: Link,
+              ratios: AllocationRatios, in_flight: Sequence[InFlight], guard: bool,
+              limit_inbound: bool = True) -> Plan:
+    dests = [_Dest(d, limit_inbound) for d in sorted(destinations, key=lambda d: d.host)]
+    moves, left = _simulate(todo, dests, concurrency, link, ratios, in_flight, guard)
+    return Plan(moves, [*stuck, *(Stuck(g.uuid, g.name, Why.NO_CAPACITY) for g in left)],
+                concurrency)
+
+
+def _longest_first(todo: Sequence[_Todo], link: Link) -> list[_Todo]:
+    def alone(t: _Todo) -> float:
+        return _size_mb(t[0], t[1]) / _progress_rate(link.stream_mbps, t[2], t[1])[0]
+    return sorted(todo, key=lambda t: (-alone(t), t[0].name, t[0].uuid))
 
 
 def plan_drain(guests: Sequence[Guest], destinations: Sequence[Destination], *,
@@ -274,32 +356,32 @@ def plan_drain(guests: Sequence[Guest], destinations: Sequence[Destination], *,
                in_flight: Sequence[InFlight] = ()) -> Plan:
     """The plan that empties the source soonest on the model (see the module
     docstring).  ``max_outbound`` 0 means no limit (as many as there are guests)."""
+    todo, stuck = _prepare(guests, destinations, link, ratios, allow_cold)
     limit = max_outbound if max_outbound > 0 else max(1, len(guests) + len(in_flight))
-    best: Plan | None = None
+    longest = _longest_first(todo, link)
+    candidates = [_schedule(todo, stuck, destinations, 1, link, ratios, in_flight, False)]
     for k in range(1, limit + 1):
-        candidate = _schedule(guests, destinations, k, link, ratios, allow_cold,
-                              in_flight, "longest")
-        if best is None or len(candidate.moves) > len(best.moves) or (
-                len(candidate.moves) == len(best.moves)
-                and candidate.total_s < best.total_s - 1e-9):
-            best = candidate
-    assert best is not None
-    return best
+        for guard in (False, True):
+            candidates.append(_schedule(longest, stuck, destinations, k, link, ratios,
+                                        in_flight, guard))
+    return min(candidates, key=lambda p: (-len(p.moves), round(p.total_s, 9),
+                                          p.concurrency))
 
 
 def naive_plan(guests: Sequence[Guest], destinations: Sequence[Destination], *,
                link: Link, ratios: AllocationRatios = AllocationRatios(),
                allow_cold: bool = False) -> Plan:
     """Today's loop (Nova's ``host-evacuate-live``): one guest after the other, in
-    the order given, each at the full stream rate."""
-    return _schedule(guests, destinations, 1, link, ratios, allow_cold, (), "given")
+    the order given."""
+    todo, stuck = _prepare(guests, destinations, link, ratios, allow_cold)
+    return _schedule(todo, stuck, destinations, 1, link, ratios, (), False)
 
 
 def all_at_once_plan(guests: Sequence[Guest], destinations: Sequence[Destination], *,
                      link: Link, ratios: AllocationRatios = AllocationRatios(),
                      allow_cold: bool = False) -> Plan:
-    """Every guest started at once (inbound limits ignored, the link shared by all),
+    """Every guest started at once (inbound limits ignored, the links shared by all),
     in the order given."""
-    unlimited = [Destination(d.host, d.resources, 0) for d in destinations]
-    return _schedule(guests, unlimited, max(1, len(guests)), link, ratios, allow_cold,
-                     (), "given")
+    todo, stuck = _prepare(guests, destinations, link, ratios, allow_cold)
+    return _schedule(todo, stuck, destinations, max(1, len(guests)), link, ratios, (),
+                     False, limit_inbound=False)

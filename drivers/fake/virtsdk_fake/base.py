@@ -53,6 +53,7 @@ class FakeDriverBase(ComputeDriver):
         self.fabric: Fabric = get_fabric(group.fabric, group.time_scale, group.fabric_dir)
         self.fabric.shared_storage = group.shared_storage
         self.fabric.link_bandwidth_mbps = group.link_bandwidth_mbps
+        self.fabric.host_link_mbps = group.host_link_mbps
         overrides = group.host_capacity or {}
         if host in overrides:
             capacity = _parse_capacity(host, overrides[host])

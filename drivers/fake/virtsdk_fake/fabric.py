@@ -271,6 +271,8 @@ class Fabric:
         self.hosts: dict[str, FakeHost] = {}
         self.shared_storage = False
         self.link_bandwidth_mbps = 1024
+        #: MiB/s of each host's link, shared by its live migrations (0: not shared)
+        self.host_link_mbps = 0
         self.params: dict[str, MigrationParams] = {}
         #: shared-storage check files (token -> storage pool that holds it)
         self.check_files: dict[str, str] = {}
@@ -376,6 +378,20 @@ class Fabric:
               seconds: float | None = None) -> StallHandle:
         """Shortcut for :meth:`FaultInjector.stall`."""
         return self.faults.stall(step, host, times, seconds)
+
+    def live_bandwidth_mbps(self, source: str, dest: str, stream_mbps: float) -> float:
+        """MiB/s a live migration from ``source`` to ``dest`` gets now: ``stream_mbps``,
+        or less when :attr:`host_link_mbps` is set and the running migrations leaving
+        ``source`` (or entering ``dest``) share that link equally (itself included)."""
+        if not self.host_link_mbps:
+            return stream_mbps
+        with self.lock:
+            running = [(h.name, j.dest) for h in self.hosts.values()
+                       for j in h.jobs.values() if j.job_type == "unbounded"]
+        out = sum(1 for src, _ in running if src == source)
+        into = sum(1 for _, dst in running if dst == dest)
+        return min(stream_mbps, self.host_link_mbps / max(1, out),
+                   self.host_link_mbps / max(1, into))
 
     def use_clock(self, clock: Clock) -> None:
         self.clock = clock

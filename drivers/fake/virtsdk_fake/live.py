@@ -239,7 +239,9 @@ class FakeLiveMigration(FakeDriverBase):
             switch_over=lambda: self._switch_over(uuid, dest, block_migration),
             hit=self._step, pause_guest=lambda: self._pause_source(uuid),
             throttle_initial=start_params.get("cpu_throttle_initial", 20),
-            throttle_increment=start_params.get("cpu_throttle_increment", 10))
+            throttle_increment=start_params.get("cpu_throttle_increment", 10),
+            dest=dest, bandwidth_of=lambda: MiB * self.fabric.live_bandwidth_mbps(
+                self.host, dest, bandwidth))
         with self.fabric.lock:
             self.hostobj.jobs[uuid] = job
         return job, policies

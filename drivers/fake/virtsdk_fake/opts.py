@@ -39,6 +39,14 @@ opts: list[cfg.Opt] = [
                      "moves only memory and block migration is refused."),
     cfg.IntOpt("link_bandwidth_mbps", default=1024, min=1,
                help="Simulated network speed between hosts, MiB/s (memory and disks)."),
+    cfg.IntOpt("host_link_mbps", default=0, min=0,
+               help="Simulated capacity of each host's network link, MiB/s, shared "
+                    "equally by the live migrations leaving it and, separately, by those "
+                    "entering it: a migration gets the least of link_bandwidth_mbps, its "
+                    "source's share and its destination's share, re-evaluated at every "
+                    "sample of its job.  0: links are not shared (every migration gets "
+                    "link_bandwidth_mbps).  Shared only among the migrations of one "
+                    "process."),
     cfg.FloatOpt("default_dirty_rate_mbps", default=0.0, min=0.0,
                  help="Guest memory dirty rate (MiB/s) of instances that set no "
                       "'fake:dirty_rate_mbps' metadata."),

@@ -11,9 +11,10 @@ of a completed job is the simulation's own (``downtime_measured``).
 
 The job advances lazily: every :meth:`stats` call integrates the model up to
 ``clock.now()``, so it runs in the thread of whoever samples it (the monitor) and
-needs no thread of its own.  Fault steps (``live_migration.iteration``,
-``live_migration.switchover``) fire outside the job's lock, so a stalled step never
-blocks :meth:`abort`.
+needs no thread of its own.  With ``bandwidth_of`` the bandwidth is asked for again at
+each sample and holds since the previous one (links shared with other migrations).
+Fault steps (``live_migration.iteration``, ``live_migration.switchover``) fire outside
+the job's lock, so a stalled step never blocks :meth:`abort`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class SimulatedLiveMigration:
                  max_downtime_ms: int, flags: set[str], step_s: float,
                  switch_over: Callable[[], None], hit: Callable[[str], None],
                  pause_guest: Callable[[], None] | None = None,
-                 throttle_initial: int = 20, throttle_increment: int = 10) -> None:
+                 throttle_initial: int = 20, throttle_increment: int = 10,
+                 dest: str = "",
+                 bandwidth_of: Callable[[], float] | None = None) -> None:
         if bandwidth_bps <= 0:
             raise ValueError("bandwidth must be > 0")
         self.clock = clock
@@ -58,6 +61,9 @@ class SimulatedLiveMigration:
         self.memory_total = memory_bytes
         self.disk_total = disk_bytes
         self.bandwidth = float(bandwidth_bps)
+        #: the destination host (for the fabric's link sharing)
+        self.dest = dest
+        self._bandwidth_of = bandwidth_of
         self.dirty_rate = float(dirty_rate_bps)
         self.working_set = float(min(working_set_bytes, memory_bytes))
         self.max_downtime_ms = max_downtime_ms
@@ -184,6 +190,10 @@ class SimulatedLiveMigration:
         return None
 
     def _run_to(self, now: float) -> None:
+        if self._bandwidth_of is not None and self.job_type == RUNNING:
+            bandwidth = self._bandwidth_of()  # outside the lock: it reads other jobs
+            with self._lock:
+                self.bandwidth = max(1.0, bandwidth)
         while True:
             with self._lock:
                 event = self._integrate(now)

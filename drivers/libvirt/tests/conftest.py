@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from virtsdk_libvirt.driver import LibvirtDriver
 
-from .libvirt_lab import clean_lab_host, lab_host_overrides, make_driver
+from .libvirt_lab import clean_lab_host, lab_cloud, make_driver
 
 
 @pytest.fixture
@@ -34,13 +34,7 @@ def libvirt_cloud(lab: Any, lab_drivers: Any) -> Iterator[Any]:
     """API + conductor + one libvirt compute service per lab host (an EmbeddedCloud
     whose hosts differ only in ``[libvirt]``).  ``lab_drivers`` only for its clean-up
     of the lab hosts afterwards."""
-    from virtsdk.cloud import EmbeddedCloud
-
-    common = {"compute": {"report_interval": 1.0, "shutdown_timeout": 30,
-                          "shutdown_retry_interval": 2},
-              "libvirt": {"shutdown_retry_interval": 2}}
-    cloud = EmbeddedCloud([h.name for h in lab.hosts], "libvirt", overrides=common,
-                          host_overrides=lab_host_overrides(lab)).start()
+    cloud = lab_cloud(lab)
     try:
         yield cloud
     finally:

@@ -5,7 +5,7 @@ the benchmarks).
 with its own fresh ``cfg.ConfigOpts`` (``[libvirt] connection_uri``, ``instances_path``,
 ``my_ip``, ``host_exec_prefix`` from the host); ``clean_lab_host`` destroys every domain
 of a lab host and empties its instance directory; ``lab_host_overrides`` gives an
-``EmbeddedCloud`` each lab host's ``[libvirt]`` section.
+``EmbeddedCloud`` each lab host's ``[libvirt]`` section, and ``lab_cloud`` starts one.
 """
 
 from __future__ import annotations
@@ -92,6 +92,22 @@ def lab_host_overrides(lab: Any) -> dict[str, dict[str, dict[str, Any]]]:
                                  "my_ip": h.address,
                                  "host_exec_prefix": list(h.exec_prefix)}}
             for h in lab.hosts}
+
+
+def lab_cloud(lab: Any, overrides: dict[str, dict[str, Any]] | None = None) -> Any:
+    """A started ``EmbeddedCloud`` with one libvirt compute per lab host: each host's
+    ``[libvirt]`` section, the lab's usual ``[compute]`` / ``[libvirt]`` timings, and
+    ``overrides`` (group -> options) on top."""
+    from virtsdk.cloud import EmbeddedCloud
+
+    common: dict[str, dict[str, Any]] = {
+        "compute": {"report_interval": 1.0, "shutdown_timeout": 30,
+                    "shutdown_retry_interval": 2},
+        "libvirt": {"shutdown_retry_interval": 2}}
+    for group, values in (overrides or {}).items():
+        common.setdefault(group, {}).update(values)
+    return EmbeddedCloud([h.name for h in lab.hosts], "libvirt", overrides=common,
+                         host_overrides=lab_host_overrides(lab)).start()
 
 
 def console_of(cloud: Any, host: str, instance_uuid: str) -> Any:
