@@ -33,7 +33,7 @@ from virtsdk.objects import (
 )
 from virtsdk.states import PowerState
 from virtsdk.validation import validate_hostname
-from virtsdk_fake.base import FakeDriverBase
+from virtsdk_fake.local import LocalHost
 from virtsdk_fake.storage import BLOCK, FakeDisk, FakeInstance, MiB, flavor_disks
 
 LOG = logging.getLogger(__name__)
@@ -42,14 +42,21 @@ LOG = logging.getLogger(__name__)
 _NO_SHRINK = ("disk", "disk.local")
 
 
-class FakeColdMigration(FakeDriverBase):
-    """The cold-migration half of the fake driver."""
+class FakeColdMigration:
+    """Every cold-migration and resize step of one fake host (both sides of the flow):
+    what :class:`~virtsdk_fake.driver.FakeDriver` forwards those methods to."""
+
+    def __init__(self, local: LocalHost) -> None:
+        self._local = local
+        self.fabric = local.fabric
+        self.hostobj = local.state
+        self.host = local.name
 
     def prepare_migrate_disk_target(self, context: RequestContext, migration: Migration,
                                     instance: Instance, flavor: Flavor) -> ColdMigrateData:
         """Destination: reserve a one-time ticket for the incoming disks.  Touches
         nothing the instance already has here (same-host resize is fine)."""
-        self._step("prepare_migrate_disk_target")
+        self._local.step("prepare_migrate_disk_target")
         token = uuidlib.uuid4().hex
         with self.fabric.lock:
             self.hostobj.cold_targets[instance.uuid] = token
@@ -61,7 +68,7 @@ class FakeColdMigration(FakeDriverBase):
     def abort_migrate_disk_target(self, context: RequestContext, instance: Instance,
                                   migrate_data: ColdMigrateData) -> None:
         """Destination: drop the ticket and any partly received disks.  Idempotent."""
-        self._step("abort_migrate_disk_target")
+        self._local.step("abort_migrate_disk_target")
         with self.fabric.lock:
             self.hostobj.cold_targets.pop(instance.uuid, None)
             self.hostobj.incoming_disks.pop(instance.uuid, None)
@@ -98,13 +105,13 @@ class FakeColdMigration(FakeDriverBase):
         written blocks) into ``dest``'s received disks, reporting progress.  The step
         ``migrate_disk.transfer`` fires halfway through the bytes.  On failure the
         partial copy is removed and the instance is defined here again, stopped."""
-        self._step("migrate_disk_and_power_off")
+        self._local.step("migrate_disk_and_power_off")
         validate_hostname(dest)
         dest_host = self.fabric.host(dest)
-        inst = self._get(instance)
+        inst = self._local.get(instance)
         self._check_shrink(inst, flavor)
         self._check_ticket(instance, dest, migrate_data)
-        self._power_off_guest(inst, timeout, retry_interval)
+        self._local.power_off_guest(inst, timeout, retry_interval)
         with self.fabric.lock:
             self.hostobj.instances.pop(instance.uuid, None)
             self.hostobj.resize_copies[instance.uuid] = inst
@@ -138,7 +145,7 @@ class FakeColdMigration(FakeDriverBase):
             for index in sorted(disk.blocks):
                 if not halfway_hit and done * 2 >= total:
                     halfway_hit = True
-                    self._step("migrate_disk.transfer")
+                    self._local.step("migrate_disk.transfer")
                 twin.blocks[index] = disk.blocks[index]
                 done += BLOCK
                 self.fabric.clock.sleep(BLOCK / rate)
@@ -151,7 +158,7 @@ class FakeColdMigration(FakeDriverBase):
                                          "incoming disks during the transfer")
                 received[disk.name] = twin
         if not halfway_hit:
-            self._step("migrate_disk.transfer")
+            self._local.step("migrate_disk.transfer")
         return [disk.info() for disk in to_send]
 
     def finish_migration(
@@ -163,7 +170,7 @@ class FakeColdMigration(FakeDriverBase):
         grow them to ``instance.flavor`` when ``resize_instance``, define the
         instance here (fresh memory and swap) and start it if asked.  On failure the
         received disks stay, so a revert or a retry finds them."""
-        self._step("finish_migration")
+        self._local.step("finish_migration")
         with self.fabric.lock:
             received = self.hostobj.incoming_disks.get(instance.uuid)
             if received is None:
@@ -180,8 +187,8 @@ class FakeColdMigration(FakeDriverBase):
                         "incomplete")
         flavor = instance.flavor.copy()
         if resize_instance:
-            self._step("finish_migration.resize")
-        inst = FakeInstance.build(instance.uuid, instance.name, flavor, self._kib_per_mb,
+            self._local.step("finish_migration.resize")
+        inst = FakeInstance.build(instance.uuid, instance.name, flavor, self._local.kib_per_mb,
                                   instance.metadata)
         for name, size in flavor_disks(flavor).items():
             disk = received.get(name)
@@ -195,7 +202,7 @@ class FakeColdMigration(FakeDriverBase):
         for name, disk in received.items():
             inst.disks.setdefault(name, disk)
         with self.fabric.lock:
-            if self._enforce:
+            if self._local.enforce_capacity:
                 extra_gb = max(0, inst.disk_gb - sum(-(-d.size // 2**30)
                                                      for d in received.values()))
                 self.hostobj.check_fits(flavor, f"instance {instance.uuid}", disk_gb=extra_gb)
@@ -209,7 +216,7 @@ class FakeColdMigration(FakeDriverBase):
     def confirm_migration(self, context: RequestContext, migration: Migration,
                           instance: Instance, network_info: NetworkInfo) -> None:
         """Source: delete the kept copy.  Idempotent."""
-        self._step("confirm_migration")
+        self._local.step("confirm_migration")
         with self.fabric.lock:
             self.hostobj.resize_copies.pop(instance.uuid, None)
 
@@ -221,7 +228,7 @@ class FakeColdMigration(FakeDriverBase):
         if asked.  Also recovers after a failed ``migrate_disk_and_power_off`` (the
         instance is then already defined here).  The destination must have destroyed
         its instance first when both are this host."""
-        self._step("finish_revert_migration")
+        self._local.step("finish_revert_migration")
         with self.fabric.lock:
             kept = self.hostobj.resize_copies.pop(instance.uuid, None)
             if kept is not None:

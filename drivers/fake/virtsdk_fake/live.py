@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 
+from oslo_config import cfg
+
 from virtsdk.context import RequestContext
 from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
 from virtsdk.exceptions import (
@@ -36,7 +38,7 @@ from virtsdk.objects import (
 )
 from virtsdk.states import PowerState
 from virtsdk.validation import validate_hostname
-from virtsdk_fake.base import FakeDriverBase
+from virtsdk_fake.local import LocalHost
 from virtsdk_fake.migrate_data import FakeLiveMigrateData
 from virtsdk_fake.precopy import SimulatedLiveMigration
 from virtsdk_fake.storage import FakeDisk, FakeInstance, MiB
@@ -44,8 +46,18 @@ from virtsdk_fake.storage import FakeDisk, FakeInstance, MiB
 LOG = logging.getLogger(__name__)
 
 
-class FakeLiveMigration(FakeDriverBase):
-    """The live-migration half of the fake driver."""
+class FakeLiveMigration:
+    """Every live-migration step of one fake host (source and destination): what
+    :class:`~virtsdk_fake.driver.FakeDriver` forwards those methods to.  ``conf`` holds
+    the ``[live_migration]`` options and the configured convergence policies.  Owns the
+    host's running jobs (``hostobj.jobs``, private to this process)."""
+
+    def __init__(self, local: LocalHost, conf: cfg.ConfigOpts) -> None:
+        self._local = local
+        self.conf = conf
+        self.fabric = local.fabric
+        self.hostobj = local.state
+        self.host = local.name
 
     # -- checks --------------------------------------------------------------------------
 
@@ -56,12 +68,12 @@ class FakeLiveMigration(FakeDriverBase):
     ) -> LiveMigrateData:
         """Destination: refuse if the instance is here already or does not fit; leave a
         check file on this host's storage pool for the source to look for."""
-        self._step("check_can_live_migrate_destination")
+        self._local.step("check_can_live_migrate_destination")
         with self.fabric.lock:
             if instance.uuid in self.hostobj.instances:
                 raise MigrationPreCheckError(f"instance {instance.uuid} already runs on "
                                              f"{self.host!r}")
-            if self._enforce:
+            if self._local.enforce_capacity:
                 try:
                     no_disk = block_migration is False or self.fabric.shared_storage
                     self.hostobj.check_fits(instance.flavor, f"instance {instance.uuid}",
@@ -79,7 +91,7 @@ class FakeLiveMigration(FakeDriverBase):
     def cleanup_live_migration_destination_check(self, context: RequestContext,
                                                  dest_check_data: LiveMigrateData) -> None:
         """Destination: remove the check file.  Idempotent."""
-        self._step("cleanup_live_migration_destination_check")
+        self._local.step("cleanup_live_migration_destination_check")
         with self.fabric.lock:
             self.fabric.check_files.pop(dest_check_data.filename, None)
 
@@ -89,8 +101,8 @@ class FakeLiveMigration(FakeDriverBase):
         """Source: the guest must run here; storage is shared when this host sees the
         destination's check file.  Chooses block migration when not shared and refuses
         a choice that contradicts the storage."""
-        self._step("check_can_live_migrate_source")
-        inst = self._get(instance)
+        self._local.step("check_can_live_migrate_source")
+        inst = self._local.get(instance)
         if inst.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
             raise MigrationPreCheckError(f"instance {instance.uuid} is not running "
                                          f"({inst.power_state.name})")
@@ -120,11 +132,11 @@ class FakeLiveMigration(FakeDriverBase):
         """Destination: create the instance's paused placeholder (with empty disks
         for a block migration), refusing an instance directory that already exists
         here; return ``migrate_data`` with this host's listen addresses."""
-        self._step("pre_live_migration")
+        self._local.step("pre_live_migration")
         shared = bool(migrate_data.is_shared_instance_path)
         block = bool(migrate_data.block_migration)
         placeholder = FakeInstance.build(instance.uuid, instance.name,
-                                         instance.flavor.copy(), self._kib_per_mb,
+                                         instance.flavor.copy(), self._local.kib_per_mb,
                                          instance.metadata)
         placeholder.power_state = PowerState.PAUSED
         placeholder.persistent = False
@@ -143,7 +155,7 @@ class FakeLiveMigration(FakeDriverBase):
                     instance.uuid in self.hostobj.incoming_live:
                 raise DestinationDiskExists(f"instance {instance.uuid} is already on "
                                             f"{self.host!r}")
-            if self._enforce:
+            if self._local.enforce_capacity:
                 self.hostobj.check_fits(instance.flavor, f"instance {instance.uuid}",
                                         disk_gb=None if block else 0)
             self.hostobj.incoming_live[instance.uuid] = placeholder
@@ -169,7 +181,7 @@ class FakeLiveMigration(FakeDriverBase):
         paused), re-raising the failure after ``recover_method``."""
         data = migrate_data or LiveMigrateData(block_migration=block_migration)
         try:
-            self._step("live_migration")
+            self._local.step("live_migration")
             validate_hostname(dest)
             job, policies = self._start_job(instance, dest, block_migration)
             interval = self.conf.live_migration.monitor_interval
@@ -208,13 +220,13 @@ class FakeLiveMigration(FakeDriverBase):
         dest_host = self.fabric.host(dest)
         if dest == self.host:
             raise MigrationPreCheckError("cannot live-migrate an instance to its own host")
-        inst = self._get(instance)
+        inst = self._local.get(instance)
         if instance.uuid not in dest_host.incoming_live:
             raise MigrationError(f"instance {instance.uuid}: pre_live_migration has not "
                                  f"prepared {dest!r}")
         policies = load_configured_policies(self.conf)
         flags = required_flags(policies)
-        group = self.config_group
+        group = self._local.options
         cap = self.conf.live_migration.bandwidth
         bandwidth = min(self.fabric.link_bandwidth_mbps, cap) if cap else \
             self.fabric.link_bandwidth_mbps
@@ -229,7 +241,7 @@ class FakeLiveMigration(FakeDriverBase):
         start_params: dict[str, int] = {}
         for policy in policies:  # the fake "measures" the guest's dirty rate exactly
             start_params.update(policy.migration_params(bandwidth * MiB, dirty * MiB))
-        self._step("live_migration.start")
+        self._local.step("live_migration.start")
         uuid = instance.uuid
         job = SimulatedLiveMigration(
             clock=self.fabric.clock, memory_bytes=memory_bytes, disk_bytes=disk_bytes,
@@ -237,7 +249,7 @@ class FakeLiveMigration(FakeDriverBase):
             working_set_bytes=int(wset * MiB), max_downtime_ms=group.initial_max_downtime_ms,
             flags=flags, step_s=group.sample_step_s,
             switch_over=lambda: self._switch_over(uuid, dest, block_migration),
-            hit=self._step, pause_guest=lambda: self._pause_source(uuid),
+            hit=self._local.step, pause_guest=lambda: self._pause_source(uuid),
             throttle_initial=start_params.get("cpu_throttle_initial", 20),
             throttle_increment=start_params.get("cpu_throttle_increment", 10),
             dest=dest, bandwidth_of=lambda: MiB * self.fabric.live_bandwidth_mbps(
@@ -288,13 +300,13 @@ class FakeLiveMigration(FakeDriverBase):
     def live_migration_abort(self, instance: Instance) -> None:
         """Source, any thread: cancel the running migration (MigrationNotFound if none;
         MigrationError once in post-copy)."""
-        self._step("live_migration_abort")
+        self._local.step("live_migration_abort")
         self._job(instance).abort()
 
     def live_migration_force_complete(self, instance: Instance) -> None:
         """Source: switch to post-copy if the job was started with it, else pause the
         guest so pre-copy converges."""
-        self._step("live_migration_force_complete")
+        self._local.step("live_migration_force_complete")
         job = self._job(instance)
         if "postcopy" in job.flags:
             job.start_postcopy()
@@ -314,12 +326,12 @@ class FakeLiveMigration(FakeDriverBase):
     def post_live_migration(self, context: RequestContext, instance: Instance,
                             migrate_data: LiveMigrateData | None = None) -> None:
         """Source: volumes would be disconnected here (the fake has none to touch)."""
-        self._step("post_live_migration")
+        self._local.step("post_live_migration")
 
     def post_live_migration_at_source(self, context: RequestContext, instance: Instance,
                                       network_info: NetworkInfo) -> None:
         """Source: remove the disk files a block migration left here.  Idempotent."""
-        self._step("post_live_migration_at_source")
+        self._local.step("post_live_migration_at_source")
         with self.fabric.lock:
             self.hostobj.leftovers.pop(instance.uuid, None)
 
@@ -327,14 +339,14 @@ class FakeLiveMigration(FakeDriverBase):
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
         block_migration: bool = False,     ) -> None:
         """Destination: make the migrated guest's definition persistent."""
-        self._step("post_live_migration_at_destination")
+        self._local.step("post_live_migration_at_destination")
         with self.fabric.lock:
-            self._get(instance).persistent = True
+            self._local.get(instance).persistent = True
 
     def rollback_live_migration_at_source(self, context: RequestContext, instance: Instance,
                                           migrate_data: LiveMigrateData) -> None:
         """Source: the guest stays here; resume it if the migration paused it."""
-        self._step("rollback_live_migration_at_source")
+        self._local.step("rollback_live_migration_at_source")
         self._resume_source(instance.uuid)
 
     def rollback_live_migration_at_destination(
@@ -344,7 +356,7 @@ class FakeLiveMigration(FakeDriverBase):
     ) -> None:
         """Destination: remove the placeholder pre_live_migration created.  A guest
         that already runs here is never removed (logged instead).  Idempotent."""
-        self._step("rollback_live_migration_at_destination")
+        self._local.step("rollback_live_migration_at_destination")
         with self.fabric.lock:
             self.hostobj.incoming_live.pop(instance.uuid, None)
             if instance.uuid in self.hostobj.instances:
