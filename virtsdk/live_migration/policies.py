@@ -504,8 +504,8 @@ class AdaptiveConvergence(ConvergencePolicy):
         if self.permit_post_copy:
             self._done = True
             return [*actions, Action(Action.POSTCOPY, reason=(
-                f"adaptive: pre-copy cannot finish within {self.downtime_ms} ms "
-                + (f"in {time_left:.0f}s; " if m["rho"] < 1 else "; ") + numbers))]
+                f"adaptive: pre-copy cannot finish within {self.downtime_ms} ms"
+                + (f" in {time_left:.0f}s; " if m["rho"] < 1 else "; ") + numbers))]
         if self._downtime < self.downtime_ms:
             self._downtime = self.downtime_ms
             actions.append(Action(Action.SET_DOWNTIME, self._downtime,
