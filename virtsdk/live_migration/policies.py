@@ -304,8 +304,10 @@ class AdaptiveConvergence(ConvergencePolicy):
     driver measured, it asks for the CPU limit that brings ``D`` down to
     ``target_ratio * B`` (``cpu_limit``: the guest's vCPUs get ``100 - limit`` percent
     of their time, in slices of milliseconds: the libvirt driver sets the vCPUs' CFS
-    bandwidth, which libvirt can only change while no migration job runs).  Not when
-    post-copy is permitted: post-copy finishes without slowing the guest down.
+    bandwidth, which libvirt can only change while no migration job runs), and starts
+    the job with QEMU's auto-converge as the safety net for a guest busier than that
+    measurement (QEMU then adds its own throttle steps).  Neither when post-copy is
+    permitted: post-copy finishes without slowing the guest down.
 
     Each time a new pass starts (a new dirty-rate measurement) the controller:
 
@@ -376,7 +378,10 @@ class AdaptiveConvergence(ConvergencePolicy):
                    timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action)
 
     def migration_flags(self) -> set[str]:
-        return {"postcopy"} if self.permit_post_copy else set()
+        # without post-copy QEMU's auto-converge (its default steps) is the safety net
+        # for a guest that turns out busier than measured before the start: a CPU
+        # limit cannot change while the job runs
+        return {"postcopy"} if self.permit_post_copy else {"auto_converge"}
 
     def needed_throttle(self, dirty_free_bps: float, bandwidth_bps: float) -> int:
         """Percent of CPU to take away so the guest dirties ``target_ratio * B``."""
@@ -413,9 +418,11 @@ class AdaptiveConvergence(ConvergencePolicy):
         return self.timeout_per_gib * self.data_gb
 
     def throttle_now(self, stats: JobStats) -> int:
-        """The throttle (percent) the guest runs under: the job's own figure or the
-        CPU limit applied at the start, whichever is higher."""
-        return min(99, max(0, stats.cpu_throttle, self._limit))
+        """The throttle (percent) the guest runs under: the CPU limit applied at the
+        start combined with the job's own throttle (QEMU's auto-converge)."""
+        share = (1.0 - min(99, max(0, stats.cpu_throttle)) / 100.0) * \
+            (1.0 - self._limit / 100.0)
+        return min(99, max(0, round(100.0 * (1.0 - share))))
 
     def predict(self, stats: JobStats) -> dict[str, float]:
         """The model's numbers for one raw sample at the start of a pass: bandwidth,
