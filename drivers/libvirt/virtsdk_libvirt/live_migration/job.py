@@ -336,7 +336,8 @@ class LibvirtMigrationJob:
         (``cpu_throttle_initial`` / ``_increment``)."""
         raise NotSupported(
             "libvirt", "changing the CPU throttle of a running migration",
-            "libvirt only takes QEMU's auto-converge throttle when the migration starts")
+            "libvirt changes a guest's CPU time only while no migration job runs; the "
+            "CPU limit and QEMU's auto-converge steps are set when the migration starts")
 
     def pause(self) -> None:
         """``suspend`` the guest so its memory stops changing; the destination resumes it
