@@ -360,7 +360,8 @@ def test_convergence_cell(guest: Guest, cap: int) -> None:
             else:
                 via_driver(src, dst, guest.inst, run)
             time.sleep(2)  # heartbeats after the switch reach the file
-        run.pause_ms = max(0.0, 1000 * (max(watch.gaps()) - normal))
+        gaps = watch.gaps()  # none: no two consecutive heartbeats were seen
+        run.pause_ms = max(0.0, 1000 * (max(gaps) - normal)) if gaps else None
         run.load = (load0, os.getloadavg()[0])
         RESULTS.append(run)
         print(f"\n{cap} MiB/s {mode}: {run}", flush=True)
