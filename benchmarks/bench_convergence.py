@@ -15,7 +15,8 @@ carries, by four contenders in the same run:
     the libvirt driver with virtsdk's Nova-compatible defaults: ``linear_downtime``
     (Nova's schedule) + ``completion_timeout``.
 ``adaptive``
-    the driver with the ``adaptive`` controller, post-copy not permitted.
+    the driver with the ``adaptive`` controller, post-copy not permitted (its CPU
+    limit, the vCPUs' CFS bandwidth set before the start, is the "max throttle").
 ``adaptive+pc``
     the same, post-copy permitted (post-copy unlimited, QEMU's and Nova's default:
     the cap limits pre-copy).
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -240,12 +242,19 @@ def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
     run.bytes_sent = final.data_processed
     run.first_pass = first_pass_bytes(samples)
     run.throttle = max(s.cpu_throttle for s in samples)
+    for entry in final.timeline:  # the CPU limit set before the start (vCPU bandwidth)
+        limit = re.search(r"CPU limit (\d+)% for the migration", entry["reason"])
+        if limit:
+            run.throttle = max(run.throttle, int(limit.group(1)))
     run.decisions = [f"{e['t_s']:.0f}s {e['action']} {e['value']} [{e['outcome']}] "
                      f"({e['reason']})" for e in final.timeline]
     if run.converged:
         finish(src, dst, inst, data)
+        # the limit was for the migration only: the guest runs unlimited where it arrived
+        assert dst._lookup(inst).schedulerParameters()["vcpu_quota"] == -1  # noqa: SLF001
     else:
         assert done == ["recover"], done
+        assert src._lookup(inst).schedulerParameters()["vcpu_quota"] == -1  # noqa: SLF001
         rollback(src, dst, inst, data)
 
 
@@ -351,7 +360,8 @@ def test_convergence_cell(guest: Guest, cap: int) -> None:
             else:
                 via_driver(src, dst, guest.inst, run)
             time.sleep(2)  # heartbeats after the switch reach the file
-        run.pause_ms = max(0.0, 1000 * (max(watch.gaps()) - normal))
+        gaps = watch.gaps()  # none: no two consecutive heartbeats were seen
+        run.pause_ms = max(0.0, 1000 * (max(gaps) - normal)) if gaps else None
         run.load = (load0, os.getloadavg()[0])
         RESULTS.append(run)
         print(f"\n{cap} MiB/s {mode}: {run}", flush=True)

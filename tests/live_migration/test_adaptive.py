@@ -43,9 +43,10 @@ def test_flags_and_loading_by_name(tmp_path):
     conf(args=[])
     [policy] = load_policies(["adaptive"], conf)
     assert isinstance(policy, AdaptiveConvergence)
+    # the throttle is a CPU limit set before the start; QEMU's auto-converge is only
+    # the safety net, and not needed at all with post-copy
     assert required_flags([policy]) == {"auto_converge"}
-    assert AdaptiveConvergence(permit_post_copy=True).migration_flags() == {
-        "auto_converge", "postcopy"}
+    assert AdaptiveConvergence(permit_post_copy=True).migration_flags() == {"postcopy"}
 
 
 def test_nothing_is_decided_before_a_dirty_rate_was_measured():
@@ -106,11 +107,34 @@ def test_bandwidth_is_the_best_recent_measurement_within_the_cap():
 
 def test_the_start_measurement_is_in_the_timeline():
     policy = AdaptiveConvergence()
-    assert policy.migration_params(2 * MiB, 16 * MiB)["cpu_throttle_initial"] == 94
+    assert policy.migration_params(2 * MiB, 16 * MiB) == {"cpu_limit": 94}
     policy.start(0.25)
     note, start = policy.decide(sample(200, 1, 0, 0), 0.0)
     assert note.kind == Action.NOTE and "dirty 16.0 MiB/s" in note.reason
-    assert "throttle 94%" in note.reason and start.kind == Action.SET_DOWNTIME
+    assert "CPU limit 94%" in note.reason and start.kind == Action.SET_DOWNTIME
+
+
+def test_a_refused_cpu_limit_is_in_the_timeline_and_out_of_the_model():
+    policy = AdaptiveConvergence()
+    policy.migration_params(2 * MiB, 16 * MiB)
+    policy.params_refused("cpu_limit", "cgroup CPU controller is not mounted")
+    policy.start(0.25)
+    first, refused, start = policy.decide(sample(200, 1, 0, 0), 0.0)
+    assert "CPU limit 94% refused: cgroup CPU controller" in refused.reason
+    assert policy.throttle_now(sample(30, 2, 2, 2)) == 0
+
+
+def test_the_cpu_limit_counts_as_throttle_in_the_model():
+    policy = AdaptiveConvergence()
+    policy.migration_params(8 * MiB, 16 * MiB)  # 1 - 4/16: 75%
+    policy.start(0.25)
+    policy.decide(sample(200, 1, 0, 8), 0.0)
+    # 4 MiB/s measured under the 75% limit: 16 unthrottled, ratio 0.5: converging
+    [note] = policy.decide(sample(30, 2, 4, 8), 20.0)
+    assert note.kind == Action.NOTE and "throttle 75%" in note.reason
+    assert "converging" in note.reason
+    # QEMU's own 20% on top: the guest keeps 80% of 25%, i.e. throttled by 80%
+    assert policy.throttle_now(sample(30, 3, 4, 8, throttle=20)) == 80
 
 
 def test_throttle_is_capped():
@@ -127,9 +151,22 @@ def test_postcopy_at_once_when_permitted_and_precopy_cannot_finish():
     assert policy.decide(sample(30, 3, 16, 8), 30.0) == []  # once
 
 
-def test_postcopy_not_taken_when_precopy_converges():
+def test_postcopy_not_taken_when_precopy_converges_soon():
     policy = started(permit_post_copy=True)
+    # ratio 0.08: about 1.4 s to go, within 20% of the 10 s spent
     assert [a.kind for a in policy.decide(sample(30, 2, 2, 24), 10.0)] == [Action.NOTE]
+
+
+def test_postcopy_taken_when_precopy_converges_but_slowly():
+    policy = started(permit_post_copy=True)
+    # ratio 0.5: 30 / (8 * 0.5) = 7.5 s to go, more than 20% of the 20 s spent
+    [act] = policy.decide(sample(30, 2, 4, 8), 20.0)
+    assert act.kind == Action.POSTCOPY and "in 4s" in act.reason
+
+
+def test_no_cpu_limit_when_postcopy_is_permitted():
+    policy = AdaptiveConvergence(permit_post_copy=True)
+    assert policy.migration_params(2 * MiB, 16 * MiB) == {}
 
 
 def test_a_prediction_beyond_the_completion_timeout_counts_as_not_converging():
@@ -153,8 +190,7 @@ def test_start_parameters_from_a_measured_dirty_rate():
     policy = AdaptiveConvergence()
     assert policy.migration_params(8 * MiB, 0) == {}
     assert policy.migration_params(8 * MiB, 2 * MiB) == {}
-    assert policy.migration_params(2 * MiB, 16 * MiB) == {
-        "cpu_throttle_initial": 94, "cpu_throttle_increment": 2}
+    assert policy.migration_params(2 * MiB, 16 * MiB) == {"cpu_limit": 94}
 
 
 def test_bad_configuration_is_refused():
@@ -171,13 +207,16 @@ def test_bad_configuration_is_refused():
 
 def make_job(clock, flags, dirty_mbps, wset_mb=1024, bw_mbps=100, params=None):
     params = params or {}
-    return SimulatedLiveMigration(
+    job = SimulatedLiveMigration(
         clock=clock, memory_bytes=1024 * MiB, disk_bytes=0, bandwidth_bps=bw_mbps * MiB,
         dirty_rate_bps=dirty_mbps * MiB, working_set_bytes=wset_mb * MiB,
         max_downtime_ms=300, flags=set(flags), step_s=0.05,
         switch_over=lambda: None, hit=lambda step: None,
         throttle_initial=params.get("cpu_throttle_initial", 20),
         throttle_increment=params.get("cpu_throttle_increment", 10))
+    if params.get("cpu_limit"):
+        job.set_cpu_throttle(params["cpu_limit"])
+    return job
 
 
 def run(clock, job, policy):
@@ -196,8 +235,8 @@ def test_simulated_guest_dirtying_faster_than_the_link_converges_by_throttling()
     actions = [e["action"] for e in final.timeline]
     assert Action.THROTTLE in actions
     throttle = next(e for e in final.timeline if e["action"] == Action.THROTTLE)
-    # QEMU-like auto-converge took its first 20% at the pass: 120 MiB/s measured is
-    # 150 unthrottled, and 1 - 50/150 = 67%
+    # nothing measured before the start; QEMU-like auto-converge took its first 20% at
+    # the pass: 120 MiB/s measured is 150 unthrottled, and 1 - 50/150 = 67%
     assert throttle["value"] == 67 and throttle["dirty_rate"] == 120 * MiB
     assert throttle["cpu_throttle"] == 20
     assert throttle["outcome"] == "applied" and throttle["iteration"] == 2
@@ -232,7 +271,8 @@ def test_simulated_start_parameters_throttle_from_the_first_step():
     job = make_job(clock, policy.migration_flags(), dirty_mbps=150, params=params)
     final, _ = run(clock, job, policy)
     assert final.job_type == "completed"
-    assert job.throttle_initial == pytest.approx(0.67)
+    assert params == {"cpu_limit": 67}
+    assert Action.THROTTLE not in [e["action"] for e in final.timeline]
 
 
 def test_a_working_set_rewritten_faster_than_a_long_pass_shows_is_not_converging():
@@ -246,12 +286,13 @@ def test_a_working_set_rewritten_faster_than_a_long_pass_shows_is_not_converging
     [act] = policy.decide(sample(34.2, 2, 1.2, 4), 30.0)
     assert act.kind == Action.POSTCOPY and "ratio 1.00" in act.reason
     # without the measurement before the start the model believes libvirt's figure
-    naive = started(permit_post_copy=True)
+    naive = started()
     [note] = naive.decide(sample(34.2, 2, 1.2, 4), 30.0)
     assert note.kind == Action.NOTE and "converging" in note.reason
-    # ... until the next pass starts with as much left: then it is not converging
-    assert [a.kind for a in naive.decide(sample(33.0, 3, 1.2, 4), 39.0)] == [
-        Action.POSTCOPY]
+    # ... until the next pass starts with as much left: then it is not converging (and
+    # 1.2 MiB/s, the only dirty rate it knows, needs no throttle: the limit is all)
+    assert [(a.kind, a.value) for a in naive.decide(sample(33.0, 3, 1.2, 4), 39.0)] == [
+        (Action.SET_DOWNTIME, 500)]
 
 
 def test_the_timeline_and_measured_downtime_reach_the_migration_record(tmp_path):

@@ -77,11 +77,18 @@ class ConvergencePolicy(Plugin, abc.ABC):
         return set()
 
     def migration_params(self, bandwidth_bps: float, dirty_rate_bps: float) -> dict[str, int]:
-        """Parameters the job must start with (``cpu_throttle_initial`` /
-        ``cpu_throttle_increment``, percent), from the bandwidth cap and the dirty
-        rate measured before the migration started (0 when unknown).  Called once,
+        """Parameters the job must start with, from the bandwidth cap and the dirty
+        rate measured before the migration started (0 when unknown): ``cpu_limit``
+        (percent of the vCPUs' time taken away for the whole migration, in fine
+        slices), ``cpu_throttle_initial`` / ``cpu_throttle_increment`` (percent, QEMU's
+        auto-converge steps).  A driver that cannot apply one calls
+        :meth:`params_refused`.  Called once,
         before :meth:`start`; default: none."""
         return {}
+
+    def params_refused(self, name: str, reason: str) -> None:
+        """The driver could not apply the start parameter ``name`` (from
+        :meth:`migration_params`) and the migration runs without it; default: ignore."""
 
     def start(self, data_gb: float) -> None:
         """Called once before the first sample with RAM + disk to move, in GiB."""

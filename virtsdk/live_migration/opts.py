@@ -24,8 +24,8 @@ opts: list[cfg.Opt] = [
              "applied to every live migration, in order.  Available: linear_downtime, "
              "exponential_downtime, completion_timeout, stall_detection, postcopy, "
              "auto_converge, adaptive (predicts convergence from measured dirty rate "
-             "and bandwidth; raises downtime, throttles, switches to post-copy when "
-             "permitted).",
+             "and bandwidth; limits the guest's CPU from the start, raises downtime, "
+             "switches to post-copy as soon as pre-copy would overrun when permitted).",
     ),
     cfg.FloatOpt(
         "monitor_interval", default=0.5, min=0.01,

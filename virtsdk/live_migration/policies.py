@@ -300,25 +300,32 @@ class AdaptiveConvergence(ConvergencePolicy):
     ``R / (B * (1 - rho))`` seconds; for ``rho >= 1`` the remainder stays, and only a
     downtime of ``R / B`` (or a slower guest) lets it finish.
 
-    Each time libvirt reports a new pass (a new dirty-rate measurement) the controller:
+    Before the migration starts (:meth:`migration_params`), from the dirty rate the
+    driver measured, it asks for the CPU limit that brings ``D`` down to
+    ``target_ratio * B`` (``cpu_limit``: the guest's vCPUs get ``100 - limit`` percent
+    of their time, in slices of milliseconds: the libvirt driver sets the vCPUs' CFS
+    bandwidth, which libvirt can only change while no migration job runs), and starts
+    the job with QEMU's auto-converge as the safety net for a guest busier than that
+    measurement (QEMU then adds its own throttle steps).  Neither when post-copy is
+    permitted: post-copy finishes without slowing the guest down.
 
-    1. notes "converging" when ``rho < 1`` and the predicted time fits before the
-       completion timeout (raising the allowed downtime to what the remainder needs
-       once that is within the operator's limit ``downtime_ms``);
-    2. otherwise raises the allowed downtime to ``R / B`` (plus a margin) if that is
-       within ``downtime_ms``;
+    Each time a new pass starts (a new dirty-rate measurement) the controller:
+
+    1. raises the allowed downtime to what the remainder needs (``R / B`` plus a
+       margin) when that is within the operator's limit ``downtime_ms``: QEMU switches
+       over now;
+    2. otherwise notes "converging" when ``rho < 1`` and the predicted time fits before
+       the completion timeout (with post-copy permitted: only while that time is within
+       ``postcopy_tail`` of the time spent so far, post-copy being the faster end);
     3. otherwise, only where post-copy is permitted, switches to post-copy at once;
-    4. otherwise asks to throttle the guest's CPU by exactly as much as brings
-       ``rho`` down to ``target_ratio`` (``1 - target * B / D_unthrottled``,
-       capped at ``max_throttle``), and sets the downtime to the limit.
+    4. otherwise sets the downtime to the limit and asks to throttle the guest's CPU by
+       as much as brings ``rho`` down to ``target_ratio`` (``1 - target * B /
+       D_unthrottled``, capped at ``max_throttle``); a driver that cannot change the
+       throttle of a running job refuses, and the timeline says so.
 
-    Before the migration starts (:meth:`migration_params`) it turns a dirty rate
-    measured by the driver into QEMU's auto-converge throttle parameters, so that the
-    first throttle step is the needed one instead of 20% (hypervisors that cannot
-    change the throttle of a running job take it there).  At ``timeout_per_gib *
-    data_gb`` seconds it aborts or forces completion (post-copy when permitted, else
-    pause), as configured.  Every decision is an action with the numbers in its
-    reason; the monitor stores them in the migration's timeline.
+    At ``timeout_per_gib * data_gb`` seconds it aborts or forces completion (post-copy
+    when permitted, else pause), as configured.  Every decision is an action with the
+    numbers in its reason; the monitor stores them in the migration's timeline.
     """
 
     name = "adaptive"
@@ -327,13 +334,15 @@ class AdaptiveConvergence(ConvergencePolicy):
     def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
                  permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
                  timeout_action: str = "abort", target_ratio: float = 0.5,
-                 max_throttle: int = 99, margin: float = 1.25) -> None:
+                 max_throttle: int = 99, margin: float = 1.25,
+                 postcopy_tail: float = 0.2) -> None:
         if downtime_ms <= 0 or not 0 < initial_downtime_ms <= downtime_ms:
             raise ValueError("adaptive: need 0 < initial_downtime_ms <= downtime_ms "
                              f"(got {initial_downtime_ms}, {downtime_ms})")
-        if not 0 < target_ratio < 1 or not 0 <= max_throttle <= 99 or margin < 1:
+        if not 0 < target_ratio < 1 or not 0 <= max_throttle <= 99 or margin < 1 \
+                or postcopy_tail < 0:
             raise ValueError("adaptive: need 0 < target_ratio < 1, 0 <= max_throttle "
-                             "<= 99 and margin >= 1")
+                             "<= 99, margin >= 1 and postcopy_tail >= 0")
         if timeout_action not in ("abort", "force_complete") or timeout_per_gib < 0:
             raise ValueError("adaptive: timeout_action is 'abort' or 'force_complete' "
                              "and timeout_per_gib >= 0")
@@ -345,17 +354,19 @@ class AdaptiveConvergence(ConvergencePolicy):
         self.target_ratio = target_ratio
         self.max_throttle = max_throttle
         self.margin = margin
+        self.postcopy_tail = postcopy_tail
         self.data_gb = 0.0
         self._started = False
         self._iteration = 0
         self._downtime = 0
         self._throttle_asked = 0
+        self._limit = 0
         self._done = False
         self._cap = 0.0
         self._probe_dirty = 0.0
         self._wset = 0.0
         self._last_remaining = 0.0
-        self._start_note = ""
+        self._start_notes: list[str] = []
         self._recent_bps: list[int] = []
 
     @classmethod
@@ -367,10 +378,10 @@ class AdaptiveConvergence(ConvergencePolicy):
                    timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action)
 
     def migration_flags(self) -> set[str]:
-        flags = {"auto_converge"}
-        if self.permit_post_copy:
-            flags.add("postcopy")
-        return flags
+        # without post-copy QEMU's auto-converge (its default steps) is the safety net
+        # for a guest that turns out busier than measured before the start: a CPU
+        # limit cannot change while the job runs
+        return {"postcopy"} if self.permit_post_copy else {"auto_converge"}
 
     def needed_throttle(self, dirty_free_bps: float, bandwidth_bps: float) -> int:
         """Percent of CPU to take away so the guest dirties ``target_ratio * B``."""
@@ -383,21 +394,35 @@ class AdaptiveConvergence(ConvergencePolicy):
         self._cap = max(0.0, bandwidth_bps)
         self._probe_dirty = max(0.0, dirty_rate_bps)
         throttle = self.needed_throttle(dirty_rate_bps, bandwidth_bps)
-        params: dict[str, int] = {}
-        if throttle > 0:
-            self._throttle_asked = throttle
-            params = {"cpu_throttle_initial": throttle,
-                      "cpu_throttle_increment": max(1, (self.max_throttle - throttle) // 2)}
-        self._start_note = (
+        if self.permit_post_copy:
+            plan = "no CPU limit (post-copy permitted)"
+            throttle = 0
+        elif throttle > 0:
+            plan = f"CPU limit {throttle}% for the migration"
+        else:
+            plan = "no CPU limit needed"
+        self._limit = self._throttle_asked = throttle
+        self._start_notes = [
             f"adaptive: measured before the start: dirty {_mib(dirty_rate_bps)}/s, "
             f"bandwidth cap {_mib(bandwidth_bps) + '/s' if bandwidth_bps else 'none'}; "
-            + (f"throttle {throttle}% once QEMU starts throttling (then +"
-               f"{params['cpu_throttle_increment']}%)" if params else "no throttle needed"))
-        return params
+            + plan]
+        return {"cpu_limit": throttle} if throttle > 0 else {}
+
+    def params_refused(self, name: str, reason: str) -> None:
+        if name == "cpu_limit" and self._limit:
+            self._start_notes.append(f"adaptive: CPU limit {self._limit}% refused: {reason}")
+            self._limit = self._throttle_asked = 0
 
     @property
     def timeout_s(self) -> float:
         return self.timeout_per_gib * self.data_gb
+
+    def throttle_now(self, stats: JobStats) -> int:
+        """The throttle (percent) the guest runs under: the CPU limit applied at the
+        start combined with the job's own throttle (QEMU's auto-converge)."""
+        share = (1.0 - min(99, max(0, stats.cpu_throttle)) / 100.0) * \
+            (1.0 - self._limit / 100.0)
+        return min(99, max(0, round(100.0 * (1.0 - share))))
 
     def predict(self, stats: JobStats) -> dict[str, float]:
         """The model's numbers for one raw sample at the start of a pass: bandwidth,
@@ -414,7 +439,7 @@ class AdaptiveConvergence(ConvergencePolicy):
         pass counts too."""
         b = self.bandwidth(stats)
         remaining = float(stats.data_remaining)
-        throttle = min(99, max(0, stats.cpu_throttle)) / 100.0
+        throttle = self.throttle_now(stats) / 100.0
         d = max(float(stats.memory_dirty_rate), self._probe_dirty * (1.0 - throttle))
         self._wset = max(self._wset, remaining)
         if b > 0 and remaining > 0:
@@ -446,8 +471,7 @@ class AdaptiveConvergence(ConvergencePolicy):
         if not self._started:
             self._started = True
             self._downtime = self.initial_downtime_ms
-            if self._start_note:
-                actions.append(Action(Action.NOTE, reason=self._start_note))
+            actions += [Action(Action.NOTE, reason=note) for note in self._start_notes]
             actions.append(Action(Action.SET_DOWNTIME, self._downtime,
                                   f"adaptive: start at {self._downtime} ms "
                                   f"(limit {self.downtime_ms} ms)"))
@@ -459,39 +483,42 @@ class AdaptiveConvergence(ConvergencePolicy):
                 return [*actions, Action(Action.ABORT, reason=reason)]
             kind = Action.POSTCOPY if self.permit_post_copy else Action.PAUSE
             return [*actions, Action(kind, reason=reason)]
+        measured = stats.memory_dirty_rate > 0 or self._probe_dirty > 0
         if stats.memory_iteration < 2 or stats.memory_iteration <= self._iteration \
-                or stats.memory_dirty_rate <= 0 or self.bandwidth(stats) <= 0:
+                or not measured or self.bandwidth(stats) <= 0:
             return actions  # no new dirty-rate measurement since the last decision
         self._iteration = stats.memory_iteration
         m = self.predict(stats)
         numbers = (f"iteration {stats.memory_iteration}: remaining {_mib(m['remaining'])}, "
                    f"dirty {_mib(m['dirty'])}/s, bandwidth {_mib(m['bandwidth'])}/s, "
-                   f"ratio {m['rho']:.2f}, throttle {stats.cpu_throttle}%, "
+                   f"ratio {m['rho']:.2f}, throttle {self.throttle_now(stats)}%, "
                    f"needs {m['need_ms']:.0f} ms")
         time_left = self.timeout_s - elapsed_s if self.timeout_s > 0 else math.inf
+        if self.permit_post_copy:
+            time_left = min(time_left, self.postcopy_tail * elapsed_s)
         want = math.ceil(m["need_ms"] * self.margin)
-        if m["rho"] < 1 and m["eta_s"] <= time_left:
-            if want <= self.downtime_ms and want > self._downtime:
+        if want <= self.downtime_ms:
+            if want > self._downtime:
                 self._downtime = want
                 return [*actions, Action(Action.SET_DOWNTIME, want,
-                                         f"adaptive: converging, switch now; {numbers}")]
+                                         f"adaptive: the remainder fits, switch now; "
+                                         f"{numbers}")]
+            return [*actions, Action(Action.NOTE, reason=(
+                f"adaptive: the remainder fits in {self._downtime} ms; {numbers}"))]
+        if m["rho"] < 1 and m["eta_s"] <= time_left:
             return [*actions, Action(Action.NOTE, reason=(
                 f"adaptive: converging in ~{m['eta_s']:.0f}s; {numbers}"))]
-        if want <= self.downtime_ms:
-            self._downtime = max(self._downtime, want)
-            return [*actions, Action(Action.SET_DOWNTIME, self._downtime,
-                                     f"adaptive: downtime covers the remainder; {numbers}")]
         if self.permit_post_copy:
             self._done = True
             return [*actions, Action(Action.POSTCOPY, reason=(
-                f"adaptive: pre-copy cannot finish within {self.downtime_ms} ms; "
-                f"{numbers}"))]
+                f"adaptive: pre-copy cannot finish within {self.downtime_ms} ms"
+                + (f" in {time_left:.0f}s; " if m["rho"] < 1 else "; ") + numbers))]
         if self._downtime < self.downtime_ms:
             self._downtime = self.downtime_ms
             actions.append(Action(Action.SET_DOWNTIME, self._downtime,
                                   f"adaptive: raise downtime to the limit; {numbers}"))
         throttle = self.needed_throttle(m["dirty_free"], m["bandwidth"])
-        if throttle > max(stats.cpu_throttle, self._throttle_asked):
+        if throttle > max(self.throttle_now(stats), self._throttle_asked):
             self._throttle_asked = throttle
             actions.append(Action(Action.THROTTLE, throttle, (
                 f"adaptive: throttle to bring the ratio to {self.target_ratio:.2f}; "

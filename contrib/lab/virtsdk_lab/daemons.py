@@ -5,7 +5,9 @@ Without systemd, each host gets a shell started as
 The script names the host, mounts a tmpfs over ``/run``, bind-mounts the host's own
 ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt``, ``/var/cache/libvirt``
 and ``/etc/hosts`` (so every lab host name resolves, which libvirt needs for the
-migration URI it hands to the source), then starts ``virtlogd -d`` and
+migration URI it hands to the source), mounts the cgroup ``cpu`` controller and joins
+the host's own cgroup (:mod:`virtsdk_lab.cgroups`: libvirt's vCPU bandwidth calls need
+it), then starts ``virtlogd -d`` and
 ``libvirtd -d --listen``.  The daemons keep the namespaces alive after the shell
 exits.  libvirtd is pinned to CPU 0: libvirt validates its cached QEMU probe results
 against the host CPUID, which differs per core on this kind of VM (APIC id), so an
@@ -23,6 +25,7 @@ import socket
 import time
 from pathlib import Path
 
+from virtsdk_lab import cgroups
 from virtsdk_lab.commands import run
 from virtsdk_lab.errors import LabError
 from virtsdk_lab.host import LIBVIRT_TCP_PORT, LabHost
@@ -127,6 +130,7 @@ def launch_script(host: LabHost) -> str:
     for sub, target in MOUNTED_DIRS.items():
         steps.append(f"mount --bind {q(str(host.host_dir / sub))} {q(target)}")
     steps.append(f"mount --bind {q(str(host.host_dir / 'hosts'))} /etc/hosts")
+    steps += cgroups.script_lines(host.netns)
     daemon_log = q(str(host.host_dir / "daemons.out"))
     steps.append(
         f"virtlogd -d -p {q(str(host.virtlogd_pidfile))} </dev/null >>{daemon_log} 2>&1"

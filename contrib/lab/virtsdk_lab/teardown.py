@@ -2,7 +2,7 @@
 
 Works from the lab index alone: processes are found through the lab's network
 namespaces (or, if a namespace is already gone, through its recorded inode),
-interfaces and namespaces by their index-derived names.  Every step tolerates a
+interfaces, namespaces and the hosts' cgroups by their index-derived names.  Every step tolerates a
 resource that does not exist, so it is safe after a partial ``up()`` and safe to run
 twice.  Called by :meth:`Lab.down`, by index allocation for stale labs and by
 ``virtsdk lab down --all``.
@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from virtsdk_lab import network, processes
+from virtsdk_lab import cgroups, network, processes
 from virtsdk_lab.errors import LabError
 from virtsdk_lab.host import LabHost
 from virtsdk_lab.naming import NAME_PREFIX
@@ -62,6 +62,7 @@ def teardown(index: int, hosts: list[LabHost], lab_dir: Path | None) -> None:
         raise LabError(f"lab {index}: processes survived SIGKILL:\n{listing}")
     for ns in netns_names:
         network.delete_netns(ns)
+        cgroups.remove(ns)
     for link in index_links(index):
         network.delete_link(link)
     leftover = index_netns(index) + index_links(index)

@@ -254,6 +254,8 @@ class FakeLiveMigration:
             throttle_increment=start_params.get("cpu_throttle_increment", 10),
             dest=dest, bandwidth_of=lambda: MiB * self.fabric.live_bandwidth_mbps(
                 self.host, dest, bandwidth))
+        if start_params.get("cpu_limit"):  # the simulated guest is slowed from the start
+            job.set_cpu_throttle(start_params["cpu_limit"])
         with self.fabric.lock:
             self.hostobj.jobs[uuid] = job
         return job, policies

@@ -13,7 +13,8 @@ parallel, and walks them through the tests in order:
 * ``disky`` (a 1 GiB qcow2 root disk): block migration chosen automatically; failing
   pre_live_migration rolled back;
 * ``dirty`` (rewrites non-zero memory at ~4 MiB/s): does not converge under a
-  4 MiB/s cap with the default policies, then completes under the post-copy policy,
+  4 MiB/s cap with the default policies, gets the adaptive controller's CPU limit for
+  a migration that is aborted (lifted afterwards), then completes under the post-copy policy,
   then comes back with a forced completion (the guest is paused, then resumed on the
   destination).
 """
@@ -436,6 +437,49 @@ def test_dirtying_guest_does_not_converge_under_cap(drivers, guests):
     assert out.final.memory_iteration >= bound_iterations
     assert out.final.data_processed > 0 and out.final.time_elapsed_ms > 0
     assert not out.final.downtime_measured
+    assert runs_on(a, inst) and left_nothing(b, inst)
+    still_beating(a, inst, boot)
+
+
+def vcpu_bandwidth(dom: libvirt.virDomain) -> tuple[str | None, str | None]:
+    """``(period, quota)`` of the running guest's live definition (None: unset); read
+    from the XML, which needs no job, so it works while a migration runs."""
+    from virtsdk_libvirt import xmlutil
+
+    root = xmlutil.parse(dom.XMLDesc(0))
+    return root.findtext("cputune/period"), root.findtext("cputune/quota")
+
+
+def test_adaptive_cpu_limit_holds_during_the_migration_and_is_lifted_after_it(drivers,
+                                                                             guests):
+    """The adaptive controller's CPU limit is the vCPUs' CFS bandwidth, set before the
+    job (libvirt refuses it during one) and lifted when the guest stays."""
+    from virtsdk_libvirt.live_migration.source import cpu_limit_bandwidth
+
+    a, b = drivers
+    inst = guests["dirty"]
+    boot = booted(a, inst)
+    dom = a._lookup(inst)  # noqa: SLF001
+    # the lab's libvirtd has the cgroup cpu controller
+    assert dom.schedulerParameters()["vcpu_quota"] == -1
+    seen: list[tuple[str | None, str | None]] = []
+
+    def on_sample(stats: JobStats) -> None:
+        if stats.memory_iteration >= 1 and stats.timeline and not seen:
+            seen.append(vcpu_bandwidth(dom))
+            threading.Thread(target=a.live_migration_abort, args=(inst,)).start()
+
+    # a 1 MiB/s cap for a guest dirtying ~4 MiB/s: the limit is far above zero
+    with overrides(a, live_migration_bandwidth=1, live_migration__policies=["adaptive"]):
+        out = migrate(a, b, inst, on_sample=on_sample)
+    assert out.calls == ["recover"] and isinstance(out.error, LiveMigrationAborted)
+    [note] = [e for e in out.final.timeline if "measured before the start" in e["reason"]]
+    limit = int(re.search(r"CPU limit (\d+)%", note["reason"]).group(1))
+    assert 50 <= limit <= 99, note
+    period, quota = cpu_limit_bandwidth(limit)
+    assert seen == [(str(period), str(quota))]
+    assert vcpu_bandwidth(dom)[1] in (None, "-1")  # lifted
+    assert dom.schedulerParameters()["vcpu_quota"] == -1
     assert runs_on(a, inst) and left_nothing(b, inst)
     still_beating(a, inst, boot)
 

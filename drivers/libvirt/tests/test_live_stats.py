@@ -94,6 +94,20 @@ def test_the_throttle_of_a_running_job_cannot_change():
         job.set_cpu_throttle(80)
 
 
+@pytest.mark.parametrize(("percent", "period", "quota"), [
+    (50, 10_000, 5_000),    # 5 ms of every 10 ms
+    (84, 10_000, 1_600),
+    (90, 10_000, 1_000),    # libvirt's 1 ms minimum quota
+    (95, 20_000, 1_000),    # longer period, never a quota under 1 ms
+    (99, 100_000, 1_000),
+    (150, 100_000, 1_000),  # clamped to 99
+])
+def test_cpu_limit_as_vcpu_bandwidth(percent, period, quota):
+    from virtsdk_libvirt.live_migration.source import cpu_limit_bandwidth
+
+    assert cpu_limit_bandwidth(percent) == (period, quota)
+
+
 def test_policy_start_parameters():
     params = migrate.migration_params(
         dest_xml=None, data_uri="tcp://h", bandwidth_mib=8, disks=None,

@@ -166,6 +166,9 @@ class LibvirtMigrationJob:
         self.paused = False
         self.last: JobStats = JobStats(job_type="unbounded")
         self._final: JobStats | None = None
+        #: undoes what was set on the source guest for this migration only (a CPU
+        #: limit); called when the guest stays on the source
+        self.restore_source: Callable[[], None] | None = None
 
     # -- the worker thread ---------------------------------------------------------------
 
@@ -208,6 +211,12 @@ class LibvirtMigrationJob:
                 + (f": {self.error}" if self.error else "")
             )
         return self.error or LiveMigrationAborted("live migration did not complete")
+
+    def lift_source_limits(self) -> None:
+        """The guest stays on the source: undo the limits set for the migration (once)."""
+        restore, self.restore_source = self.restore_source, None
+        if restore is not None:
+            restore()
 
     # -- MigrationJob ---------------------------------------------------------------------
 
@@ -319,13 +328,16 @@ class LibvirtMigrationJob:
         self.postcopy_started = True
 
     def set_cpu_throttle(self, percent: int) -> None:
-        """Refused: libvirt offers no call that changes QEMU's CPU throttle while a
-        migration job runs (every call that could is itself a job that waits for the
-        migration to end).  The throttle is set when the job starts, through the
-        ``auto_converge_initial`` / ``_increment`` migration parameters."""
+        """Refused: libvirt offers no call that changes a guest's CPU time while a
+        migration job runs (``virDomainSetSchedulerParameters`` is itself a job that
+        waits for the migration to end; measured: it times out after 30 s).  A limit
+        is set before the job starts instead (the ``cpu_limit`` start parameter: the
+        vCPUs' CFS bandwidth), or QEMU's auto-converge steps
+        (``cpu_throttle_initial`` / ``_increment``)."""
         raise NotSupported(
             "libvirt", "changing the CPU throttle of a running migration",
-            "libvirt only takes QEMU's auto-converge throttle when the migration starts")
+            "libvirt changes a guest's CPU time only while no migration job runs; the "
+            "CPU limit and QEMU's auto-converge steps are set when the migration starts")
 
     def pause(self) -> None:
         """``suspend`` the guest so its memory stops changing; the destination resumes it

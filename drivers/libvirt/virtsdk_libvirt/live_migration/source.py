@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,44 @@ def measure_dirty_rate(dom: libvirt.virDomain, seconds: int = DIRTY_RATE_CALC_S,
     except (libvirt.libvirtError, ValueError) as exc:
         LOG.info("dirty rate of %s not measured: %s", dom.name(), exc)
     return 0.0
+
+
+#: the vCPU bandwidth period (µs) of a CPU limit; longer only where the quota would fall
+#: under libvirt's 1 ms minimum (a 99% limit: 1 ms of every 100 ms)
+CPU_LIMIT_PERIOD_US = 10_000
+_MIN_QUOTA_US = 1_000
+_MAX_PERIOD_US = 1_000_000
+
+
+def cpu_limit_bandwidth(percent: int) -> tuple[int, int]:
+    """``(vcpu_period, vcpu_quota)`` in µs that take ``percent`` of each vCPU's time
+    away in slices of milliseconds (the guest runs ``quota`` of every ``period``)."""
+    share = (100 - min(99, max(1, int(percent)))) / 100.0
+    period = min(_MAX_PERIOD_US, max(CPU_LIMIT_PERIOD_US, math.ceil(_MIN_QUOTA_US / share)))
+    return period, max(_MIN_QUOTA_US, round(period * share))
+
+
+def limit_vcpus(dom: libvirt.virDomain, percent: int) -> Callable[[], None]:
+    """Limit the running guest's vCPUs to ``100 - percent`` of their time through their
+    CFS bandwidth (``virDomainSetSchedulerParameters``, live only; libvirt refuses it
+    while a migration job runs, so this is done before the job starts).  Returns the
+    call that restores the previous values.  Raises libvirtError where the host has no
+    cgroup cpu controller."""
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    before = dom.schedulerParametersFlags(live)
+    period, quota = cpu_limit_bandwidth(percent)
+    dom.setSchedulerParametersFlags({"vcpu_period": period, "vcpu_quota": quota}, live)
+    LOG.info("vCPUs of %s limited to %d us of every %d us for the migration", dom.name(),
+             quota, period)
+    old = {k: before[k] for k in ("vcpu_period", "vcpu_quota") if k in before}
+
+    def restore() -> None:
+        try:
+            dom.setSchedulerParametersFlags(old, live)
+        except libvirt.libvirtError as exc:
+            LOG.warning("vCPU limit of %s not lifted: %s", dom.name(), exc)
+
+    return restore
 
 
 def destination_spec(data: LiveMigrateData, src_instance_dir: str,
@@ -174,6 +213,7 @@ class SourceMigrationMixin:
             if job.succeeded():
                 post_method(context, instance, dest, bool(block_migration), data)
             else:
+                job.lift_source_limits()
                 recover_method(context, instance, dest, data)
             raise
         job.wait()
@@ -185,6 +225,7 @@ class SourceMigrationMixin:
             data.migration_call = str(job.result)
             post_method(context, instance, dest, bool(block_migration), data)
             return
+        job.lift_source_limits()
         recover_method(context, instance, dest, data)
         raise job.failure()
 
@@ -207,6 +248,10 @@ class SourceMigrationMixin:
             dirty = measure_dirty_rate(dom)
             for policy in policies:
                 policy_params.update(policy.migration_params(bandwidth * MiB, dirty))
+        cpu_limit = policy_params.pop("cpu_limit", 0)
+        if cpu_limit and dest_xml is None:
+            # the destination starts from the definition read before the limit
+            dest_xml = xmlutil.to_string(src_xml)
         params = migrate.migration_params(
             dest_xml=dest_xml, data_uri=data_uri, bandwidth_mib=bandwidth,
             disks=migrate.local_disk_targets(src_xml) if block_migration else None,
@@ -246,8 +291,16 @@ class SourceMigrationMixin:
 
         LOG.info("live-migrating %s to %s (flags %#x, params %s)", instance.uuid, dest_uri,
                  flags, sorted(params))
-        return LibvirtMigrationJob(dom, run, completed_stats,
-                                   postcopy_permitted=bool(flags & libvirt.VIR_MIGRATE_POSTCOPY))
+        job = LibvirtMigrationJob(dom, run, completed_stats,
+                                  postcopy_permitted=bool(flags & libvirt.VIR_MIGRATE_POSTCOPY))
+        if cpu_limit:
+            try:
+                job.restore_source = limit_vcpus(dom, cpu_limit)
+            except libvirt.libvirtError as exc:
+                LOG.warning("CPU limit of %s refused: %s", instance.uuid, exc)
+                for policy in policies:
+                    policy.params_refused("cpu_limit", str(exc))
+        return job
 
     @staticmethod
     def _lm_completed_stats(dom: libvirt.virDomain, dest_uri: str,
