@@ -8,9 +8,32 @@ message names what was observed.  The unmodified fake driver passes the same run
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from types import ModuleType
+
 import pytest
+import virtsdk_fake
+
+import virtsdk
+from tests.kit import seeded  # noqa: F401 - loaded once here, see _preload
 
 pytest_plugins = ["pytester"]
+
+
+def _preload(*packages: ModuleType) -> None:
+    """Import every module of ``packages`` before any child run.  An in-process child
+    run drops the modules it imported first when it ends; the next run would import
+    fresh copies whose classes differ from those the surviving modules hold (a policy
+    "is not a subclass of ConvergencePolicy", an object the serializer "cannot
+    serialise").  Loaded up front, every run shares one copy."""
+    for package in packages:
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if ".migrations" not in info.name:  # Alembic scripts run only under Alembic
+                importlib.import_module(info.name)
+
+
+_preload(virtsdk, virtsdk_fake)
 
 TEST_FILE = '''
 import pytest
