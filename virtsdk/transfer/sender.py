@@ -253,11 +253,11 @@ class _Prefetch:
                     if not self._push(chunk, nbytes):
                         return
                     chunk, nbytes = [], 0
+        except BaseException as exc:  # noqa: BLE001 - raised to whoever iterates
+            self._error = exc  # after the runs found before it
+        finally:
             if chunk:
                 self._push(chunk, nbytes)
-        except BaseException as exc:  # noqa: BLE001 - raised to whoever iterates
-            self._error = exc
-        finally:
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
