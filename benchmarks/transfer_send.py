@@ -20,7 +20,8 @@ import time
 
 from oslo_config import cfg
 
-from virtsdk.transfer.base import SendFile, installed_transports, load_transport
+from virtsdk.plugins import DISK_TRANSPORTS, names
+from virtsdk.transfer.base import SendFile, load_transport
 
 
 def _conf() -> cfg.ConfigOpts:
@@ -30,7 +31,7 @@ def _conf() -> cfg.ConfigOpts:
 
 
 def main() -> int:
-    for name in installed_transports():  # import every transport now, not during a job
+    for name in names(DISK_TRANSPORTS):  # import every transport now, not during a job
         load_transport(name, _conf())
     print("ready", flush=True)
     for line in sys.stdin:

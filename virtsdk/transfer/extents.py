@@ -211,9 +211,17 @@ def scan_runs(fd: int, size: int, checksum: str, keep: int = PIECE) -> Iterator[
     each run's first ``keep`` bytes).  The same runs and digests as :func:`iter_runs`
     with :data:`CHECKSUMS`.  For senders that send the data itself with sendfile."""
     new_hasher = HASHERS[checksum]
+    fn = CHECKSUMS[checksum][0]
     buf = bytearray(PIECE)
     view = memoryview(buf)
     for start, end in spans(fd, size):
+        if end - start <= PIECE:  # one read; every run in it is whole: one-shot checksums
+            n = end - start
+            if os.preadv(fd, [view[:n]], start) != n:
+                raise OSError(errno.EIO, f"short read at {start}: file changed while reading")
+            for offset, data in runs_in(start, buf, n):
+                yield ScannedRun(offset, len(data), fn(data), bytes(data[:keep]))
+            continue
         cur: tuple[int, Any, bytearray] | None = None  # offset, hasher, head
         length = 0
         pos = start

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtsdk.transfer.extents import CHECKSUMS
 from virtsdk.transfer.schema import BadMessage, List, Nullable, Object, OneOf, parse
 from virtsdk.validation import Integer, Number, Text
+
+if TYPE_CHECKING:  # ssl is imported only where TLS is used: the receiver must start fast
+    import ssl
 
 #: Largest file size a receiver accepts (``off_t``).
 MAX_FILE_SIZE = (1 << 63) - 1
@@ -67,6 +69,15 @@ MAX_PAYLOAD = 8 << 20
 
 class ProtocolError(Exception):
     """The peer broke the protocol (or the connection dropped mid-message)."""
+
+
+class SessionError(Exception):
+    """Ends one sender connection with an error reply of ``kind`` (``auth``,
+    ``invalid`` or ``integrity``); raised by the receiver's parts."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 #: The hello: flat, two short strings (nesting depth 1).
@@ -140,6 +151,8 @@ def decode(data: bytes, max_depth: int) -> dict[str, Any]:
 
 def server_tls_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
     """TLS for the receiver; with ``ca`` the sender must present a certificate it signed."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
@@ -152,6 +165,8 @@ def server_tls_context(cert: str, key: str, ca: str | None = None) -> ssl.SSLCon
 def client_tls_context(ca: str | None, cert: str | None = None, key: str | None = None,
                        check_hostname: bool = True) -> ssl.SSLContext:
     """TLS for the sender: verifies the receiver against ``ca`` (system CAs if None)."""
+    import ssl
+
     ctx = ssl.create_default_context(cafile=ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = check_hostname

@@ -13,6 +13,7 @@ again.  Source files are opened read-only.
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import os
@@ -21,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,7 @@ from virtsdk.transfer.extents import (
     CHECKSUMS,
     CHUNK,
     DigestBuilder,
+    ScannedRun,
     read_spans_into,
     runs_in,
     scan_runs,
@@ -41,6 +44,8 @@ from virtsdk.transfer.extents import (
 from virtsdk.transfer.images import backing_file_of
 
 _SAMPLE = 256 << 10
+#: How far (bytes of kept run heads) a file's scan may run ahead of its sending.
+PREFETCH_BYTES = 32 << 20
 #: Runs smaller than this are batched; a batch is sent once it holds BATCH_BYTES.
 SMALL_RUN = 256 << 10
 BATCH_BYTES = 2 << 20
@@ -207,6 +212,77 @@ def _raise_for(reply: dict[str, Any]) -> None:
     raise DiskTransferError(f"receiver refused the transfer: {error}")
 
 
+class _Prefetch:
+    """A file's :func:`scan_runs` on a thread of its own, started before the
+    receiver has answered (its answer is needed only to skip the runs it already
+    has), at most :data:`PREFETCH_BYTES` of run heads ahead of whoever iterates it.
+    Runs travel in lists, so the lock is taken once per list, not once per run.
+    :meth:`close` stops the thread; it must come before the file is closed."""
+
+    def __init__(self, runs: Iterator[ScannedRun], budget: int = PREFETCH_BYTES) -> None:
+        self._runs = runs
+        self._budget = budget
+        self._ready: collections.deque[list[ScannedRun]] = collections.deque()
+        self._held = 0
+        self._cond = threading.Condition()
+        self._finished = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._scan, daemon=True)
+        self._thread.start()
+
+    def _push(self, chunk: list[ScannedRun], nbytes: int) -> bool:
+        with self._cond:
+            while self._held >= self._budget and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._ready.append(chunk)
+            self._held += nbytes
+            self._cond.notify_all()
+            return True
+
+    def _scan(self) -> None:
+        chunk: list[ScannedRun] = []
+        nbytes = 0
+        try:
+            for run in self._runs:
+                chunk.append(run)
+                nbytes += len(run.head)
+                if len(chunk) >= 256 or nbytes >= 1 << 20:
+                    if not self._push(chunk, nbytes):
+                        return
+                    chunk, nbytes = [], 0
+        except BaseException as exc:  # noqa: BLE001 - raised to whoever iterates
+            self._error = exc  # after the runs found before it
+        finally:
+            if chunk:
+                self._push(chunk, nbytes)
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[ScannedRun]:
+        while True:
+            with self._cond:
+                while not self._ready and not self._finished:
+                    self._cond.wait()
+                if not self._ready:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                chunk = self._ready.popleft()
+                self._held -= sum(len(run.head) for run in chunk)
+                self._cond.notify_all()
+            yield from chunk
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
 class StreamSender:
     """Sends ``files`` to the receiver named in ``ticket`` (one call of :meth:`run`)."""
 
@@ -223,6 +299,8 @@ class StreamSender:
         self.wire_total = 0
         #: set by _pump: raw runs go by sendfile (not over TLS)
         self._zero_copy = False
+        #: file index -> its scan, started before the receiver answered
+        self._prefetch: dict[int, _Prefetch] = {}
 
     def run(self) -> list[SentFile]:
         """Send everything, reconnecting (and resuming) after dropped connections up
@@ -259,8 +337,14 @@ class StreamSender:
 
     def _session(self) -> list[SentFile]:
         handles = [open(f.path, "rb") for f in self.files]  # noqa: SIM115 - closed below
+        self._prefetch = {}
         try:
             sizes = [h.seek(0, 2) for h in handles]
+            if not self.ticket.get("tls") and self.opts.compression != "on":
+                # the files sent first are scanned while the receiver answers
+                for i in range(min(len(handles), self.opts.parallel_files)):
+                    self._prefetch[i] = _Prefetch(scan_runs(
+                        handles[i].fileno(), sizes[i], self.opts.checksum, keep=SMALL_RUN))
             sock = _connect(self.ticket, self.opts)
             try:
                 reply = self._hello(sock, sizes)
@@ -284,6 +368,8 @@ class StreamSender:
             finally:
                 sock.close()
         finally:
+            for scan in self._prefetch.values():
+                scan.close()
             for h in handles:
                 h.close()
 
@@ -374,7 +460,9 @@ class StreamSender:
         hashed from small pieces (:func:`scan_runs`) and never held in memory; only a
         run that is compressed is read again.  Returns the offset progress reached."""
         pos = 0  # bytes of the file accounted for in progress (holes included)
-        for run in scan_runs(fd, state.size, self.opts.checksum, keep=SMALL_RUN):
+        runs = self._prefetch.get(state.index) or scan_runs(fd, state.size, self.opts.checksum,
+                                                            keep=SMALL_RUN)
+        for run in runs:
             if stop.is_set():
                 raise _Stopped
             step, pos = run.offset + run.length - pos, run.offset + run.length

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import TYPE_CHECKING, Any
 
 from virtsdk.exceptions import Invalid
@@ -93,6 +92,8 @@ def remove_created(dest_dir: str, transfer_id: str) -> list[str]:
 
 def forget(dest_dir: str, transfer_id: str) -> None:
     """Delete the record and work directory (the received files stay)."""
+    import shutil  # here: the stream receiver imports this module and must start fast
+
     for path in (state_path(dest_dir, transfer_id), state_path(dest_dir, transfer_id) + ".tmp"):
         try:
             os.unlink(path)
