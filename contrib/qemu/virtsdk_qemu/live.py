@@ -211,14 +211,13 @@ class QmpLiveMigration:
     def _nbd_targets(data: LiveMigrateData, guest: Guest) -> list[tuple[str, str]]:
         """``(drive, nbd URI)`` per disk, from the destination's exports (validated:
         they came from another host)."""
-        nbd = QemuLiveMigrateData.of(data).nbd or {}
-        host = str(nbd.get("host", ""))
+        exports = QemuLiveMigrateData.of(data)
+        host, port = exports.nbd_host, exports.nbd_port
         validate_hostname(host)
-        port = nbd.get("port")
         if not isinstance(port, int) or not 0 < port < 65536:
             raise Invalid(f"bad NBD port from the destination: {port!r:.40}")
         mine = [d.target for d in guest.spec().disks]
-        if sorted(nbd.get("targets") or []) != sorted(mine):
+        if sorted(map(str, exports.nbd_targets)) != sorted(mine):
             raise Invalid("the destination exported other disks than this guest has")
         return [(f"drive-{t}", f"nbd:{host}:{port}:exportname={t}") for t in mine]
 

@@ -98,7 +98,7 @@ class QmpLiveMigrationDestination:
         created = not inst_dir.exists()
         inst_dir.mkdir(parents=True, exist_ok=True)
         block = bool(migrate_data.block_migration)
-        nbd: dict[str, Any] = {}
+        nbd: tuple[str, int, list[str]] = ("", 0, [])
         try:
             if block:
                 self._create_disks(inst_dir, disk_info or [])
@@ -120,7 +120,8 @@ class QmpLiveMigrationDestination:
         data = QemuLiveMigrateData.of(dataclasses.replace(
             migrate_data, target_connect_addr=self.drv.qconf.my_ip,
             graphics_listen_addr_vnc=self.drv.qconf.my_ip))
-        return dataclasses.replace(data, uri=uri, nbd=nbd)
+        return dataclasses.replace(data, uri=uri, nbd_host=nbd[0], nbd_port=nbd[1],
+                                   nbd_targets=nbd[2])
 
     def _create_disks(self, inst_dir: Path, disk_info: list[DiskInfo]) -> None:
         """Empty disks of the source's names, formats and sizes (a block migration
@@ -133,8 +134,9 @@ class QmpLiveMigrationDestination:
                 raise DestinationDiskExists(f"{path} already exists")
             images.create_blank(path, info.type, info.virt_disk_size)
 
-    def _export_disks(self, qmp: QmpSocket, spec: GuestSpec) -> dict[str, Any]:
-        """NBD server on this host's address, one writable export per disk."""
+    def _export_disks(self, qmp: QmpSocket, spec: GuestSpec) -> tuple[str, int, list[str]]:
+        """NBD server on this host's address, one writable export per disk; its
+        address, port and the exported targets."""
         port = self._free_port(qmp, "nbd-server-start", lambda p: {
             "addr": {"type": "inet", "data": {"host": self.drv.qconf.my_ip,
                                               "port": str(p)}}})
@@ -142,8 +144,7 @@ class QmpLiveMigrationDestination:
             qmp.execute("block-export-add", {
                 "type": "nbd", "id": f"export-{disk.target}", "name": disk.target,
                 "node-name": f"drive-{disk.target}", "writable": True})
-        return {"host": self.drv.qconf.my_ip, "port": port,
-                "targets": [d.target for d in spec.disks]}
+        return self.drv.qconf.my_ip, port, [d.target for d in spec.disks]
 
     def _listen(self, qmp: QmpSocket) -> str:
         """``migrate-incoming`` on a free port of the configured range."""
