@@ -38,7 +38,7 @@ from virtsdk.driver import (
     RecoverMethod,
     TransferCallback,
 )
-from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.exceptions import InstanceExists, InstanceNotFound, Invalid
 from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.localdisk.disks import LocalDisks, supports_direct_io
 from virtsdk.localdisk.imagecache import ImageCache
@@ -62,10 +62,6 @@ from virtsdk_qemu.live import QmpLiveMigration
 from virtsdk_qemu.live_dest import QmpLiveMigrationDestination
 
 LOG = logging.getLogger(__name__)
-
-
-class InstanceExists(Invalid):
-    """spawn was asked to create an instance this host already has."""
 
 
 def kvm_usable(emulator: str, machine: str, exec_prefix: list[str]) -> bool:

@@ -46,7 +46,7 @@ from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
-from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.exceptions import InstanceExists, InstanceNotFound
 from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.objects import (
     ColdMigrateData,
@@ -77,10 +77,6 @@ _BASE_CAPABILITIES = {
     "has_imagecache": True,
     "image_formats": ("raw", "qcow2"),
 }
-
-
-class InstanceExists(Invalid):
-    """spawn was asked to create an instance this host already has."""
 
 
 class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
