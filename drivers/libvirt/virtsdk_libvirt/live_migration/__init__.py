@@ -29,7 +29,7 @@ the measured downtime, bytes transferred and the libvirt call used.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import libvirt
 from oslo_config import cfg
@@ -63,7 +63,7 @@ class LiveMigrator(
     def __init__(
         self,
         conf: cfg.ConfigOpts,
-        lv_conf: Any,
+        lv_conf: cfg.ConfigOpts.GroupAttr,
         hostname: str,
         host: Host,
         paths: InstancePaths,
