@@ -67,7 +67,7 @@ from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
 from virtsdk_libvirt.live_migration import LiveMigrationMethods, LiveMigrator
 from virtsdk_libvirt.paths import InstancePaths, checked_uuid
-from virtsdk_libvirt.storage import LocalDisks, supports_direct_io
+from virtsdk_libvirt.storage import LibvirtLocalDisks, supports_direct_io
 
 LOG = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
                                     else "writeback")
         return self._disk_cachemode
 
-    def _local_disks(self) -> LocalDisks:
-        return LocalDisks(self._paths, self._image_cache, self.lv_conf.images_type,
+    def _local_disks(self) -> LibvirtLocalDisks:
+        return LibvirtLocalDisks(self._paths, self._image_cache, self.lv_conf.images_type,
                           self.lv_conf.qemu_img_memory_mb)
 
     def _domain_xml(self, instance: Instance, flavor: Flavor,
