@@ -262,6 +262,10 @@ class InstanceNotFound(VirtSDKError):
         super().__init__(f"instance {instance!r} not found{where}")
 
 
+class InstanceExists(Invalid):
+    """``spawn`` was asked to create an instance this host already has."""
+
+
 class HostNotFound(Invalid):
     pass
 

@@ -214,11 +214,3 @@ def test_two_distributions_claiming_one_name(installed_distribution):
     assert not infos["fake"].available
     assert "more than one distribution" in infos["fake"].error
 
-
-def test_the_old_loader_names_are_the_plugin_loader():
-    from virtsdk import loader
-
-    assert loader.load_driver_class("fake") is _driver("fake")
-    with pytest.raises(PluginNotFound):
-        loader.load_driver_class("warp-drive")
-    assert {e.name for e in loader.list_drivers()} >= {"fake", "libvirt"}

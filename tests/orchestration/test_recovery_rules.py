@@ -21,7 +21,7 @@ from virtsdk_fake.fabric import get_fabric
 
 from tests.orchestration.conftest import boot, check_intact, own_cloud
 from virtsdk.audit import audit_cloud
-from virtsdk.compute.recovery import RULES, Rule, find_rule
+from virtsdk.compute.recovery import RULES, RecoveryRule, find_rule
 from virtsdk.db.api import IN_PROGRESS
 from virtsdk.states import VMState
 
@@ -81,7 +81,7 @@ SCENARIOS: dict[tuple[str, str, str], Scenario] = {
 }
 
 
-def scenario_rule(key: tuple[str, str, str]) -> Rule:
+def scenario_rule(key: tuple[str, str, str]) -> RecoveryRule:
     flow, status, restarted = key
     (rule,) = [r for r in RULES if (r.flow, r.restarted) == (flow, restarted)
                and status in r.statuses]

@@ -64,6 +64,27 @@ Status = MigrationStatus
 EVENT = "compute_live_migration"
 
 
+class DriverOutcome:
+    """Which way the driver's ``live_migration`` says the migration went: its
+    ``post_method`` / ``recover_method`` (the first call wins) record the direction
+    and the completed migrate data, and do nothing else."""
+
+    def __init__(self) -> None:
+        #: True: the guest runs on the destination; False: it stays; None: not told
+        self.moved: bool | None = None
+        self.data: LiveMigrateData | None = None
+
+    def post_method(self, context: RequestContext, instance: Instance, dest: str,
+                    block_migration: bool, migrate_data: LiveMigrateData) -> None:
+        if self.moved is None:
+            self.moved, self.data = True, migrate_data
+
+    def recover_method(self, context: RequestContext, instance: Instance, dest: str,
+                       migrate_data: LiveMigrateData) -> None:
+        if self.moved is None:
+            self.moved, self.data = False, migrate_data
+
+
 class LiveMigrationFlow:
     """The source's side of live migrations on one compute host (see the module
     docstring).  Explicit dependencies: the options, this host's name, the manager's
@@ -176,37 +197,25 @@ class LiveMigrationFlow:
                                  expected_status=Status.PREPARING)
         # the driver's callbacks only record which way it went (with its completed
         # migrate data); post or rollback runs here, after live_migration returned
-        outcome: dict[str, LiveMigrateData] = {}
-
-        def post_method(context: RequestContext, instance: Instance, dest: str,
-                        block_migration: bool, migrate_data: LiveMigrateData) -> None:
-            outcome.setdefault("post", migrate_data)
-
-        def recover_method(context: RequestContext, instance: Instance, dest: str,
-                           migrate_data: LiveMigrateData) -> None:
-            outcome.setdefault("recover", migrate_data)
-
+        outcome = DriverOutcome()
         error: BaseException | None = None
         try:
-            self.driver.live_migration(ctx, instance, dest, post_method, recover_method,
-                                       block, migrate_data, migration,
-                                       progress=self._live_progress(mid, instance))
+            self.driver.live_migration(ctx, instance, dest, outcome.post_method,
+                                       outcome.recover_method, block, migrate_data,
+                                       migration, progress=self._live_progress(mid, instance))
         except Exception as exc:  # noqa: BLE001 - the outcome says what to do
             error = exc
         if self.stopped.is_set():
             return  # the service "crashed": recovery at restart settles the records
-        if "post" not in outcome and "recover" not in outcome:
+        broken: BaseException | None = None
+        if outcome.moved is None:
             # the driver broke its contract: ask both hosts where the guest runs
-            error = error or MigrationError("driver returned without post or recover")
-            outcome["post" if self._guest_moved(ctx, instance, dest) else "recover"] = \
-                migrate_data
-            broken: BaseException | None = error
-        else:
-            broken = None
-        if "post" in outcome:
+            error = broken = error or MigrationError("driver returned without post or recover")
+            outcome.moved, outcome.data = self._guest_moved(ctx, instance, dest), migrate_data
+        data = outcome.data if outcome.data is not None else migrate_data
+        if outcome.moved:
             try:
-                self._post_live_migration(ctx, instance, dest, block, outcome["post"],
-                                          migration)
+                self._post_live_migration(ctx, instance, dest, block, data, migration)
             except Exception as exc:  # noqa: BLE001 - the guest runs there: ERROR
                 LOG.exception("post live migration of %s failed", instance.uuid)
                 self._end_live(ctx, instance, mid, Status.ERROR, exc,
@@ -215,8 +224,7 @@ class LiveMigrationFlow:
             self._end_live(ctx, instance, mid, Status.ERROR if broken else Status.COMPLETED,
                            broken, host=dest if broken else None)
             return
-        rollback_error = self.rollback(ctx, instance, dest, outcome["recover"],
-                                       migration)
+        rollback_error = self.rollback(ctx, instance, dest, data, migration)
         cancelled = mid in self._aborted or isinstance(error, LiveMigrationAborted)
         self._end_live(ctx, instance, mid,
                        Status.ERROR if rollback_error else (
@@ -286,7 +294,8 @@ class LiveMigrationFlow:
     def _post_live_migration(self, ctx: RequestContext, instance: Instance, dest: str,
                              block: bool, migrate_data: LiveMigrateData,
                              migration: Migration) -> None:
-        """Source, from the driver's post_method: the guest runs on ``dest``."""
+        """Source, after the driver's ``live_migration`` returned having called
+        ``post_method``: the guest runs on ``dest``."""
         self.records.notify(ctx, "live_migration.post.start", instance, migration_id=migration.id)
         self.driver.post_live_migration(ctx, instance, migrate_data)
         self.compute_rpc.post_live_migration_at_destination(ctx, dest, instance, block,

@@ -59,9 +59,6 @@ from virtsdk.states import PowerState, TaskState, VMState
 
 LOG = logging.getLogger(__name__)
 
-#: Old name of :data:`virtsdk.services.COMPUTE`, kept for code not yet updated.
-BINARY = COMPUTE
-
 
 class ComputeManager:
     """Manages the instances of one host through its driver (see the module doc)."""

@@ -42,7 +42,7 @@ COLD, LIVE = "cold", "live"
 
 
 @dataclass(frozen=True)
-class Rule:
+class RecoveryRule:
     """One row of the recovery table."""
 
     flow: str                          #: COLD (resize / migration) or LIVE
@@ -52,47 +52,47 @@ class Rule:
     what: str                          #: what it does, for operators and the docs
 
 
-RULES: tuple[Rule, ...] = (
-    Rule(COLD, (Status.PRE_MIGRATING, Status.MIGRATING), SOURCE, "_recover_cold_source",
-         "source copy authoritative: clean destination, restore here, migration error"),
-    Rule(COLD, (Status.PRE_MIGRATING,), DEST, "_recover_cold_dest_prep",
-         "crashed in prep_resize: undo the target here, instance restored on source"),
-    Rule(COLD, (Status.MIGRATING,), DEST, "_recover_nothing",
-         "the source is sending: it notices the failure and restores itself"),
-    Rule(COLD, (Status.POST_MIGRATING,), SOURCE, "_recover_cold_source_post",
-         "disks sent, finish_resize maybe never cast: unless the destination already "
-         "took the instance, clean it and restore here"),
-    Rule(COLD, (Status.POST_MIGRATING,), DEST, "_recover_cold_dest_finish",
-         "crashed in finish_resize: clean here, the source restores its kept copy"),
-    Rule(COLD, (Status.FINISHED,), SOURCE, "_recover_nothing",
-         "resized, waiting for confirm or revert: nothing was running"),
-    Rule(COLD, (Status.FINISHED,), DEST, "_recover_nothing",
-         "resized, waiting for confirm or revert: nothing was running"),
-    Rule(COLD, (Status.CONFIRMING,), SOURCE, "_recover_confirm",
-         "redo confirm_resize (confirm_migration is idempotent)"),
-    Rule(COLD, (Status.CONFIRMING,), DEST, "_recover_nothing",
-         "confirm runs on the source only"),
-    Rule(COLD, (Status.REVERTING,), DEST, "_recover_revert_dest",
-         "instance still on the destination: redo revert_resize"),
-    Rule(COLD, (Status.REVERTING,), SOURCE, "_recover_revert_source",
-         "instance already moved back (crash in finish_revert_resize): redo "
-         "finish_revert_resize here"),
-    Rule(LIVE, (Status.ACCEPTED, Status.QUEUED), SOURCE, "_recover_live_unstarted",
-         "nothing moved yet: migration failed, instance active here"),
-    Rule(LIVE, (Status.PREPARING, Status.RUNNING, Status.POSTCOPY), SOURCE,
-         "_recover_live",
-         "ask both hosts where the guest runs: roll back to here, or finish there"),
-    Rule(LIVE, (Status.ACCEPTED, Status.QUEUED), DEST, "_recover_nothing",
-         "the destination holds nothing before pre_live_migration"),
-    Rule(LIVE, (Status.PREPARING,), DEST, "_recover_live_dest_placeholder",
-         "crashed in pre_live_migration: remove the placeholder here; the source "
-         "rolls back when its call fails"),
-    Rule(LIVE, (Status.RUNNING, Status.POSTCOPY), DEST, "_recover_nothing",
-         "the source runs the job and settles it (its rollback cleans here)"),
+RULES: tuple[RecoveryRule, ...] = (
+    RecoveryRule(COLD, (Status.PRE_MIGRATING, Status.MIGRATING), SOURCE, "_recover_cold_source",
+                 "source copy authoritative: clean destination, restore here, migration error"),
+    RecoveryRule(COLD, (Status.PRE_MIGRATING,), DEST, "_recover_cold_dest_prep",
+                 "crashed in prep_resize: undo the target here, instance restored on source"),
+    RecoveryRule(COLD, (Status.MIGRATING,), DEST, "_recover_nothing",
+                 "the source is sending: it notices the failure and restores itself"),
+    RecoveryRule(COLD, (Status.POST_MIGRATING,), SOURCE, "_recover_cold_source_post",
+                 "disks sent, finish_resize maybe never cast: unless the destination already "
+                 "took the instance, clean it and restore here"),
+    RecoveryRule(COLD, (Status.POST_MIGRATING,), DEST, "_recover_cold_dest_finish",
+                 "crashed in finish_resize: clean here, the source restores its kept copy"),
+    RecoveryRule(COLD, (Status.FINISHED,), SOURCE, "_recover_nothing",
+                 "resized, waiting for confirm or revert: nothing was running"),
+    RecoveryRule(COLD, (Status.FINISHED,), DEST, "_recover_nothing",
+                 "resized, waiting for confirm or revert: nothing was running"),
+    RecoveryRule(COLD, (Status.CONFIRMING,), SOURCE, "_recover_confirm",
+                 "redo confirm_resize (confirm_migration is idempotent)"),
+    RecoveryRule(COLD, (Status.CONFIRMING,), DEST, "_recover_nothing",
+                 "confirm runs on the source only"),
+    RecoveryRule(COLD, (Status.REVERTING,), DEST, "_recover_revert_dest",
+                 "instance still on the destination: redo revert_resize"),
+    RecoveryRule(COLD, (Status.REVERTING,), SOURCE, "_recover_revert_source",
+                 "instance already moved back (crash in finish_revert_resize): redo "
+                 "finish_revert_resize here"),
+    RecoveryRule(LIVE, (Status.ACCEPTED, Status.QUEUED), SOURCE, "_recover_live_unstarted",
+                 "nothing moved yet: migration failed, instance active here"),
+    RecoveryRule(LIVE, (Status.PREPARING, Status.RUNNING, Status.POSTCOPY), SOURCE,
+                 "_recover_live",
+                 "ask both hosts where the guest runs: roll back to here, or finish there"),
+    RecoveryRule(LIVE, (Status.ACCEPTED, Status.QUEUED), DEST, "_recover_nothing",
+                 "the destination holds nothing before pre_live_migration"),
+    RecoveryRule(LIVE, (Status.PREPARING,), DEST, "_recover_live_dest_placeholder",
+                 "crashed in pre_live_migration: remove the placeholder here; the source "
+                 "rolls back when its call fails"),
+    RecoveryRule(LIVE, (Status.RUNNING, Status.POSTCOPY), DEST, "_recover_nothing",
+                 "the source runs the job and settles it (its rollback cleans here)"),
 )
 
 
-def find_rule(m: Migration, host: str) -> Rule | None:
+def find_rule(m: Migration, host: str) -> RecoveryRule | None:
     """The row of :data:`RULES` for migration ``m`` seen from restarted ``host``.
     A same-host resize is recovered as the source (its kept copy is here)."""
     flow = LIVE if m.migration_type == MigrationType.LIVE else COLD

@@ -18,9 +18,9 @@ from cotyledon import oslo_config_glue
 from oslo_config import cfg
 
 from virtsdk import conf as conf_pkg
-from virtsdk import rpc
+from virtsdk import plugins, rpc
+from virtsdk.driver import ComputeDriver
 from virtsdk.exceptions import Invalid
-from virtsdk.loader import load_driver_class, register_driver_opts
 
 #: what SIGTERM waits for in-flight requests before the process exits anyway
 DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT = 30
@@ -38,7 +38,7 @@ def load_conf(argv: Sequence[str], prog: str, with_driver: bool = False,
     ``with_driver``: also register the options of ``[DEFAULT] compute_driver``'s
     group (a compute service).  Bad options or unreadable files raise
     ``oslo_config.cfg.Error`` subclasses with oslo's message; an unknown driver raises
-    :class:`~virtsdk.exceptions.DriverNotFound`.
+    :class:`~virtsdk.exceptions.PluginNotFound`.
     """
     conf = cfg.ConfigOpts()
     conf_pkg.register_all(conf)
@@ -48,8 +48,13 @@ def load_conf(argv: Sequence[str], prog: str, with_driver: bool = False,
     conf.register_cli_opts(_cli_opts)
     conf(list(argv), project="virtsdk", prog=prog, description=description)
     if with_driver:
-        register_driver_opts(conf, load_driver_class(conf.compute_driver))
+        _register_driver_opts(conf)
     return conf
+
+
+def _register_driver_opts(conf: cfg.ConfigOpts) -> None:
+    driver = plugins.load(plugins.COMPUTE_DRIVERS, conf.compute_driver, ComputeDriver)
+    plugins.register_opts(conf, driver)
 
 
 def conf_from_files(config_files: Sequence[str], config_dirs: Sequence[str] = (),
@@ -67,7 +72,7 @@ def conf_from_files(config_files: Sequence[str], config_dirs: Sequence[str] = ()
         rpc.register_opts(conf)
         conf([], project="virtsdk", default_config_files=[], default_config_dirs=[])
         if with_driver:
-            register_driver_opts(conf, load_driver_class(conf.compute_driver))
+            _register_driver_opts(conf)
         return conf
     return load_conf(argv, "virtsdk", with_driver)
 

@@ -1,6 +1,6 @@
 """Options of the QEMU driver, group ``[qemu]`` (the driver's entry-point name).
 
-Registered by :func:`virtsdk.loader.register_driver_opts` through
+Registered by :func:`virtsdk.plugins.register_opts` through
 ``QemuDriver.list_opts()``; read on every host through ``driver.qconf``.  Live-migration
 monitoring and convergence are the SDK's ``[live_migration]`` group; disk transports
 are ``[disk_transfer]`` and ``[transport_<name>]``; the instance-file and disk-transfer

@@ -7,7 +7,9 @@ image cache are :mod:`virtsdk.localdisk`, cold migration is
 live migration is driven by :func:`virtsdk.live_migration.monitor.monitor_migration`
 with the configured convergence policies.  What is QEMU-specific lives here and in
 :mod:`virtsdk_qemu.guest` (process + persisted definition), :mod:`virtsdk_qemu.qmp`
-(the QMP client facade) and :mod:`virtsdk_qemu.live` (live migration over QMP).
+(the QMP client facade), :mod:`virtsdk_qemu.live` / :mod:`virtsdk_qemu.live_dest` (live
+migration over QMP, source and destination) and :mod:`virtsdk_qemu.qmp_job` (the
+running migration job).
 
 Every public method says which host calls it; see :mod:`virtsdk.driver` for the flow.
 """
@@ -36,7 +38,7 @@ from virtsdk.driver import (
     RecoverMethod,
     TransferCallback,
 )
-from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.exceptions import InstanceExists, InstanceNotFound, Invalid
 from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.localdisk.disks import LocalDisks, supports_direct_io
 from virtsdk.localdisk.imagecache import ImageCache
@@ -57,12 +59,9 @@ from virtsdk.states import PowerState
 from virtsdk_qemu import config, observe
 from virtsdk_qemu.guest import DiskDevice, Guest, GuestSpec, host_tag
 from virtsdk_qemu.live import QmpLiveMigration
+from virtsdk_qemu.live_dest import QmpLiveMigrationDestination
 
 LOG = logging.getLogger(__name__)
-
-
-class InstanceExists(Invalid):
-    """spawn was asked to create an instance this host already has."""
 
 
 def kvm_usable(emulator: str, machine: str, exec_prefix: list[str]) -> bool:
@@ -118,6 +117,7 @@ class QemuDriver(ComputeDriver):
             self.name, host, conf, self, self.paths, self.image_cache, self.local_disks,
             DiskMigrationSettings.from_group(self.qconf))
         self.live = QmpLiveMigration(self)
+        self.live_dest = QmpLiveMigrationDestination(self)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -486,7 +486,7 @@ class QemuDriver(ComputeDriver):
         ``power_on``.  Idempotent."""
         self.cold.revert(instance, power_on)
 
-    # -- live migration (virtsdk_qemu.live.QmpLiveMigration) -----------------------------
+    # -- live migration (virtsdk_qemu.live, virtsdk_qemu.live_dest) ----------------------
 
     def check_can_live_migrate_destination(
         self, context: RequestContext, instance: Instance, src_resources: HostResources,
@@ -495,7 +495,7 @@ class QemuDriver(ComputeDriver):
     ) -> LiveMigrateData:
         """Destination: refuses block migration and another accelerator or machine
         type; leaves a probe file for the source's shared-storage check."""
-        return self.live.check_can_live_migrate_destination(
+        return self.live_dest.check_can_live_migrate_destination(
             context, instance, src_resources, dst_resources, block_migration,
             disk_over_commit)
 
@@ -503,7 +503,7 @@ class QemuDriver(ComputeDriver):
         self, context: RequestContext, dest_check_data: LiveMigrateData
     ) -> None:
         """Destination: removes the probe file."""
-        self.live.cleanup_live_migration_destination_check(context, dest_check_data)
+        self.live_dest.cleanup_live_migration_destination_check(context, dest_check_data)
 
     def check_can_live_migrate_source(
         self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
@@ -518,7 +518,7 @@ class QemuDriver(ComputeDriver):
     ) -> LiveMigrateData:
         """Destination: QEMU for this host (VNC on its address) waiting with
         ``-incoming defer``, listening on a free port; refuses an existing guest."""
-        return self.live.pre_live_migration(context, instance,
+        return self.live_dest.pre_live_migration(context, instance,
                                             network_info, disk_info, migrate_data)
 
     def live_migration(
@@ -542,9 +542,10 @@ class QemuDriver(ComputeDriver):
 
     def post_live_migration_at_destination(
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_migration: bool = False,     ) -> None:
+        block_migration: bool = False,
+    ) -> None:
         """Destination: checks the guest runs here (resumes one paused to finish)."""
-        self.live.post_live_migration_at_destination(context, instance, network_info,
+        self.live_dest.post_live_migration_at_destination(context, instance, network_info,
                                                      block_migration)
 
     def rollback_live_migration_at_destination(
@@ -554,7 +555,7 @@ class QemuDriver(ComputeDriver):
     ) -> None:
         """Destination: stops the incoming QEMU and removes what pre_live_migration
         made (a shared directory stays)."""
-        self.live.rollback_live_migration_at_destination(
+        self.live_dest.rollback_live_migration_at_destination(
             context, instance, network_info, destroy_disks,
             migrate_data)
 

@@ -18,33 +18,23 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from oslo_concurrency import processutils
 
 from virtsdk.driver import DiskObservation
 from virtsdk.exceptions import InstanceNotFound
-from virtsdk.localdisk.paths import InstancePaths
 from virtsdk.objects import Instance
 from virtsdk.states import PowerState
 from virtsdk.transfer.images import image_info
 from virtsdk_qemu.guest import DiskDevice, Guest, GuestError
+from virtsdk_qemu.host import QemuHost
 from virtsdk_qemu.qmp import QmpCommandError, QmpSocket, QmpUnavailable
 
 #: where the marker goes on the root disk (bytes from its start)
 MARKER_OFFSET = 1024 * 1024
 ROOT_TARGET = "vda"
 _HEX_LINE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})")
-
-
-class QemuHost(Protocol):
-    """What these hooks use of :class:`virtsdk_qemu.driver.QemuDriver`."""
-
-    host: str
-    tag: str
-    paths: InstancePaths
-
-    def existing(self, instance: Instance) -> Guest: ...
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ from oslo_concurrency import processutils
 from virtsdk_libvirt import disk
 from virtsdk_libvirt.imagecache import ImageCache, ImageUnavailable
 from virtsdk_libvirt.paths import InstancePaths
-from virtsdk_libvirt.storage import GiB, LocalDisks, MiB, check_no_shrink, supports_direct_io
+from virtsdk_libvirt.storage import (
+    GiB,
+    LibvirtLocalDisks,
+    MiB,
+    check_no_shrink,
+    supports_direct_io,
+)
 
 from virtsdk.exceptions import Invalid, ResizeShrinkNotAllowed
 from virtsdk.objects import DiskInfo, Flavor, ImageMeta, Instance
@@ -112,7 +118,7 @@ def test_kernel_and_initrd_are_cached(tmp_path: Path) -> None:
 def test_local_disks_create_describe_and_grow(tmp_path: Path, base_image: Path,
                                               images_type: str) -> None:
     paths = InstancePaths(str(tmp_path / "instances"))
-    local = LocalDisks(paths, ImageCache(paths.image_cache), images_type)
+    local = LibvirtLocalDisks(paths, ImageCache(paths.image_cache), images_type)
     inst = Instance(name="vm", flavor=Flavor("f", 128, 1, 1, ephemeral_gb=1, swap_mb=16))
     paths.instance_dir(inst).mkdir(parents=True)
     local.create(inst, inst.flavor, ImageMeta(id="img", location=str(base_image)))
@@ -137,7 +143,7 @@ def test_local_disks_create_describe_and_grow(tmp_path: Path, base_image: Path,
 
 def test_resize_can_add_ephemeral_and_swap(tmp_path: Path) -> None:
     paths = InstancePaths(str(tmp_path / "instances"))
-    local = LocalDisks(paths, ImageCache(paths.image_cache), "qcow2")
+    local = LibvirtLocalDisks(paths, ImageCache(paths.image_cache), "qcow2")
     inst = Instance(name="vm", flavor=Flavor("f", 128, 1, 1))
     paths.instance_dir(inst).mkdir(parents=True)
     local.create(inst, inst.flavor, ImageMeta(id="kernel-only"))
@@ -151,7 +157,7 @@ def test_resize_can_add_ephemeral_and_swap(tmp_path: Path) -> None:
 
 def test_root_disk_without_image_is_blank(tmp_path: Path) -> None:
     paths = InstancePaths(str(tmp_path / "instances"))
-    local = LocalDisks(paths, ImageCache(paths.image_cache), "qcow2")
+    local = LibvirtLocalDisks(paths, ImageCache(paths.image_cache), "qcow2")
     inst = Instance(name="vm", flavor=Flavor("f", 128, 1, 1))
     paths.instance_dir(inst).mkdir(parents=True)
     local.create(inst, inst.flavor, ImageMeta(id="kernel-only"))

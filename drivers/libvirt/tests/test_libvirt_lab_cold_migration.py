@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from virtsdk_lab.guest import ConsoleLog
-from virtsdk_libvirt.driver import InstanceExists, LibvirtDriver
+from virtsdk_libvirt.driver import LibvirtDriver
 from virtsdk_libvirt.imagecache import ImageUnavailable
 
 from tests.audit_check import assert_holds
@@ -25,6 +25,7 @@ from virtsdk.exceptions import (
     DestinationDiskExists,
     DiskTransferError,
     InjectedFault,
+    InstanceExists,
     ResizeShrinkNotAllowed,
 )
 from virtsdk.objects import (

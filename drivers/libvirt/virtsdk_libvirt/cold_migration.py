@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import libvirt
+from oslo_config import cfg
 
 from virtsdk.exceptions import Invalid
 from virtsdk.localdisk.coldmigration import ColdMigration
@@ -61,7 +61,7 @@ class LibvirtGuests:
         hostname: str,
         host: Host,
         paths: InstancePaths,
-        lv_conf: Any,
+        lv_conf: cfg.ConfigOpts.GroupAttr,
         *,
         lookup: Callable[[Instance], libvirt.virDomain],
         find: Callable[[Instance], libvirt.virDomain | None],

@@ -26,8 +26,6 @@ helper API (stable, for ``virtsdk_libvirt.live_migration`` and other modules of 
 ``virtsdk_libvirt.xmlutil.parse``
     the only XML parser to use (hardened).
 
-``LiveMigrationMethods.LIVE_CAPABILITIES`` (a ``dict[str, bool]`` class attribute, if the
-mixin defines it) is merged into :attr:`LibvirtDriver.capabilities`;
 ``virtsdk_libvirt.live_migration.opts.list_opts()`` (a list of ``cfg.Opt``) is appended to the
 ``[libvirt]`` group by :func:`virtsdk_libvirt.config.list_opts`.
 
@@ -45,8 +43,16 @@ import libvirt
 from oslo_config import cfg
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import Capabilities, ComputeDriver, DiskObservation, TransferCallback
-from virtsdk.exceptions import InstanceNotFound, Invalid
+from virtsdk.driver import (
+    Capabilities,
+    ComputeDriver,
+    DiskObservation,
+    PostMethod,
+    ProgressCallback,
+    RecoverMethod,
+    TransferCallback,
+)
+from virtsdk.exceptions import InstanceExists, InstanceNotFound
 from virtsdk.localdisk.coldmigration import ColdMigration, DiskMigrationSettings
 from virtsdk.objects import (
     ColdMigrateData,
@@ -56,6 +62,7 @@ from virtsdk.objects import (
     ImageMeta,
     Instance,
     InstanceInfo,
+    LiveMigrateData,
     Migration,
     NetworkInfo,
 )
@@ -65,33 +72,30 @@ from virtsdk_libvirt.cold_migration import LibvirtGuests, save_domain_xml
 from virtsdk_libvirt.guest import Guest
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
-from virtsdk_libvirt.live_migration import LiveMigrationMethods, LiveMigrator
+from virtsdk_libvirt.live_migration import LiveMigrator
 from virtsdk_libvirt.paths import InstancePaths, checked_uuid
-from virtsdk_libvirt.storage import LocalDisks, supports_direct_io
+from virtsdk_libvirt.storage import LibvirtLocalDisks, supports_direct_io
 
 LOG = logging.getLogger(__name__)
 
-_BASE_CAPABILITIES = {
-    "supports_cold_migration": True,
-    "supports_resize": True,
-    "has_imagecache": True,
-    "image_formats": ("raw", "qcow2"),
-}
-
-
-class InstanceExists(Invalid):
-    """spawn was asked to create an instance this host already has."""
-
-
-class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
+class LibvirtDriver(ComputeDriver):
     """libvirt/QEMU driver: file-backed guests, cold migration and resize with disk
     transfer, live migration."""
 
     name: ClassVar[str] = "libvirt"
-    capabilities: ClassVar[Capabilities] = Capabilities(**{
-        **_BASE_CAPABILITIES,
-        **dict(getattr(LiveMigrationMethods, "LIVE_CAPABILITIES", {})),
-    })
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        supports_cold_migration=True,
+        supports_resize=True,
+        has_imagecache=True,
+        image_formats=("raw", "qcow2"),
+        supports_live_migration=True,
+        supports_block_migration=True,
+        supports_live_migration_abort=True,
+        supports_live_migration_force_complete=True,
+        supports_post_copy=True,
+        supports_auto_converge=True,
+        supports_shared_storage_detection=True,
+    )
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
@@ -153,8 +157,8 @@ class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
                                     else "writeback")
         return self._disk_cachemode
 
-    def _local_disks(self) -> LocalDisks:
-        return LocalDisks(self._paths, self._image_cache, self.lv_conf.images_type,
+    def _local_disks(self) -> LibvirtLocalDisks:
+        return LibvirtLocalDisks(self._paths, self._image_cache, self.lv_conf.images_type,
                           self.lv_conf.qemu_img_memory_mb)
 
     def _domain_xml(self, instance: Instance, flavor: Flavor,
@@ -389,3 +393,75 @@ class LibvirtDriver(LiveMigrationMethods, ComputeDriver):
         """Source, in revert_resize (after the destination destroyed its copy): put
         ``<dir>_resize`` back and start the guest when ``power_on``.  Idempotent."""
         self._cold.revert(instance, power_on)
+
+    # -- live migration (virtsdk_libvirt.live_migration.LiveMigrator) --------------------
+    def check_can_live_migrate_destination(
+        self, context: RequestContext, instance: Instance, src_resources: HostResources,
+        dst_resources: HostResources, block_migration: bool | None = None,
+        disk_over_commit: bool = False,
+    ) -> LiveMigrateData:
+        return self._live.check_can_live_migrate_destination(
+            context, instance, src_resources, dst_resources, block_migration,
+            disk_over_commit)
+
+    def cleanup_live_migration_destination_check(
+        self, context: RequestContext, dest_check_data: LiveMigrateData
+    ) -> None:
+        self._live.cleanup_live_migration_destination_check(context, dest_check_data)
+
+    def check_can_live_migrate_source(
+        self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
+    ) -> LiveMigrateData:
+        return self._live.check_can_live_migrate_source(context, instance, dest_check_data)
+
+    def pre_live_migration(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
+    ) -> LiveMigrateData:
+        return self._live.pre_live_migration(context, instance, network_info, disk_info,
+                                             migrate_data)
+
+    def live_migration(
+        self, context: RequestContext, instance: Instance, dest: str,
+        post_method: PostMethod, recover_method: RecoverMethod, block_migration: bool = False,
+        migrate_data: LiveMigrateData | None = None, migration: Migration | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self._live.live_migration(context, instance, dest, post_method, recover_method,
+                                  block_migration, migrate_data, migration, progress)
+
+    def live_migration_abort(self, instance: Instance) -> None:
+        self._live.live_migration_abort(instance)
+
+    def live_migration_force_complete(self, instance: Instance) -> None:
+        self._live.live_migration_force_complete(instance)
+
+    def post_live_migration(
+        self, context: RequestContext, instance: Instance,
+        migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        self._live.post_live_migration(context, instance, migrate_data)
+
+    def post_live_migration_at_source(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo
+    ) -> None:
+        self._live.post_live_migration_at_source(context, instance, network_info)
+
+    def post_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        block_migration: bool = False,
+    ) -> None:
+        self._live.post_live_migration_at_destination(context, instance, network_info,
+                                                      block_migration)
+
+    def rollback_live_migration_at_source(
+        self, context: RequestContext, instance: Instance, migrate_data: LiveMigrateData
+    ) -> None:
+        self._live.rollback_live_migration_at_source(context, instance, migrate_data)
+
+    def rollback_live_migration_at_destination(
+        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
+        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
+    ) -> None:
+        self._live.rollback_live_migration_at_destination(
+            context, instance, network_info, destroy_disks, migrate_data)

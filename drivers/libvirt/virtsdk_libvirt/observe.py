@@ -29,7 +29,7 @@ from virtsdk_libvirt.host import is_not_found
 from virtsdk_libvirt.paths import InstancePaths
 
 
-class LibvirtDriver(Protocol):
+class ObservedDriver(Protocol):
     """What these hooks use of :class:`virtsdk_libvirt.driver.LibvirtDriver`."""
 
     host: str
@@ -46,7 +46,7 @@ MARKER_OFFSET = 1024 * 1024
 _HEX_LINE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})")
 
 
-def guests(drv: LibvirtDriver) -> dict[str, PowerState]:
+def guests(drv: ObservedDriver) -> dict[str, PowerState]:
     """uuid -> RUNNING / PAUSED of every active domain of this host."""
     out = {}
     for dom in drv._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -64,7 +64,7 @@ def guests(drv: LibvirtDriver) -> dict[str, PowerState]:
     return out
 
 
-def footprint(drv: LibvirtDriver, instance: Instance) -> list[str]:
+def footprint(drv: ObservedDriver, instance: Instance) -> list[str]:
     """The domain (if libvirt has one) and every file of the instance here."""
     out = []
     dom = drv._find(instance)
@@ -80,7 +80,7 @@ def footprint(drv: LibvirtDriver, instance: Instance) -> list[str]:
     return out
 
 
-def _root(drv: LibvirtDriver, instance: Instance) -> tuple[libvirt.virDomain, str, str, str]:
+def _root(drv: ObservedDriver, instance: Instance) -> tuple[libvirt.virDomain, str, str, str]:
     """(domain, qdev id, file, format) of the instance's root disk."""
     dom = drv._lookup(instance)
     tree = xmlutil.parse(dom.XMLDesc(0))
@@ -99,7 +99,7 @@ def _hmp(dom: libvirt.virDomain, qdev: str, command: str) -> str:
     return out
 
 
-def write_marker(drv: LibvirtDriver, instance: Instance, marker: bytes) -> None:
+def write_marker(drv: ObservedDriver, instance: Instance, marker: bytes) -> None:
     dom, qdev, path, fmt = _root(drv, instance)
     cmds = [f"write -q -P 0x{b:02x} {MARKER_OFFSET + i} 1" for i, b in enumerate(marker)]
     if dom.isActive():
@@ -113,7 +113,7 @@ def write_marker(drv: LibvirtDriver, instance: Instance, marker: bytes) -> None:
     processutils.execute("qemu-io", "-f", fmt, *args, path)
 
 
-def read_disk(drv: LibvirtDriver, instance: Instance, length: int) -> DiskObservation:
+def read_disk(drv: ObservedDriver, instance: Instance, length: int) -> DiskObservation:
     dom, qdev, path, fmt = _root(drv, instance)
     if dom.isActive():  # QEMU's caches to the file first; then read it shared
         _hmp(dom, qdev, "flush")

@@ -23,11 +23,11 @@ from virtsdk.localdisk.disks import LocalDisks as _LocalDisks
 from virtsdk.objects import Instance
 from virtsdk_libvirt.guest_config import DiskSpec
 
-__all__ = ["EPHEMERAL", "MIGRATED", "ROOT", "SWAP", "TARGETS", "GiB", "LocalDisks", "MiB",
+__all__ = ["EPHEMERAL", "MIGRATED", "ROOT", "SWAP", "TARGETS", "GiB", "LibvirtLocalDisks", "MiB",
            "check_no_shrink", "flavor_sizes", "supports_direct_io"]
 
 
-class LocalDisks(_LocalDisks):
+class LibvirtLocalDisks(_LocalDisks):
     """:class:`virtsdk.localdisk.disks.LocalDisks` with libvirt disk specs."""
 
     def specs(self, instance: Instance) -> list[DiskSpec]:

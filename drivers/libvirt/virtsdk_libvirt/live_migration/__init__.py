@@ -15,10 +15,8 @@ owning its state (the running jobs).  Its steps come from one module each:
 * :mod:`.post` / :mod:`.rollback` - cleanup after success or failure on both hosts;
 * :mod:`.opts` - the ``[libvirt] live_migration_*`` options.
 
-:class:`LiveMigrationMethods` is mixed into :class:`virtsdk_libvirt.driver.LibvirtDriver`
-and forwards each live-migration method of :class:`virtsdk.driver.ComputeDriver` to
-the driver's ``LiveMigrator`` (``self._live``), so the driver's method names and
-signatures stay those of the interface.
+:class:`virtsdk_libvirt.driver.LibvirtDriver` builds one ``LiveMigrator`` (``self._live``)
+and forwards each live-migration method of :class:`virtsdk.driver.ComputeDriver` to it.
 
 The data this driver carries between the hosts is
 :class:`virtsdk_libvirt.migrate_data.LibvirtLiveMigrateData` (typed, versioned): the
@@ -29,21 +27,11 @@ the measured downtime, bytes transferred and the libvirt call used.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 import libvirt
 from oslo_config import cfg
 
-from virtsdk.context import RequestContext
-from virtsdk.driver import PostMethod, ProgressCallback, RecoverMethod
-from virtsdk.objects import (
-    DiskInfo,
-    HostResources,
-    Instance,
-    LiveMigrateData,
-    Migration,
-    NetworkInfo,
-)
+from virtsdk.objects import DiskInfo, Instance, NetworkInfo
 from virtsdk_libvirt.host import Host
 from virtsdk_libvirt.imagecache import ImageCache
 from virtsdk_libvirt.live_migration.checks import CheckMixin
@@ -63,7 +51,7 @@ class LiveMigrator(
     def __init__(
         self,
         conf: cfg.ConfigOpts,
-        lv_conf: Any,
+        lv_conf: cfg.ConfigOpts.GroupAttr,
         hostname: str,
         host: Host,
         paths: InstancePaths,
@@ -88,89 +76,3 @@ class LiveMigrator(
         self.unplug_vifs = unplug_vifs
         self._lm_jobs: dict[str, LibvirtMigrationJob] = {}
 
-
-class LiveMigrationMethods:
-    """The live-migration methods of ``LibvirtDriver``: each forwards to ``_live``."""
-
-    _live: LiveMigrator
-
-    LIVE_CAPABILITIES: ClassVar[dict[str, bool]] = {
-        "supports_live_migration": True,
-        "supports_block_migration": True,
-        "supports_live_migration_abort": True,
-        "supports_live_migration_force_complete": True,
-        "supports_post_copy": True,
-        "supports_auto_converge": True,
-        "supports_shared_storage_detection": True,
-    }
-
-    def check_can_live_migrate_destination(
-        self, context: RequestContext, instance: Instance, src_resources: HostResources,
-        dst_resources: HostResources, block_migration: bool | None = None,
-        disk_over_commit: bool = False,
-    ) -> LiveMigrateData:
-        return self._live.check_can_live_migrate_destination(
-            context, instance, src_resources, dst_resources, block_migration,
-            disk_over_commit)
-
-    def cleanup_live_migration_destination_check(
-        self, context: RequestContext, dest_check_data: LiveMigrateData
-    ) -> None:
-        self._live.cleanup_live_migration_destination_check(context, dest_check_data)
-
-    def check_can_live_migrate_source(
-        self, context: RequestContext, instance: Instance, dest_check_data: LiveMigrateData,
-    ) -> LiveMigrateData:
-        return self._live.check_can_live_migrate_source(context, instance, dest_check_data)
-
-    def pre_live_migration(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        disk_info: list[DiskInfo] | None, migrate_data: LiveMigrateData,
-    ) -> LiveMigrateData:
-        return self._live.pre_live_migration(context, instance, network_info, disk_info,
-                                             migrate_data)
-
-    def live_migration(
-        self, context: RequestContext, instance: Instance, dest: str,
-        post_method: PostMethod, recover_method: RecoverMethod, block_migration: bool = False,
-        migrate_data: LiveMigrateData | None = None, migration: Migration | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> None:
-        self._live.live_migration(context, instance, dest, post_method, recover_method,
-                                  block_migration, migrate_data, migration, progress)
-
-    def live_migration_abort(self, instance: Instance) -> None:
-        self._live.live_migration_abort(instance)
-
-    def live_migration_force_complete(self, instance: Instance) -> None:
-        self._live.live_migration_force_complete(instance)
-
-    def post_live_migration(
-        self, context: RequestContext, instance: Instance,
-        migrate_data: LiveMigrateData | None = None,
-    ) -> None:
-        self._live.post_live_migration(context, instance, migrate_data)
-
-    def post_live_migration_at_source(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo
-    ) -> None:
-        self._live.post_live_migration_at_source(context, instance, network_info)
-
-    def post_live_migration_at_destination(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        block_migration: bool = False,
-    ) -> None:
-        self._live.post_live_migration_at_destination(context, instance, network_info,
-                                                      block_migration)
-
-    def rollback_live_migration_at_source(
-        self, context: RequestContext, instance: Instance, migrate_data: LiveMigrateData
-    ) -> None:
-        self._live.rollback_live_migration_at_source(context, instance, migrate_data)
-
-    def rollback_live_migration_at_destination(
-        self, context: RequestContext, instance: Instance, network_info: NetworkInfo,
-        destroy_disks: bool = True, migrate_data: LiveMigrateData | None = None,
-    ) -> None:
-        self._live.rollback_live_migration_at_destination(
-            context, instance, network_info, destroy_disks, migrate_data)

@@ -20,6 +20,7 @@ from typing import Any
 
 import libvirt
 from lxml import etree
+from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
@@ -61,7 +62,7 @@ def required_disk_bytes(disks: list[DiskInfo], disk_over_commit: bool) -> int:
 class CheckMixin:
     """The check methods of :class:`virtsdk_libvirt.live_migration.LiveMigrator`."""
 
-    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
+    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
     host: str
     _host: Host
     _paths: InstancePaths

@@ -18,6 +18,7 @@ from typing import Any
 
 import libvirt
 from lxml import etree
+from oslo_config import cfg
 
 from virtsdk.exceptions import Invalid, MigrationError
 from virtsdk.validation import validate_hostname
@@ -41,7 +42,7 @@ POLICY_FLAGS: dict[str, int] = {
 
 
 def migration_flags(
-    lv_conf: Any, block_migration: bool, policy_flags: Iterable[str] = ()
+    lv_conf: cfg.ConfigOpts.GroupAttr, block_migration: bool, policy_flags: Iterable[str] = ()
 ) -> int:
     """The ``virDomainMigrateFlags`` for one migration.
 
@@ -86,7 +87,7 @@ def _uri_host(host: str) -> str:
     return host
 
 
-def destination_uri(lv_conf: Any, host: str) -> str:
+def destination_uri(lv_conf: cfg.ConfigOpts.GroupAttr, host: str) -> str:
     """The libvirt URI the source libvirtd connects to (peer to peer).
 
     ``host`` is validated first (it is substituted into a URI); raises InvalidHostname.

@@ -18,7 +18,8 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import (
@@ -70,7 +71,7 @@ def plug_with_retry(
 class PreMigrationMixin:
     """The ``pre_live_migration`` method of ``LiveMigrator`` (destination)."""
 
-    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
+    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
     host: str
     _paths: InstancePaths
     _image_cache: ImageCache

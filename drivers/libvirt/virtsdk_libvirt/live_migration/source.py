@@ -144,7 +144,7 @@ class SourceMigrationMixin:
     """The source-side methods of ``LiveMigrator``."""
 
     conf: cfg.ConfigOpts
-    lv_conf: Any  # the [libvirt] group (oslo.config GroupAttr)
+    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
     host: str
     _paths: InstancePaths
     _host: Host
