@@ -148,7 +148,7 @@ def test_second_migration_of_the_same_instance_is_refused(driver):
     release = threading.Event()
     job = LibvirtMigrationJob(NameOnly(), run=release.wait)
     job.start()
-    driver._live._lm_jobs[inst.uuid] = job  # noqa: SLF001 - as live_migration registers it
+    driver._live.source.jobs[inst.uuid] = job  # noqa: SLF001 - as live_migration registers it
     post, recover = mock.Mock(), mock.Mock()
     try:
         with pytest.raises(MigrationError, match="already being live-migrated"):

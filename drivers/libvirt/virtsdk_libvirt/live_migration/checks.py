@@ -1,11 +1,11 @@
-"""Live-migration pre-checks of the libvirt driver (part of ``LiveMigrator``).
+"""Live-migration pre-checks of the libvirt driver (a step of ``LiveMigrator``).
 
 The conductor's live-migration task asks the destination first
-(:meth:`CheckMixin.check_can_live_migrate_destination`: CPU compatibility, free disk,
+(:meth:`LiveMigrationChecks.check_can_live_migrate_destination`: CPU compatibility, free disk,
 a temporary file in its instances directory), then the source
-(:meth:`CheckMixin.check_can_live_migrate_source`: does it see that file, i.e. is the
+(:meth:`LiveMigrationChecks.check_can_live_migrate_source`: does it see that file, i.e. is the
 instance path shared; block migration chosen or refused; enough disk for it), then
-the destination again (:meth:`CheckMixin.cleanup_live_migration_destination_check`
+the destination again (:meth:`LiveMigrationChecks.cleanup_live_migration_destination_check`
 removes the file).  Every refusal is a MigrationPreCheckError saying why; nothing
 has been touched at that point except the temporary file.
 """
@@ -20,7 +20,6 @@ from typing import Any
 
 import libvirt
 from lxml import etree
-from oslo_config import cfg
 
 from virtsdk.context import RequestContext
 from virtsdk.exceptions import MigrationPreCheckError, UnsafePath
@@ -59,14 +58,17 @@ def required_disk_bytes(disks: list[DiskInfo], disk_over_commit: bool) -> int:
     return sum(max(d.virt_disk_size, d.disk_size) for d in disks)
 
 
-class CheckMixin:
-    """The check methods of :class:`virtsdk_libvirt.live_migration.LiveMigrator`."""
+class LiveMigrationChecks:
+    """The pre-checks of a live migration on one host (destination and source): this
+    host's name (for messages), its libvirt :class:`Host` (``compareCPU``), its instance
+    paths and the driver's disk listing of an instance."""
 
-    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
-    host: str
-    _host: Host
-    _paths: InstancePaths
-    get_instance_disk_info: Callable[[Instance], list[DiskInfo]]
+    def __init__(self, hostname: str, host: Host, paths: InstancePaths,
+                 disk_info: Callable[[Instance], list[DiskInfo]]) -> None:
+        self.host = hostname
+        self._host = host
+        self._paths = paths
+        self._disk_info = disk_info
 
     # -- destination ---------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class CheckMixin:
         data = LibvirtLiveMigrateData.of(dest_check_data.copy())
         path = self._check_file(data.filename)
         data.is_shared_instance_path = bool(path is not None and path.exists())
-        disks: list[DiskInfo] = self.get_instance_disk_info(instance)
+        disks: list[DiskInfo] = self._disk_info(instance)
         data.is_shared_block_storage = data.is_shared_instance_path or not disks
         if data.block_migration is None:
             data.block_migration = not data.is_shared_block_storage

@@ -1,10 +1,10 @@
 """After a successful live migration: clean up the source, settle the destination.
 
-The source compute manager calls, in order, :meth:`PostMigrationMixin.post_live_migration`
+The source compute manager calls, in order, :meth:`PostMigration.post_live_migration`
 (source: the domain left this host; its instance directory is removed unless it is
 shared with the destination), ``post_live_migration_at_destination`` (destination, by
 RPC: the domain is persistent and running, the incoming marker is gone) and
-:meth:`PostMigrationMixin.post_live_migration_at_source` (source: VIFs unplugged).
+:meth:`PostMigration.post_live_migration_at_source` (source: VIFs unplugged).
 Each step is idempotent, so a retried call after a crash does no harm.
 """
 
@@ -26,14 +26,24 @@ from virtsdk_libvirt.paths import InstancePaths
 LOG = logging.getLogger(__name__)
 
 
-class PostMigrationMixin:
-    """Post-migration methods of ``LiveMigrator``."""
+class PostMigration:
+    """The steps after a successful live migration on either host: this host's name
+    (for messages), its libvirt :class:`Host` (to define the arrived domain), its
+    instance paths, and the driver's domain lookup and VIF unplugging."""
 
-    host: str
-    _paths: InstancePaths
-    _host: Host
-    _find: Callable[[Instance], libvirt.virDomain | None]
-    unplug_vifs: Callable[[Instance, NetworkInfo], None]
+    def __init__(
+        self,
+        hostname: str,
+        host: Host,
+        paths: InstancePaths,
+        find: Callable[[Instance], libvirt.virDomain | None],
+        unplug_vifs: Callable[[Instance, NetworkInfo], None],
+    ) -> None:
+        self.host = hostname
+        self._host = host
+        self._paths = paths
+        self._find = find
+        self._unplug_vifs = unplug_vifs
 
     def post_live_migration(
         self,
@@ -64,7 +74,7 @@ class PostMigrationMixin:
         self, context: RequestContext, instance: Instance, network_info: NetworkInfo
     ) -> None:
         """Source host, after success: unplug the instance's VIFs here."""
-        self.unplug_vifs(instance, network_info)
+        self._unplug_vifs(instance, network_info)
 
     def post_live_migration_at_destination(
         self,

@@ -68,15 +68,27 @@ def plug_with_retry(
     raise MigrationError(f"VIFs could not be plugged after {attempts} attempts: {last}")
 
 
-class PreMigrationMixin:
-    """The ``pre_live_migration`` method of ``LiveMigrator`` (destination)."""
+class PreMigration:
+    """``pre_live_migration`` on the destination host: this host's name (for messages),
+    its ``[libvirt]`` options (retry count and interval, listen and inbound addresses),
+    instance paths and image cache, the driver's VIF plugging and the sleep between
+    plugging attempts."""
 
-    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
-    host: str
-    _paths: InstancePaths
-    _image_cache: ImageCache
-    plug_vifs: Callable[[Instance, NetworkInfo], None]
-    _lm_sleep: Callable[[float], None] = staticmethod(time.sleep)
+    def __init__(
+        self,
+        hostname: str,
+        lv_conf: cfg.ConfigOpts.GroupAttr,
+        paths: InstancePaths,
+        image_cache: ImageCache,
+        plug_vifs: Callable[[Instance, NetworkInfo], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.host = hostname
+        self.lv_conf = lv_conf  # the [libvirt] group
+        self._paths = paths
+        self._image_cache = image_cache
+        self._plug_vifs = plug_vifs
+        self._sleep = sleep
 
     def pre_live_migration(
         self,
@@ -95,7 +107,7 @@ class PreMigrationMixin:
         address, its instance directory and image cache, and its migration address.
         """
         data = LibvirtLiveMigrateData.of(migrate_data.copy())
-        inst_dir = self._lm_instance_dir(instance, data)
+        inst_dir = self._instance_dir(instance, data)
         created = False
         try:
             if not data.is_shared_instance_path:
@@ -106,15 +118,15 @@ class PreMigrationMixin:
                 inst_dir.mkdir(parents=True)
                 created = True
                 (inst_dir / INCOMING_MARKER).touch()
-                self._lm_fetch_images(instance)
+                self._fetch_images(instance)
                 if not data.is_shared_block_storage:
-                    self._lm_create_target_disks(inst_dir, disk_info or [])
+                    self._create_target_disks(inst_dir, disk_info or [])
                 self._paths.console_log(instance).touch()
             plug_with_retry(
-                lambda: self.plug_vifs(instance, network_info),
+                lambda: self._plug_vifs(instance, network_info),
                 self.lv_conf.live_migration_retry_count,
                 self.lv_conf.live_migration_retry_interval,
-                self._lm_sleep,
+                self._sleep,
             )
         except BaseException:
             if created:
@@ -132,7 +144,7 @@ class PreMigrationMixin:
         data.dest_image_cache = str(self._paths.image_cache)
         return data
 
-    def _lm_instance_dir(self, instance: Instance, data: LiveMigrateData) -> Path:
+    def _instance_dir(self, instance: Instance, data: LiveMigrateData) -> Path:
         """This host's directory for ``instance``: ``instance_relative_path`` confined
         to the instances directory, and it must be the instance's own directory."""
         own = self._paths.instance_dir(instance)
@@ -142,7 +154,7 @@ class PreMigrationMixin:
             raise UnsafePath(rel, str(self._paths.root))
         return path
 
-    def _lm_fetch_images(self, instance: Instance) -> None:
+    def _fetch_images(self, instance: Instance) -> None:
         """Kernel, initrd and base disk of the instance's image in this host's cache
         (the migrated domain and its qcow2 overlays refer to them)."""
         image = instance.image
@@ -152,7 +164,7 @@ class PreMigrationMixin:
         if image.location:
             self._image_cache.base_disk(image)
 
-    def _lm_create_target_disks(self, inst_dir: Path, disks: list[DiskInfo]) -> None:
+    def _create_target_disks(self, inst_dir: Path, disks: list[DiskInfo]) -> None:
         """Empty disks of the right size and format for the block-migration mirror:
         qcow2 overlays over the cached base when the source disk has a backing file
         (only the overlay is copied, NON_SHARED_INC), plain sparse files otherwise."""

@@ -1,9 +1,9 @@
 """After a failed live migration: the guest runs on the source, the destination is
 left clean.
 
-The source compute manager calls :meth:`RollbackMixin.rollback_live_migration_at_source`
+The source compute manager calls :meth:`Rollback.rollback_live_migration_at_source`
 (source: the guest keeps running; one paused by a forced completion is resumed) and
-:meth:`RollbackMixin.rollback_live_migration_at_destination` (destination, by RPC:
+:meth:`Rollback.rollback_live_migration_at_destination` (destination, by RPC:
 removes any half-created domain, the directory ``pre_live_migration`` created and
 the VIFs it plugged).  Idempotent; never touches a directory this host had before
 the migration.
@@ -26,13 +26,21 @@ from virtsdk_libvirt.paths import InstancePaths
 LOG = logging.getLogger(__name__)
 
 
-class RollbackMixin:
-    """Rollback methods of ``LiveMigrator``."""
+class Rollback:
+    """The steps after a failed live migration on either host: this host's name (for
+    messages), its instance paths, and the driver's domain lookup and VIF unplugging."""
 
-    host: str
-    _paths: InstancePaths
-    _find: Callable[[Instance], libvirt.virDomain | None]
-    unplug_vifs: Callable[[Instance, NetworkInfo], None]
+    def __init__(
+        self,
+        hostname: str,
+        paths: InstancePaths,
+        find: Callable[[Instance], libvirt.virDomain | None],
+        unplug_vifs: Callable[[Instance, NetworkInfo], None],
+    ) -> None:
+        self.host = hostname
+        self._paths = paths
+        self._find = find
+        self._unplug_vifs = unplug_vifs
 
     def rollback_live_migration_at_source(
         self, context: RequestContext, instance: Instance, migrate_data: LiveMigrateData
@@ -70,7 +78,7 @@ class RollbackMixin:
             guest.force_off()
             guest.undefine()
         try:
-            self.unplug_vifs(instance, network_info)
+            self._unplug_vifs(instance, network_info)
         except Exception:  # cleanup goes on
             LOG.exception("rollback at destination: unplugging VIFs of %s failed",
                           instance.uuid)

@@ -1,6 +1,6 @@
 """``live_migration`` and the calls that steer it, on the source host.
 
-:meth:`SourceMigrationMixin.live_migration` is called by the source compute manager
+:meth:`SourceMigration.live_migration` is called by the source compute manager
 after the destination's ``pre_live_migration``.  It validates every value that names
 the destination before the first libvirt call, loads the convergence policies, builds
 the destination XML (:mod:`.xml_rewrite`), flags and parameters (:mod:`.migrate`),
@@ -140,17 +140,31 @@ def destination_spec(data: LiveMigrateData, src_instance_dir: str,
     ).validated()
 
 
-class SourceMigrationMixin:
-    """The source-side methods of ``LiveMigrator``."""
+class SourceMigration:
+    """The migration itself, on the source host: the options (``[live_migration]``
+    policies, bandwidth and monitor interval; ``[libvirt] live_migration_*``), this
+    host's name (for messages), its libvirt :class:`Host` (its URI for the migration's
+    own connection), its instance paths and the driver's domain lookup.  It owns the
+    running jobs of this host, by instance UUID (:attr:`jobs`), which abort and force
+    complete act on."""
 
-    conf: cfg.ConfigOpts
-    lv_conf: cfg.ConfigOpts.GroupAttr  # the [libvirt] group
-    host: str
-    _paths: InstancePaths
-    _host: Host
-    _lookup: Callable[[Instance], libvirt.virDomain]
-    #: the running jobs of this host by instance UUID
-    _lm_jobs: dict[str, LibvirtMigrationJob]
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        lv_conf: cfg.ConfigOpts.GroupAttr,
+        hostname: str,
+        host: Host,
+        paths: InstancePaths,
+        lookup: Callable[[Instance], libvirt.virDomain],
+    ) -> None:
+        self.conf = conf
+        self.lv_conf = lv_conf  # the [libvirt] group
+        self.host = hostname
+        self._host = host
+        self._paths = paths
+        self._lookup = lookup
+        #: the running jobs of this host by instance UUID
+        self.jobs: dict[str, LibvirtMigrationJob] = {}
 
     def live_migration(
         self,
@@ -172,7 +186,7 @@ class SourceMigrationMixin:
         that, exactly one of ``post_method`` / ``recover_method`` is called; a failure
         is re-raised after ``recover_method``.
         """
-        running = self._lm_jobs.get(instance.uuid)
+        running = self.jobs.get(instance.uuid)
         if running is not None and not running.done:
             raise MigrationError(f"{instance.name} is already being live-migrated from "
                                  f"{self.host}")
@@ -192,24 +206,24 @@ class SourceMigrationMixin:
             set().union(*(p.migration_flags() for p in policies)))
 
         try:
-            job = self._lm_prepare_job(instance, target, dest_uri, data_uri, spec, flags,
+            job = self._prepare_job(instance, target, dest_uri, data_uri, spec, flags,
                                        bool(block_migration), policies)
         except Exception:
             LOG.exception("live migration of %s could not start", instance.uuid)
             recover_method(context, instance, dest, data)
             raise
-        self._lm_jobs[instance.uuid] = job
+        self.jobs[instance.uuid] = job
         job.start()
         try:
             final = monitor_migration(
                 job, policies, progress,
                 interval=self.conf.live_migration.monitor_interval,
                 sleep=job.wait,  # wakes up as soon as the job ends
-                data_gb=self._lm_data_gb(instance, bool(block_migration)))
+                data_gb=self._data_gb(instance, bool(block_migration)))
         except BaseException:
             LOG.exception("monitoring the migration of %s failed; aborting", instance.uuid)
-            self._lm_abandon(job)
-            self._lm_jobs.pop(instance.uuid, None)
+            self._abandon(job)
+            self.jobs.pop(instance.uuid, None)
             if job.succeeded():
                 post_method(context, instance, dest, bool(block_migration), data)
             else:
@@ -217,7 +231,7 @@ class SourceMigrationMixin:
                 recover_method(context, instance, dest, data)
             raise
         job.wait()
-        self._lm_jobs.pop(instance.uuid, None)
+        self.jobs.pop(instance.uuid, None)
         if final.job_type == "completed" and job.succeeded():
             # a measurement or None, never QEMU's estimate
             data.downtime_ms = final.downtime_ms if final.downtime_measured else None
@@ -229,7 +243,7 @@ class SourceMigrationMixin:
         recover_method(context, instance, dest, data)
         raise job.failure()
 
-    def _lm_prepare_job(self, instance: Instance, target: str, dest_uri: str, data_uri: str,
+    def _prepare_job(self, instance: Instance, target: str, dest_uri: str, data_uri: str,
                         spec: DestinationSpec, flags: int, block_migration: bool,
                         policies: Sequence[ConvergencePolicy] = ()) -> LibvirtMigrationJob:
         """Everything up to (not including) the migration call: the domain, its
@@ -287,7 +301,7 @@ class SourceMigrationMixin:
         def completed_stats() -> dict[str, Any] | None:
             if completed:
                 return completed[0]
-            return self._lm_completed_stats(dom, dest_uri, uuid)
+            return self._completed_stats(dom, dest_uri, uuid)
 
         LOG.info("live-migrating %s to %s (flags %#x, params %s)", instance.uuid, dest_uri,
                  flags, sorted(params))
@@ -303,7 +317,7 @@ class SourceMigrationMixin:
         return job
 
     @staticmethod
-    def _lm_completed_stats(dom: libvirt.virDomain, dest_uri: str,
+    def _completed_stats(dom: libvirt.virDomain, dest_uri: str,
                             uuid: str) -> dict[str, Any] | None:
         """Statistics of the completed job when its event did not come: kept by
         libvirt on the source domain if it still exists, else on the destination."""
@@ -318,14 +332,14 @@ class SourceMigrationMixin:
         finally:
             conn.close()
 
-    def _lm_data_gb(self, instance: Instance, block_migration: bool) -> float:
+    def _data_gb(self, instance: Instance, block_migration: bool) -> float:
         gb = instance.flavor.memory_mb / 1024
         if block_migration:
             gb += instance.flavor.root_gb + instance.flavor.ephemeral_gb
         return gb
 
     @staticmethod
-    def _lm_abandon(job: LibvirtMigrationJob) -> None:
+    def _abandon(job: LibvirtMigrationJob) -> None:
         """Make sure a job nobody watches any more stops: abortJob (a p2p job would
         otherwise go on without a client), then wait for the worker."""
         try:
@@ -338,7 +352,7 @@ class SourceMigrationMixin:
         """Source host, from another thread while ``live_migration`` runs: cancel the
         job (``abortJob``); the guest keeps running here and ``live_migration`` ends
         in ``recover_method``.  Raises MigrationNotFound when nothing runs."""
-        job = self._lm_jobs.get(instance.uuid)
+        job = self.jobs.get(instance.uuid)
         if job is None or job.done:
             raise MigrationNotFound(f"no live migration of {instance.name} runs on {self.host}")
         job.abort()
@@ -346,7 +360,7 @@ class SourceMigrationMixin:
     def live_migration_force_complete(self, instance: Instance) -> None:
         """Source host, while ``live_migration`` runs: switch to post-copy when the job
         was started with POSTCOPY, otherwise pause the guest so it converges."""
-        job = self._lm_jobs.get(instance.uuid)
+        job = self.jobs.get(instance.uuid)
         if job is None or job.done:
             raise MigrationNotFound(f"no live migration of {instance.name} runs on {self.host}")
         if job.postcopy_permitted:
