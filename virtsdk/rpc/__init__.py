@@ -37,6 +37,7 @@ from oslo_messaging import opts as messaging_opts
 from oslo_messaging.rpc.server import RPCServer
 
 from virtsdk.objects import Manifest
+from virtsdk.rpc.delivery import Delivery
 from virtsdk.rpc.remote_errors import ErrorReportingDispatcher
 from virtsdk.rpc.serializer import VirtObjectSerializer
 
@@ -65,6 +66,7 @@ __all__ = [
     "list_opts",
     "prompt_stop",
     "register_opts",
+    "reliable",
 ]
 
 DEFAULT_TRANSPORT_URL = "inproc://"
@@ -81,6 +83,16 @@ _own_opts = [
              "clouds that share a broker need their own virtual host in "
              "transport_url or different prefixes, or they take each other's "
              "messages."),
+    cfg.FloatOpt(
+        "rpc_delivery_window", default=120.0, min=0.0,
+        help="Seconds during which the services send an RPC message again when the "
+             "broker could not route it (its receiver has not declared its queue "
+             "again yet, as after a broker restart) and, for idempotent calls (the "
+             "live-migration post and rollback steps on the destination), when the "
+             "request or its reply was lost (timeout, delivery failure).  0 sends "
+             "once.  A message no queue took within the window raises "
+             "MessageDeliveryFailure to the sender.  Not used on inproc://, which "
+             "loses no message."),
 ]
 
 
@@ -320,6 +332,16 @@ class RPCAPIVersions:
         version = self.negotiate(conf)
         return get_client(conf, topic, version=version, timeout=timeout,
                           version_cap=version, manifest=self.history[version])
+
+
+def reliable(conf: cfg.ConfigOpts, client: oslo_messaging.RPCClient) -> Delivery:
+    """``client`` wrapped so its messages survive a broker outage of bounded length
+    (:class:`~virtsdk.rpc.delivery.Delivery`): ``[DEFAULT] rpc_delivery_window`` on a
+    broker, no re-sending on ``inproc://``."""
+    register_opts(conf)
+    url = str(conf.transport_url)
+    window = 0.0 if url.startswith(DEFAULT_TRANSPORT_URL) else conf.rpc_delivery_window
+    return Delivery(client, window)
 
 
 def get_server(
