@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 import oslo_messaging
+
 from virtsdk.context import RequestContext
 
 LOG = logging.getLogger(__name__)
