@@ -87,7 +87,7 @@ _own_opts = [
              "transport_url or different prefixes, or they take each other's "
              "messages."),
     cfg.FloatOpt(
-        "rpc_delivery_window", default=120.0, min=0.0,
+        "rpc_delivery_window", default=60.0, min=0.0,
         help="Seconds during which the services send an RPC message again when the "
              "broker could not route it (its receiver has not declared its queue "
              "again yet, as after a broker restart) and, for idempotent calls (the "
