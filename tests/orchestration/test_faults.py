@@ -324,23 +324,29 @@ def test_driver_that_ends_without_post_or_recover(cloud, fabric, monkeypatch, mo
     assert "without post or recover" in final.error
 
 
-@pytest.mark.parametrize("flow", ["resize", "live"])
-def test_request_the_conductor_never_received_changes_nothing(cloud, fabric, flow):
-    api, ctx = cloud.api, cloud.ctx
-    inst, before = boot(cloud, fabric)
+def _request_with_conductor_fault(api, ctx, inst, flow, error):
+    """Ask for a resize or a live migration while the call to the conductor fails
+    with ``error`` (raised where the message would leave); the API raises it."""
+    def fail(method):
+        raise error(f"injected: {method} failed")
 
-    def undelivered(method):
-        raise oslo_messaging.MessageDeliveryFailure(f"injected: {method} undeliverable")
-
-    api.conductor.fault_hook = undelivered
+    api.conductor.fault_hook = fail
     try:
-        with pytest.raises(oslo_messaging.MessageDeliveryFailure):
+        with pytest.raises(error):
             if flow == "resize":
                 api.resize(ctx, inst.uuid, "medium")
             else:
                 api.live_migrate(ctx, inst.uuid)
     finally:
         api.conductor.fault_hook = None
+
+
+@pytest.mark.parametrize("flow", ["resize", "live"])
+def test_request_the_conductor_never_received_changes_nothing(cloud, fabric, flow):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    _request_with_conductor_fault(api, ctx, inst, flow,
+                                  oslo_messaging.MessageDeliveryFailure)
     now = api.wait(ctx, inst.uuid)
     assert (now.vm_state, now.task_state, now.host) == (VMState.ACTIVE, None, inst.host)
     assert api.list_migrations(ctx, instance_uuid=inst.uuid) == []
@@ -357,19 +363,8 @@ def test_request_lost_after_its_call_timed_out_is_settled_by_the_conductor(
     action with the reason; the same request arriving late changes nothing."""
     api, ctx = cloud.api, cloud.ctx
     inst, before = boot(cloud, fabric)
-
-    def lost(method):  # what a lost message looks like to its caller
-        raise oslo_messaging.MessagingTimeout(f"injected: {method} timed out, lost")
-
-    api.conductor.fault_hook = lost
-    try:
-        with pytest.raises(oslo_messaging.MessagingTimeout):
-            if flow == "resize":
-                api.resize(ctx, inst.uuid, "medium")
-            else:
-                api.live_migrate(ctx, inst.uuid)
-    finally:
-        api.conductor.fault_hook = None
+    # what a lost message looks like to its caller
+    _request_with_conductor_fault(api, ctx, inst, flow, oslo_messaging.MessagingTimeout)
     task = api.show_instance(ctx, inst.uuid).task_state
     assert task is not None  # the known state the conductor settles
     manager = cloud.conductor.manager

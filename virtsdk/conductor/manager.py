@@ -86,12 +86,17 @@ class ConductorManager:
             if inst.task_state != TaskState.RESIZE_PREP or self.db.migration_get_all(
                     instance_uuid=inst.uuid, statuses=IN_PROGRESS):
                 continue
-            try:
-                self.db.instance_update(inst.uuid, {"task_state": None},
-                                        expected_task_state=TaskState.RESIZE_PREP)
-            except (Conflict, InstanceNotFound):
-                continue
-            self.db.action_finish_open(inst.uuid, why)
+            self._give_back(inst.uuid, TaskState.RESIZE_PREP, why)
+
+    def _give_back(self, uuid: str, task: TaskState, why: str) -> bool:
+        """Clear the instance's task if it still is ``task`` (compare-and-swap) and
+        end its open actions with ``why``; False if someone moved it on."""
+        try:
+            self.db.instance_update(uuid, {"task_state": None}, expected_task_state=task)
+        except (Conflict, InstanceNotFound):
+            return False
+        self.db.action_finish_open(uuid, why)
+        return True
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -183,14 +188,10 @@ class ConductorManager:
                 if inst.uuid in self._handling or self.db.migration_get_all(
                         instance_uuid=inst.uuid, statuses=IN_PROGRESS):
                     continue
-                try:
-                    self.db.instance_update(inst.uuid, {"task_state": None},
-                                            expected_task_state=inst.task_state)
-                except (Conflict, InstanceNotFound):
+                if not self._give_back(inst.uuid, inst.task_state, why):
                     continue
             LOG.warning("instance %s: %s request lost; task %s cleared", inst.uuid,
                         opened[-1].action, inst.task_state)
-            self.db.action_finish_open(inst.uuid, why)
             settled.append(inst.uuid)
         return settled
 
