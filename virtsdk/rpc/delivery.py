@@ -83,8 +83,10 @@ class Delivery:
                         f"{method} to {self._where(server)}: no queue took the message "
                         f"in {self.window:g} s ({attempt} sends); is that service "
                         "running?") from exc
-                LOG.info("%s to %s: not routed (receiver not connected yet); sending "
-                         "again", method, self._where(server))
+                LOG.log(logging.INFO if attempt == 1 else logging.DEBUG,
+                        "%s to %s: not routed (receiver not connected yet); sending "
+                        "again every %g s for up to %g s", method, self._where(server),
+                        RESEND_INTERVAL, self.window)
                 time.sleep(RESEND_INTERVAL)
             except (oslo_messaging.MessagingTimeout,
                     oslo_messaging.MessageDeliveryFailure) as exc:
