@@ -94,6 +94,10 @@ class EmbeddedCloud:
         self.ctx: RequestContext = get_admin_context()
 
     def start(self) -> EmbeddedCloud:
+        """Start the conductor and every compute.  On a broker, first check it
+        answers within ``[DEFAULT] rpc_connect_timeout`` (``BrokerUnreachable``
+        otherwise; oslo.messaging would wait for it forever)."""
+        rpc.check_broker(self.conf)
         self.conductor.start()
         for host in self.hosts:
             self.start_compute(host)

@@ -372,3 +372,9 @@ class TransferIntegrityError(DiskTransferError):
 
 class InjectedFault(VirtSDKError):
     """Raised by a driver's fault injection (tests and demos only)."""
+
+
+class BrokerUnreachable(VirtSDKError):
+    """The message broker of ``[DEFAULT] transport_url`` could not be reached in
+    time (raised by clients that do not wait for it: the operator CLI, ``virtsdk
+    demo``, :meth:`virtsdk.cloud.EmbeddedCloud.start`)."""

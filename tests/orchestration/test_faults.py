@@ -22,6 +22,7 @@ from tests.orchestration.conftest import (
 )
 from virtsdk.compute.rpcapi import ComputeAPI
 from virtsdk.exceptions import (
+    Conflict,
     InsufficientResources,
     MigrationPreCheckError,
     RollbackError,
@@ -323,25 +324,63 @@ def test_driver_that_ends_without_post_or_recover(cloud, fabric, monkeypatch, mo
     assert "without post or recover" in final.error
 
 
-@pytest.mark.parametrize("flow", ["resize", "live"])
-def test_request_the_conductor_never_received_changes_nothing(cloud, fabric, flow):
-    api, ctx = cloud.api, cloud.ctx
-    inst, before = boot(cloud, fabric)
+def _request_with_conductor_fault(api, ctx, inst, flow, error):
+    """Ask for a resize or a live migration while the call to the conductor fails
+    with ``error`` (raised where the message would leave); the API raises it."""
+    def fail(method):
+        raise error(f"injected: {method} failed")
 
-    def undelivered(method):
-        raise oslo_messaging.MessageDeliveryFailure(f"injected: {method} undeliverable")
-
-    api.conductor.fault_hook = undelivered
+    api.conductor.fault_hook = fail
     try:
-        with pytest.raises(oslo_messaging.MessageDeliveryFailure):
+        with pytest.raises(error):
             if flow == "resize":
                 api.resize(ctx, inst.uuid, "medium")
             else:
                 api.live_migrate(ctx, inst.uuid)
     finally:
         api.conductor.fault_hook = None
+
+
+@pytest.mark.parametrize("flow", ["resize", "live"])
+def test_request_the_conductor_never_received_changes_nothing(cloud, fabric, flow):
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    _request_with_conductor_fault(api, ctx, inst, flow,
+                                  oslo_messaging.MessageDeliveryFailure)
     now = api.wait(ctx, inst.uuid)
     assert (now.vm_state, now.task_state, now.host) == (VMState.ACTIVE, None, inst.host)
+    assert api.list_migrations(ctx, instance_uuid=inst.uuid) == []
+    settle_and_check(cloud, fabric, inst, before, usage(cloud), memory=True)
+
+
+@pytest.mark.parametrize("flow", ["resize", "live"])
+def test_request_lost_after_its_call_timed_out_is_settled_by_the_conductor(
+        cloud, fabric, flow):
+    """The call to the conductor times out and its message is gone (a broker restart
+    drops queued messages; on RabbitMQ a call's message also expires with its
+    timeout): the API leaves the task set, since the conductor might be working.  The
+    conductor's periodic pass finds no flow behind the task and clears it, ending the
+    action with the reason; the same request arriving late changes nothing."""
+    api, ctx = cloud.api, cloud.ctx
+    inst, before = boot(cloud, fabric)
+    # what a lost message looks like to its caller
+    _request_with_conductor_fault(api, ctx, inst, flow, oslo_messaging.MessagingTimeout)
+    task = api.show_instance(ctx, inst.uuid).task_state
+    assert task is not None  # the known state the conductor settles
+    manager = cloud.conductor.manager
+    assert manager.settle_lost_requests(ctx, older_than=3600) == []  # not old yet
+    assert manager.settle_lost_requests(ctx, older_than=0) == [inst.uuid]
+    now = api.wait(ctx, inst.uuid)
+    assert (now.vm_state, now.task_state, now.host) == (VMState.ACTIVE, None, inst.host)
+    last = api.list_actions(ctx, inst.uuid)[-1]
+    assert last.finish_time is not None and "never reached a flow" in last.message
+    assert api.list_migrations(ctx, instance_uuid=inst.uuid) == []
+    # the lost message arriving after all: refused, nothing moves
+    with pytest.raises(Conflict):
+        api.conductor.migrate_server(ctx, now, {"host": None}, live=flow == "live",
+                                     rebuild=False,
+                                     flavor=None if flow == "live" else now.flavor,
+                                     block_migration=None, disk_over_commit=False)
     assert api.list_migrations(ctx, instance_uuid=inst.uuid) == []
     settle_and_check(cloud, fabric, inst, before, usage(cloud), memory=True)
 

@@ -88,11 +88,13 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
     assert _check_intact(cloud, uuid) == "mpB"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 9): when the source compute is still reconnecting to the broker "
-    "as its live migration reaches the post step, the instance can end in ERROR"))
 def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
                                                   private_rabbit: PrivateRabbit) -> None:
+    """The broker is down for 20 s while the guest is copied; the migration reaches
+    its post step during the outage or while the services are still reconnecting.
+    The post call to the destination goes out once the broker is back and is sent
+    again until the destination's queue exists: the migration completes and the
+    records follow the guest."""
     cloud = process_cloud
     cloud.host_extra["mpA"] = "[fake]\nstall_steps = live_migration.iteration:25\n"
     cloud.start_all()
@@ -104,14 +106,10 @@ def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
         time.sleep(20)
     finally:
         private_rabbit.start()
-    vm_state, _host = _settled(cloud, uuid, timeout=180)
-    assert vm_state == "active"
-    where = _check_intact(cloud, uuid)
-    inst = cloud.db.instance_get(uuid)
-    assert inst.host == where
-    final = str(cloud.db.migration_get_all(uuid)[-1].status)
-    assert final == ("completed" if where == "mpB" else final)
-    assert final in ("completed", "error", "failed")
+    assert _settled(cloud, uuid, timeout=180) == ("active", "mpB"), \
+        cloud.db.migration_get_all(uuid)
+    assert _check_intact(cloud, uuid) == "mpB"
+    assert str(cloud.db.migration_get_all(uuid)[-1].status) == "completed"
 
 
 def test_sigterm_finishes_the_live_migration_in_flight(process_cloud: ProcessCloud) -> None:

@@ -44,12 +44,18 @@ def conf_of(args: argparse.Namespace) -> cfg.ConfigOpts:
 
 
 @contextmanager
-def cloud_api(args: argparse.Namespace) -> Iterator[tuple[API, RequestContext, Database]]:
+def cloud_api(args: argparse.Namespace, messaging: bool = True,
+              ) -> Iterator[tuple[API, RequestContext, Database]]:
     """The API of the deployed cloud the configuration points at (its broker and
-    database); connections are closed afterwards."""
+    database); connections are closed afterwards.  A command that sends RPC
+    (``messaging``) first checks the broker answers within ``[DEFAULT]
+    rpc_connect_timeout`` (``BrokerUnreachable`` otherwise); one that only reads
+    or writes records (``messaging=False``) works with the broker down."""
     conf = conf_of(args)
     db = Database.from_conf(conf)
     try:
+        if messaging:
+            rpc.check_broker(conf)
         yield API(conf, db), get_admin_context(), db
     finally:
         rpc.cleanup()

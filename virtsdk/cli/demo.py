@@ -28,7 +28,7 @@ from rich.table import Table
 
 from virtsdk.cli.drivers import parse_overrides
 from virtsdk.cloud import EmbeddedCloud, make_conf
-from virtsdk.exceptions import VirtSDKError
+from virtsdk.exceptions import BrokerUnreachable, VirtSDKError
 from virtsdk.objects import Instance, Migration
 from virtsdk.states import MigrationStatus, VMState
 
@@ -85,6 +85,7 @@ class Demo:
         if given is not None:
             # the configuration's broker and database carry the demo cloud
             transport_url = given.transport_url
+            overrides["DEFAULT"] = {"rpc_connect_timeout": given.rpc_connect_timeout}
             if given.database.connection:
                 overrides["database"] = {"connection": given.database.connection}
         self.cloud = EmbeddedCloud(
@@ -147,7 +148,13 @@ class Demo:
     # -- the scenario -----------------------------------------------------------------------
 
     def run(self) -> bool:
-        self.cloud.start()
+        try:
+            self.cloud.start()  # BrokerUnreachable if the broker does not answer
+        except Exception:
+            self.cloud.stop()
+            if self.own_dir:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
         try:
             self._scenario()
         finally:
@@ -343,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         ok = demo.run()
+    except BrokerUnreachable:
+        raise  # one line from the entry point, nothing to summarise
     except VirtSDKError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         ok = False

@@ -103,7 +103,7 @@ def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (_api, _ctx, db):
+    with common.cloud_api(args, messaging=False) as (_api, _ctx, db):
         services = db.service_get_all(args.binary)
         common.console().print(common.services_table(
             services, args.conf.compute.service_down_time))
@@ -121,7 +121,7 @@ def cmd_service_enable(args: argparse.Namespace) -> int:
 
 
 def _set_disabled(args: argparse.Namespace, disabled: bool, reason: str | None) -> int:
-    with common.cloud_api(args) as (_api, _ctx, db):
+    with common.cloud_api(args, messaging=False) as (_api, _ctx, db):
         db.service_update(args.host, COMPUTE_BINARY,
                           {"disabled": disabled, "disabled_reason": reason})
     print(f"{COMPUTE_BINARY} on {args.host}: {'disabled' if disabled else 'enabled'}")
@@ -152,7 +152,7 @@ def register_migration(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def cmd_migration_list(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         migrations = api.list_migrations(
             ctx, args.instance, args.host,
             MigrationStatus(args.status) if args.status else None,
@@ -162,7 +162,7 @@ def cmd_migration_list(args: argparse.Namespace) -> int:
 
 
 def cmd_migration_show(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, db):
         migration = db.migration_get(args.id)
         details = api.get_migration_details(ctx, args.id)
         common.console().print(common.migration_detail(migration, details))
@@ -186,7 +186,7 @@ def register_reset_state(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_reset_state(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         inst = api.reset_state(ctx, args.instance, VMState(args.state))
     print(f"instance {inst.uuid}: vm_state {inst.vm_state}, task_state None")
     return 0

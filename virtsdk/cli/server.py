@@ -232,13 +232,13 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         common.console().print(_instance_table(api.list_instances(ctx, args.host)))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         inst = api.show_instance(ctx, args.instance)
         out = common.console()
         out.print(_instance_table([inst]))
@@ -334,7 +334,7 @@ def _live_action(args: argparse.Namespace, label: str, method: str) -> int:
 
 
 def cmd_flavor_create(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         f = api.flavor_create(ctx, args.name, args.ram, args.vcpus, args.disk,
                               args.ephemeral, args.swap)
     print(f"flavor {f.name} created")
@@ -342,7 +342,7 @@ def cmd_flavor_create(args: argparse.Namespace) -> int:
 
 
 def cmd_flavor_list(args: argparse.Namespace) -> int:
-    with common.cloud_api(args) as (api, ctx, _db):
+    with common.cloud_api(args, messaging=False) as (api, ctx, _db):
         table = Table(title="flavors")
         for col in ("Name", "RAM (MiB)", "vCPUs", "Disk (GiB)", "Ephemeral", "Swap"):
             table.add_column(col)

@@ -34,7 +34,9 @@ class ComputeAPI:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         #: sends at ``[upgrade_levels] compute`` (default: the current version), objects
         #: backported to what compute services of that version understand
-        self._client = VERSIONS.client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: re-sent through a broker outage of bounded length (virtsdk.rpc.delivery)
+        self._client = rpc.reliable(conf, VERSIONS.client(conf, TOPIC,
+                                                          timeout=conf.api.rpc_call_timeout))
         #: Tests and demos only: ``hook(method, host)`` runs before each message
         #: leaves; what it raises is what the sender sees (a lost message).
         self.fault_hook: Callable[[str, str], None] | None = None
@@ -42,17 +44,18 @@ class ComputeAPI:
     def _cast(self, ctx: RequestContext, host: str, method: str, **kw: Any) -> None:
         if self.fault_hook is not None:
             self.fault_hook(method, host)
-        self._client.prepare(server=host).cast(ctx, method, **kw)
+        self._client.cast(ctx, method, server=host, **kw)
 
     def _call(self, ctx: RequestContext, host: str, method: str, *,
-              since: str | None = None, **kw: Any) -> Any:
+              since: str | None = None, idempotent: bool = False, **kw: Any) -> Any:
         """Call ``method`` on ``host``; ``since`` is the first RPC API version that has
-        it (a cap below that raises oslo.messaging's ``RPCVersionCapError``)."""
+        it (a cap below that raises oslo.messaging's ``RPCVersionCapError``).
+        ``idempotent``: running it twice does what running it once does, so it is sent
+        again if the request or its reply was lost (``[DEFAULT] rpc_delivery_window``)."""
         if self.fault_hook is not None:
             self.fault_hook(method, host)
-        if since is None:
-            return self._client.prepare(server=host).call(ctx, method, **kw)
-        return self._client.prepare(server=host, version=since).call(ctx, method, **kw)
+        return self._client.call(ctx, method, server=host, version=since,
+                                 idempotent=idempotent, **kw)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -160,15 +163,15 @@ class ComputeAPI:
     def post_live_migration_at_destination(self, ctx: RequestContext, host: str,
                                            instance: Instance, block_migration: bool,
                                            migration: Migration) -> None:
-        self._call(ctx, host, "post_live_migration_at_destination", instance=instance,
-                   block_migration=block_migration, migration=migration)
+        self._call(ctx, host, "post_live_migration_at_destination", idempotent=True,
+                   instance=instance, block_migration=block_migration, migration=migration)
 
     def rollback_live_migration_at_destination(
         self, ctx: RequestContext, host: str, instance: Instance, destroy_disks: bool,
         migrate_data: LiveMigrateData | None, migration: Migration,
     ) -> None:
-        self._call(ctx, host, "rollback_live_migration_at_destination", instance=instance,
-                   destroy_disks=destroy_disks, migrate_data=migrate_data,
+        self._call(ctx, host, "rollback_live_migration_at_destination", idempotent=True,
+                   instance=instance, destroy_disks=destroy_disks, migrate_data=migrate_data,
                    migration=migration)
 
     def live_migration_abort(self, ctx: RequestContext, host: str, instance: Instance,

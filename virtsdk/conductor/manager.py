@@ -11,7 +11,9 @@ live migration (:class:`~virtsdk.conductor.live_migration.LiveMigrationTask`),
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 from typing import Any
 
 import oslo_messaging
@@ -52,6 +54,10 @@ class ConductorManager:
         self.scheduler = scheduler
         self.fence = fence or Fence("conductor")
         self.compute_rpc = self.fence.guard(ComputeAPI(conf))
+        #: instances whose migrate_server request this conductor is handling now;
+        #: :meth:`settle_lost_requests` leaves them alone (under ``_requests_lock``)
+        self._handling: set[str] = set()
+        self._requests_lock = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -80,12 +86,17 @@ class ConductorManager:
             if inst.task_state != TaskState.RESIZE_PREP or self.db.migration_get_all(
                     instance_uuid=inst.uuid, statuses=IN_PROGRESS):
                 continue
-            try:
-                self.db.instance_update(inst.uuid, {"task_state": None},
-                                        expected_task_state=TaskState.RESIZE_PREP)
-            except (Conflict, InstanceNotFound):
-                continue
-            self.db.action_finish_open(inst.uuid, why)
+            self._give_back(inst.uuid, TaskState.RESIZE_PREP, why)
+
+    def _give_back(self, uuid: str, task: TaskState, why: str) -> bool:
+        """Clear the instance's task if it still is ``task`` (compare-and-swap) and
+        end its open actions with ``why``; False if someone moved it on."""
+        try:
+            self.db.instance_update(uuid, {"task_state": None}, expected_task_state=task)
+        except (Conflict, InstanceNotFound):
+            return False
+        self.db.action_finish_open(uuid, why)
+        return True
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -121,17 +132,68 @@ class ConductorManager:
         told to start.  Cold: returns once ``prep_resize`` was cast to the chosen host
         (the migration record is made there).  Scheduling and check failures restore
         the instance and are raised."""
-        instance = self.db.instance_get(instance.uuid)
         if live and not rebuild and not flavor:
-            return self._live_migrate(ctx, instance, scheduler_hint, block_migration,
-                                      disk_over_commit)
-        if not live and not rebuild and flavor:
+            task = TaskState.MIGRATING
+        elif not live and not rebuild and flavor:
+            task = TaskState.RESIZE_PREP
+        else:
+            raise Invalid(f"migrate_server: unsupported combination live={live} "
+                          f"rebuild={rebuild} flavor={getattr(flavor, 'name', None)}")
+        with self._requests_lock:
+            instance = self.db.instance_get(instance.uuid)
+            if instance.task_state != task:
+                # settled as lost (its caller timed out long ago) or taken over:
+                # a late request must not start a flow nobody waits for
+                raise Conflict(f"migrate_server for {instance.uuid} arrived with task "
+                               f"{instance.task_state!r}, not {str(task)!r}: the request "
+                               "was given up; nothing done")
+            self._handling.add(instance.uuid)
+        try:
+            if task == TaskState.MIGRATING:
+                return self._live_migrate(ctx, instance, scheduler_hint, block_migration,
+                                          disk_over_commit)
+            assert flavor is not None
             with actions.event_reporter(self.db, ctx, instance.uuid, "cold_migrate", HOST):
                 self._cold_migrate(ctx, instance, flavor, scheduler_hint,
                                    migration_type or str(MigrationType.RESIZE))
             return None
-        raise Invalid(f"migrate_server: unsupported combination live={live} "
-                      f"rebuild={rebuild} flavor={getattr(flavor, 'name', None)}")
+        finally:
+            with self._requests_lock:
+                self._handling.discard(instance.uuid)
+
+    def settle_lost_requests(self, ctx: RequestContext, older_than: float) -> list[str]:
+        """Clear the task of instances whose migration request never became a flow:
+        the API set ``migrating`` / ``resize_prep`` and opened the action more than
+        ``older_than`` seconds ago, no migration of the instance is in progress and
+        this conductor is not handling the request.  That is a request whose call
+        timed out and whose message was lost (a broker restart drops queued messages;
+        on RabbitMQ a call's message also expires with its timeout), so nothing will
+        ever move it on.  The action ends with the reason; the instance keeps its
+        vm_state.  Compare-and-swap on the task: a flow that started meanwhile keeps
+        it.  Returns the uuids settled.  Run periodically by the conductor service
+        (``[api] lost_request_timeout``)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        cutoff = now - dt.timedelta(seconds=older_than)
+        why = (f"the request never reached a flow within {older_than:g} s (its call to "
+               "the conductor timed out and the message was lost); nothing was done")
+        settled: list[str] = []
+        for inst in self.db.instance_get_all():
+            if inst.task_state not in (TaskState.MIGRATING, TaskState.RESIZE_PREP):
+                continue
+            acts = self.db.actions_get(inst.uuid)
+            opened = [a for a in acts if a.finish_time is None]
+            if not opened or opened[-1].start_time > cutoff:
+                continue
+            with self._requests_lock:
+                if inst.uuid in self._handling or self.db.migration_get_all(
+                        instance_uuid=inst.uuid, statuses=IN_PROGRESS):
+                    continue
+                if not self._give_back(inst.uuid, inst.task_state, why):
+                    continue
+            LOG.warning("instance %s: %s request lost; task %s cleared", inst.uuid,
+                        opened[-1].action, inst.task_state)
+            settled.append(inst.uuid)
+        return settled
 
     def _cold_migrate(self, ctx: RequestContext, instance: Instance, flavor: Flavor,
                       scheduler_hint: dict[str, Any], migration_type: str) -> None:

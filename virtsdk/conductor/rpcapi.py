@@ -26,7 +26,9 @@ VERSIONS = rpc.RPCAPIVersions({"1.0": {}}, "conductor")
 class ConductorAPI:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         #: sends at ``[upgrade_levels] conductor`` (default: the current version)
-        self._client = VERSIONS.client(conf, TOPIC, timeout=conf.api.rpc_call_timeout)
+        #: re-sent while the broker cannot route it (virtsdk.rpc.delivery)
+        self._client = rpc.reliable(conf, VERSIONS.client(conf, TOPIC,
+                                                          timeout=conf.api.rpc_call_timeout))
         #: Tests and demos only: ``hook(method)`` runs before each message leaves;
         #: what it raises is what the sender sees.
         self.fault_hook: Callable[[str], None] | None = None

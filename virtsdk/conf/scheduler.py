@@ -38,6 +38,13 @@ api_opts = [
     cfg.FloatOpt("rpc_call_timeout", default=60.0, min=0.1,
                  help="Seconds the API and the conductor wait for a synchronous RPC "
                       "call."),
+    cfg.FloatOpt("lost_request_timeout", default=180.0, min=1.0,
+                 help="Seconds after which the conductor clears the task of an instance "
+                      "whose migration request never became a flow (the API's call to "
+                      "the conductor timed out and its message was lost, e.g. with a "
+                      "broker restart): no migration in progress, the conductor not "
+                      "handling it.  The action ends saying so.  Keep it well above "
+                      "rpc_call_timeout; checked every quarter of it."),
 ]
 
 

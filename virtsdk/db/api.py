@@ -21,16 +21,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from oslo_config import cfg
-from sqlalchemy import CursorResult, create_engine, delete, event, select, update
+from sqlalchemy import CursorResult, create_engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from virtsdk import __version__
 from virtsdk.context import RequestContext
-from virtsdk.db import convert
+from virtsdk.db import claims, convert
+from virtsdk.db.claims import COLD_IN_PROGRESS, IN_PROGRESS, LIVE_ACTIVE, LIVE_IN_PROGRESS
 from virtsdk.db.models import (
     ActionEventRow,
     ActionRow,
-    ClaimRow,
     DrainGuestRow,
     DrainRow,
     FlavorRow,
@@ -61,17 +61,8 @@ _DRAIN_ACTIVE = ("running", "aborting")
 #: Sentinel: do not check the task state.
 ANY: Any = object()
 
-COLD_IN_PROGRESS = (
-    MigrationStatus.PRE_MIGRATING, MigrationStatus.MIGRATING,
-    MigrationStatus.POST_MIGRATING, MigrationStatus.FINISHED,
-    MigrationStatus.CONFIRMING, MigrationStatus.REVERTING,
-)
-LIVE_IN_PROGRESS = (
-    MigrationStatus.ACCEPTED, MigrationStatus.QUEUED, MigrationStatus.PREPARING,
-    MigrationStatus.RUNNING, MigrationStatus.POSTCOPY,
-)
-LIVE_ACTIVE = (MigrationStatus.PREPARING, MigrationStatus.RUNNING, MigrationStatus.POSTCOPY)
-IN_PROGRESS = COLD_IN_PROGRESS + LIVE_IN_PROGRESS
+__all__ = ["ANY", "COLD_IN_PROGRESS", "IN_PROGRESS", "LIVE_ACTIVE", "LIVE_IN_PROGRESS",
+           "Database", "connection_url"]
 
 
 def connection_url(conf: cfg.ConfigOpts) -> str:
@@ -235,19 +226,18 @@ class Database:
                 raise UnexpectedTaskState(uuid, expected_task_state, row.task_state)
             if "task_state" in values and values["task_state"] is None:
                 # the flow is over: whatever the scheduler claimed for it goes
-                s.execute(delete(ClaimRow).where(ClaimRow.consumer == uuid))
+                claims.release(s, uuid)
             elif "host" in values and values["host"] and values["host"] != moved_from:
                 # the move arrived: the instance row now counts on its new host, so a
                 # claim there would count it twice (after its migration record ends)
-                s.execute(delete(ClaimRow).where(ClaimRow.consumer == uuid,
-                                                 ClaimRow.host == values["host"]))
+                claims.release(s, uuid, host=str(values["host"]))
             return convert.row_to_instance(row)
 
     def instance_destroy(self, uuid: str) -> None:
         """Mark the instance deleted (its actions and migrations stay readable)."""
         with self._session() as s:
             row = self._instance_row(s, uuid)
-            s.execute(delete(ClaimRow).where(ClaimRow.consumer == uuid))
+            claims.release(s, uuid)
             row.deleted = True
             row.vm_state = str(VMState.DELETED)
             row.task_state = None
@@ -361,24 +351,10 @@ class Database:
                 raise MigrationNotFound(f"migration {migration_id} not found")
             # row locks on both hosts' service rows, taken before anything is
             # counted: a claimer in another process waits here until this commits
-            self._lock_hosts(s, [h for h in hosts if h])
+            claims.lock_hosts(s, [h for h in hosts if h])
             row = self._migration_row(s, migration_id)
             s.refresh(row)
-            if row.status != MigrationStatus.QUEUED:
-                return SlotClaim.SETTLED
-            active = [str(x) for x in LIVE_ACTIVE]
-            base = select(MigrationRow.id).where(
-                MigrationRow.migration_type == str(MigrationType.LIVE),
-                MigrationRow.status.in_(active), MigrationRow.id != migration_id)
-            outbound = len(s.scalars(base.where(
-                MigrationRow.source_host == row.source_host)).all())
-            inbound = len(s.scalars(base.where(MigrationRow.dest_host == row.dest_host)).all())
-            if (max_outbound and outbound >= max_outbound) or (
-                    max_inbound and inbound >= max_inbound):
-                return SlotClaim.WAIT
-            row.status = str(MigrationStatus.PREPARING)
-            row.updated_at = utcnow()
-            return SlotClaim.STARTED
+            return claims.claim_live_slot(s, row, max_outbound, max_inbound)
 
     def host_usage(self, host: str, exclude_claim_of: str | None = None) -> HostUsage:
         """Resources claimed on ``host``: its instances (current flavor), plus
@@ -386,51 +362,9 @@ class Database:
         not yet confirmed or reverted (old flavor) and the scheduler's claims for
         moves no migration record counts yet (except ``exclude_claim_of``'s)."""
         with self._session() as s:
-            return self._usage(s, host, exclude_claim_of)
+            return claims.host_usage(s, host, exclude_claim_of)
 
-    @staticmethod
-    def _usage(s: Session, host: str, exclude_claim_of: str | None = None) -> HostUsage:
-        rows = s.scalars(select(InstanceRow).where(
-            InstanceRow.deleted.is_(False), InstanceRow.host == host)).all()
-        here = {r.uuid for r in rows}
-        flavors = [convert.flavor(r.flavor) for r in rows]
-        migs = s.scalars(select(MigrationRow).where(
-            MigrationRow.status.in_([str(x) for x in IN_PROGRESS]),
-            (MigrationRow.source_host == host) | (MigrationRow.dest_host == host))).all()
-        incoming = {m.instance_uuid for m in migs if m.dest_host == host}
-        for m in migs:
-            if m.source_host == m.dest_host:  # same-host resize holds both sizes
-                flavors.append(convert.flavor(m.new_flavor))
-            elif m.instance_uuid in here:
-                continue  # counted once with its current flavor
-            elif m.dest_host == host:  # incoming claim
-                flavors.append(convert.flavor(m.new_flavor or m.old_flavor))
-            elif m.migration_type != str(MigrationType.LIVE):  # kept source copy
-                flavors.append(convert.flavor(m.old_flavor))
-        known = [f for f in flavors if f is not None]
-        claims = [c for c in s.scalars(select(ClaimRow).where(ClaimRow.host == host))
-                  if c.consumer != exclude_claim_of and c.consumer not in incoming]
-        return HostUsage(
-            vcpus=sum(f.vcpus for f in known) + sum(c.vcpus for c in claims),
-            memory_mb=sum(f.memory_mb for f in known) + sum(c.memory_mb for c in claims),
-            disk_gb=sum(f.root_gb + f.ephemeral_gb for f in known)
-            + sum(c.disk_gb for c in claims),
-        )
-
-    # -- claims (the scheduler's, atomic in the database) ------------------------------
-
-    @staticmethod
-    def _lock_hosts(s: Session, hosts: Iterable[str]) -> None:
-        """Take the write lock of each host's compute service row, in name order
-        (no deadlock between two claimers): a no-op UPDATE, which PostgreSQL turns
-        into a row lock and SQLite into the database write lock, both held until
-        this transaction ends.  Every claim and slot check starts with it, so two
-        processes claiming on one host run one after the other."""
-        for host in sorted(set(hosts)):
-            s.execute(update(ServiceRow).where(
-                ServiceRow.host == host, ServiceRow.binary == COMPUTE).values(
-                report_count=ServiceRow.report_count).execution_options(
-                synchronize_session=False))
+    # -- claims (the scheduler's, atomic in the database: virtsdk.db.claims) -------------
 
     def claim_move(self, host: str, consumer: str, need: HostUsage,
                    room: Callable[[HostUsage], bool]) -> bool:
@@ -440,13 +374,7 @@ class Database:
         claim (a reschedule).  Atomic across processes.  False if it does not fit
         (nothing claimed)."""
         with self._session() as s:
-            self._lock_hosts(s, [host])
-            s.execute(delete(ClaimRow).where(ClaimRow.consumer == consumer))
-            if not room(self._usage(s, host, exclude_claim_of=consumer)):
-                return False
-            s.add(ClaimRow(consumer=consumer, host=host, vcpus=need.vcpus,
-                           memory_mb=need.memory_mb, disk_gb=need.disk_gb))
-            return True
+            return claims.claim_move(s, host, consumer, need, room)
 
     def claim_boot(self, uuid: str, host: str,
                    room: Callable[[HostUsage], bool]) -> bool:
@@ -454,8 +382,7 @@ class Database:
         ``room(what is claimed there now)`` says it fits; atomic across processes.
         False otherwise."""
         with self._session() as s:
-            self._lock_hosts(s, [host])
-            if not room(self._usage(s, host)):
+            if not claims.boot_fits(s, host, room):
                 return False
             row = self._instance_row(s, uuid)
             row.host, row.node, row.updated_at = host, host, utcnow()
@@ -464,14 +391,11 @@ class Database:
     def claim_get(self, consumer: str) -> tuple[str, HostUsage] | None:
         """The consumer's pending move claim: (host, resources), or None."""
         with self._session() as s:
-            row = s.scalar(select(ClaimRow).where(ClaimRow.consumer == consumer))
-            if row is None:
-                return None
-            return row.host, HostUsage(row.vcpus, row.memory_mb, row.disk_gb)
+            return claims.claim_of(s, consumer)
 
     def claim_release(self, consumer: str) -> None:
         with self._session() as s:
-            s.execute(delete(ClaimRow).where(ClaimRow.consumer == consumer))
+            claims.release(s, consumer)
 
     # -- instance actions and events ------------------------------------------------------
 

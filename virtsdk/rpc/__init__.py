@@ -36,7 +36,10 @@ from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 from oslo_messaging.rpc.server import RPCServer
 
+from virtsdk.context import RequestContext
+from virtsdk.exceptions import BrokerUnreachable
 from virtsdk.objects import Manifest
+from virtsdk.rpc.delivery import Delivery
 from virtsdk.rpc.remote_errors import ErrorReportingDispatcher
 from virtsdk.rpc.serializer import VirtObjectSerializer
 
@@ -52,6 +55,7 @@ __all__ = [
     "RPCAPIVersions",
     "VirtObjectSerializer",
     "allowed_remote_exmods",
+    "check_broker",
     "cleanup",
     "drop_server",
     "get_client",
@@ -65,6 +69,7 @@ __all__ = [
     "list_opts",
     "prompt_stop",
     "register_opts",
+    "reliable",
 ]
 
 DEFAULT_TRANSPORT_URL = "inproc://"
@@ -81,6 +86,22 @@ _own_opts = [
              "clouds that share a broker need their own virtual host in "
              "transport_url or different prefixes, or they take each other's "
              "messages."),
+    cfg.FloatOpt(
+        "rpc_delivery_window", default=60.0, min=0.0,
+        help="Seconds during which the services send an RPC message again when the "
+             "broker could not route it (its receiver has not declared its queue "
+             "again yet, as after a broker restart) and, for idempotent calls (the "
+             "live-migration post and rollback steps on the destination), when the "
+             "request or its reply was lost (timeout, delivery failure).  0 sends "
+             "once.  A message no queue took within the window raises "
+             "MessageDeliveryFailure to the sender.  Not used on inproc://, which "
+             "loses no message."),
+    cfg.FloatOpt(
+        "rpc_connect_timeout", default=15.0, min=0.1,
+        help="Seconds a client that is not a service (the operator CLI, virtsdk demo, "
+             "an embedded cloud starting on a broker) waits for the message broker "
+             "before failing with BrokerUnreachable.  Services wait for the broker "
+             "as long as it takes."),
 ]
 
 
@@ -247,6 +268,61 @@ def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.RPCTransport:
     return _cached(_transports, conf, conf.transport_url, oslo_messaging.get_rpc_transport)
 
 
+def _broker_hosts(conf: cfg.ConfigOpts) -> tuple[str, str]:
+    """(``"host:port, ..."``, the password) of ``conf.transport_url``."""
+    url = oslo_messaging.TransportURL.parse(conf, conf.transport_url)
+    hosts = ", ".join(f"{h.hostname}:{h.port}" if h.port else str(h.hostname)
+                      for h in url.hosts) or "(no host)"
+    passwords = [h.password for h in url.hosts if h.password]
+    return f"{url.transport}://{hosts}", passwords[0] if passwords else ""
+
+
+def check_broker(conf: cfg.ConfigOpts, timeout: float | None = None) -> None:
+    """Return once the broker of ``[DEFAULT] transport_url`` accepts a message;
+    raise :class:`~virtsdk.exceptions.BrokerUnreachable` after ``timeout`` seconds
+    (default ``[DEFAULT] rpc_connect_timeout``).
+
+    For clients that must not wait forever (oslo.messaging retries a connection
+    without end): the operator CLI before its first RPC, ``EmbeddedCloud.start``.
+    The probe is a cast nobody consumes, sent with no connection retry, again every
+    quarter second on a thread of its own (so a connect that hangs cannot hold the
+    caller past the bound).  The error names the transport and its hosts, never the
+    URL's password.  Nothing to check on ``inproc://``.
+    """
+    register_opts(conf)
+    if str(conf.transport_url).startswith(DEFAULT_TRANSPORT_URL):
+        return
+    bound = conf.rpc_connect_timeout if timeout is None else timeout
+    where, password = _broker_hosts(conf)
+    client = get_client(conf, "virtsdk-broker-probe").prepare(retry=0)
+    done = threading.Event()
+    stop = threading.Event()
+    last: list[BaseException] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                client.cast(RequestContext(), "probe")
+            except Exception as exc:  # noqa: BLE001 - any failure: not reachable yet
+                last[:] = [exc]
+                stop.wait(0.25)
+                continue
+            done.set()
+            return
+
+    threading.Thread(target=probe, name="broker-probe", daemon=True).start()
+    reached = done.wait(bound)
+    stop.set()
+    if reached:
+        return
+    reason = str(last[0]).splitlines()[0] if last and str(last[0]) else (
+        type(last[0]).__name__ if last else "no answer")
+    if password:
+        reason = reason.replace(password, "***")
+    raise BrokerUnreachable(f"message broker {where} unreachable for {bound:g} s "
+                            f"({reason}); check [DEFAULT] transport_url")
+
+
 def get_notification_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:
     """The notification transport (``[oslo_messaging_notifications] transport_url``,
     falling back to ``[DEFAULT] transport_url``), made once per (conf, URL)."""
@@ -320,6 +396,16 @@ class RPCAPIVersions:
         version = self.negotiate(conf)
         return get_client(conf, topic, version=version, timeout=timeout,
                           version_cap=version, manifest=self.history[version])
+
+
+def reliable(conf: cfg.ConfigOpts, client: oslo_messaging.RPCClient) -> Delivery:
+    """``client`` wrapped so its messages survive a broker outage of bounded length
+    (:class:`~virtsdk.rpc.delivery.Delivery`): ``[DEFAULT] rpc_delivery_window`` on a
+    broker, no re-sending on ``inproc://``."""
+    register_opts(conf)
+    url = str(conf.transport_url)
+    window = 0.0 if url.startswith(DEFAULT_TRANSPORT_URL) else conf.rpc_delivery_window
+    return Delivery(client, window)
 
 
 def get_server(
