@@ -13,7 +13,7 @@ import pytest
 from tests.kit.test_seeded_bugs import TEST_FILE
 from virtsdk.cli.drivers import matrix_rows, render_matrix
 from virtsdk.exceptions import InvalidInput
-from virtsdk.testing.report import ConformanceReport, CheckResult, load_reports
+from virtsdk.testing.report import CheckResult, ConformanceReport, load_reports
 
 pytest_plugins = ["pytester"]
 

@@ -77,6 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     table = Table(title="virtsdk compute drivers (entry-point group virtsdk.compute_drivers)")
+    # every cell folds (never cut at the terminal's edge); one capability a line
     for col in ("name", "distribution", "version", "status", "capabilities"):
         table.add_column(col, overflow="fold")
     for entry in entries:
@@ -85,7 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             else f"[red]unavailable[/red]: {escape(entry.error)}"
         )
         table.add_row(entry.name, entry.distribution, entry.version, status,
-                      ", ".join(_claimed(entry)))
+                      "\n".join(_claimed(entry)))
     console.print(table)
     return 0
 
@@ -209,14 +210,14 @@ def matrix_rows(checked: dict[str, dict[str, str]] | None = None,
     for entry in drivers:
         said = []
         if entry.name in checked:
-            said.append("`virtsdk drivers check` (this run)")
+            said.append("{code}virtsdk drivers check{code} (this run)")
         report = reports.get(entry.name)
         if report is not None:
             where = report.machine
             said.append(f"conformance of {report.distribution or report.driver} "
                         f"{report.version}, {report.date[:10]}, {where.get('cpus')} CPUs / "
                         f"{round(where.get('memory_mb', 0) / 1024)} GiB: "
-                        f"`{report.command}`")
+                        f"{{code}}{report.command}{{code}}")
         if said:
             sources[entry.name] = "; ".join(said)
     return {"drivers": [e.name for e in drivers], "rows": rows, "sources": sources}
@@ -232,7 +233,7 @@ def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        lines += _sources(matrix, names, "- ")
+        lines += _sources(matrix, names, "- ", "`")
         return "\n".join(lines)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)]
     rule = " ".join("=" * w for w in widths)
@@ -240,12 +241,13 @@ def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
     out = [rule, fmt_row(*header).rstrip(), rule]
     out += [fmt_row(*row).rstrip() for row in body]
     out.append(rule)
-    out += _sources(matrix, names, "* ")
+    out += _sources(matrix, names, "* ", "``")
     return "\n".join(out)
 
 
-def _sources(matrix: dict[str, Any], names: list[str], bullet: str) -> list[str]:
-    said = [f"{bullet}{n}: {matrix['sources'][n]}" for n in names
+def _sources(matrix: dict[str, Any], names: list[str], bullet: str, code: str) -> list[str]:
+    """Where each driver's passes / fails come from, one bullet per driver."""
+    said = [f"{bullet}{n}: " + matrix["sources"][n].replace("{code}", code) for n in names
             if n in matrix.get("sources", {})]
     return ["", *said] if said else []
 
