@@ -212,7 +212,7 @@ class DriverConformance:
 
     # -- declarations ----------------------------------------------------------------------
 
-    @feature("lifecycle")
+    @feature("declarations")
     def test_claimed_features_are_implemented(self, pair: Pair) -> None:
         problems = observe.missing_methods(type(pair[0]))
         assert not problems, f"driver {pair[0].name!r}: " + "; ".join(problems)

@@ -9,13 +9,17 @@ One JSON file per driver, ``DIR/<driver>.json``::
      "machine": {"hostname": ..., "platform": ..., "cpus": 2, "memory_mb": 24000,
                  "python": "3.11.2"},
      "command": "python -m pytest ... --conformance-report doc/conformance",
-     "features": {"lifecycle": "passed", "cold_migration": "passed", ...},
+     "features": {"declarations": "passed", "lifecycle": "passed",
+                  "cold_migration": "passed", ...},
      "tests": [{"test": "test_...", "feature": "cold_migration",
                 "outcome": "passed", "message": ""}, ...]}
 
-A feature's result is ``failed`` when any of its checks failed, ``passed`` when at least
-one passed and none failed, ``skipped`` when every check was skipped (the driver does
-not claim it, or the test set-up could not exercise it).
+The features are those of the matrix (a :class:`~virtsdk.driver.Capabilities` flag
+without ``supports_``), ``lifecycle`` and ``declarations`` (every claimed feature's
+methods are implemented).  A feature's result is ``failed`` when any of its checks
+failed, ``passed`` when at least one passed and none failed, ``skipped`` when every
+check was skipped (the driver does not claim it, or the test set-up could not exercise
+it).
 """
 
 from __future__ import annotations

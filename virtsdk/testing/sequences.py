@@ -89,11 +89,14 @@ def cold_send(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
 def cold_finish(dst: ComputeDriver, ctx: RequestContext, instance: Instance,
                 migration: Migration, disks: list[DiskInfo], flavor: Flavor,
                 flag: str = "supports_cold_migration", power_on: bool = True,
-                network_info: NetworkInfo | None = None) -> None:
-    """``finish_resize``: the instance takes ``flavor`` and is built on ``dst``."""
+                network_info: NetworkInfo | None = None,
+                image: ImageMeta | None = None) -> None:
+    """``finish_resize``: the instance takes ``flavor`` and is built on ``dst`` (from
+    ``image``, by default the instance's own)."""
     instance.old_flavor, instance.flavor = instance.flavor, flavor
     claimed_call(dst, flag, "finish_migration", ctx, migration, instance, disks,
-                 network_info or NetworkInfo(), instance.image or ImageMeta(id="none"),
+                 network_info or NetworkInfo(),
+                 image or instance.image or ImageMeta(id="none"),
                  resize_instance=flavor != instance.old_flavor, power_on=power_on)
 
 
