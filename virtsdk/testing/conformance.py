@@ -43,6 +43,11 @@ instance run until aborted: enables the abort and force-complete checks) and
 ``fail_disk_transfer`` (make the next cold-migration transfer from the given driver
 fail half way: enables the mid-transfer failure check).  Every check spawns one guest
 and removes it from every host at the end.
+
+Each check names the feature it exercises (the ``virtsdk_feature`` mark); run pytest with
+``--conformance-report DIR`` and the outcomes are written per driver and feature to
+``DIR/<driver>.json`` (:mod:`virtsdk.testing.report`), which ``virtsdk drivers matrix
+--results DIR`` shows as ``passes`` / ``fails``.
 """
 
 from __future__ import annotations
