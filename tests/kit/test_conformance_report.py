@@ -81,3 +81,26 @@ def test_results_that_are_no_report_are_a_clear_error(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is not a conformance report" in proc.stderr
+
+
+def test_a_seeded_variant_in_the_same_session_gets_its_own_report(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    pytester.makepyfile(test_both=TEST_FILE.format(cls="FakeDriver") + '''
+
+class TestVariant(DriverConformance):
+    @pytest.fixture
+    def driver_factory(self):
+        return seeded.factory(seeded.ConfirmKeepsSourceCopy)
+''')
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-k",
+                                          "cold_migration_moves", "-o", "addopts=",
+                                          "--rootdir", str(pytester.path),
+                                          "--conformance-report", str(out))
+    result.assert_outcomes(passed=1, failed=1)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fake.ConfirmKeepsSourceCopy.json", "fake.json"]
+    report = load_reports(out)["fake"]  # the installed driver's, not the variant's
+    assert report.driver_class == "virtsdk_fake.driver:FakeDriver"
+    assert report.distribution == "virtsdk-fake"
+    assert report.features == {"cold_migration": "passed"}

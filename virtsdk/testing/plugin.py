@@ -95,19 +95,25 @@ class ReportCollector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from virtsdk.testing import report as rep
 
-        by_driver: dict[str, list[tuple[str, tuple[str, str, str, str, str]]]] = {}
+        # one report per driver class: a seeded variant of a driver (same name, another
+        # class) run in the same session never mixes with the driver's own results
+        by_class: dict[tuple[str, str], list[tuple[str, tuple[str, str, str, str, str]]]] = {}
         for nodeid, row in self.outcomes.items():
-            by_driver.setdefault(row[0], []).append((nodeid, row))
-        for driver, rows in sorted(by_driver.items()):
-            dist, version = rep.distribution_of(rows[0][1][1])
+            by_class.setdefault((row[0], row[1]), []).append((nodeid, row))
+        names = [driver for driver, _cls in by_class]
+        for (driver, target), rows in sorted(by_class.items()):
+            dist, version = rep.distribution_of(target)
             result = rep.ConformanceReport(
                 driver=driver, distribution=dist, version=version,
                 virtsdk_version=rep.virtsdk_version(), date=rep.now(),
-                machine=rep.machine(), command=self.command,
+                machine=rep.machine(), command=self.command, driver_class=target,
                 tests=[rep.CheckResult(test=nodeid.split("::")[-1], feature=feature,
-                                      outcome=outcome, message=message)
+                                       outcome=outcome, message=message)
                        for nodeid, (_d, _c, feature, outcome, message) in rows])
-            self.written.append(result.write(self.directory))
+            # <driver>.json for the registered class, or when the name is unique
+            unique = names.count(driver) == 1 or bool(dist)
+            stem = driver if unique else f"{driver}.{target.rpartition(':')[2]}"
+            self.written.append(result.write(self.directory, stem))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for path in self.written:

@@ -4,6 +4,7 @@
 One JSON file per driver, ``DIR/<driver>.json``::
 
     {"format": 1, "driver": "libvirt", "distribution": "virtsdk-libvirt",
+     "driver_class": "virtsdk_libvirt.driver:LibvirtDriver",
      "version": "0.1.0", "virtsdk_version": "0.1.0",
      "date": "2026-11-26T16:40:00+00:00",
      "machine": {"hostname": ..., "platform": ..., "cpus": 2, "memory_mb": 24000,
@@ -65,6 +66,8 @@ class ConformanceReport:
     machine: dict[str, Any]
     command: str
     tests: list[CheckResult] = field(default_factory=list)
+    #: ``module:Class`` of the driver that ran
+    driver_class: str = ""
     format: int = FORMAT
 
     @property
@@ -96,26 +99,30 @@ class ConformanceReport:
                        version=str(data["version"]),
                        virtsdk_version=str(data["virtsdk_version"]),
                        date=str(data["date"]), machine=dict(data["machine"]),
-                       command=str(data["command"]), tests=tests)
+                       command=str(data["command"]), tests=tests,
+                       driver_class=str(data.get("driver_class", "")))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(field="results", reason=f"{source} is not a conformance "
                                f"report: {exc}") from None
 
-    def write(self, directory: Path) -> Path:
+    def write(self, directory: Path, stem: str | None = None) -> Path:
+        """Write ``directory/<stem or driver>.json``."""
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.driver}.json"
+        path = directory / f"{stem or self.driver}.json"
         path.write_text(self.to_json())
         return path
 
 
 def load_reports(directory: Path) -> dict[str, ConformanceReport]:
-    """Driver name -> its report, for every ``*.json`` in ``directory``."""
+    """Driver name -> its report, for every ``*.json`` in ``directory`` (of two reports
+    of one driver name, the one of the installed distribution's class)."""
     if not directory.is_dir():
         raise InvalidInput(field="results", reason=f"{directory} is not a directory")
-    reports = {}
+    reports: dict[str, ConformanceReport] = {}
     for path in sorted(directory.glob("*.json")):
         report = ConformanceReport.from_json(path.read_text(), str(path))
-        reports[report.driver] = report
+        if report.driver not in reports or report.distribution:
+            reports[report.driver] = report
     return reports
 
 
