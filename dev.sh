@@ -7,6 +7,9 @@
 #   ./dev.sh lint   - only the checks: ruff, mypy (strict for virtsdk/) and import-linter
 #                     (the core never imports a driver, arrows point down, no cycles)
 #   ./dev.sh docs   - build the Sphinx site (doc/ -> doc/_build/html), warnings are errors
+#   ./dev.sh conformance - run the conformance kit on the shipped drivers (libvirt and qemu
+#                     on the real two-host lab), record the results in doc/conformance/ and
+#                     regenerate the README's support matrix from them
 # Other jobs: ./dev.sh setup | bench | shell
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -58,9 +61,11 @@ venv_install() {
   if [ ! -f "$stamp" ] || [ "$newest" -nt "$stamp" ]; then
     echo ">> pip install -r requirements-dev.txt (into $VENV)"
     # PYTHONWARNINGS reaches the build back-ends pip runs: no pages of setuptools
-    # editable-install banners on a newcomer's first screen
-    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q --upgrade pip
-    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -q -r requirements-dev.txt
+    # editable-install banners on a newcomer's first screen; -qq: pip's errors only (not
+    # one warning per package for a configured index or find-links directory that does
+    # not exist on this machine)
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -qq --upgrade pip
+    PYTHONWARNINGS=ignore "$VENV/bin/pip" install -qq -r requirements-dev.txt
     touch "$stamp"
   fi
 }
@@ -71,6 +76,35 @@ lint() {
   "$VENV/bin/ruff" check .
   "$VENV/bin/mypy"                      # configuration: [tool.mypy] in pyproject.toml
   "$VENV/bin/lint-imports"              # contracts: [tool.importlinter] in pyproject.toml
+}
+
+# the conformance kit's test classes of the shipped drivers
+CONFORMANCE_TESTS=(
+  drivers/fake/tests/test_contract.py
+  drivers/libvirt/tests/test_libvirt_conformance.py::TestLibvirtConformance
+  contrib/qemu/tests/test_qemu_contract.py
+)
+
+conformance() {
+  local status=0
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${CONFORMANCE_TESTS[@]}" \
+    --conformance-report doc/conformance "$@" || status=$?
+  # the README's matrix is this command's output, between its two marker lines
+  MATRIX=$("$VENV/bin/virtsdk" drivers matrix --results doc/conformance) \
+  "$VENV/bin/python" - <<'PY'
+import os
+import re
+from pathlib import Path
+
+readme = Path("README.md")
+table = os.environ["MATRIX"].strip()
+begin, end = "<!-- support matrix: ./dev.sh conformance -->", "<!-- end of support matrix -->"
+text, n = re.subn(re.escape(begin) + r".*?" + re.escape(end),
+                  lambda _m: f"{begin}\n{table}\n{end}", readme.read_text(), flags=re.S)
+assert n == 1, "README.md lacks the support matrix markers"
+readme.write_text(text)
+PY
+  return "$status"
 }
 
 docs() {
@@ -84,6 +118,7 @@ case "$job" in
   demo) setup; exec "$VENV/bin/virtsdk" demo "$@" ;;
   lint) venv_install; lint ;;
   docs) venv_install; docs ;;
+  conformance) setup; conformance "$@" ;;
   test)
     setup
     lint

@@ -5,7 +5,7 @@ What runs: four fake hosts on one fabric (host1 to drain, host2..host4 to receiv
 shared storage, so a live migration moves memory), the fake driver's own live
 migration (checks, ``pre_live_migration``, its pre-copy job under the shared monitor
 and the default convergence policies, post / rollback steps: the manager's sequence
-of :func:`virtsdk.testing.live.run_live_migration`) for 12 guests of mixed size
+of :func:`virtsdk.testing.sequences.live_migrate`) for 12 guests of mixed size
 (512..4096 MiB) and dirty rate (0..300 MiB/s).  The network is the fake's shared-link
 model: one migration stream reaches 1024 MiB/s, each host's link carries 2048 MiB/s
 for all the migrations leaving it (and, separately, entering it), shared equally.
@@ -64,7 +64,7 @@ from virtsdk.context import get_admin_context
 from virtsdk.drain.plan import Destination, Guest, InFlight, Link, plan_drain
 from virtsdk.live_migration import opts as lm_opts
 from virtsdk.objects import Flavor, ImageMeta, Instance, JobStats, NetworkInfo
-from virtsdk.testing.live import run_live_migration
+from virtsdk.testing import sequences
 
 MiB = 1024 * 1024
 STREAM_MBPS = 1024
@@ -205,8 +205,8 @@ class Bench:
         src, dst = self.drivers[str(inst.host)], self.drivers[dest]
 
         def run() -> None:
-            out = run_live_migration(src, dst, inst, self.ctx,
-                                     on_sample=flight.samples.append)
+            out = sequences.live_migrate(src, dst, self.ctx, inst,
+                                         on_sample=flight.samples.append)
             flight.moved = out.calls == ["post"]
             if flight.moved:
                 inst.host = dest

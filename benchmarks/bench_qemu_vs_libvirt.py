@@ -27,11 +27,12 @@ from typing import Any
 
 import pytest
 
+from benchmarks.lab_migration import lab_guest_image, two_host_lab
 from contrib.qemu.tests.qemu_lab import clean_qemu_dir, make_qemu_driver
 from drivers.libvirt.tests.libvirt_lab import clean_lab_host, make_driver
 from virtsdk.context import get_admin_context
 from virtsdk.objects import Flavor, ImageMeta, Instance, NetworkInfo
-from virtsdk.testing.live import run_live_migration
+from virtsdk.testing import sequences
 
 ROUNDS = int(os.environ.get("VIRTSDK_BENCH_ROUNDS", "3"))
 SIZES = [int(s) for s in os.environ.get("VIRTSDK_BENCH_SIZES", "128,256").split(",")]
@@ -46,19 +47,12 @@ RESULTS: dict[tuple[int, int, str], list[tuple[float, int]]] = {}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    from virtsdk_lab.lab import Lab
-
-    with Lab(name="qvl", hosts=2) as the_lab:
-        yield the_lab
+    yield from two_host_lab("qvl")
 
 
 @pytest.fixture(scope="module")
 def guest_image() -> Any:
-    from virtsdk_lab.guest import build_guest_image
-
-    return build_guest_image()
+    return lab_guest_image()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +71,7 @@ def drivers(lab: Any) -> Iterator[dict[str, tuple[Any, Any]]]:
 def migrate(src: Any, dst: Any, inst: Instance) -> tuple[float, int]:
     """The compute manager's sequence; (seconds, downtime ms)."""
     start = time.perf_counter()
-    out = run_live_migration(src, dst, inst, CTX, NET)
+    out = sequences.live_migrate(src, dst, CTX, inst, network_info=NET)
     took = time.perf_counter() - start
     assert out.calls == ["post"] and out.error is None, out
     return took, out.final.downtime_ms

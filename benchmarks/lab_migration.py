@@ -1,6 +1,8 @@
-"""Helpers the lab live-migration benchmarks share: a two-host lab's drivers and the
-manager's call sequence around ``live_migration`` (checks, ``pre_live_migration``,
-then the post steps or the rollback)."""
+"""Helpers the lab live-migration benchmarks share: a two-host lab, its drivers, and the
+manager's call sequence around ``live_migration`` (checks, ``pre_live_migration``, then
+the post steps or the rollback), which is the driver-author kit's
+(:mod:`virtsdk.testing.sequences`): the benchmarks drive ``live_migration`` or ``virsh``
+themselves in between."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from drivers.libvirt.tests.libvirt_lab import clean_lab_host, make_driver
 from virtsdk.context import get_admin_context
 from virtsdk.objects import Instance, LiveMigrateData, NetworkInfo
+from virtsdk.testing import sequences
 
 CTX = get_admin_context()
 NET = NetworkInfo()
@@ -46,24 +49,18 @@ def lab_drivers(lab: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def prepare(src: Any, dst: Any, inst: Instance) -> LiveMigrateData:
-    """The checks on both sides, then the destination's ``pre_live_migration``."""
-    check = dst.check_can_live_migrate_destination(
-        CTX, inst, src.get_available_resource(), dst.get_available_resource())
-    try:
-        data = src.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        dst.cleanup_live_migration_destination_check(CTX, check)
-    return dst.pre_live_migration(CTX, inst, NET, None, data)
+    """The conductor's checks and the destination's ``pre_live_migration``
+    (:func:`virtsdk.testing.sequences.prepare_live`)."""
+    return sequences.prepare_live(src, dst, CTX, inst, network_info=NET)
 
 
 def finish(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    """The post steps of a migration that completed."""
-    src.post_live_migration(CTX, inst, data)
-    dst.post_live_migration_at_destination(CTX, inst, NET)
-    src.post_live_migration_at_source(CTX, inst, NET)
+    """The post steps of a migration that completed
+    (:func:`virtsdk.testing.sequences.post_live`)."""
+    sequences.post_live(src, dst, CTX, inst, data, NET)
 
 
 def rollback(src: Any, dst: Any, inst: Instance, data: LiveMigrateData) -> None:
-    """The rollback of a migration that did not complete."""
-    src.rollback_live_migration_at_source(CTX, inst, data)
-    dst.rollback_live_migration_at_destination(CTX, inst, NET, migrate_data=data)
+    """The rollback of a migration that did not complete
+    (:func:`virtsdk.testing.sequences.rollback_live`)."""
+    sequences.rollback_live(src, dst, CTX, inst, data, NET)

@@ -24,12 +24,17 @@ suppress_warnings = ["ref.python"]
 def _write_matrix() -> None:
     """The support matrix of the installed drivers, as ``virtsdk drivers matrix``
     prints it, for conformance.rst to include."""
+    from pathlib import Path
+
     from virtsdk.cli.drivers import matrix_rows, render_matrix
+    from virtsdk.testing.report import load_reports
+
+    results = Path(__file__).resolve().parent / "conformance"
 
     out = os.path.join(os.path.dirname(__file__), "_generated")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "matrix.rst"), "w", encoding="utf-8") as f:
-        f.write(render_matrix(matrix_rows(), "rst") + "\n")
+        f.write(render_matrix(matrix_rows(reports=load_reports(results)), "rst") + "\n")
 
 
 _write_matrix()

@@ -115,3 +115,22 @@ def test_commands_print_no_third_party_deprecation_notice(argv: tuple[str, ...])
     out = _run(str(BIN / "virtsdk"), *argv, env=env)
     assert out.returncode == 0, out.stderr
     assert "Deprecat" not in out.stderr, out.stderr
+
+
+def test_drivers_list_table_wraps_and_never_truncates() -> None:
+    """On a narrow terminal every cell folds onto more lines: joined back, each
+    column holds every driver's whole name, distribution and capabilities."""
+    env = {**os.environ, "COLUMNS": "60"}
+    out = _run(str(BIN / "virtsdk"), "drivers", "list", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and "..." not in out.stdout, out.stdout
+    cols: list[str] = []
+    for line in out.stdout.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            cols = cells if not cols else [a + b for a, b in zip(cols, cells, strict=True)]
+    listed = json.loads(_run(str(BIN / "virtsdk"), "drivers", "list", "--json").stdout)
+    for entry in listed:
+        assert entry["name"] in cols[0] and entry["distribution"] in cols[1]
+        for cap in entry["capabilities"]:
+            assert cap in cols[4], (cap, cols[4])

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from virtsdk.driver import Capabilities, ComputeDriver
 from virtsdk.plugins import COMPUTE_DRIVERS, PluginInfo, describe_all, load
+from virtsdk.testing.report import LIFECYCLE, ConformanceReport, load_reports
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_matrix.add_argument("--check", action="append", default=[], metavar="NAME",
                           help="also run `drivers check` on this driver (repeatable) "
                                "so its cells say passes / fails")
+    p_matrix.add_argument("--results", type=Path, default=None, metavar="DIR",
+                          help="conformance reports (DIR/<driver>.json, written by pytest "
+                               "--conformance-report DIR) that make cells say passes / fails")
     p_matrix.set_defaults(func=cmd_matrix)
 
 
@@ -73,6 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     table = Table(title="virtsdk compute drivers (entry-point group virtsdk.compute_drivers)")
+    # every cell folds (never cut at the terminal's edge); one capability a line
     for col in ("name", "distribution", "version", "status", "capabilities"):
         table.add_column(col, overflow="fold")
     for entry in entries:
@@ -81,7 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             else f"[red]unavailable[/red]: {escape(entry.error)}"
         )
         table.add_row(entry.name, entry.distribution, entry.version, status,
-                      ", ".join(_claimed(entry)))
+                      "\n".join(_claimed(entry)))
     console.print(table)
     return 0
 
@@ -157,30 +162,65 @@ _FLOWS_OF = {"supports_cold_migration": ("cold migration + confirm",),
              "supports_live_migration": ("live migration",)}
 
 
-def matrix_rows(checked: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
-    """The support matrix: one row per feature flag (grouped), one column per installed
-    driver; a cell is ``declared``, ``-``, ``passes`` / ``fails`` (when checked) or
-    ``unavailable``."""
+def _cell(declared: bool, results: list[str | None]) -> str:
+    """``fails`` if any recorded result failed, ``passes`` if one passed, else
+    ``declared`` / ``-``; results of a feature the driver does not claim are ignored."""
+    if not declared:
+        return "-"
+    if "failed" in results:
+        return "fails"
+    if "passed" in results:
+        return "passes"
+    return "declared"
+
+
+def matrix_rows(checked: dict[str, dict[str, str]] | None = None,
+                reports: dict[str, ConformanceReport] | None = None) -> dict[str, Any]:
+    """The support matrix: one row per feature flag (grouped) after the lifecycle every
+    driver implements, one column per installed driver; a cell is ``declared``, ``-``,
+    ``passes`` / ``fails`` (from the flows of ``drivers check`` in ``checked``: driver
+    -> flow -> result, and from conformance ``reports``) or ``unavailable``.  The
+    ``sources`` say where each driver's passes / fails come from."""
     checked = checked or {}
+    reports = reports or {}
     drivers = _drivers()
+    features: list[tuple[str, str, str, str | None]] = [
+        (LIFECYCLE, LIFECYCLE, "spawn, power, list, destroy, host resources", None)]
+    features += [(f.metadata["group"], f.name.removeprefix("supports_"),
+                  f.metadata["summary"], f.name) for f in Capabilities.features()]
     rows = []
-    for f in Capabilities.features():
+    for group, name, summary, flag in features:
         cells: dict[str, str] = {}
         for entry in drivers:
             cls: type[ComputeDriver] | None = entry.plugin
             if cls is None:
                 cells[entry.name] = "unavailable"
                 continue
-            declared = bool(getattr(cls.capabilities, f.name))
-            cell = "declared" if declared else "-"
-            flows = _FLOWS_OF.get(f.name, ())
-            results = [checked.get(entry.name, {}).get(flow) for flow in flows]
-            if declared and results and all(r is not None for r in results):
-                cell = "fails" if "failed" in results else "passes"
-            cells[entry.name] = cell
-        rows.append({"group": f.metadata["group"], "feature": f.name.removeprefix(
-            "supports_"), "summary": f.metadata["summary"], "cells": cells})
-    return {"drivers": [e.name for e in drivers], "rows": rows}
+            declared = flag is None or bool(getattr(cls.capabilities, flag))
+            flows = _FLOWS_OF.get(flag or "", ())
+            results: list[str | None] = [checked.get(entry.name, {}).get(f) for f in flows]
+            if None in results:
+                results = []
+            report = reports.get(entry.name)
+            if report is not None:
+                results.append(report.features.get(name))
+            cells[entry.name] = _cell(declared, results)
+        rows.append({"group": group, "feature": name, "summary": summary, "cells": cells})
+    sources = {}
+    for entry in drivers:
+        said = []
+        if entry.name in checked:
+            said.append("{code}virtsdk drivers check{code} (this run)")
+        report = reports.get(entry.name)
+        if report is not None:
+            where = report.machine
+            said.append(f"conformance of {report.distribution or report.driver} "
+                        f"{report.version}, {report.date[:10]}, {where.get('cpus')} CPUs / "
+                        f"{round(where.get('memory_mb', 0) / 1024)} GiB: "
+                        f"{{code}}{report.command}{{code}}")
+        if said:
+            sources[entry.name] = "; ".join(said)
+    return {"drivers": [e.name for e in drivers], "rows": rows, "sources": sources}
 
 
 def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
@@ -193,6 +233,7 @@ def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
+        lines += _sources(matrix, names, "- ", "`")
         return "\n".join(lines)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)]
     rule = " ".join("=" * w for w in widths)
@@ -200,7 +241,15 @@ def render_matrix(matrix: dict[str, Any], fmt: str) -> str:
     out = [rule, fmt_row(*header).rstrip(), rule]
     out += [fmt_row(*row).rstrip() for row in body]
     out.append(rule)
+    out += _sources(matrix, names, "* ", "``")
     return "\n".join(out)
+
+
+def _sources(matrix: dict[str, Any], names: list[str], bullet: str, code: str) -> list[str]:
+    """Where each driver's passes / fails come from, one bullet per driver."""
+    said = [f"{bullet}{n}: " + matrix["sources"][n].replace("{code}", code) for n in names
+            if n in matrix.get("sources", {})]
+    return ["", *said] if said else []
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -210,5 +259,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
         for name in args.check:
             checked[name] = {r.flow: r.result for r in check_driver(name)}
-    print(render_matrix(matrix_rows(checked), args.format))
+    reports = load_reports(args.results) if args.results is not None else {}
+    print(render_matrix(matrix_rows(checked, reports), args.format))
     return 0

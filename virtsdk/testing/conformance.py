@@ -43,6 +43,11 @@ instance run until aborted: enables the abort and force-complete checks) and
 ``fail_disk_transfer`` (make the next cold-migration transfer from the given driver
 fail half way: enables the mid-transfer failure check).  Every check spawns one guest
 and removes it from every host at the end.
+
+Each check names the feature it exercises (the ``virtsdk_feature`` mark); run pytest with
+``--conformance-report DIR`` and the outcomes are written per driver and feature to
+``DIR/<driver>.json`` (:mod:`virtsdk.testing.report`), which ``virtsdk drivers matrix
+--results DIR`` shows as ``passes`` / ``fails``.
 """
 
 from __future__ import annotations
@@ -86,8 +91,13 @@ from virtsdk.testing.observe import (
     marker_problems,
     round_trip,
 )
+from virtsdk.testing.plugin import CLASS_PROPERTY, DRIVER_PROPERTY, FEATURE_PROPERTY
+from virtsdk.testing.report import LIFECYCLE
 
 DriverFactory = Callable[[str], ComputeDriver]
+#: the feature a check exercises (a Capabilities flag without ``supports_``, or
+#: ``lifecycle``): what ``--conformance-report`` files its outcome under
+feature = pytest.mark.virtsdk_feature
 Pair = tuple[ComputeDriver, ComputeDriver]
 Hook = Callable[[ComputeDriver, Instance], None]
 
@@ -164,6 +174,17 @@ class DriverConformance:
         src, dst = (driver_factory(h) for h in contract_hosts)
         return src, dst
 
+    @pytest.fixture(autouse=True)
+    def _conformance_identity(self, request: pytest.FixtureRequest, pair: Pair) -> None:
+        """Tags the check's report with the driver and feature it is about (read by
+        ``--conformance-report``)."""
+        mark = request.node.get_closest_marker("virtsdk_feature")
+        cls = type(pair[0])
+        request.node.user_properties += [
+            (DRIVER_PROPERTY, pair[0].name),
+            (CLASS_PROPERTY, f"{cls.__module__}:{cls.__qualname__}"),
+            (FEATURE_PROPERTY, mark.args[0] if mark is not None else LIFECYCLE)]
+
     @pytest.fixture
     def marker(self) -> bytes:
         return f"virtsdk-conformance:{uuid.uuid4().hex}".encode()
@@ -196,10 +217,12 @@ class DriverConformance:
 
     # -- declarations ----------------------------------------------------------------------
 
+    @feature("declarations")
     def test_claimed_features_are_implemented(self, pair: Pair) -> None:
         problems = observe.missing_methods(type(pair[0]))
         assert not problems, f"driver {pair[0].name!r}: " + "; ".join(problems)
 
+    @feature("lifecycle")
     def test_host_resources_are_sane_and_cross_rpc(self, pair: Pair) -> None:
         try:
             res = pair[0].get_available_resource()
@@ -213,6 +236,7 @@ class DriverConformance:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @feature("lifecycle")
     def test_spawn_runs_exactly_one_listed_copy(self, pair: Pair, guest: Instance,
                                                 marker: bytes) -> None:
         src, dst = pair
@@ -226,6 +250,7 @@ class DriverConformance:
         problems += clean_problems(dst, guest, "after spawn on the other host")
         observe.check(problems)
 
+    @feature("lifecycle")
     def test_spawn_power_on_false_defines_a_stopped_listed_guest(
             self, pair: Pair, instance: Instance, ctx: RequestContext) -> None:
         src = pair[0]
@@ -238,6 +263,7 @@ class DriverConformance:
         assert instance.name in listed, (
             f"a defined-but-off instance is missing from list_instances(): {listed}")
 
+    @feature("lifecycle")
     def test_stopped_guest_is_listed_and_starts_again(self, pair: Pair, guest: Instance,
                                                       ctx: RequestContext,
                                                       marker: bytes) -> None:
@@ -253,6 +279,7 @@ class DriverConformance:
                       + info_problems(src, guest, "after power_on")
                       + marker_problems(src, guest, marker, "after power_off/power_on"))
 
+    @feature("lifecycle")
     def test_destroy_leaves_nothing_and_is_idempotent(self, pair: Pair, guest: Instance,
                                                       ctx: RequestContext) -> None:
         src = pair[0]
@@ -264,6 +291,7 @@ class DriverConformance:
             src.get_info(guest)
         src.destroy(ctx, guest, NetworkInfo())
 
+    @feature("lifecycle")
     def test_destroy_keeps_disks_when_asked(self, pair: Pair, guest: Instance,
                                             ctx: RequestContext) -> None:
         src = pair[0]
@@ -274,6 +302,7 @@ class DriverConformance:
         src.destroy(ctx, guest, NetworkInfo(), destroy_disks=True)
         observe.check(clean_problems(src, guest, "after destroy(destroy_disks=True)"))
 
+    @feature("lifecycle")
     def test_get_info_of_unknown_instance(self, pair: Pair, contract_flavor: Flavor) -> None:
         with pytest.raises((InstanceNotFound, NotSupported)) as err:
             pair[0].get_info(Instance(name="contract-missing", flavor=contract_flavor))
@@ -295,6 +324,7 @@ class DriverConformance:
         sequences.cold_finish(pair[1], ctx, guest, migration, disks, flavor, flag, power_on)
         return migration
 
+    @feature("cold_migration")
     def test_cold_migration_moves_the_data_then_confirm_cleans_the_source(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes) -> None:
         src, dst = pair
@@ -310,6 +340,7 @@ class DriverConformance:
                       + clean_problems(src, guest, "after confirm_migration")
                       + marker_problems(dst, guest, marker, "after confirm_migration"))
 
+    @feature("cold_migration")
     def test_finish_migration_honours_power_on_false(self, pair: Pair, guest: Instance,
                                                       ctx: RequestContext,
                                                       marker: bytes) -> None:
@@ -326,6 +357,7 @@ class DriverConformance:
         claimed_call(src, COLD, "confirm_migration", ctx, migration, guest, NetworkInfo())
         observe.check(clean_problems(src, guest, "after confirm_migration"))
 
+    @feature("resize")
     def test_resize_grows_the_disk_and_revert_restores_the_source(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             contract_bigger_flavor: Flavor) -> None:
@@ -339,27 +371,24 @@ class DriverConformance:
             f"{before} bytes before, {after} after")
         observe.check(copies_problems(pair, guest, "after resize", dst.host)
                       + marker_problems(dst, guest, marker, "after resize"))
-        dst.destroy(ctx, guest, NetworkInfo())
-        guest.flavor = guest.old_flavor or guest.flavor
-        claimed_call(src, RESIZE, "finish_revert_migration", ctx, migration, guest,
-                     NetworkInfo())
+        sequences.cold_revert(src, dst, ctx, guest, migration, RESIZE)
         observe.check(copies_problems(pair, guest, "after finish_revert_migration", src.host)
                       + clean_problems(dst, guest, "after revert")
                       + marker_problems(src, guest, marker, "after revert"))
         assert src.observe_disk(guest).size == before, "revert did not restore the disk"
 
+    @feature("cold_migration")
     def test_finish_revert_migration_honours_power_on_false(
             self, pair: Pair, guest: Instance, ctx: RequestContext) -> None:
         src, dst = pair
         self._require(src, COLD)
         migration = self._cold_migrate(pair, guest, ctx, guest.flavor, COLD)
-        dst.destroy(ctx, guest, NetworkInfo())
-        claimed_call(src, COLD, "finish_revert_migration", ctx, migration, guest,
-                     NetworkInfo(), power_on=False)
+        sequences.cold_revert(src, dst, ctx, guest, migration, COLD, power_on=False)
         observe.check(copies_problems(pair, guest, "after finish_revert_migration"
                                       "(power_on=False)", None))
         assert guest.name in src.list_instances(), "reverted stopped guest is not listed"
 
+    @feature("cold_migration")
     def test_transfer_failing_midway_keeps_the_source(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             fail_disk_transfer: Hook | None) -> None:
@@ -367,13 +396,10 @@ class DriverConformance:
         self._require(src, COLD)
         if fail_disk_transfer is None:
             pytest.skip("no fail_disk_transfer fixture: cannot cut a transfer half way")
-        migration = sequences.migration_record(guest, src, dst, guest.flavor)
-        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, migration,
-                            guest, guest.flavor)
+        migration, data = sequences.cold_prepare(src, dst, ctx, guest, guest.flavor, COLD)
         fail_disk_transfer(src, guest)
         with pytest.raises(Exception) as err:  # noqa: PT011 - any failure will do
-            src.migrate_disk_and_power_off(ctx, guest, dst.host, guest.flavor,
-                                           NetworkInfo(), migrate_data=data)
+            sequences.cold_transfer(src, dst, ctx, guest, guest.flavor, data, COLD)
         assert not isinstance(err.value, (NotImplementedError, NotSupported)), err.value
         observe.check(at_most_one_running(pair, guest, "after the failed transfer"))
         # what the manager does next: clean the destination, restore the source
@@ -383,18 +409,18 @@ class DriverConformance:
                       + clean_problems(dst, guest, "after the failed transfer")
                       + marker_problems(src, guest, marker, "after the failed transfer"))
 
+    @feature("cold_migration")
     def test_abort_migrate_disk_target_leaves_the_destination_clean(
             self, pair: Pair, guest: Instance, ctx: RequestContext) -> None:
         src, dst = pair
         self._require(src, COLD)
-        migration = sequences.migration_record(guest, src, dst, guest.flavor)
-        data = claimed_call(dst, COLD, "prepare_migrate_disk_target", ctx, migration,
-                            guest, guest.flavor)
-        dst.abort_migrate_disk_target(ctx, guest, round_trip(data, "ColdMigrateData"))
+        _migration, data = sequences.cold_prepare(src, dst, ctx, guest, guest.flavor, COLD)
+        dst.abort_migrate_disk_target(ctx, guest, data)
         observe.check(clean_problems(dst, guest, "after abort_migrate_disk_target")
                       + copies_problems(pair, guest, "after abort_migrate_disk_target",
                                         src.host))
 
+    @feature("resize")
     def test_resize_refuses_to_shrink_before_touching_anything(
             self, pair: Pair, guest: Instance, ctx: RequestContext,
             contract_flavor: Flavor) -> None:
@@ -445,6 +471,7 @@ class DriverConformance:
         assert out.data is not None
         return out.data
 
+    @feature("live_migration")
     def test_live_migration_moves_the_guest_and_its_data(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes) -> None:
         src, dst = pair
@@ -456,6 +483,7 @@ class DriverConformance:
                       + marker_problems(dst, guest, marker, "after live migration"))
         assert guest.name not in src.list_instances(), "the source still lists the guest"
 
+    @feature("block_migration")
     def test_block_migration_is_honoured_and_moves_the_disks(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes) -> None:
         src, dst = pair
@@ -468,6 +496,7 @@ class DriverConformance:
                       + clean_problems(src, guest, "after block migration")
                       + marker_problems(dst, guest, marker, "after block migration"))
 
+    @feature("live_migration")
     def test_live_migration_to_invalid_host_recovers(self, pair: Pair, guest: Instance,
                                                      ctx: RequestContext) -> None:
         src = pair[0]
@@ -484,6 +513,7 @@ class DriverConformance:
         observe.check(copies_problems(pair, guest, "after a refused live migration",
                                       src.host))
 
+    @feature("live_migration")
     def test_live_rollbacks_leave_the_destination_clean(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes) -> None:
         src, dst = pair
@@ -496,6 +526,7 @@ class DriverConformance:
                       + clean_problems(dst, guest, "after rollback_at_destination")
                       + marker_problems(src, guest, marker, "after the rollbacks"))
 
+    @feature("live_migration")
     def test_pre_live_migration_refuses_existing_instance_dir(
             self, pair: Pair, guest: Instance, ctx: RequestContext) -> None:
         src, dst = pair
@@ -557,6 +588,7 @@ class DriverConformance:
         assert not worker.is_alive(), f"live_migration did not return after {method}"
         return rec, errors, data, during
 
+    @feature("live_migration_abort")
     def test_live_migration_abort_keeps_the_guest_on_the_source(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             slow_live_migration: Hook | None) -> None:
@@ -574,6 +606,7 @@ class DriverConformance:
                       + clean_problems(dst, guest, "after abort and rollback")
                       + marker_problems(src, guest, marker, "after abort"))
 
+    @feature("live_migration_force_complete")
     def test_live_migration_force_complete_finishes_on_the_destination(
             self, pair: Pair, guest: Instance, ctx: RequestContext, marker: bytes,
             slow_live_migration: Hook | None) -> None:

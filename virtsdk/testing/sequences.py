@@ -1,7 +1,10 @@
 """The compute manager's driver-call sequences, for tests that drive drivers directly.
 
-The conformance kit and a driver's own tests (the libvirt lab tests, for instance) call
-these instead of re-writing the manager's order of calls by hand.  Every object that the
+The conformance kit, a driver's own tests (the libvirt and qemu lab tests, for instance)
+and the lab benchmarks call these instead of re-writing the manager's order of calls by
+hand: cold migration (:func:`cold_send` = :func:`cold_prepare` + :func:`cold_transfer`,
+:func:`cold_finish`, :func:`cold_revert`) and live migration (:func:`prepare_live`,
+:func:`live_migrate`, :func:`post_live`, :func:`rollback_live`).  Every object that the
 manager would carry over RPC between two steps is passed on only after the serializer's
 round trip (:func:`virtsdk.testing.observe.round_trip`), and a claimed capability whose
 method raises ``NotImplementedError`` / ``NotSupported`` fails
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtsdk.context import RequestContext
-from virtsdk.driver import ComputeDriver
+from virtsdk.driver import ComputeDriver, TransferCallback
 from virtsdk.objects import (
     ColdMigrateData,
     DiskInfo,
@@ -42,31 +45,73 @@ def migration_record(instance: Instance, src: ComputeDriver, dst: ComputeDriver,
                      old_flavor=instance.flavor, new_flavor=flavor or instance.flavor)
 
 
-def cold_send(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
-              instance: Instance, flavor: Flavor, flag: str = "supports_cold_migration",
-              dest: str | None = None, network_info: NetworkInfo | None = None,
-              ) -> tuple[Migration, list[DiskInfo], ColdMigrateData]:
-    """``prep_resize`` + ``resize_instance``: prepare the destination, then power off
-    and send the disks.  Returns the migration, the disks sent and the ticket."""
+def cold_prepare(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+                 instance: Instance, flavor: Flavor, flag: str = "supports_cold_migration",
+                 ) -> tuple[Migration, ColdMigrateData]:
+    """``prep_resize`` on the destination: the migration record and the destination's
+    ticket (after the RPC round trip)."""
     migration = migration_record(instance, src, dst, flavor)
     data = claimed_call(dst, flag, "prepare_migrate_disk_target", ctx, migration, instance,
                         flavor)
-    data = round_trip(data, "prepare_migrate_disk_target's ColdMigrateData")
+    return migration, round_trip(data, "prepare_migrate_disk_target's ColdMigrateData")
+
+
+def cold_transfer(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+                  instance: Instance, flavor: Flavor, data: ColdMigrateData,
+                  flag: str = "supports_cold_migration", dest: str | None = None,
+                  network_info: NetworkInfo | None = None, timeout: int = 0,
+                  retry_interval: int = 0, progress: TransferCallback | None = None,
+                  ) -> list[DiskInfo]:
+    """``resize_instance`` on the source: power off and send the disks to the
+    destination that issued ``data``; returns the disks sent (after the RPC round
+    trip).  On failure it raises; the manager's next steps are the destination's
+    ``abort_migrate_disk_target`` and the source's ``finish_revert_migration``."""
     disks = claimed_call(src, flag, "migrate_disk_and_power_off", ctx, instance,
                          dest or dst.host, flavor, network_info or NetworkInfo(),
-                         migrate_data=data)
-    return migration, round_trip(disks, "migrate_disk_and_power_off's disk list"), data
+                         timeout, retry_interval, migrate_data=data, progress=progress)
+    return round_trip(disks, "migrate_disk_and_power_off's disk list")
+
+
+def cold_send(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+              instance: Instance, flavor: Flavor, flag: str = "supports_cold_migration",
+              dest: str | None = None, network_info: NetworkInfo | None = None,
+              timeout: int = 0, retry_interval: int = 0,
+              progress: TransferCallback | None = None,
+              ) -> tuple[Migration, list[DiskInfo], ColdMigrateData]:
+    """``prep_resize`` + ``resize_instance``: :func:`cold_prepare`, then
+    :func:`cold_transfer`.  Returns the migration, the disks sent and the ticket."""
+    migration, data = cold_prepare(src, dst, ctx, instance, flavor, flag)
+    disks = cold_transfer(src, dst, ctx, instance, flavor, data, flag, dest, network_info,
+                          timeout, retry_interval, progress)
+    return migration, disks, data
 
 
 def cold_finish(dst: ComputeDriver, ctx: RequestContext, instance: Instance,
                 migration: Migration, disks: list[DiskInfo], flavor: Flavor,
                 flag: str = "supports_cold_migration", power_on: bool = True,
-                network_info: NetworkInfo | None = None) -> None:
-    """``finish_resize``: the instance takes ``flavor`` and is built on ``dst``."""
+                network_info: NetworkInfo | None = None,
+                image: ImageMeta | None = None) -> None:
+    """``finish_resize``: the instance takes ``flavor`` and is built on ``dst`` (from
+    ``image``, by default the instance's own)."""
     instance.old_flavor, instance.flavor = instance.flavor, flavor
     claimed_call(dst, flag, "finish_migration", ctx, migration, instance, disks,
-                 network_info or NetworkInfo(), instance.image or ImageMeta(id="none"),
+                 network_info or NetworkInfo(),
+                 image or instance.image or ImageMeta(id="none"),
                  resize_instance=flavor != instance.old_flavor, power_on=power_on)
+
+
+def cold_revert(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+                instance: Instance, migration: Migration,
+                flag: str = "supports_cold_migration", power_on: bool = True,
+                network_info: NetworkInfo | None = None) -> None:
+    """``revert_resize`` + ``finish_revert_resize``: the destination destroys its copy
+    (disks too), the instance takes its old flavor back and the source starts its kept
+    copy."""
+    net = network_info or NetworkInfo()
+    dst.destroy(ctx, instance, net, destroy_disks=True)
+    instance.flavor, instance.old_flavor = instance.old_flavor or instance.flavor, None
+    claimed_call(src, flag, "finish_revert_migration", ctx, migration, instance, net,
+                 power_on=power_on)
 
 
 def prepare_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
@@ -97,6 +142,32 @@ def prepare_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
         src.rollback_live_migration_at_source(ctx, instance, data)
         raise
     return round_trip(data, "pre_live_migration's LiveMigrateData")
+
+
+def post_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+              instance: Instance, data: LiveMigrateData,
+              network_info: NetworkInfo | None = None,
+              block_migration: bool | None = None) -> None:
+    """The manager's steps after a completed live migration (``post_live_migration``
+    on the source, ``post_live_migration_at_destination``, then
+    ``post_live_migration_at_source``); ``block_migration`` as ``post_method`` was
+    told (default: the migrate data's)."""
+    net = network_info or NetworkInfo()
+    if block_migration is None:
+        block_migration = bool(data.block_migration)
+    src.post_live_migration(ctx, instance, data)
+    dst.post_live_migration_at_destination(ctx, instance, net, block_migration)
+    src.post_live_migration_at_source(ctx, instance, net)
+
+
+def rollback_live(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
+                  instance: Instance, data: LiveMigrateData,
+                  network_info: NetworkInfo | None = None) -> None:
+    """The manager's rollback of a live migration that did not complete (source
+    first, then destination)."""
+    src.rollback_live_migration_at_source(ctx, instance, data)
+    dst.rollback_live_migration_at_destination(ctx, instance, network_info or NetworkInfo(),
+                                               migrate_data=data)
 
 
 @dataclass
@@ -136,9 +207,7 @@ def live_migrate(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
         out.data = migrate_data
         if on_callback is not None:
             on_callback("post")
-        src.post_live_migration(ctx, inst, migrate_data)
-        dst.post_live_migration_at_destination(ctx, inst, net, block)
-        src.post_live_migration_at_source(ctx, inst, net)
+        post_live(src, dst, ctx, inst, migrate_data, net, block)
 
     def recover(_c: RequestContext, inst: Instance, _d: str,
                 migrate_data: LiveMigrateData) -> None:
@@ -146,9 +215,7 @@ def live_migrate(src: ComputeDriver, dst: ComputeDriver, ctx: RequestContext,
         out.data = migrate_data
         if on_callback is not None:
             on_callback("recover")
-        src.rollback_live_migration_at_source(ctx, inst, migrate_data)
-        dst.rollback_live_migration_at_destination(ctx, inst, net,
-                                                   migrate_data=migrate_data)
+        rollback_live(src, dst, ctx, inst, migrate_data, net)
 
     def progress(stats: JobStats) -> None:
         out.samples.append(stats)

@@ -1,5 +1,5 @@
-"""The SDK's driver contract kit (virtsdk.testing.contract) run against the QEMU driver
-on the real lab: two hosts in network namespaces, QEMU started in each host's
+"""The driver conformance kit (virtsdk.testing.DriverConformance) run against the QEMU
+driver on the real lab: two hosts in network namespaces, QEMU started in each host's
 namespace, no libvirtd involved.
 
 The contract guest is the lab's test guest with a 2 GiB root disk (the kit's shrink
@@ -16,7 +16,7 @@ import pytest
 
 from virtsdk.driver import ComputeDriver
 from virtsdk.objects import Flavor, ImageMeta, Instance
-from virtsdk.testing.contract import DriverContractTests
+from virtsdk.testing import DriverConformance
 from virtsdk.testing.faults import cut_disk_transfer
 
 from .qemu_lab import clean_qemu_dir, make_qemu_driver
@@ -24,7 +24,7 @@ from .qemu_lab import clean_qemu_dir, make_qemu_driver
 pytestmark = pytest.mark.lab
 
 
-class TestQemuDriverContract(DriverContractTests):
+class TestQemuDriverContract(DriverConformance):
     @pytest.fixture
     def driver_factory(self, lab: Any) -> Iterator[Callable[[str], ComputeDriver]]:
         hosts = {h.name: h for h in lab.hosts}

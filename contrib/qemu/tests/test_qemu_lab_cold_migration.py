@@ -19,8 +19,9 @@ from virtsdk.exceptions import (
     InjectedFault,
     ResizeShrinkNotAllowed,
 )
-from virtsdk.objects import Flavor, ImageMeta, Instance, Migration, NetworkInfo, TransferProgress
-from virtsdk.states import MigrationType, PowerState
+from virtsdk.objects import ImageMeta, Instance, NetworkInfo, TransferProgress
+from virtsdk.states import PowerState
+from virtsdk.testing import sequences
 
 from .qemu_lab import make_qemu_driver, new_instance, small_flavor
 
@@ -32,6 +33,7 @@ NET = NetworkInfo()
 CTX = get_admin_context()
 SMALL = small_flavor("small", root_gb=1)
 BIG = small_flavor("big", root_gb=2)
+RESIZE = "supports_resize"
 
 
 def console(drv: QemuDriver, inst: Instance, directory: Path | None = None) -> ConsoleLog:
@@ -51,12 +53,6 @@ def next_boot(drv: QemuDriver, inst: Instance, known_boots: int = 0) -> tuple[st
     return boot, marker
 
 
-def migration(inst: Instance, src: QemuDriver, dst: QemuDriver, flavor: Flavor) -> Migration:
-    return Migration(instance_uuid=inst.uuid, source_host=src.host, dest_host=dst.host,
-                     migration_type=MigrationType.RESIZE, old_flavor=inst.flavor,
-                     new_flavor=flavor)
-
-
 def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
                                                   guest_meta: ImageMeta) -> None:
     a = make_qemu_driver(lab.hosts[0], disk_transport="stream")
@@ -66,14 +62,13 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     boot_a, marker = next_boot(a, inst)
 
     # -- resize onto B over the network stream ----------------------------------------
-    mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
+    mig, data = sequences.cold_prepare(a, b, CTX, inst, BIG, RESIZE)
     assert data.transport == "stream" and data.ticket["address"] == b.qconf.my_ip
     with pytest.raises(DestinationDiskExists):
         b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
     samples: list[TransferProgress] = []
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET, timeout=0,
-                                        migrate_data=data, progress=samples.append)
+    sent = sequences.cold_transfer(a, b, CTX, inst, BIG, data, RESIZE, dest=b.qconf.my_ip,
+                                   network_info=NET, progress=samples.append)
     assert [d.path for d in sent] == ["disk"] and sent[0].checksum
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a.paths.resize_dir(inst).is_dir() and not a.paths.instance_dir(inst).exists()
@@ -81,8 +76,7 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     # what each host holds, for reconcile and the audit
     assert a.list_instance_uuids_on_host() == {inst.uuid: ["resize_copy"]}
     assert b.list_instance_uuids_on_host() == {inst.uuid: ["incoming"]}
-    inst.flavor, inst.old_flavor = BIG, SMALL
-    b.finish_migration(CTX, mig, inst, sent, NET, guest_meta, resize_instance=True)
+    sequences.cold_finish(b, CTX, inst, mig, sent, BIG, RESIZE, network_info=NET)
     assert b.get_info(inst).state is PowerState.RUNNING
     boot_b, marker_b = next_boot(b, inst)
     assert marker_b == marker and boot_b != boot_a
@@ -92,10 +86,9 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     assert b.list_instances() == [inst.name]
 
     # -- revert: B drops its copy, A starts its kept one ------------------------------
-    b.destroy(CTX, inst, NET)
+    sequences.cold_revert(a, b, CTX, inst, mig, RESIZE, network_info=NET)
     assert not b.paths.instance_dir(inst).exists() and b.list_instances() == []
-    inst.flavor, inst.old_flavor = SMALL, None
-    a.finish_revert_migration(CTX, mig, inst, NET)
+    assert inst.flavor == SMALL
     assert a.get_info(inst).state is PowerState.RUNNING
     _boot, marker_a = next_boot(a, inst, known_boots=1)
     assert marker_a == marker
@@ -106,14 +99,12 @@ def test_resize_to_other_host_revert_then_confirm(lab: Any, qemu_drivers: Any,
     # -- resize again with 'auto' (the lab's paths are visible: a local copy), a clean
     # ACPI shutdown, B left stopped; then confirm ------------------------------------
     a2, b2 = qemu_drivers
-    mig2 = migration(inst, a2, b2, BIG)
-    data2 = b2.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
-    sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.qconf.my_ip, BIG, NET, timeout=60,
-                                          retry_interval=5, migrate_data=data2)
+    mig2, sent2, _data2 = sequences.cold_send(a2, b2, CTX, inst, BIG, RESIZE,
+                                              dest=b2.qconf.my_ip, network_info=NET,
+                                              timeout=60, retry_interval=5)
     assert "SHUTDOWN" in console(a2, inst, a2.paths.resize_dir(inst)).text()
-    inst.flavor, inst.old_flavor = BIG, SMALL
-    b2.finish_migration(CTX, mig2, inst, sent2, NET, guest_meta, resize_instance=True,
-                        power_on=False)
+    sequences.cold_finish(b2, CTX, inst, mig2, sent2, BIG, RESIZE, power_on=False,
+                          network_info=NET)
     assert b2.get_info(inst).state is PowerState.SHUTDOWN
     a2.confirm_migration(CTX, mig2, inst, NET)
     assert a2.list_instances() == []
@@ -142,11 +133,11 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     inst_dir = a.paths.instance_dir(inst)
 
     # shrinking is refused before anything is touched: the same boot keeps running
-    mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
+    _mig, data = sequences.cold_prepare(a, b, CTX, inst, SMALL, RESIZE)
     listing = sorted(p.name for p in inst_dir.iterdir())
     with pytest.raises(ResizeShrinkNotAllowed):
-        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, SMALL, NET, migrate_data=data)
+        sequences.cold_transfer(a, b, CTX, inst, SMALL, data, RESIZE, dest=b.qconf.my_ip,
+                                network_info=NET)
     assert sorted(p.name for p in inst_dir.iterdir()) == listing
     seq = log.last_heartbeat().seq  # type: ignore[union-attr]
     log.wait_for_heartbeat(BOOT, boot_id=boot_1, after_seq=seq)
@@ -164,11 +155,10 @@ def test_refused_shrink_and_cut_transfer_leave_the_source_running(
     digest = hashlib.sha256(disk.read_bytes()).hexdigest()
     a.power_on(CTX, inst, NET)
     boot_2, _m = next_boot(a, inst, known_boots=1)
-    mig2 = migration(inst, a, b, BIG)
-    data2 = b.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
+    _mig2, data2 = sequences.cold_prepare(a, b, CTX, inst, BIG, RESIZE)
     with pytest.raises((InjectedFault, DiskTransferError)):
-        a.migrate_disk_and_power_off(CTX, inst, b.qconf.my_ip, BIG, NET,
-                                     migrate_data=data2, progress=CutMidway())
+        sequences.cold_transfer(a, b, CTX, inst, BIG, data2, RESIZE, dest=b.qconf.my_ip,
+                                network_info=NET, progress=CutMidway())
     assert inst_dir.is_dir() and not a.paths.resize_dir(inst).exists()
     assert a.get_info(inst).state is PowerState.RUNNING
     boot_3, marker_3 = next_boot(a, inst, known_boots=2)

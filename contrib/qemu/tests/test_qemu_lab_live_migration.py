@@ -17,7 +17,8 @@ from virtsdk.context import get_admin_context
 from virtsdk.exceptions import LiveMigrationAborted, MigrationPreCheckError
 from virtsdk.objects import ImageMeta, Instance, JobStats, NetworkInfo
 from virtsdk.states import PowerState
-from virtsdk.testing.live import LiveOutcome, run_live_migration
+from virtsdk.testing import sequences
+from virtsdk.testing.sequences import LiveOutcome
 
 from .qemu_lab import clean_qemu_dir, make_qemu_driver, small_flavor
 
@@ -31,7 +32,7 @@ BOOT = 180.0
 def migrate(src: QemuDriver, dst: QemuDriver, inst: Instance,
             on_sample: Callable[[JobStats], None] | None = None) -> LiveOutcome:
     """The compute manager's live-migration sequence between two drivers."""
-    return run_live_migration(src, dst, inst, CTX, NET, on_sample=on_sample)
+    return sequences.live_migrate(src, dst, CTX, inst, network_info=NET, on_sample=on_sample)
 
 
 def console(drv: QemuDriver, inst: Instance) -> ConsoleLog:
@@ -142,14 +143,8 @@ def test_guest_with_local_disk_refuses_live_migration_without_block_migration(
     inst = Instance(name="live-noblock", flavor=small_flavor("disky", root_gb=1),
                     image=guest_meta)
     a.spawn(CTX, inst, guest_meta, NET, power_on=False)
-    check = b.check_can_live_migrate_destination(
-        CTX, inst, a.get_available_resource(), b.get_available_resource(),
-        block_migration=False)
-    try:
-        with pytest.raises(MigrationPreCheckError, match="needs block migration"):
-            a.check_can_live_migrate_source(CTX, inst, check)
-    finally:
-        b.cleanup_live_migration_destination_check(CTX, check)
+    with pytest.raises(MigrationPreCheckError, match="needs block migration"):
+        sequences.prepare_live(a, b, CTX, inst, block_migration=False, network_info=NET)
     assert not list(b.paths.root.glob(".virtsdk-shared-check-*"))
     assert left_nothing(b, inst)
 

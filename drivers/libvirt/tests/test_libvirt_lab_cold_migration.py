@@ -33,11 +33,11 @@ from virtsdk.objects import (
     Flavor,
     ImageMeta,
     Instance,
-    Migration,
     NetworkInfo,
     TransferProgress,
 )
-from virtsdk.states import MigrationType, PowerState
+from virtsdk.states import PowerState
+from virtsdk.testing import sequences
 
 from .libvirt_lab import make_driver
 
@@ -49,6 +49,7 @@ CTX = get_admin_context()
 NET = NetworkInfo()
 SMALL = Flavor("small", 256, 1, 1)
 BIG = Flavor("big", 256, 1, 2)
+RESIZE = "supports_resize"
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +93,6 @@ def disk_marker(path: Path) -> str:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def migration(instance: Instance, src: LibvirtDriver, dst: LibvirtDriver,
-              flavor: Flavor) -> Migration:
-    return Migration(instance_uuid=instance.uuid, source_host=src.host, dest_host=dst.host,
-                     migration_type=MigrationType.RESIZE, old_flavor=instance.flavor,
-                     new_flavor=flavor)
 
 
 def test_lifecycle_without_booting(lab_drivers: list[LibvirtDriver],
@@ -148,13 +142,12 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     boot_a, marker = boot_and_marker(a, inst)
 
     # -- resize onto host B ------------------------------------------------------------
-    mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
+    mig, data = sequences.cold_prepare(a, b, CTX, inst, BIG, RESIZE)
     assert data.transport == "stream" and data.ticket["address"] == b.lv_conf.my_ip
     samples: list[TransferProgress] = []
     # timeout 0: the guest is forced off at once (it never sees a shutdown request)
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=0,
-                                        migrate_data=data, progress=samples.append)
+    sent = sequences.cold_transfer(a, b, CTX, inst, BIG, data, RESIZE, dest=b.lv_conf.my_ip,
+                                   network_info=NET, timeout=0, progress=samples.append)
     assert "SHUTDOWN" not in ConsoleLog(a._paths.resize_dir(inst) / "console.log").text()
     assert [d.path for d in sent] == ["disk"]
     assert a.get_info(inst).state is PowerState.SHUTDOWN
@@ -162,8 +155,8 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
     done = [s.bytes_done for s in samples]
     assert done == sorted(done) and samples and samples[-1].bytes_done == samples[-1].bytes_total
 
-    inst.flavor, inst.old_flavor = BIG, SMALL
-    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True)
+    sequences.cold_finish(b, CTX, inst, mig, sent, BIG, RESIZE, network_info=NET,
+                          image=image_meta)
     assert b.get_info(inst).state is PowerState.RUNNING
     boot_b, marker_b = boot_and_marker(b, inst)
     assert marker_b == marker and console(b, inst).markers()[-1].how == "found"
@@ -172,10 +165,9 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
         "disk": 2 * GiB}
 
     # -- revert: B drops its copy, A gets the original back --------------------------
-    b.destroy(CTX, inst, NET)
+    sequences.cold_revert(a, b, CTX, inst, mig, RESIZE, network_info=NET)
     assert not b.instance_exists(inst) and not b._paths.instance_dir(inst).exists()
-    inst.flavor, inst.old_flavor = SMALL, None
-    a.finish_revert_migration(CTX, mig, inst, NET)
+    assert inst.flavor == SMALL
     assert a.get_info(inst).state is PowerState.RUNNING
     boot_a2, marker_a2 = boot_and_marker(a, inst, known_boots=1)
     assert boot_a2 != boot_a and marker_a2 == marker
@@ -184,15 +176,13 @@ def test_resize_to_other_host_revert_and_confirm(lab: Any, lab_drivers: list[Lib
 
     # -- resize again (auto transport, B left stopped), then confirm -----------------
     a2, b2 = lab_drivers
-    mig2 = migration(inst, a2, b2, BIG)
-    data2 = b2.prepare_migrate_disk_target(CTX, mig2, inst, BIG)
     # with a deadline the guest shuts down cleanly (its ACPI handler logs SHUTDOWN)
-    sent2 = a2.migrate_disk_and_power_off(CTX, inst, b2.lv_conf.my_ip, BIG, NET,
-                                          timeout=60, retry_interval=5, migrate_data=data2)
+    mig2, sent2, _data2 = sequences.cold_send(a2, b2, CTX, inst, BIG, RESIZE,
+                                              dest=b2.lv_conf.my_ip, network_info=NET,
+                                              timeout=60, retry_interval=5)
     assert "SHUTDOWN" in ConsoleLog(a2._paths.resize_dir(inst) / "console.log").text()
-    inst.flavor, inst.old_flavor = BIG, SMALL
-    b2.finish_migration(CTX, mig2, inst, sent2, NET, image_meta, resize_instance=True,
-                        power_on=False)
+    sequences.cold_finish(b2, CTX, inst, mig2, sent2, BIG, RESIZE, power_on=False,
+                          network_info=NET, image=image_meta)
     assert b2.get_info(inst).state is PowerState.SHUTDOWN
     a2.confirm_migration(CTX, mig2, inst, NET)
     assert not a2.instance_exists(inst)
@@ -225,14 +215,13 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
     inst_dir = a._paths.instance_dir(inst)
 
     # -- shrinking is refused before anything is touched: the guest keeps running ----
-    mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
+    mig, data = sequences.cold_prepare(a, b, CTX, inst, SMALL, RESIZE)
     with pytest.raises(DestinationDiskExists):
         b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
     listing = sorted(p.name for p in inst_dir.iterdir())
     with pytest.raises(ResizeShrinkNotAllowed):
-        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, SMALL, NET,
-                                     migrate_data=data)
+        sequences.cold_transfer(a, b, CTX, inst, SMALL, data, RESIZE, dest=b.lv_conf.my_ip,
+                                network_info=NET)
     assert a.get_info(inst).state is PowerState.RUNNING
     assert sorted(p.name for p in inst_dir.iterdir()) == listing
     assert not a._paths.resize_dir(inst).exists()
@@ -243,8 +232,8 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
     b.abort_migrate_disk_target(CTX, inst, data)
     assert not b._paths.instance_dir(inst).exists()
     with pytest.raises(DiskTransferError):
-        a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET, timeout=2,
-                                     retry_interval=1, migrate_data=data)
+        sequences.cold_transfer(a, b, CTX, inst, BIG, data, RESIZE, dest=b.lv_conf.my_ip,
+                                network_info=NET, timeout=2, retry_interval=1)
     assert inst_dir.is_dir() and not a._paths.resize_dir(inst).exists()
     assert a.get_info(inst).state is PowerState.RUNNING
     boot_2, marker_2 = boot_and_marker(a, inst, known_boots=1)
@@ -268,13 +257,12 @@ def test_failures_leave_the_source_startable(lab: Any, lab_drivers: list[Libvirt
         extra = {"transport_local.method": "userspace"} if transport == "local" else {}
         a_t = make_driver(lab.hosts[0], disk_transport=transport, **extra)
         b_t = make_driver(lab.hosts[1], disk_transport=transport, **extra)
-        mig3 = migration(inst, a_t, b_t, BIG)
-        data3 = b_t.prepare_migrate_disk_target(CTX, mig3, inst, BIG)
+        _mig3, data3 = sequences.cold_prepare(a_t, b_t, CTX, inst, BIG, RESIZE)
         assert data3.transport == transport
         cut = FailAfterFirstChunk()
         with pytest.raises((InjectedFault, DiskTransferError)) as failed:
-            a_t.migrate_disk_and_power_off(CTX, inst, b_t.lv_conf.my_ip, BIG, NET,
-                                           migrate_data=data3, progress=cut)
+            sequences.cold_transfer(a_t, b_t, CTX, inst, BIG, data3, RESIZE,
+                                    dest=b_t.lv_conf.my_ip, network_info=NET, progress=cut)
         chain = [failed.value, failed.value.__cause__, failed.value.__context__]
         assert any(isinstance(e, InjectedFault) for e in chain) or \
             "transfer cut after" in str(failed.value), (transport, chain)
@@ -305,8 +293,7 @@ def test_finish_refuses_an_overlay_of_a_foreign_backing_file(
     that could hold anyone's data) is refused, not started."""
     a, b = lab_drivers
     inst = Instance(name="crafted", flavor=SMALL)
-    mig = migration(inst, a, b, SMALL)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, SMALL)
+    mig, data = sequences.cold_prepare(a, b, CTX, inst, SMALL)
     secret = tmp_path / "secret.raw"
     secret.write_bytes(b"not yours" * 1000)
     crafted = tmp_path / "disk"
@@ -349,13 +336,10 @@ def test_qcow2_overlay_travels_without_its_base(lab_drivers: list[LibvirtDriver]
     a_disk = a.get_instance_disk_info(inst)[0]
     a_base = a._image_cache.path_of(image, "disk")
     assert a_disk.type == "qcow2" and a_disk.backing_file == a_base.name
-    mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
-                                        migrate_data=data)
-    inst.flavor = BIG
-    b.finish_migration(CTX, mig, inst, sent, NET, image, resize_instance=True,
-                       power_on=False)
+    mig, sent, _data = sequences.cold_send(a, b, CTX, inst, BIG, RESIZE,
+                                           dest=b.lv_conf.my_ip, network_info=NET)
+    sequences.cold_finish(b, CTX, inst, mig, sent, BIG, RESIZE, power_on=False,
+                          network_info=NET, image=image)
     b_disk = b._paths.disk(inst, "disk")
     b_base = b._image_cache.path_of(image, "disk")
     assert b_base != a_base and b_base.is_file()
@@ -382,20 +366,16 @@ def test_revert_redefines_a_lost_source_domain(lab_drivers: list[LibvirtDriver],
     a, b = lab_drivers
     inst = Instance(name="lost-definition", flavor=SMALL)
     a.spawn(CTX, inst, image_meta, NET, power_on=False)
-    mig = migration(inst, a, b, BIG)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, BIG)
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, BIG, NET,
-                                        migrate_data=data)
+    mig, sent, _data = sequences.cold_send(a, b, CTX, inst, BIG, RESIZE,
+                                           dest=b.lv_conf.my_ip, network_info=NET)
     kept = a._paths.resize_dir(inst) / "disk"
     digest = sha256(kept)
-    inst.flavor = BIG
-    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True,
-                       power_on=False)
+    sequences.cold_finish(b, CTX, inst, mig, sent, BIG, RESIZE, power_on=False,
+                          network_info=NET, image=image_meta)
     a._lookup(inst).undefine()
     assert not a.instance_exists(inst)
-    b.destroy(CTX, inst, NET)
-    inst.flavor = SMALL
-    a.finish_revert_migration(CTX, mig, inst, NET, power_on=False)
+    sequences.cold_revert(a, b, CTX, inst, mig, RESIZE, power_on=False, network_info=NET)
+    assert inst.flavor == SMALL
     assert a.instance_exists(inst)
     assert a.get_info(inst).state is PowerState.SHUTDOWN
     assert a._lookup(inst).UUIDString() == inst.uuid
@@ -414,14 +394,11 @@ def test_raw_disks_resize_with_ephemeral_and_stay_sparse(lab: Any, image_meta: I
     after = Flavor("raw-b", 256, 1, 2, ephemeral_gb=2, swap_mb=16)
     inst = Instance(name="raw-disks", flavor=before)
     a.spawn(CTX, inst, image_meta, NET, power_on=False)
-    mig = migration(inst, a, b, after)
-    data = b.prepare_migrate_disk_target(CTX, mig, inst, after)
-    sent = a.migrate_disk_and_power_off(CTX, inst, b.lv_conf.my_ip, after, NET,
-                                        migrate_data=data)
+    mig, sent, _data = sequences.cold_send(a, b, CTX, inst, after, RESIZE,
+                                           dest=b.lv_conf.my_ip, network_info=NET)
     assert sorted(d.path for d in sent) == ["disk", "disk.local"]
-    inst.flavor = after
-    b.finish_migration(CTX, mig, inst, sent, NET, image_meta, resize_instance=True,
-                       power_on=False)
+    sequences.cold_finish(b, CTX, inst, mig, sent, after, RESIZE, power_on=False,
+                          network_info=NET, image=image_meta)
     got = {d.path: d for d in b.get_instance_disk_info(inst)}
     assert {p: (d.type, d.virt_disk_size) for p, d in got.items()} == {
         "disk": ("raw", 2 * GiB), "disk.local": ("raw", 2 * GiB),
