@@ -148,6 +148,7 @@ class StreamTransport(DiskTransport):
             cfg.IntOpt("retries", default=3, min=0,
                        help="Reconnect-and-resume attempts after a dropped connection."),
             cfg.StrOpt("python", default=sys.executable,
+                       sample_default="<the Python interpreter running the service>",
                        help="Python that runs the receiver on the destination."),
         ]
 
