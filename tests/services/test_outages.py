@@ -63,3 +63,37 @@ def test_rpc_carries_on_after_the_broker_restarts(rabbit, rabbit_url):
     finally:
         rpc.stop_servers([server])
         rpc.cleanup([conf])
+
+
+def test_a_write_during_a_postgres_restart_waits_for_the_server(caplog):
+    """A server this process reached before goes down and comes back 2 s later: the
+    write in between waits for it (no error); a server never reached fails at once."""
+    import threading
+
+    from virtsdk.testing.services import free_port
+
+    cluster = start_postgres()
+    try:
+        url = cluster.create_database()
+        db_sync(url)
+        db = Database(url)
+        db.flavor_create(Flavor("before", 256, 1, 1))
+        cluster.process.send_signal(2)  # fast shutdown: the server is gone
+        cluster.process.wait(30)
+        back = threading.Timer(2.0, cluster.restart)
+        back.start()
+        try:
+            db.flavor_create(Flavor("during", 256, 1, 1))
+        finally:
+            back.join()
+        assert [f.name for f in db.flavor_list()] == ["before", "during"]
+        db.dispose()
+    finally:
+        cluster.stop()
+    assert "retrying" in caplog.text  # the write did meet the outage
+    caplog.clear()
+    never = Database(f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/none")
+    with pytest.raises(Exception, match="connect"):
+        never.flavor_list()
+    assert "retrying" not in caplog.text  # never reached: failed without a retry
+    never.dispose()
