@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,13 +43,9 @@ from virtsdk.db import migration
 from virtsdk.db.api import Database
 from virtsdk.scheduler.base import RequestSpec
 from virtsdk.states import VMState
-from virtsdk.testing.services import (
-    PostgresCluster,
-    RabbitNode,
-    ServiceUnavailable,
-    start_postgres,
-    start_rabbitmq,
-)
+from virtsdk.testing.services import RabbitNode
+from virtsdk.testing.services import postgres as postgres  # noqa: F401 - the fixtures
+from virtsdk.testing.services import rabbit as rabbit  # noqa: F401
 
 ROUNDS = 15
 BATCH = 12
@@ -58,30 +53,6 @@ BIN = Path(sys.executable).parent
 FAKE = {"time_scale": 0.0, "host_vcpus": 512, "host_memory_mb": 1 << 20}
 LIMITS = {"max_concurrent_live_migrations_outbound": 0,
           "max_concurrent_live_migrations_inbound": 0, "queue_poll_interval": 0.002}
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitNode]:
-    try:
-        node = start_rabbitmq()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = start_postgres()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _config(root: Path, url: str, fabric: str, shared: bool = True,

@@ -21,7 +21,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,20 @@ def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeploymen
 
 def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
                     timeout: float = 120.0) -> str:
+    """The status of ``uuid_``'s last migration once it is one of ``statuses``."""
+    mig = _wait_last_migration(cloud, uuid_, lambda m: str(m.status) in statuses,
+                               f"a status in {statuses}", timeout)
+    return str(mig.status)
+
+
+def _wait_transferring(cloud: LabDeployment, uuid_: str) -> None:
+    """Until the cold migration of ``uuid_`` has sent part (not all) of its disks."""
+    _wait_last_migration(cloud, uuid_, lambda m: 0 < m.disk_processed < m.disk_total,
+                         "part of its disks sent", 120.0)
+
+
+def _wait_last_migration(cloud: LabDeployment, uuid_: str, done: Callable[[Any], bool],
+                         what: str, timeout: float) -> Any:
     from virtsdk.db.api import Database
 
     db = Database(cloud.db_url)
@@ -130,10 +144,10 @@ def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             migs = db.migration_get_all(uuid_)
-            if migs and str(migs[-1].status) in statuses:
-                return str(migs[-1].status)
-            time.sleep(0.2)
-        raise AssertionError(f"migration of {uuid_} never reached {statuses}: "
+            if migs and done(migs[-1]):
+                return migs[-1]
+            time.sleep(0.1)
+        raise AssertionError(f"migration of {uuid_} never reached {what}: "
                              f"{db.migration_get_all(uuid_)[-1:]}")
     finally:
         db.dispose()
@@ -240,24 +254,6 @@ def _assert_disk_intact(lab: Any, host: str, uuid_: str, token: str, digest: str
     head, block_digest = _read_disk(lab, host, uuid_, tmp)
     assert head.startswith(f"VSDKMARK {token}\n".encode()), head[:40]
     assert block_digest == digest
-
-
-def _wait_transferring(cloud: LabDeployment, uuid_: str, timeout: float = 120.0) -> None:
-    """Until the cold migration of ``uuid_`` has sent part (not all) of its disks."""
-    from virtsdk.db.api import Database
-
-    db = Database(cloud.db_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            migs = db.migration_get_all(uuid_)
-            if migs and 0 < migs[-1].disk_processed < migs[-1].disk_total:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"no disk transfer of {uuid_} seen: "
-                             f"{db.migration_get_all(uuid_)[-1:]}")
-    finally:
-        db.dispose()
 
 
 def _nothing_left(lab: Any, cloud: LabDeployment, uuid_: str, host: str) -> None:
