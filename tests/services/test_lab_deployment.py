@@ -9,9 +9,9 @@ hosts), its disk intact (the guest's own marker and a block of random data its Q
 wrote into its disk), its records final and ``virtsdk audit`` clean, nothing left on
 the other host: ``kill -9`` of the source compute during a live migration and during
 a cold migration's disk transfer (then a restart), RabbitMQ stopped for 20 s during
-a live migration, PostgreSQL stopped and started during a cold migration's disk
-transfer.  The fault tests share one deployment (module scope) to keep the suite
-short; each boots and deletes its own guest.
+a live migration, PostgreSQL stopped and started while the source of a cold
+migration powers the guest off and sends its disks.  The fault tests share one
+deployment (module scope) to keep the suite short; each boots and deletes its own guest.
 """
 
 from __future__ import annotations
@@ -330,11 +330,12 @@ def test_broker_stopped_20s_during_live_migration_on_the_lab(
         cloud.start_broker()
     src = _runs_once_where_recorded(lab, cloud, uuid_)
 
-    # PostgreSQL stopped and started during a cold migration's disk transfer
+    # PostgreSQL stopped and started during a cold migration
     dst = b if src == a else a
     token, digest = _fill_disk(lab, src, uuid_, tmp_path)
     cli(cloud, "server", "migrate", uuid_, "--host", dst)
-    _wait_transferring(cloud, uuid_)
+    # the source is powering the guest off or sending its disks (both last seconds)
+    _wait_migration(cloud, uuid_, ("migrating",))
     cloud.restart_database()
     # the services wait for the server (new connections are retried): the move goes on
     assert _wait_migration(cloud, uuid_, ("finished", "error", "failed"),
