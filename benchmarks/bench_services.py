@@ -1,19 +1,20 @@
 """A cloud of separate processes against the embedded cloud, and one conductor
 serving many heartbeating hosts.
 
-* ``test_processes_vs_embedded``: full cold migrations (migrate + confirm) and live
-  migrations on the fake driver (``time_scale = 0``), one at a time, through
-  ``virtsdk-conductor`` and two ``virtsdk-compute`` processes on a private RabbitMQ
-  (fabric shared through a directory, records in one SQLite file), against an
-  :class:`~virtsdk.cloud.EmbeddedCloud` (``inproc://``) in the same run; medians and the
-  ratio.
+* ``test_processes_vs_embedded[sqlite|postgresql]``: full cold migrations (migrate +
+  confirm) and live migrations on the fake driver (``time_scale = 0``), one at a time,
+  through ``virtsdk-conductor`` and two ``virtsdk-compute`` processes on a private
+  RabbitMQ (fabric shared through a directory, records in one SQLite file or in a
+  private PostgreSQL cluster), against an :class:`~virtsdk.cloud.EmbeddedCloud`
+  (``inproc://`` + SQLite) in the same run; medians and the ratio.
 * ``test_conductor_scale``: one ``virtsdk-conductor`` process; 10, 50 and 200 simulated
   compute services (fake driver, each its own RPC server on the broker, heartbeating
   every second) in this process.  Reports the scheduler's latency (``select_destinations``
   over every host, median) and live migrations per second with 12 at once.
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_services.py -s`` (as root: it starts
-a private RabbitMQ node and stops it afterwards).
+a private RabbitMQ node and PostgreSQL cluster (:mod:`virtsdk.testing.services`) and
+stops them afterwards).
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from virtsdk_fake.fabric import drop_fabric
-from virtsdk_lab.broker import PrivateRabbit
 
 from benchmarks.measure import report
 from virtsdk import rpc
@@ -44,6 +43,9 @@ from virtsdk.db import migration
 from virtsdk.db.api import Database
 from virtsdk.scheduler.base import RequestSpec
 from virtsdk.states import VMState
+from virtsdk.testing.services import RabbitNode
+from virtsdk.testing.services import postgres as postgres  # noqa: F401 - the fixtures
+from virtsdk.testing.services import rabbit as rabbit  # noqa: F401
 
 ROUNDS = 15
 BATCH = 12
@@ -53,23 +55,17 @@ LIMITS = {"max_concurrent_live_migrations_outbound": 0,
           "max_concurrent_live_migrations_inbound": 0, "queue_poll_interval": 0.002}
 
 
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[PrivateRabbit]:
-    broker = PrivateRabbit()
-    try:
-        yield broker.start()
-    finally:
-        broker.stop()
-
-
-def _config(root: Path, url: str, fabric: str, shared: bool = True) -> Path:
-    """The cloud's config; ``shared``: the fabric spans processes (a directory)."""
+def _config(root: Path, url: str, fabric: str, shared: bool = True,
+            db_url: str = "") -> Path:
+    """The cloud's config; ``shared``: the fabric spans processes (a directory);
+    ``db_url``: the records' database (default: an SQLite file in ``root``)."""
     fabric_dir = f"fabric_dir = {root / 'fabric'}\n" if shared else ""
+    db_url = db_url or f"sqlite:///{root / 'v.sqlite'}"
     conf = root / "virtsdk.conf"
     conf.write_text(
         f"[DEFAULT]\ntransport_url = {url}\ncontrol_exchange = b{uuid.uuid4().hex[:8]}\n"
         f"state_path = {root}\ncompute_driver = fake\n"
-        f"[database]\nconnection = sqlite:///{root / 'v.sqlite'}\n"
+        f"[database]\nconnection = {db_url}\n"
         "[compute]\nreport_interval = 1\nservice_down_time = 10\n"
         + "".join(f"{k} = {v}\n" for k, v in LIMITS.items())
         + f"[fake]\nfabric = {fabric}\n{fabric_dir}"
@@ -126,12 +122,16 @@ def _median(fn: object, api: API, ctx: object, u: str) -> float:
     return statistics.median(samples)
 
 
-def test_processes_vs_embedded(benchmark, rabbit: PrivateRabbit) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_processes_vs_embedded(benchmark, request: pytest.FixtureRequest, rabbit: RabbitNode,
+                               database: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="vsdk-bench-mp-"))
     fabric = f"bench-mp-{uuid.uuid4().hex[:6]}"
-    conf_path = _config(root, rabbit.url, fabric)
-    migration.db_sync(f"sqlite:///{root / 'v.sqlite'}")
-    db = Database(f"sqlite:///{root / 'v.sqlite'}")
+    db_url = (request.getfixturevalue("postgres").create_database()
+              if database == "postgresql" else f"sqlite:///{root / 'v.sqlite'}")
+    conf_path = _config(root, rabbit.url(rabbit.new_vhost()), fabric, db_url=db_url)
+    migration.db_sync(db_url)
+    db = Database(db_url)
     procs = [_spawn([str(BIN / "virtsdk-conductor"), "--config-file", str(conf_path)],
                     root / "conductor.log")]
     for host in ("b1", "b2"):
@@ -172,15 +172,16 @@ def test_processes_vs_embedded(benchmark, rabbit: PrivateRabbit) -> None:
     benchmark.pedantic(lambda: None, rounds=1)
     results["cold_ratio"] = results["cold_processes_ms"] / results["cold_embedded_ms"]
     results["live_ratio"] = results["live_processes_ms"] / results["live_embedded_ms"]
-    report(benchmark, "processes on rabbit+SQLite vs embedded inproc+SQLite (median ms)",
+    report(benchmark, f"processes on rabbit+{database} vs embedded inproc+SQLite (median ms)",
            **results)
 
 
 @pytest.mark.parametrize("hosts", [10, 50, 200])
-def test_conductor_scale(benchmark, rabbit: PrivateRabbit, hosts: int) -> None:
+def test_conductor_scale(benchmark, rabbit: RabbitNode, hosts: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="vsdk-bench-scale-"))
     fabric = f"bench-scale-{uuid.uuid4().hex[:6]}"
-    conf_path = _config(root, rabbit.url, fabric, shared=False)  # computes: this process
+    # shared=False: the computes run in this process
+    conf_path = _config(root, rabbit.url(rabbit.new_vhost()), fabric, shared=False)
     migration.db_sync(f"sqlite:///{root / 'v.sqlite'}")
     db = Database(f"sqlite:///{root / 'v.sqlite'}")
     conductor = _spawn([str(BIN / "virtsdk-conductor"), "--config-file", str(conf_path)],

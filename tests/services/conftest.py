@@ -1,7 +1,8 @@
-"""Fixtures for the services tests: a private RabbitMQ for the run and a
-multi-process cloud (one ``virtsdk-conductor`` and one ``virtsdk-compute`` per host,
-each its own process tree) on the fake driver, sharing its fabric through a
-directory and its state through one database."""
+"""Fixtures for the services tests: a multi-process cloud (one ``virtsdk-conductor``
+and one ``virtsdk-compute`` per host, each its own process tree) on the fake driver,
+sharing its fabric through a directory and its state through one database, on a
+virtual host of its own of the session's private RabbitMQ node (``rabbit``,
+:mod:`virtsdk.testing.services`)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from virtsdk_lab.broker import PrivateRabbit
 from virtsdk_lab.deployment import ServiceProcesses
 
 from virtsdk.db import migration
 from virtsdk.db.api import Database
+from virtsdk.testing.services import RabbitNode
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="session")
-def private_rabbit() -> Iterator[PrivateRabbit]:
-    broker = PrivateRabbit()
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.stop()
 
 
 class ProcessCloud(ServiceProcesses):
@@ -85,8 +76,8 @@ class ProcessCloud(ServiceProcesses):
 
 
 @pytest.fixture
-def process_cloud(tmp_path: Path, private_rabbit: PrivateRabbit) -> Iterator[ProcessCloud]:
-    cloud = ProcessCloud(tmp_path, private_rabbit.url, ("mpA", "mpB"))
+def process_cloud(tmp_path: Path, rabbit: RabbitNode) -> Iterator[ProcessCloud]:
+    cloud = ProcessCloud(tmp_path, rabbit.url(rabbit.new_vhost()), ("mpA", "mpB"))
     try:
         yield cloud
     finally:

@@ -10,10 +10,10 @@ import signal
 import time
 
 import pytest
-from virtsdk_lab.broker import PrivateRabbit
 
 from tests.services.conftest import ProcessCloud
 from tests.services.test_multiprocess import cli, fabric_of
+from virtsdk.testing.services import RabbitNode
 
 MARK = b"disk marker that must survive"
 
@@ -89,7 +89,7 @@ def test_kill_source_compute_mid_flow_then_restart(process_cloud: ProcessCloud, 
 
 
 def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
-                                                  private_rabbit: PrivateRabbit) -> None:
+                                                  rabbit: RabbitNode) -> None:
     """The broker is down for 20 s while the guest is copied; the migration reaches
     its post step during the outage or while the services are still reconnecting.
     The post call to the destination goes out once the broker is back and is sent
@@ -101,11 +101,11 @@ def test_broker_stopped_20s_during_live_migration(process_cloud: ProcessCloud,
     uuid = _boot(cloud, "mpA")
     cli(cloud, "server", "live-migrate", uuid, "--host", "mpB")
     _wait_status(cloud, uuid, ("running",))
-    private_rabbit.halt()
+    rabbit.stop_broker()
     try:
         time.sleep(20)
     finally:
-        private_rabbit.start()
+        rabbit.start_broker()
     assert _settled(cloud, uuid, timeout=180) == ("active", "mpB"), \
         cloud.db.migration_get_all(uuid)
     assert _check_intact(cloud, uuid) == "mpB"

@@ -1,14 +1,27 @@
 """The lab as a deployment: one ``virtsdk-compute`` process inside each lab host
 (its network, hostname and mounts), talking to its own libvirtd by a local URI with
 no exec prefix; the conductor and the operator CLI in the root namespace; RabbitMQ
-listening on the lab bridge.  Every flow goes through ``virtsdk server ...`` and is
-checked against what libvirt really runs."""
+and PostgreSQL listening on the lab bridge.  Every flow goes through ``virtsdk
+server ...`` and is checked against what libvirt really runs.
+
+Real faults, each ending with the guest running exactly once (libvirt on both
+hosts), its disk intact (the guest's own marker and a block of random data its QEMU
+wrote into its disk), its records final and ``virtsdk audit`` clean, nothing left on
+the other host: ``kill -9`` of the source compute during a live migration and during
+a cold migration's disk transfer (then a restart), RabbitMQ stopped for 20 s during
+a live migration, PostgreSQL stopped and started while the source of a cold
+migration powers the guest off and sends its disks.  The fault tests share one
+deployment (module scope) to keep the suite short; each boots and deletes its own guest.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +31,12 @@ from virtsdk_lab.deployment import LabDeployment
 
 from tests.orchestration.test_lab_stack import where
 from tests.services.test_multiprocess import cli
+
+#: where the random block goes in the guest's disk (the guest's marker is at 0)
+FILL_OFFSET = 64 << 20
+#: its size: at zstd level 19 (about 4 MB/s on random data here) the disk transfer
+#: of a cold migration lasts long enough to hit it with a fault
+FILL_MIB = 96
 
 pytestmark = pytest.mark.lab
 
@@ -53,11 +72,16 @@ def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
     yield from _deployment(lab, tmp_path)
 
 
-@pytest.fixture
-def slow_lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
+@pytest.fixture(scope="module")
+def slow_lab_deployment(lab: Any, tmp_path_factory: pytest.TempPathFactory
+                        ) -> Iterator[LabDeployment]:
     """Live migrations capped at 4 MiB/s: slow enough to abort, kill or cut, fast
-    enough to converge under the default downtime steps."""
-    yield from _deployment(lab, tmp_path, "live_migration_bandwidth = 4\n")
+    enough to converge under the default downtime steps.  The stream transport
+    compresses every run at zstd level 19: a cold migration's disk transfer of
+    :data:`FILL_MIB` MiB of random data lasts long enough (about ten seconds or more here)."""
+    yield from _deployment(lab, tmp_path_factory.mktemp("slowlab"),
+                           "live_migration_bandwidth = 4\n"
+                           "[transport_stream]\ncompression = on\ncompression_level = 19\n")
 
 
 def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeployment,
@@ -99,6 +123,20 @@ def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeploymen
 
 def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
                     timeout: float = 120.0) -> str:
+    """The status of ``uuid_``'s last migration once it is one of ``statuses``."""
+    mig = _wait_last_migration(cloud, uuid_, lambda m: str(m.status) in statuses,
+                               f"a status in {statuses}", timeout)
+    return str(mig.status)
+
+
+def _wait_transferring(cloud: LabDeployment, uuid_: str) -> None:
+    """Until the cold migration of ``uuid_`` has sent part (not all) of its disks."""
+    _wait_last_migration(cloud, uuid_, lambda m: 0 < m.disk_processed < m.disk_total,
+                         "part of its disks sent", 120.0)
+
+
+def _wait_last_migration(cloud: LabDeployment, uuid_: str, done: Callable[[Any], bool],
+                         what: str, timeout: float) -> Any:
     from virtsdk.db.api import Database
 
     db = Database(cloud.db_url)
@@ -106,10 +144,10 @@ def _wait_migration(cloud: LabDeployment, uuid_: str, statuses: tuple[str, ...],
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             migs = db.migration_get_all(uuid_)
-            if migs and str(migs[-1].status) in statuses:
-                return str(migs[-1].status)
-            time.sleep(0.2)
-        raise AssertionError(f"migration of {uuid_} never reached {statuses}: "
+            if migs and done(migs[-1]):
+                return migs[-1]
+            time.sleep(0.1)
+        raise AssertionError(f"migration of {uuid_} never reached {what}: "
                              f"{db.migration_get_all(uuid_)[-1:]}")
     finally:
         db.dispose()
@@ -133,7 +171,9 @@ def _settled(cloud: LabDeployment, uuid_: str, timeout: float = 300.0) -> Any:
 
 
 def _boot_lab_guest(cloud: LabDeployment, guest_image: Any, host: str) -> str:
-    cli(cloud, "flavor", "create", "lab.small", "--ram", "128", "--vcpus", "1", "--disk", "1")
+    made = cli(cloud, "flavor", "create", "lab.small", "--ram", "128", "--vcpus", "1",
+               "--disk", "1", check=False)  # the fault tests share one deployment
+    assert made.returncode == 0 or "already exists" in made.stderr, made.stderr
     return cli(cloud, "server", "create", f"flt-{uuid.uuid4().hex[:6]}", "--flavor",
                "lab.small", "--host", host, "--image", f"vsdk-guest-{guest_image.key}",
                "--image-property", f"kernel={guest_image.kernel}",
@@ -154,9 +194,91 @@ def _runs_once_where_recorded(lab: Any, cloud: LabDeployment, uuid_: str) -> str
     return running[0][0]
 
 
+def _host(lab: Any, name: str) -> Any:
+    return next(h for h in lab.hosts if h.name == name)
+
+
+def _fill_disk(lab: Any, host: str, uuid_: str, tmp: Path) -> tuple[str, str]:
+    """Have the running guest's QEMU write :data:`FILL_MIB` MiB of random data into
+    its disk (HMP ``qemu-io``: through QEMU's block layer, past the guest's marker,
+    where the guest never writes) and check it landed; returns (the guest's marker
+    token, the block's SHA-256)."""
+    import libvirt_qemu
+    from lxml import etree
+
+    h = _host(lab, host)
+    data = os.urandom(FILL_MIB << 20)
+    pattern = h.instances_path / f"fill-{uuid_}.bin"
+    pattern.write_bytes(data)
+    conn = libvirt.open(h.libvirt_uri)
+    try:
+        dom = conn.lookupByUUIDString(uuid_)
+        xml = etree.fromstring(dom.XMLDesc(0).encode(), etree.XMLParser(
+            resolve_entities=False, no_network=True))
+        alias = xml.find("devices/disk[@device='disk']/alias").get("name")
+        device = f"/machine/peripheral/{alias}/virtio-backend"  # the virtio-blk device
+        out = "".join(libvirt_qemu.qemuMonitorCommand(
+            dom, f'qemu-io -d {device} "{command}"',
+            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+            # flush: the qcow2 metadata reaches the file (qemu-img reads it from there)
+            for command in (f"write -s {pattern} {FILL_OFFSET} {len(data)}", "flush"))
+    finally:
+        conn.close()
+        pattern.unlink()
+    assert "error" not in out.lower(), out
+    digest = hashlib.sha256(data).hexdigest()
+    head, block_digest = _read_disk(lab, host, uuid_, tmp)
+    assert head.startswith(b"VSDKMARK "), head[:40]
+    assert block_digest == digest
+    return head.split(b"\n", 1)[0].split()[1].decode(), digest
+
+
+def _read_disk(lab: Any, host: str, uuid_: str, tmp: Path) -> tuple[bytes, str]:
+    """(first 512 bytes, SHA-256 of the block) of the guest's disk on ``host``."""
+    flat = tmp / f"{uuid_}.raw"
+    disk = _host(lab, host).instances_path / uuid_ / "disk"
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(disk), str(flat)],
+                   check=True, capture_output=True, timeout=300)
+    try:
+        with open(flat, "rb") as fh:
+            head = fh.read(512)
+            fh.seek(FILL_OFFSET)
+            return head, hashlib.sha256(fh.read(FILL_MIB << 20)).hexdigest()
+    finally:
+        flat.unlink()
+
+
+def _assert_disk_intact(lab: Any, host: str, uuid_: str, token: str, digest: str,
+                        tmp: Path) -> None:
+    """The guest's disk on ``host`` starts with its marker and holds the block."""
+    head, block_digest = _read_disk(lab, host, uuid_, tmp)
+    assert head.startswith(f"VSDKMARK {token}\n".encode()), head[:40]
+    assert block_digest == digest
+
+
+def _nothing_left(lab: Any, cloud: LabDeployment, uuid_: str, host: str) -> None:
+    """Only ``host`` holds files of ``uuid_`` (no copy, no ``_resize`` directory
+    anywhere), no disk receiver or sender runs, and ``virtsdk audit`` is clean."""
+    for h in lab.hosts:
+        names = sorted(p.name for p in h.instances_path.iterdir() if p.name.startswith(uuid_))
+        assert names == ([uuid_] if h.name == host else []), (h.name, names)
+    procs = [p for p in os.listdir("/proc") if p.isdigit()]
+    transfers = []
+    for pid in procs:
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"virtsdk.transfer" in cmd and uuid_.encode() in cmd:
+            transfers.append(cmd.decode(errors="replace"))
+    assert transfers == []
+    audit = cli(cloud, "audit", check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
 def test_abort_then_kill_source_compute_on_the_lab(lab: Any,
                                                    slow_lab_deployment: LabDeployment,
-                                                   guest_image: Any) -> None:
+                                                   guest_image: Any, tmp_path: Path) -> None:
     cloud = slow_lab_deployment
     a, b = (h.name for h in lab.hosts)
     uuid_ = _boot_lab_guest(cloud, guest_image, a)
@@ -175,21 +297,52 @@ def test_abort_then_kill_source_compute_on_the_lab(lab: Any,
     cloud.kill(a)
     cloud.start_service(a)
     cloud.wait_up([a])
-    _runs_once_where_recorded(lab, cloud, uuid_)
+    src = _runs_once_where_recorded(lab, cloud, uuid_)
+
+    # kill -9 of the source compute during a cold migration's disk transfer
+    dst = b if src == a else a
+    token, digest = _fill_disk(lab, src, uuid_, tmp_path)
+    cli(cloud, "server", "migrate", uuid_, "--host", dst)
+    _wait_transferring(cloud, uuid_)
+    cloud.kill(src)
+    cloud.start_service(src)
+    cloud.wait_up([src])
+    assert _runs_once_where_recorded(lab, cloud, uuid_) == src
+    assert _wait_migration(cloud, uuid_, ("error", "failed")) in ("error", "failed")
+    _assert_disk_intact(lab, src, uuid_, token, digest, tmp_path)
+    _nothing_left(lab, cloud, uuid_, src)
     cli(cloud, "server", "delete", uuid_, "--wait")
     assert where(lab, uuid_) == []
 
 
 def test_broker_stopped_20s_during_live_migration_on_the_lab(
-        lab: Any, slow_lab_deployment: LabDeployment, guest_image: Any) -> None:
+        lab: Any, slow_lab_deployment: LabDeployment, guest_image: Any,
+        tmp_path: Path) -> None:
     cloud = slow_lab_deployment
     a, b = (h.name for h in lab.hosts)
     uuid_ = _boot_lab_guest(cloud, guest_image, a)
     cli(cloud, "server", "live-migrate", uuid_, "--host", b)
     _wait_migration(cloud, uuid_, ("running",))
-    cloud.broker.halt()
+    cloud.stop_broker()
     try:
         time.sleep(20)
     finally:
-        cloud.broker.start()
-    _runs_once_where_recorded(lab, cloud, uuid_)
+        cloud.start_broker()
+    src = _runs_once_where_recorded(lab, cloud, uuid_)
+
+    # PostgreSQL stopped and started during a cold migration
+    dst = b if src == a else a
+    token, digest = _fill_disk(lab, src, uuid_, tmp_path)
+    cli(cloud, "server", "migrate", uuid_, "--host", dst)
+    # the source is powering the guest off or sending its disks (both last seconds)
+    _wait_migration(cloud, uuid_, ("migrating",))
+    cloud.restart_database()
+    # the services wait for the server (new connections are retried): the move goes on
+    assert _wait_migration(cloud, uuid_, ("finished", "error", "failed"),
+                           timeout=300) == "finished"
+    cli(cloud, "server", "confirm", uuid_, "--wait")
+    assert _runs_once_where_recorded(lab, cloud, uuid_) == dst
+    _assert_disk_intact(lab, dst, uuid_, token, digest, tmp_path)
+    _nothing_left(lab, cloud, uuid_, dst)
+    cli(cloud, "server", "delete", uuid_, "--wait")
+    assert where(lab, uuid_) == []

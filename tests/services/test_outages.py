@@ -3,6 +3,8 @@ RabbitMQ node; virtsdk's database layer and RPC carry on afterwards."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import oslo_messaging
@@ -15,10 +17,12 @@ from virtsdk.context import RequestContext
 from virtsdk.db import Database
 from virtsdk.db.migration import db_sync
 from virtsdk.objects import Flavor
-from virtsdk.testing.services import start_postgres
+from virtsdk.testing.services import free_port, start_postgres
 
 
-def test_database_carries_on_after_postgres_restarts():
+def test_database_carries_on_after_postgres_restarts(caplog):
+    """Pooled connections cut by a restart are replaced; a write while the server is
+    down (it comes back 2 s later) waits for it; a server never reached fails at once."""
     cluster = start_postgres()
     try:
         url = cluster.create_database()
@@ -27,10 +31,25 @@ def test_database_carries_on_after_postgres_restarts():
         db.flavor_create(Flavor("before", 256, 1, 1))
         cluster.restart()  # every pooled connection is cut
         db.flavor_create(Flavor("after", 256, 1, 1))
-        assert [f.name for f in db.flavor_list()] == ["before", "after"]
+        cluster.process.send_signal(signal.SIGINT)  # fast shutdown: the server is gone
+        cluster.process.wait(30)
+        back = threading.Timer(2.0, cluster.restart)
+        back.start()
+        try:
+            db.flavor_create(Flavor("during", 256, 1, 1))
+        finally:
+            back.join()
+        assert [f.name for f in db.flavor_list()] == ["before", "after", "during"]
+        assert "retrying" in caplog.text  # the write did meet the outage
         db.dispose()
     finally:
         cluster.stop()
+    caplog.clear()
+    never = Database(f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/none")
+    with pytest.raises(Exception, match="connect"):
+        never.flavor_list()
+    assert "retrying" not in caplog.text  # never reached: failed without a retry
+    never.dispose()
 
 
 def _call_until_answered(client, ctxt, deadline_s: float = 120.0):
@@ -63,3 +82,4 @@ def test_rpc_carries_on_after_the_broker_restarts(rabbit, rabbit_url):
     finally:
         rpc.stop_servers([server])
         rpc.cleanup([conf])
+

@@ -78,7 +78,9 @@ class FlowRecords:
                           ) -> Callable[[TransferProgress], None]:
         """The driver's disk-transfer callback: stores progress in the migration
         record, at most once per whole percent or half second (and always the last
-        sample), however often the transport reports; nothing once ``stopped``."""
+        sample), however often the transport reports; nothing once ``stopped``.  A
+        sample the database refuses (a server restarting) is logged and dropped: it
+        never fails the transfer."""
         last = {"pct": -1, "at": 0.0}
 
         def record(sample: TransferProgress) -> None:
@@ -90,8 +92,14 @@ class FlowRecords:
             if pct == last["pct"] and now - last["at"] < 0.5 and done < sample.bytes_total:
                 return
             last["pct"], last["at"] = pct, now
-            self.db.migration_record_progress(migration_id, {
-                "progress": pct,
-                "disk_total": sample.bytes_total, "disk_processed": done,
-                "disk_remaining": sample.bytes_total - done})
+            try:
+                self.db.migration_record_progress(migration_id, {
+                    "progress": pct,
+                    "disk_total": sample.bytes_total, "disk_processed": done,
+                    "disk_remaining": sample.bytes_total - done})
+            except Exception as exc:  # noqa: BLE001 - a lost sample never stops the disks
+                # e.g. the database restarting: the transfer goes on, the next sample
+                # (and the migration's next state) is stored once it is back
+                LOG.warning("progress of migration %s not stored: %s", migration_id,
+                            actions.describe(exc))
         return record

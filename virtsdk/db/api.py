@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
@@ -104,6 +106,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+LOG = logging.getLogger(__name__)
+
+#: seconds a new connection to a database server this engine reached before keeps
+#: being retried (every half second) while the server refuses it: a PostgreSQL
+#: restart (shutting down, starting up) stalls the callers instead of failing their
+#: flows.  A server never reached (a wrong URL) fails at once.
+CONNECT_RETRY_S = 60.0
+
+
+def _retry_connects(engine: Any, window: float = CONNECT_RETRY_S) -> None:
+    """Make ``engine`` wait out a restarting server on every new connection.  Only
+    the connect is retried (no statement of a transaction ran on it yet), with
+    SQLAlchemy's ``do_connect`` hook; oslo.db's retry covers the first connect only."""
+    reached = threading.Event()
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + window
+        while True:
+            try:
+                conn = dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if not reached.is_set() or time.monotonic() >= deadline:
+                    raise
+                LOG.warning("database unreachable, retrying: %s", exc)
+                time.sleep(0.5)
+                continue
+            reached.set()
+            return conn
+
+
 class Database:
     """All persistence of the orchestration layer (see the module docstring).
 
@@ -120,6 +153,8 @@ class Database:
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite") and ":memory:" not in url and url != "sqlite://":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        if not url.startswith("sqlite"):
+            _retry_connects(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
 

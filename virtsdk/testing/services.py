@@ -164,19 +164,20 @@ class RabbitNode:
         """Kill the node (its data is thrown away: no graceful shutdown needed) and its
         private epmd; remove its files."""
         _stop_process(self.process, timeout=0)
-        _kill_epmd(self.epmd_port, self.env)
+        kill_epmd(self.epmd_port, self.env)
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def _kill_epmd(port: int, env: dict[str, str]) -> None:
-    """Stop the private epmd on ``port``.  It refuses ``-kill`` while a node is still
+def kill_epmd(port: int, env: dict[str, str] | None = None) -> None:
+    """Stop the private epmd on ``port`` (it detaches from the node's process group:
+    killing the node leaves it running).  It refuses ``-kill`` while a node is still
     registered, and a killed node unregisters only once epmd sees its socket close:
     retry for a few seconds."""
     epmd = shutil.which("epmd") or "epmd"
     deadline = time.monotonic() + 10
     while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
-        subprocess.run([epmd, "-port", str(port), "-kill"], env=env, capture_output=True,
-                       timeout=30, check=False)
+        subprocess.run([epmd, "-port", str(port), "-kill"], env=env or dict(os.environ),
+                       capture_output=True, timeout=30, check=False)
         time.sleep(0.1)
 
 
@@ -276,7 +277,7 @@ def start_rabbitmq(base_dir: str | None = None, bind: Sequence[str] = (),
             node.stop()
             raise
         _stop_process(proc, 10)
-        _kill_epmd(epmd_port, env)
+        kill_epmd(epmd_port, env)
         shutil.rmtree(os.path.join(base, "mnesia"), ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
     raise ServiceFailed(f"RabbitMQ did not start:\n{last_error}")

@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory")
     up.add_argument("--services", action="store_true",
                     help="also deploy virtsdk on it: a virtsdk-compute inside each host, "
-                         "virtsdk-conductor and a private RabbitMQ on the lab bridge; "
-                         "prints the --config-file for 'virtsdk server ...'")
+                         "virtsdk-conductor, and a private RabbitMQ and PostgreSQL on the "
+                         "lab bridge; prints the --config-file for 'virtsdk server ...'")
     up.set_defaults(func=cmd_up)
 
     down = lab_sub.add_parser("down", help="stop a lab and remove everything it created")

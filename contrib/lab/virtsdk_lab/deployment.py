@@ -2,20 +2,24 @@
 
 One ``virtsdk-compute`` runs *inside* each lab host (its network, hostname and mount
 namespaces, entered through its libvirtd), talking to its own libvirtd by the local
-URI ``qemu:///system`` with no exec prefix; ``virtsdk-conductor`` and a private
-RabbitMQ run in the root namespace, the broker listening on the lab bridge.  The
-records are in an SQLite file in the deployment directory (every namespace sees it).
-The operator CLI uses the written ``virtsdk.conf``.
+URI ``qemu:///system`` with no exec prefix; ``virtsdk-conductor``, a private RabbitMQ
+node and a private PostgreSQL cluster (:mod:`virtsdk.testing.services`) run in the
+root namespace, the broker and the database listening on the lab bridge: every
+service, the conductor included, reaches them at the bridge address, as computes on
+other machines would.  The operator CLI uses the written ``virtsdk.conf``.
 
-Root-namespace processes are listed in ``<directory>/root.pids`` so that
-:func:`stop_root_services` (called by the lab's teardown) ends them even when the
-process that started them is gone; the computes end with their host's namespace.
+What the root namespace runs is listed in ``<directory>/root.pids`` (process groups,
+the broker's private ``epmd`` port, the servers' data directories) so that
+:func:`stop_root_services` (called by the lab's teardown) ends and removes them even
+when the process that started them is gone; the computes end with their host's
+namespace.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +27,13 @@ import time
 import uuid
 from pathlib import Path
 
-from virtsdk_lab.broker import PrivateRabbit
+from virtsdk.testing.services import (
+    PostgresCluster,
+    RabbitNode,
+    kill_epmd,
+    start_postgres,
+    start_rabbitmq,
+)
 from virtsdk_lab.errors import LabError
 from virtsdk_lab.host import LabHost
 
@@ -114,11 +124,12 @@ class LabDeployment(ServiceProcesses):
                  host_extra: str = "") -> None:
         """``host_extra``: more configuration for every compute (e.g. a
         ``[libvirt] live_migration_bandwidth`` cap)."""
-        super().__init__(directory, f"sqlite:///{directory / 'virtsdk.sqlite'}",
-                         service_down_time)
+        super().__init__(directory, "", service_down_time)  # db_url: once it runs
         self.hosts = hosts
         self.gateway = gateway
-        self.broker = PrivateRabbit(extra_address=gateway)
+        self.rabbit: RabbitNode | None = None
+        self.postgres: PostgresCluster | None = None
+        self.transport_url = ""
         self.conf = self.dir / "virtsdk.conf"
         self.report_interval = report_interval
         self.host_extra = host_extra
@@ -128,7 +139,7 @@ class LabDeployment(ServiceProcesses):
     def write_configs(self) -> None:
         self.conf.write_text(
             "[DEFAULT]\n"
-            f"transport_url = {self.broker.url_at(self.gateway)}\n"
+            f"transport_url = {self.transport_url}\n"
             f"control_exchange = vsdk-{uuid.uuid4().hex[:10]}\n"
             f"state_path = {self.dir / 'state'}\n"
             "compute_driver = libvirt\n"
@@ -157,11 +168,19 @@ class LabDeployment(ServiceProcesses):
     # -- processes ----------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> LabDeployment:
-        """Broker, schema, conductor, then one compute per host; returns once every
-        service heartbeats.  On failure everything started is stopped."""
+        """Broker, database, schema, conductor, then one compute per host; returns
+        once every service heartbeats.  On failure everything started is stopped."""
         try:
-            self.broker.start()
-            self._record(self.broker.proc)
+            self.rabbit = start_rabbitmq(bind=(self.gateway,), vhosts=1)
+            self._record("dir", self.rabbit.base_dir)
+            self._record("epmd", str(self.rabbit.epmd_port))
+            self._record("pgid", str(self.rabbit.process.pid))
+            self.transport_url = self.rabbit.url(self.rabbit.new_vhost(), host=self.gateway)
+            self.postgres = start_postgres(bind=(self.gateway,))
+            self._record("dir", self.postgres.base_dir)
+            self._record("pgid", str(self.postgres.process.pid))
+            name = self.postgres.create_database().rsplit("/", 1)[1]
+            self.db_url = self.postgres.url(name, host=self.gateway)
             self.write_configs()
             from virtsdk.db import migration
 
@@ -180,34 +199,65 @@ class LabDeployment(ServiceProcesses):
         if name == "conductor":
             proc = self.spawn(name, [str(BIN / "virtsdk-conductor"),
                                      "--config-file", str(self.conf)])
-            self._record(proc)
+            self._record("pgid", str(proc.pid))
             return proc
         host = next(h for h in self.hosts if h.name == name)
         return self.spawn(name, [*host.nsenter_prefix, str(BIN / "virtsdk-compute"),
                                  "--config-file", str(self.conf),
                                  "--config-file", str(self.host_conf(host))])
 
+    # -- real faults --------------------------------------------------------------------
+
+    def stop_broker(self) -> None:
+        """Stop RabbitMQ (every connection drops); :meth:`start_broker` brings the
+        same node, users and virtual hosts back."""
+        assert self.rabbit is not None, "the deployment is not started"
+        self.rabbit.stop_broker()
+
+    def start_broker(self) -> None:
+        assert self.rabbit is not None, "the deployment is not started"
+        self.rabbit.start_broker()
+        self._record("pgid", str(self.rabbit.process.pid))
+
+    def restart_database(self) -> None:
+        """Stop the PostgreSQL server (every connection is cut) and start it again
+        on the same address and data."""
+        assert self.postgres is not None, "the deployment is not started"
+        self.postgres.restart()
+        self._record("pgid", str(self.postgres.process.pid))
+
     def stop(self) -> None:
-        """Every service (gracefully), then the broker."""
+        """Every service (gracefully), then the broker and the database (their files
+        removed)."""
         self.stop_services()
-        self.broker.stop()
+        if self.rabbit is not None:
+            self.rabbit.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
         (self.dir / PIDS).unlink(missing_ok=True)
 
-    def _record(self, proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None:
-            with open(self.dir / PIDS, "a") as fh:
-                fh.write(f"{proc.pid}\n")
+    def _record(self, kind: str, value: str) -> None:
+        with open(self.dir / PIDS, "a") as fh:
+            fh.write(f"{kind} {value}\n")
 
 
 def stop_root_services(directory: Path) -> None:
-    """Kill the root-namespace process groups a deployment in ``directory`` recorded
-    (its conductor and broker), if they still run."""
+    """End what a deployment in ``directory`` recorded in the root namespace, if it
+    still runs (its conductor, broker and database: process groups killed, the
+    broker's private epmd stopped) and remove the servers' data directories."""
     pids = directory / PIDS
     if not pids.exists():
         return
-    for line in pids.read_text().split():
-        try:
-            os.killpg(int(line), signal.SIGKILL)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
+    records = [line.split(" ", 1) for line in pids.read_text().splitlines() if " " in line]
+    for kind, value in records:
+        if kind == "pgid":
+            try:
+                os.killpg(int(value), signal.SIGKILL)
+            except (ProcessLookupError, ValueError, PermissionError):
+                pass
+    for kind, value in records:
+        if kind == "epmd" and value.isdigit():
+            kill_epmd(int(value))
+        elif kind == "dir" and os.path.isabs(value):
+            shutil.rmtree(value, ignore_errors=True)
     pids.unlink(missing_ok=True)
