@@ -79,10 +79,13 @@ def lab_deployment(lab: Any, tmp_path: Path) -> Iterator[LabDeployment]:
 def slow_lab_deployment(lab: Any, tmp_path_factory: pytest.TempPathFactory
                         ) -> Iterator[LabDeployment]:
     """Live migrations capped at 4 MiB/s: slow enough to abort, kill or cut, fast
-    enough to converge under the default downtime steps.  Cold migrations' disk
-    transfers are held by a cap on the destination's link (:data:`TRANSFER_KBIT`)."""
+    enough to converge under the default downtime steps.  Cold migrations send their
+    disks over the network (``disk_transport = stream``: the lab hosts share one
+    filesystem, so ``auto`` would copy them locally, as between hosts on shared
+    storage), where a cap on the destination's link (:data:`TRANSFER_KBIT`) holds them."""
     yield from _deployment(lab, tmp_path_factory.mktemp("slowlab"),
-                           "live_migration_bandwidth = 4\n")
+                           "live_migration_bandwidth = 4\n"
+                           "disk_transport = stream\n")
 
 
 def test_flows_through_the_cli_on_the_lab(lab: Any, lab_deployment: LabDeployment,
