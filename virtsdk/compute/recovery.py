@@ -60,8 +60,9 @@ RULES: tuple[RecoveryRule, ...] = (
     RecoveryRule(COLD, (Status.MIGRATING,), DEST, "_recover_nothing",
                  "the source is sending: it notices the failure and restores itself"),
     RecoveryRule(COLD, (Status.POST_MIGRATING,), SOURCE, "_recover_cold_source_post",
-                 "disks sent, finish_resize maybe never cast: unless the destination already "
-                 "took the instance, clean it and restore here"),
+                 "disks sent, finish_resize maybe never cast (task resize_migrated, or still "
+                 "resize_migrating after a crash between the two writes): unless the "
+                 "destination already took the instance, clean it and restore here"),
     RecoveryRule(COLD, (Status.POST_MIGRATING,), DEST, "_recover_cold_dest_finish",
                  "crashed in finish_resize: clean here, the source restores its kept copy"),
     RecoveryRule(COLD, (Status.FINISHED,), SOURCE, "_recover_nothing",
@@ -208,10 +209,14 @@ class Recovery:
 
     def _recover_cold_source_post(self, ctx: RequestContext, instance: Instance,
                                   m: Migration) -> None:
-        try:  # take the flow from finish_resize, unless it already started there
+        # take the flow from finish_resize, unless it already started there (the
+        # destination moved the task on to resize_finish).  The source stores
+        # 'post-migrating' before the task 'resize_migrated': a crash between the two
+        # leaves 'resize_migrating', and finish_resize was never cast then.
+        try:
             instance = self.db.instance_update(
                 instance.uuid, {"task_state": TaskState.RESIZE_REVERTING},
-                expected_task_state=TaskState.RESIZE_MIGRATED)
+                expected_task_state=(TaskState.RESIZE_MIGRATING, TaskState.RESIZE_MIGRATED))
         except Conflict:
             return
         self._recover_cold_source(ctx, instance, m)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -101,6 +103,24 @@ class Lab:
             if h.name == name:
                 return h
         raise KeyError(f"lab {self.name!r} has no host {name!r}")
+
+    @contextmanager
+    def inbound_rate_limit(self, name: str, rate_kbit: int) -> Iterator[LabHost]:
+        """Within the block, host ``name`` receives over its lab link at most
+        ``rate_kbit`` kbit/s (e.g. to hold a disk transfer to it for a known time).
+
+        The cap is a token bucket on the root end of the host's veth, which carries
+        everything the bridge delivers to the host (other hosts, the root namespace);
+        what the host sends is untouched.  Removed when the block ends (and with the
+        veth at :meth:`down`).  Yields the host.
+        """
+        host = self.host(name)
+        veth = self.names.veth(host.position)
+        network.limit_link_rate(veth, rate_kbit)
+        try:
+            yield host
+        finally:
+            network.clear_link_rate(veth)
 
     # -- lifecycle -----------------------------------------------------------------------
 

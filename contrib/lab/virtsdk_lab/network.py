@@ -81,3 +81,22 @@ def delete_link(ifname: str) -> None:
     """Remove root-namespace interface ``ifname`` if it exists."""
     if link_exists(ifname):
         run(["ip", "link", "del", ifname], check=False)
+
+
+def limit_link_rate(ifname: str, rate_kbit: int, latency_ms: int = 100) -> None:
+    """Cap what root-namespace interface ``ifname`` sends at ``rate_kbit`` kbit/s.
+
+    A token bucket filter (``tc qdisc ... tbf``) replaces the interface's root queue:
+    packets wait at most ``latency_ms`` in it (further ones are dropped and TCP backs
+    off), so every flow through the interface keeps going, only slower, and the bound
+    holds whatever the machine's speed.  :func:`clear_link_rate` removes it; so does
+    deleting the interface (lab teardown).
+    """
+    run(["tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate", f"{rate_kbit}kbit",
+         "burst", "32kb", "latency", f"{latency_ms}ms"])
+
+
+def clear_link_rate(ifname: str) -> None:
+    """Give ``ifname`` back its default queue (no-op if it has no cap or is gone)."""
+    if link_exists(ifname):
+        run(["tc", "qdisc", "del", "dev", ifname, "root"], check=False)

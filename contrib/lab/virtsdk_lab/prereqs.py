@@ -14,6 +14,7 @@ REQUIRED_BINARIES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "ip": "iproute2",
+    "tc": "iproute2",
     "unshare": "util-linux",
     "nsenter": "util-linux",
     "mount": "mount",
