@@ -41,6 +41,10 @@ class Scenario:
     crash: str           # host whose service is killed and restarted
     #: the held thread dies at the step (it belonged to the crashed process)
     dies: bool = True
+    #: how a resize left waiting is ended after the checks: confirm_resize or revert_resize
+    end: str = "confirm"
+    #: vm_state the instance must have after the restart ("" = any settled one)
+    expect: str = ""
 
 
 # source host1, destination host2 in every scenario; keyed by
@@ -101,6 +105,14 @@ MORE_SCENARIOS: dict[tuple[str, str, str, str], Scenario] = {
     # task 'resize_migrated' (still 'resize_migrating')
     ("cold", "post-migrating", "source", "before-task"): Scenario(
         "resize", "db:resize_migrated", "host1", "host1"),
+    # the destination stored 'finished' in finish_resize and dies before it stores
+    # the instance's vm_state 'resized' (task still 'resize_finish'); ended by
+    # confirm, and again by revert (the source's kept copy comes back)
+    ("cold", "finished", "destination", "before-resized"): Scenario(
+        "resize", "db:resized", "host2", "host2", expect="resized"),
+    ("cold", "finished", "destination", "before-resized-revert"): Scenario(
+        "resize", "db:resized", "host2", "host2", end="revert",
+        expect="resized"),
 }
 
 
@@ -125,14 +137,15 @@ class RpcStall:
 
 
 class TaskWriteStall(RpcStall):
-    """Hold a flow's next write of one task state (the database write, not yet done)."""
+    """Hold a flow's next write of one task state, or of one vm_state (the database
+    write, not yet done)."""
 
     def __init__(self, db: Any, task_state: str) -> None:
         super().__init__(task_state)
         self.db = db
 
     def instance_update(self, uuid: str, values: dict[str, Any], **kwargs: Any) -> Any:
-        if str(values.get("task_state")) == self.method:
+        if self.method in (str(values.get("task_state")), str(values.get("vm_state"))):
             self.hook(self.method, "")
         return self.db.instance_update(uuid, values, **kwargs)
 
@@ -206,14 +219,24 @@ def run_scenario(cloud, sc: Scenario, rule: RecoveryRule) -> None:
         wait_events_finished(cloud.db, inst.uuid, sc.held_on)
     now = api.wait(ctx, inst.uuid, timeout=30)
     assert now.task_state is None, now
+    if sc.expect:
+        assert (now.vm_state, now.host) == (sc.expect, "host2"), now
     open_migs = cloud.db.migration_get_all(instance_uuid=inst.uuid, statuses=IN_PROGRESS)
     assert not open_migs or now.vm_state == VMState.RESIZED, open_migs
     check_intact(cloud, fabric, now, before, memory=sc.flow == "live")
     report = audit_cloud(cloud.conf, cloud.db, ctx)
     assert report.differences == [], report.differences
     if now.vm_state == VMState.RESIZED:
-        api.confirm_resize(ctx, inst.uuid)
-        check_intact(cloud, fabric, api.wait(ctx, inst.uuid), before, memory=False)
+        if sc.end == "revert":
+            api.revert_resize(ctx, inst.uuid)
+        else:
+            api.confirm_resize(ctx, inst.uuid)
+        done = api.wait(ctx, inst.uuid)
+        assert (done.task_state, done.vm_state, done.host) == (
+            None, VMState.ACTIVE, "host1" if sc.end == "revert" else "host2"), done
+        check_intact(cloud, fabric, done, before, memory=False)
+        report = audit_cloud(cloud.conf, cloud.db, ctx)
+        assert report.differences == [], report.differences
 
 
 def wait_events_finished(db, uuid: str, host: str, timeout: float = 30.0) -> None:

@@ -67,8 +67,10 @@ RULES: tuple[RecoveryRule, ...] = (
                  "crashed in finish_resize: clean here, the source restores its kept copy"),
     RecoveryRule(COLD, (Status.FINISHED,), SOURCE, "_recover_nothing",
                  "resized, waiting for confirm or revert: nothing was running"),
-    RecoveryRule(COLD, (Status.FINISHED,), DEST, "_recover_nothing",
-                 "resized, waiting for confirm or revert: nothing was running"),
+    RecoveryRule(COLD, (Status.FINISHED,), DEST, "_recover_cold_dest_finished",
+                 "resized, waiting for confirm or revert; after a crash in finish_resize "
+                 "between 'finished' and the instance's write (task still resize_finish): "
+                 "store it resized here"),
     RecoveryRule(COLD, (Status.CONFIRMING,), SOURCE, "_recover_confirm",
                  "redo confirm_resize (confirm_migration is idempotent)"),
     RecoveryRule(COLD, (Status.CONFIRMING,), DEST, "_recover_nothing",
@@ -206,6 +208,24 @@ class Recovery:
             ctx, instance, m, None,
             RollbackError("destination restarted during finish_resize; the "
                           "source copy was restored"))
+
+    def _recover_cold_dest_finished(self, ctx: RequestContext, instance: Instance,
+                                    m: Migration) -> None:
+        # finish_resize stores the migration 'finished' and then, in a second write,
+        # the instance resized with no task: a crash between the two leaves the task
+        # resize_finish with the guest built here; complete the second write
+        if instance.host != self.host or instance.task_state != TaskState.RESIZE_FINISH:
+            return
+        power = self._power_here(instance)
+        try:
+            self.db.instance_update(instance.uuid, {
+                "vm_state": VMState.RESIZED, "task_state": None,
+                "power_state": power if power is not None else PowerState.NOSTATE},
+                expected_task_state=TaskState.RESIZE_FINISH)
+        except Conflict:
+            return
+        self.db.action_finish_open(instance.uuid, f"resized; its last write was completed "
+                                                  f"after a restart of {self.host}")
 
     def _recover_cold_source_post(self, ctx: RequestContext, instance: Instance,
                                   m: Migration) -> None:
