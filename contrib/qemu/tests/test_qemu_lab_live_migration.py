@@ -79,7 +79,11 @@ def test_live_migration_keeps_boot_and_memory_then_abort_and_force_complete(
     # -- A -> B: completed, same boot, same memory, VNC on B's address ---------------
     out = migrate(a, b, inst)
     assert out.error is None and out.calls == ["post"], out.error
-    assert out.final.job_type == "completed" and out.final.downtime_ms > 0
+    # QEMU's own figure from the completed job; it counts whole milliseconds, and an idle
+    # guest switching over on one machine can take less than one (seen: 0 ms in CI)
+    assert out.final.job_type == "completed" and out.final.downtime_measured
+    assert out.final.downtime_ms >= 0
+    assert out.final.time_elapsed_ms > 0
     assert [s.progress for s in out.samples] == sorted(s.progress for s in out.samples)
     assert runs_on(b, inst) and left_nothing(a, inst)
     log_b = console(b, inst)

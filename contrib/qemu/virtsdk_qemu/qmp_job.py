@@ -61,6 +61,8 @@ def job_stats_from_qmp(info: dict[str, Any]) -> JobStats:
         disk_total=disk_total, disk_processed=get(disk, "transferred"),
         disk_remaining=disk_remaining,
         downtime_ms=get(info, "downtime"),
+        # QEMU reports ``downtime`` once the job completed: its measurement of the pause
+        downtime_measured=status == "completed" and "downtime" in info,
         setup_time_ms=get(info, "setup-time"),
         postcopy=status.startswith("postcopy"),
     )
