@@ -113,17 +113,19 @@ def test_prefetch_is_taken_over_by_the_thread_that_iterates_it():
     same scan goes on in the iterating thread (and the early thread has ended)."""
     finders: list[int] = []
     early_done = threading.Event()
+    box: list[_Prefetch] = []  # the prefetch, once made (its thread starts in __init__)
 
     def scan() -> Iterator[ScannedRun]:
         for i in range(2000):
             finders.append(threading.get_ident())
             if i == 300:  # wait here until iteration began: the rest is found after it
                 early_done.set()
-                while not ahead._stopped:
+                while not (box and box[0]._stopped):
                     time.sleep(0.001)
             yield ScannedRun(i * 8192, 4096, bytes(16), bytes(16))
 
     ahead = _Prefetch(scan(), budget=1 << 30)
+    box.append(ahead)
     try:
         early_done.wait(10)
         offsets = [run.offset for run in ahead]
