@@ -134,3 +134,39 @@ def test_compressed_runs_go_through_the_page_cache(tmp_path):
         assert f.unsynced == len(data)
     finally:
         store.close()
+
+
+def test_short_writes_are_finished(tmp_path, monkeypatch):
+    """A write the kernel cut short (as on a nearly full disk) is continued, on both
+    the page-cache and the direct path: nothing of a run is silently left out."""
+    store = _store(tmp_path)
+    real_pwrite = os.pwrite
+
+    cuts = []
+
+    def short(fd: int, data: object, offset: int) -> int:
+        view = memoryview(data)  # type: ignore[arg-type]
+        n = len(view) // 2  # half of it; whole blocks when there are any (direct I/O)
+        n = n & ~4095 if n >= 4096 else max(n, 1)
+        cuts.append(len(view) - n)
+        return real_pwrite(fd, view[:n], offset)
+
+    monkeypatch.setattr(receiver_store.os, "pwrite", short)
+    try:
+        big, small = rnd(2 * MiB), rnd(5000)
+        store.write_frame(_frame(big, 0))
+        store.write_frame(_frame(small, 4 * MiB + 1))
+        payload = P.BATCH_ENTRY.pack(6 * MiB, 8192) + XXH3(small[:4096] * 2)
+        batch = payload + small[:4096] * 2
+        buf = mmap.mmap(-1, len(batch))
+        buf[:] = batch
+        store.write_frame((P.BATCH, 0, 0, 1, len(batch), XXH3(batch), buf, len(batch)))
+        monkeypatch.undo()
+        assert len(cuts) > 6 and sum(1 for c in cuts if c) >= 3  # cut short, continued
+        f = store.files[0]
+        assert os.pread(f.fd, len(big), 0) == big
+        assert os.pread(f.fd, len(small), 4 * MiB + 1) == small
+        assert os.pread(f.fd, 8192, 6 * MiB) == small[:4096] * 2
+    finally:
+        monkeypatch.undo()
+        store.close()

@@ -117,6 +117,17 @@ class Writeback:
             self._thread = None
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a short write, as on a nearly full disk,
+    is continued; the next call then raises the error)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, f"wrote nothing at {offset}")
+        view, offset = view[written:], offset + written
+
+
 def open_direct(path: str) -> int:
     """``path`` opened for writing with ``O_DIRECT``, or -1 where the platform or
     file system does not offer it (tmpfs on older kernels, for one)."""
@@ -146,7 +157,7 @@ def write_direct(f: IncomingFile, data: memoryview, offset: int) -> bool:
         f.direct_fd = -1
         return False
     if written != n:  # e.g. a full disk: the rest through the page cache, which reports it
-        os.pwrite(f.fd, data[written:], offset + written)
+        pwrite_all(f.fd, data[written:], offset + written)
     return True
 
 
@@ -336,7 +347,7 @@ class Store:
         # an uncompressed payload lies at the start of a page-aligned pipeline buffer
         direct = not flags & P.COMPRESSED and write_direct(f, payload, offset)
         if not direct:
-            os.pwrite(f.fd, data, offset)
+            pwrite_all(f.fd, data, offset)
         f.bytes_written += raw_len
         f.digest.add(offset, raw_len, expected)
         os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
@@ -366,7 +377,9 @@ class Store:
         journal = []
         lo, hi = f.size, 0
         for offset, chunk, digest in runs:
-            os.pwrite(f.fd, chunk, offset)
+            done = os.pwrite(f.fd, chunk, offset)
+            if done != len(chunk):  # short (a nearly full disk): finish it, or raise
+                pwrite_all(f.fd, chunk[done:], offset + done)
             f.digest.add(offset, len(chunk), digest)
             journal.append(_JOURNAL.pack(index, offset, len(chunk)) + digest)
             lo, hi = min(lo, offset), max(hi, offset + len(chunk))
