@@ -34,16 +34,14 @@ def _frame(data: bytes, offset: int) -> tuple[object, ...]:
 
 
 def _direct_supported(tmp_path) -> bool:
-    fd = receiver_store.open_direct(str(tmp_path / "probe"))
-    if fd >= 0:
+    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        direct = receiver_store.open_direct(fd)
+    finally:
         os.close(fd)
-    return fd >= 0
-
-
-@pytest.fixture
-def probe(tmp_path):
-    (tmp_path / "probe").write_bytes(b"")
-    return tmp_path
+    if direct >= 0:
+        os.close(direct)
+    return direct >= 0
 
 
 def test_large_aligned_runs_arrive_intact_and_are_journalled(tmp_path):
@@ -67,8 +65,8 @@ def test_large_aligned_runs_arrive_intact_and_are_journalled(tmp_path):
         again.close()
 
 
-def test_direct_io_is_used_only_where_it_qualifies(tmp_path, probe):
-    if not _direct_supported(probe):
+def test_direct_io_is_used_only_where_it_qualifies(tmp_path):
+    if not _direct_supported(tmp_path):
         pytest.skip("this file system refuses O_DIRECT")
     path = str(tmp_path / "f")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -169,4 +167,22 @@ def test_short_writes_are_finished(tmp_path, monkeypatch):
         assert os.pread(f.fd, 8192, 6 * MiB) == small[:4096] * 2
     finally:
         monkeypatch.undo()
+        store.close()
+
+
+def test_direct_writes_reach_the_open_file_even_if_its_name_was_replaced(tmp_path):
+    """The direct descriptor is the file the store created, not whatever its name
+    points to later (it is reopened through /proc/self/fd, not by name)."""
+    store = _store(tmp_path)
+    try:
+        f = store.files[0]
+        if f.direct_fd < 0:
+            pytest.skip("this file system refuses O_DIRECT")
+        os.rename(f.path, tmp_path / "moved")
+        (tmp_path / "disk").write_bytes(b"someone else's file")
+        data = rnd(MiB)
+        store.write_frame(_frame(data, 0))
+        assert os.pread(f.fd, MiB, 0) == data
+        assert (tmp_path / "disk").read_bytes() == b"someone else's file"
+    finally:
         store.close()

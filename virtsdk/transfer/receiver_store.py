@@ -56,7 +56,7 @@ class IncomingFile:
         self.path = path
         self.fd = fd
         #: the same file opened for direct I/O (-1: not possible here)
-        self.direct_fd = open_direct(path)
+        self.direct_fd = open_direct(fd)
         self.digest = digest
         self.done: dict[str, Any] | None = None
         self.bytes_written = 0
@@ -128,14 +128,16 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def open_direct(path: str) -> int:
-    """``path`` opened for writing with ``O_DIRECT``, or -1 where the platform or
-    file system does not offer it (tmpfs on older kernels, for one)."""
+def open_direct(fd: int) -> int:
+    """The file open as ``fd`` opened again, for writing with ``O_DIRECT``; -1 where
+    the platform or file system does not offer it (tmpfs on older kernels, for one).
+    It is reopened through ``/proc/self/fd``, not by name, so it is the same file
+    even if its name was replaced since."""
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return -1
     try:
-        return os.open(path, os.O_WRONLY | flag | os.O_NOFOLLOW)
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | flag)
     except OSError:
         return -1
 
