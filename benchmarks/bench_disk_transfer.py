@@ -24,7 +24,11 @@ loop on B that fsyncs at the end (timed from ``accept`` to the end of the fsync)
 transfer but what keeping the holes costs the destination's disk alone: the image's
 non-zero runs (read into memory beforehand, untimed) written with one ``pwrite`` each
 at their offsets into a new sparse file on the destination's disk, then ``fsync``
-(for many small runs this is far above the dense floor).  ``local`` and ``cp
+(for many small runs this is far above the dense floor).  ``sparse_write_c`` is the
+same with no interpreter in the way (``sparse_write.c``, compiled with ``cc`` at
+benchmark time, one ``pwrite`` per run in C, timed in C from ``open`` to the end of
+the ``fsync``): the kernel's own price of the holes, which no hole-keeping transfer
+can beat.  ``local`` and ``cp
 --sparse=always`` copy on this machine (shared-storage case).  The destination is
 host B's instances directory on the machine's disk (``VIRTSDK_BENCH_DEST=tmpfs``:
 ``/dev/shm`` instead).  Every round starts after ``sync`` with an empty destination;
@@ -40,8 +44,10 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,8 +73,9 @@ TCP_FLOOR = str(Path(__file__).with_name("transfer_tcpfloor.py"))
 REPORT = "/tmp/virtsdk-bench-disk-transfer.md"
 
 IMAGES = ["sparse5g", "dense1g", "qcow2", "extents"]
-TOOLS = ["floor", "sparse_write", "nc", "stream", "stream_send", "local", "cp", "rsync",
-         "scp"]
+TOOLS = ["floor", "sparse_write", "sparse_write_c", "nc", "stream", "stream_send", "local",
+         "cp", "rsync", "scp"]
+SPARSE_WRITE_C = str(Path(__file__).with_name("sparse_write.c"))
 #: What the headline ratio (stream / floor) must stay under, per image.
 TARGETS = {"sparse5g": 1.2, "dense1g": 1.2, "qcow2": 1.2, "extents": 1.5}
 LOADS: list[float] = []
@@ -291,15 +298,20 @@ def _end_to_end(lab: Any, sender: Sender, name: str, src: str | list[str], dest:
 _RUNS: dict[str, list[tuple[int, bytes]]] = {}
 
 
-def _sparse_write(src: str, dest: Path) -> float:
-    """Seconds to write ``src``'s non-zero runs (already in memory) at their offsets
-    into a new sparse file under ``dest`` and fsync it: the destination's share of
-    any sparse-preserving transfer, with no network and no checksums."""
+def _runs_of(src: str) -> list[tuple[int, bytes]]:
+    """``src``'s non-zero runs (offset, data), read once."""
     if src not in _RUNS:
         with open(src, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             _RUNS[src] = [(run.offset, bytes(run.data)) for run in iter_runs(fh.fileno(), size)]
-    runs, size = _RUNS[src], os.path.getsize(src)
+    return _RUNS[src]
+
+
+def _sparse_write(src: str, dest: Path) -> float:
+    """Seconds to write ``src``'s non-zero runs (already in memory) at their offsets
+    into a new sparse file under ``dest`` and fsync it: the destination's share of
+    any sparse-preserving transfer, with no network and no checksums."""
+    runs, size = _runs_of(src), os.path.getsize(src)
     started = time.perf_counter()
     fd = os.open(dest / "disk", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -312,11 +324,49 @@ def _sparse_write(src: str, dest: Path) -> float:
     return time.perf_counter() - started
 
 
-def _runs(lab: Any, sender: Sender, image: str, src: str, floor: str, sshd: Sshd
-          ) -> dict[str, Callable[[Path], float]]:
-    return {
+@pytest.fixture(scope="module")
+def sparse_write_c() -> Iterator[str]:
+    """The compiled ``sparse_write.c`` (skips its column where there is no cc)."""
+    if shutil.which("cc") is None:
+        yield ""
+        return
+    with tempfile.TemporaryDirectory(prefix="virtsdk-bench-") as tmp:
+        exe = os.path.join(tmp, "sparse_write")
+        subprocess.run(["cc", "-O2", "-o", exe, SPARSE_WRITE_C], check=True)
+        try:
+            yield exe
+        finally:
+            for files in _RUN_FILES.values():
+                for path in files:
+                    os.unlink(path)
+            _RUN_FILES.clear()
+
+
+#: image path -> (run table file, data file) for sparse_write.c, in /dev/shm
+_RUN_FILES: dict[str, tuple[str, str]] = {}
+
+
+def _sparse_write_c(exe: str, src: str, dest: Path) -> float:
+    """``_sparse_write`` in C (see ``sparse_write.c``); seconds as it measured them."""
+    if src not in _RUN_FILES:
+        base = f"/dev/shm/virtsdk-bench-{os.getpid()}-{len(_RUN_FILES)}"
+        with open(f"{base}.runs", "wb") as table_out, open(f"{base}.data", "wb") as data_out:
+            for offset, chunk in _runs_of(src):
+                table_out.write(struct.pack("=QQ", offset, len(chunk)))
+                data_out.write(chunk)
+        _RUN_FILES[src] = (f"{base}.runs", f"{base}.data")
+    table, data = _RUN_FILES[src]
+    out = subprocess.run([exe, table, data, str(os.path.getsize(src)), str(dest / "disk")],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+def _runs(lab: Any, sender: Sender, image: str, src: str, floor: str, sshd: Sshd,
+          exe: str) -> dict[str, Callable[[Path], float]]:
+    runs: dict[str, Callable[[Path], float]] = {
         "floor": lambda d: _floor(lab, floor, d),
         "sparse_write": lambda d: _sparse_write(src, d),
+        "sparse_write_c": lambda d: _sparse_write_c(exe, src, d),
         "nc": lambda d: _nc(lab, floor, d),
         "stream": lambda d: _end_to_end(lab, sender, "stream", src, d, {}, None, image),
         "rsync": lambda d: _end_to_end(lab, sender, "rsync", src, d, {}, sshd),
@@ -324,6 +374,9 @@ def _runs(lab: Any, sender: Sender, image: str, src: str, floor: str, sshd: Sshd
         "local": lambda d: _local(src, d),
         "cp": lambda d: _timed(["cp", "--sparse=always", src, str(d / "disk")]),
     }
+    if not exe:
+        del runs["sparse_write_c"]
+    return runs
 
 
 def _check(image: str, tool: str, src: str, dest: Path) -> None:
@@ -342,11 +395,11 @@ def _check(image: str, tool: str, src: str, dest: Path) -> None:
 
 
 def _measure(lab: Any, sender: Sender, image: str, images: dict[str, tuple[str, str]],
-             sshd: Sshd) -> None:
+             sshd: Sshd, exe: str) -> None:
     """Every tool on one image; the fast ones interleaved round by round so that
     noise from the rest of the machine hits them alike."""
     src, floor = images[image]
-    runs = _runs(lab, sender, image, src, floor, sshd)
+    runs = _runs(lab, sender, image, src, floor, sshd, exe)
     for rnd in range(ROUNDS):
         LOADS.append(os.getloadavg()[0])
         for tool, run in runs.items():
@@ -376,9 +429,10 @@ def _local(src: str, dest: Path) -> float:
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_disk_transfer(benchmark: Any, lab: Any, sender: Sender,
-                       images: dict[str, tuple[str, str]], sshd: Sshd, image: str) -> None:
-    benchmark.pedantic(_measure, args=(lab, sender, image, images, sshd), rounds=1,
-                       iterations=1)
+                       images: dict[str, tuple[str, str]], sshd: Sshd, image: str,
+                       sparse_write_c: str) -> None:
+    benchmark.pedantic(_measure, args=(lab, sender, image, images, sshd, sparse_write_c),
+                       rounds=1, iterations=1)
     for (img, tool), samples in TIMES.items():
         if img == image:
             benchmark.extra_info[f"{tool}_median_s"] = round(statistics.median(samples), 3)
@@ -473,13 +527,15 @@ def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:
                 lines.append(f"| {image} | {tool} | {m:.2f} | {rounds} | "
                              f"{CHECKS.get((image, tool), '')} |")
     lines += ["", "| image | **stream end to end / floor** (target) | stream / sparse_write "
+                  "| stream / sparse_write_c | sparse_write_c / floor "
                   "| stream / nc | rsync / stream | scp / stream | local / cp |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     for image in IMAGES:
-        s = _median(image, "stream")
+        s, c = _median(image, "stream"), _median(image, "sparse_write_c")
         lines.append(
             f"| {image} | **{_ratio(s, _median(image, 'floor'))}** "
             f"(<= {TARGETS[image]}x) | {_ratio(s, _median(image, 'sparse_write'))} "
+            f"| {_ratio(s, c)} | {_ratio(c, _median(image, 'floor'))} "
             f"| {_ratio(s, _median(image, 'nc'))} "
             f"| {_ratio(_median(image, 'rsync'), s)} | {_ratio(_median(image, 'scp'), s)} "
             f"| {_ratio(_median(image, 'local'), _median(image, 'cp'))} |")

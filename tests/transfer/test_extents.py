@@ -117,3 +117,18 @@ def test_scan_runs_matches_iter_runs(odd_files, checksum):
                      for r in extents.iter_runs(fh.fileno(), size)]
             scanned = [tuple(r) for r in extents.scan_runs(fh.fileno(), size, checksum, 1000)]
         assert scanned == whole, name
+
+
+def test_digest_builder_keeps_its_digest_only_until_the_next_run():
+    first, second = bytes(range(16)), bytes(range(16, 32))
+    built = extents.DigestBuilder(8192, "xxh3")
+    built.add(0, 4096, first)
+    before = built.hexdigest()
+    assert built.hexdigest() == before
+    built.add(4096, 4096, second)
+    fresh = extents.DigestBuilder(8192, "xxh3")
+    fresh.add(4096, 4096, second)
+    fresh.add(0, 4096, first)
+    assert built.hexdigest() == fresh.hexdigest() != before
+    built.add(4096, 4096, first)  # a run sent again replaces the earlier one
+    assert built.hexdigest() != fresh.hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -105,3 +106,32 @@ def test_store_refuses_a_batch_run_whose_own_checksum_is_wrong(tmp_path):
         assert os.pread(store.files[0].fd, 4096, 8192) == bad
     finally:
         store.close()
+
+
+def test_prefetch_is_taken_over_by_the_thread_that_iterates_it():
+    """Runs found before iteration come from the early thread; once iterated, the
+    same scan goes on in the iterating thread (and the early thread has ended)."""
+    finders: list[int] = []
+    early_done = threading.Event()
+    box: list[_Prefetch] = []  # the prefetch, once made (its thread starts in __init__)
+
+    def scan() -> Iterator[ScannedRun]:
+        for i in range(2000):
+            finders.append(threading.get_ident())
+            if i == 300:  # wait here until iteration began: the rest is found after it
+                early_done.set()
+                while not (box and box[0]._stopped):
+                    time.sleep(0.001)
+            yield ScannedRun(i * 8192, 4096, bytes(16), bytes(16))
+
+    ahead = _Prefetch(scan(), budget=1 << 30)
+    box.append(ahead)
+    try:
+        early_done.wait(10)
+        offsets = [run.offset for run in ahead]
+        assert offsets == [i * 8192 for i in range(2000)]  # none lost, none twice
+        assert not ahead._thread.is_alive()
+        assert finders[0] == ahead._thread.ident
+        assert finders[-1] == threading.get_ident()
+    finally:
+        ahead.close()

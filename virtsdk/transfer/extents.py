@@ -252,22 +252,30 @@ def iter_runs(fd: int, size: int) -> Iterator[Run]:
 class DigestBuilder:
     """Builds :func:`file_digest` from ``(offset, length, checksum)`` entries.
 
-    Entries may arrive in any order (a resumed transfer); :meth:`hexdigest` sorts.
+    Entries may arrive in any order (a resumed transfer); :meth:`hexdigest` sorts
+    (and keeps its result until the next :meth:`add`: a receiver asks twice).
     """
 
     def __init__(self, size: int, checksum: str) -> None:
         self.size = size
         self.checksum = checksum
         self.entries: dict[int, tuple[int, bytes]] = {}
+        self._hex: str | None = None
 
     def add(self, offset: int, length: int, digest: bytes) -> None:
         """Record a run; a run recorded again (resent after a resume) replaces it."""
         self.entries[offset] = (length, digest)
+        self._hex = None
 
     def has(self, offset: int, length: int, digest: bytes) -> bool:
         return self.entries.get(offset) == (length, digest)
 
     def hexdigest(self) -> str:
+        if self._hex is None:
+            self._hex = self._compute()
+        return self._hex
+
+    def _compute(self) -> str:
         h = hashlib.sha256(_DIGEST_MAGIC + self.checksum.encode() + struct.pack(">Q", self.size))
         for offset, (length, digest) in sorted(self.entries.items()):
             h.update(struct.pack(">QQ", offset, length))

@@ -8,6 +8,7 @@ next frame is received, with a small pool of buffers so memory stays bounded.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -60,15 +61,18 @@ class FramePipeline:
     """Verifies and writes frames on a thread of its own while the next frame is
     being received.  A frame is ``(FILE_DONE, index, info)`` or ``(kind, flags,
     index, offset, raw_len, checksum, buffer, payload_len)``; its buffer returns to
-    the pool once written.  The first error stops the writing, calls ``on_error``
-    (to wake the reading thread) and is raised by the next :meth:`check`."""
+    the pool once written.  Buffers are anonymous memory maps: page-aligned, so a
+    payload received at a buffer's start can be written with direct I/O, and
+    untouched pages cost nothing until a frame needs them.  The first error stops
+    the writing, calls ``on_error`` (to wake the reading thread) and is raised by the
+    next :meth:`check`."""
 
     def __init__(self, store: Store, on_error: Callable[[], None], buffers: int = 3) -> None:
         self.store = store
         self.on_error = on_error
-        self.free: queue.Queue[bytearray] = queue.Queue()
+        self.free: queue.Queue[mmap.mmap] = queue.Queue()
         for _ in range(buffers):
-            self.free.put(bytearray(P.MAX_PAYLOAD))
+            self.free.put(mmap.mmap(-1, P.MAX_PAYLOAD))
         self.frames: queue.Queue[Any] = queue.Queue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -94,7 +98,7 @@ class FramePipeline:
         if self.error is not None:
             raise self.error
 
-    def buffer(self) -> bytearray:
+    def buffer(self) -> mmap.mmap:
         self.check()
         buf = self.free.get()
         self.check()

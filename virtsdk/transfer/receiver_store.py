@@ -3,15 +3,22 @@
 A :class:`Store` owns the files of one transfer under ``dest_dir``: it creates them
 (never overwriting anything, every name confined), writes each run only after its
 checksum matched, journals every run written (so a new connection, or a restarted
-receiver, resumes where the last stopped), starts writeback as data arrives (on a
-thread of its own, so the disk works while the network does and the final fsync
-only waits for the tail) and at the end fsyncs and records the transfer complete in
-its state record (:mod:`virtsdk.transfer.state`).
+receiver, resumes where the last stopped), and at the end fsyncs and records the
+transfer complete in its state record (:mod:`virtsdk.transfer.state`).
+
+Large runs go to disk with direct I/O (``O_DIRECT``, from the receiving pipeline's
+page-aligned buffers): no copy into the page cache and no page-cache memory to find
+for them, which on a busy host costs more than the disk write itself.  Small,
+unaligned or decompressed runs are written through the page cache, and their
+writeback is started as they arrive (on a thread of its own, so the disk works while
+the network does and the final fsync only waits for the tail).  A file system that
+refuses direct I/O gets every run through the page cache.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import queue
@@ -30,6 +37,11 @@ _JOURNAL = struct.Struct(">IQI")
 NAME_MAX = 255
 #: Bytes of a file received between two starts of its writeback.
 WRITEBACK_STEP = 32 << 20
+#: Smallest run written with direct I/O (smaller ones go through the page cache).
+DIRECT_MIN = 256 << 10
+#: Direct I/O offsets and lengths are multiples of this (the largest logical block
+#: size of common disks; memory alignment comes from page-aligned buffers).
+DIRECT_ALIGN = 4096
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -43,6 +55,8 @@ class IncomingFile:
         self.size = size
         self.path = path
         self.fd = fd
+        #: the same file opened for direct I/O (-1: not possible here)
+        self.direct_fd = open_direct(fd)
         self.digest = digest
         self.done: dict[str, Any] | None = None
         self.bytes_written = 0
@@ -50,6 +64,12 @@ class IncomingFile:
         self.unsynced = 0
         self.dirty_lo = -1
         self.dirty_hi = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
 
 
 @functools.cache
@@ -95,6 +115,52 @@ class Writeback:
             self._requests.put(None)
             self._thread.join()
             self._thread = None
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a short write, as on a nearly full disk,
+    is continued; the next call then raises the error)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, f"wrote nothing at {offset}")
+        view, offset = view[written:], offset + written
+
+
+def open_direct(fd: int) -> int:
+    """The file open as ``fd`` opened again, for writing with ``O_DIRECT``; -1 where
+    the platform or file system does not offer it (tmpfs on older kernels, for one).
+    It is reopened through ``/proc/self/fd``, not by name, so it is the same file
+    even if its name was replaced since."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return -1
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | flag)
+    except OSError:
+        return -1
+
+
+def write_direct(f: IncomingFile, data: memoryview, offset: int) -> bool:
+    """Write ``data`` at ``offset`` with direct I/O if it qualifies (long enough,
+    block-aligned, page-aligned memory is the caller's part); False if it was not
+    written (the caller writes it through the page cache).  A file system that
+    refuses it once (EINVAL) is not asked again for this file."""
+    n = len(data)
+    if f.direct_fd < 0 or n < DIRECT_MIN or n % DIRECT_ALIGN or offset % DIRECT_ALIGN:
+        return False
+    try:
+        written = os.pwrite(f.direct_fd, data, offset)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        os.close(f.direct_fd)
+        f.direct_fd = -1
+        return False
+    if written != n:  # e.g. a full disk: the rest through the page cache, which reports it
+        pwrite_all(f.fd, data[written:], offset + written)
+    return True
 
 
 def destination(dest_dir: str, name: str) -> str:
@@ -186,7 +252,7 @@ class Store:
     def _undo_open(self, record: dict[str, Any]) -> None:
         """Remove what a failed :meth:`open_files` created (files, then directories)."""
         for f in self.files:
-            os.close(f.fd)
+            f.close()
         self.files = []
         for name in record["created"]:
             try:
@@ -280,11 +346,15 @@ class Store:
         if kind == P.BATCH:
             self._write_batch(f, index, offset, memoryview(data))
             return
-        os.pwrite(f.fd, data, offset)
+        # an uncompressed payload lies at the start of a page-aligned pipeline buffer
+        direct = not flags & P.COMPRESSED and write_direct(f, payload, offset)
+        if not direct:
+            pwrite_all(f.fd, data, offset)
         f.bytes_written += raw_len
         f.digest.add(offset, raw_len, expected)
         os.write(self.journal_fd, _JOURNAL.pack(index, offset, raw_len) + expected)
-        self._written(f, offset, offset + raw_len, raw_len)
+        if not direct:
+            self._written(f, offset, offset + raw_len, raw_len)
 
     def _write_batch(self, f: IncomingFile, index: int, count: int, data: memoryview) -> None:
         """Check every run of a (checksum-verified) BATCH payload, then write them all."""
@@ -309,7 +379,9 @@ class Store:
         journal = []
         lo, hi = f.size, 0
         for offset, chunk, digest in runs:
-            os.pwrite(f.fd, chunk, offset)
+            done = os.pwrite(f.fd, chunk, offset)
+            if done != len(chunk):  # short (a nearly full disk): finish it, or raise
+                pwrite_all(f.fd, chunk[done:], offset + done)
             f.digest.add(offset, len(chunk), digest)
             journal.append(_JOURNAL.pack(index, offset, len(chunk)) + digest)
             lo, hi = min(lo, offset), max(hi, offset + len(chunk))
@@ -367,7 +439,7 @@ class Store:
     def close(self) -> None:
         self.writeback.stop()
         for f in self.files:
-            os.close(f.fd)
+            f.close()
         self.files = []
         if self.journal_fd >= 0:
             os.close(self.journal_fd)

@@ -213,11 +213,16 @@ def _raise_for(reply: dict[str, Any]) -> None:
 
 
 class _Prefetch:
-    """A file's :func:`scan_runs` on a thread of its own, started before the
-    receiver has answered (its answer is needed only to skip the runs it already
-    has), at most :data:`PREFETCH_BYTES` of run heads ahead of whoever iterates it.
-    Runs travel in lists, so the lock is taken once per list, not once per run.
-    :meth:`close` stops the thread; it must come before the file is closed."""
+    """A file's :func:`scan_runs` started on a thread of its own before the receiver
+    has answered (its answer is needed only to skip the runs it already has), at
+    most :data:`PREFETCH_BYTES` of run heads ahead.  Whoever iterates it takes the
+    scan over: the thread stops at its next list of runs, the lists it found are
+    yielded, and the same scan goes on in the iterating thread.  One thread then
+    finds, checksums and batches each run (for many small runs, handing each one
+    from thread to thread cost the sender as much CPU as finding them: every
+    ``lseek`` and ``pread`` gives the GIL away).  Runs travel in lists, so the lock
+    is taken once per list, not once per run.  :meth:`close` stops the thread; it
+    must come before the file is closed."""
 
     def __init__(self, runs: Iterator[ScannedRun], budget: int = PREFETCH_BYTES) -> None:
         self._runs = runs
@@ -225,22 +230,21 @@ class _Prefetch:
         self._ready: collections.deque[list[ScannedRun]] = collections.deque()
         self._held = 0
         self._cond = threading.Condition()
-        self._finished = False
-        self._closed = False
+        self._stopped = False  # closed, or taken over by the iterating thread
+        self._exhausted = False  # the scan itself ended (or failed)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._scan, daemon=True)
         self._thread.start()
 
     def _push(self, chunk: list[ScannedRun], nbytes: int) -> bool:
+        """Hand a list over; False once the thread is to stop (the list is kept)."""
         with self._cond:
-            while self._held >= self._budget and not self._closed:
+            while self._held >= self._budget and not self._stopped:
                 self._cond.wait()
-            if self._closed:
-                return False
             self._ready.append(chunk)
             self._held += nbytes
             self._cond.notify_all()
-            return True
+            return not self._stopped
 
     def _scan(self) -> None:
         chunk: list[ScannedRun] = []
@@ -251,34 +255,33 @@ class _Prefetch:
                 nbytes += len(run.head)
                 if len(chunk) >= 256 or nbytes >= 1 << 20:
                     if not self._push(chunk, nbytes):
-                        return
+                        return  # taken over (or closed) between two runs
                     chunk, nbytes = [], 0
+                elif self._stopped:
+                    self._push(chunk, nbytes)
+                    return
+            self._exhausted = True
         except BaseException as exc:  # noqa: BLE001 - raised to whoever iterates
             self._error = exc  # after the runs found before it
-        finally:
-            if chunk:
-                self._push(chunk, nbytes)
-            with self._cond:
-                self._finished = True
-                self._cond.notify_all()
+            self._exhausted = True
+        if chunk:
+            self._push(chunk, nbytes)
 
     def __iter__(self) -> Iterator[ScannedRun]:
-        while True:
-            with self._cond:
-                while not self._ready and not self._finished:
-                    self._cond.wait()
-                if not self._ready:
-                    if self._error is not None:
-                        raise self._error
-                    return
-                chunk = self._ready.popleft()
-                self._held -= sum(len(run.head) for run in chunk)
-                self._cond.notify_all()
-            yield from chunk
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+        while self._ready:
+            yield from self._ready.popleft()
+        if self._error is not None:
+            raise self._error
+        if not self._exhausted:
+            yield from self._runs
 
     def close(self) -> None:
         with self._cond:
-            self._closed = True
+            self._stopped = True
             self._cond.notify_all()
         self._thread.join()
 
