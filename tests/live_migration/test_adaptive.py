@@ -107,7 +107,8 @@ def test_bandwidth_is_the_best_recent_measurement_within_the_cap():
 
 def test_the_start_measurement_is_in_the_timeline():
     policy = AdaptiveConvergence()
-    assert policy.migration_params(2 * MiB, 16 * MiB) == {"cpu_limit": 94}
+    assert policy.migration_params(2 * MiB, 16 * MiB) == {
+        "cpu_limit": 94, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
     policy.start(0.25)
     note, start = policy.decide(sample(200, 1, 0, 0), 0.0)
     assert note.kind == Action.NOTE and "dirty 16.0 MiB/s" in note.reason
@@ -190,7 +191,28 @@ def test_start_parameters_from_a_measured_dirty_rate():
     policy = AdaptiveConvergence()
     assert policy.migration_params(8 * MiB, 0) == {}
     assert policy.migration_params(8 * MiB, 2 * MiB) == {}
-    assert policy.migration_params(2 * MiB, 16 * MiB) == {"cpu_limit": 94}
+    assert policy.migration_params(2 * MiB, 16 * MiB) == {
+        "cpu_limit": 94, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
+
+
+def test_a_limit_that_does_not_bind_is_raised_from_the_rate_measured_under_it():
+    """A guest using a third of its CPU keeps its rate under a 67% limit: the rate
+    measured under the limit, per share of CPU, sets the next one."""
+    policy = AdaptiveConvergence()
+    assert policy.migration_params(4 * MiB, 6 * MiB)["cpu_limit"] == 67  # 1 - 2/6
+    # still 6 MiB/s on a third of the CPU: 18 MiB/s at full speed -> 1 - 2/18
+    assert policy.limit_measured(67, 6 * MiB) == 89
+    assert policy.limit_measured(89, 1.5 * MiB) == 89  # under the 2 MiB/s target: kept
+    policy.start(0.25)
+    notes = [a.reason for a in policy.decide(sample(200, 1, 0, 0), 0.0)
+             if a.kind == Action.NOTE]
+    assert "under the 67% CPU limit: dirty 6.0 MiB/s" in notes[1]
+    assert notes[1].endswith("CPU limit 89% for the migration")
+    assert notes[2].endswith("kept")
+    assert policy.throttle_now(sample(30, 2, 2, 2)) == 89
+    post = AdaptiveConvergence(permit_post_copy=True)
+    post.migration_params(4 * MiB, 6 * MiB)
+    assert post.limit_measured(0, 6 * MiB) == 0
 
 
 def test_bad_configuration_is_refused():
@@ -271,7 +293,7 @@ def test_simulated_start_parameters_throttle_from_the_first_step():
     job = make_job(clock, policy.migration_flags(), dirty_mbps=150, params=params)
     final, _ = run(clock, job, policy)
     assert final.job_type == "completed"
-    assert params == {"cpu_limit": 67}
+    assert params["cpu_limit"] == 67
     assert Action.THROTTLE not in [e["action"] for e in final.timeline]
 
 

@@ -284,6 +284,10 @@ def required_flags(policies: list[ConvergencePolicy]) -> set[str]:
     return flags
 
 
+#: QEMU's auto-converge steps (percent) under a CPU limit of the ``adaptive`` controller
+SAFETY_STEP = 5
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -406,7 +410,32 @@ class AdaptiveConvergence(ConvergencePolicy):
             f"adaptive: measured before the start: dirty {_mib(dirty_rate_bps)}/s, "
             f"bandwidth cap {_mib(bandwidth_bps) + '/s' if bandwidth_bps else 'none'}; "
             + plan]
-        return {"cpu_limit": throttle} if throttle > 0 else {}
+        if throttle <= 0:
+            return {}
+        # QEMU's auto-converge stays the safety net, in small steps: the limit (checked
+        # by measuring under it before the start) does the slowing down
+        return {"cpu_limit": throttle, "cpu_throttle_initial": SAFETY_STEP,
+                "cpu_throttle_increment": SAFETY_STEP}
+
+    def limit_measured(self, cpu_limit: int, dirty_rate_bps: float) -> int:
+        """Raise the limit when the rate measured under it is still above
+        ``target_ratio * B``: the guest's rate at full CPU is taken to be what it
+        manages per share of CPU now (it runs CPU-bound under a limit that binds)."""
+        if self.permit_post_copy or cpu_limit <= 0 or self._cap <= 0 \
+                or dirty_rate_bps <= 0:
+            return cpu_limit
+        target = self.target_ratio * self._cap
+        share = (100 - cpu_limit) / 100.0
+        measured = (f"adaptive: measured under the {cpu_limit}% CPU limit: dirty "
+                    f"{_mib(dirty_rate_bps)}/s (target {_mib(target)}/s)")
+        wanted = self.needed_throttle(dirty_rate_bps / share, self._cap)
+        if dirty_rate_bps <= target or wanted <= cpu_limit:
+            self._start_notes.append(measured + "; kept")
+            return cpu_limit
+        self._probe_dirty = max(self._probe_dirty, dirty_rate_bps / share)
+        self._limit = self._throttle_asked = wanted
+        self._start_notes.append(f"{measured}; CPU limit {wanted}% for the migration")
+        return wanted
 
     def params_refused(self, name: str, reason: str) -> None:
         if name == "cpu_limit" and self._limit:
