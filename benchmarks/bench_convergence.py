@@ -427,7 +427,8 @@ def _frontier_lines() -> list[str]:
         return []
     normal = FRONTIER[0][3] if FRONTIER[0][0] == 0 else 0.5
     lines = ["", "The guest held at a CPU limit, no migration (dirty rate: what the "
-             "guest's dirtier rewrote over 5 s of its time; pause: longest heartbeat interval minus the normal one):", "",
+             "guest's dirtier rewrote over 5 s of its time; pause: longest heartbeat "
+             "interval minus the normal one):", "",
              "| CPU limit | dirty rate (MiB/s) | longest heartbeat gap beyond normal (ms) |",
              "|---|---|---|"]
     for limit, dirty, longest, _median in FRONTIER:
