@@ -308,10 +308,13 @@ class AdaptiveConvergence(ConvergencePolicy):
     driver measured, it asks for the CPU limit that brings ``D`` down to
     ``target_ratio * B`` (``cpu_limit``: the guest's vCPUs get ``100 - limit`` percent
     of their time, in slices of milliseconds: the libvirt driver sets the vCPUs' CFS
-    bandwidth, which libvirt can only change while no migration job runs), and starts
-    the job with QEMU's auto-converge as the safety net for a guest busier than that
-    measurement (QEMU then adds its own throttle steps).  Neither when post-copy is
-    permitted: post-copy finishes without slowing the guest down.
+    bandwidth, which libvirt can only change while no migration job runs).  The driver
+    then measures the rate again under that limit (:meth:`limit_measured`) and the
+    controller raises the limit while it does not bring the rate to the target: a guest
+    that uses only part of its CPU slows down only once the limit cuts into that part.
+    The job starts with QEMU's auto-converge as the safety net for a guest that turns
+    busier later, in small steps (``SAFETY_STEP``) on top of the limit.  Neither when
+    post-copy is permitted: post-copy finishes without slowing the guest down.
 
     Each time a new pass starts (a new dirty-rate measurement) the controller:
 
