@@ -406,7 +406,14 @@ def test_convergence_cell(guest: Guest, cap: int) -> None:
                 via_virsh(src, dst, guest.inst, dst_host, run)
             else:
                 via_driver(src, dst, guest.inst, run)
-            time.sleep(2)  # heartbeats after the switch reach the file
+            ended = time.monotonic()
+            # the guest must go on beating wherever it is now (heartbeats after the
+            # switch reach the file within a few seconds)
+            while not any(t > ended + 1 for t in watch.arrivals.values()) \
+                    and time.monotonic() < ended + 20:
+                time.sleep(0.2)
+            assert any(t > ended + 1 for t in watch.arrivals.values()), (
+                f"the guest stopped beating after the {cap} MiB/s {mode} run")
         gaps = watch.gaps()  # none: no two consecutive heartbeats were seen
         run.pause_ms = max(0.0, 1000 * (max(gaps) - normal)) if gaps else None
         run.load = (load0, os.getloadavg()[0])

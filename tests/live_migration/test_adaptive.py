@@ -107,21 +107,21 @@ def test_bandwidth_is_the_best_recent_measurement_within_the_cap():
 
 def test_the_start_measurement_is_in_the_timeline():
     policy = AdaptiveConvergence()
-    assert policy.migration_params(2 * MiB, 16 * MiB) == {
-        "cpu_limit": 94, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
+    assert policy.migration_params(4 * MiB, 16 * MiB) == {
+        "cpu_limit": 88, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
     policy.start(0.25)
     note, start = policy.decide(sample(200, 1, 0, 0), 0.0)
     assert note.kind == Action.NOTE and "dirty 16.0 MiB/s" in note.reason
-    assert "CPU limit 94%" in note.reason and start.kind == Action.SET_DOWNTIME
+    assert "CPU limit 88%" in note.reason and start.kind == Action.SET_DOWNTIME
 
 
 def test_a_refused_cpu_limit_is_in_the_timeline_and_out_of_the_model():
     policy = AdaptiveConvergence()
-    policy.migration_params(2 * MiB, 16 * MiB)
+    policy.migration_params(4 * MiB, 16 * MiB)
     policy.params_refused("cpu_limit", "cgroup CPU controller is not mounted")
     policy.start(0.25)
     first, refused, start = policy.decide(sample(200, 1, 0, 0), 0.0)
-    assert "CPU limit 94% refused: cgroup CPU controller" in refused.reason
+    assert "CPU limit 88% refused: cgroup CPU controller" in refused.reason
     assert policy.throttle_now(sample(30, 2, 2, 2)) == 0
 
 
@@ -191,8 +191,12 @@ def test_start_parameters_from_a_measured_dirty_rate():
     policy = AdaptiveConvergence()
     assert policy.migration_params(8 * MiB, 0) == {}
     assert policy.migration_params(8 * MiB, 2 * MiB) == {}
-    assert policy.migration_params(2 * MiB, 16 * MiB) == {
-        "cpu_limit": 94, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
+    assert policy.migration_params(4 * MiB, 16 * MiB) == {
+        "cpu_limit": 88, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
+    # never more than max_throttle (default 90%): 1 - 1/16 would be 94%
+    assert policy.migration_params(2 * MiB, 16 * MiB)["cpu_limit"] == 90
+    assert AdaptiveConvergence(max_throttle=99).migration_params(
+        2 * MiB, 16 * MiB)["cpu_limit"] == 94
 
 
 def test_a_limit_that_does_not_bind_is_raised_from_the_rate_measured_under_it():

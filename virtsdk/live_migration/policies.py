@@ -341,7 +341,7 @@ class AdaptiveConvergence(ConvergencePolicy):
     def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
                  permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
                  timeout_action: str = "abort", target_ratio: float = 0.5,
-                 max_throttle: int = 99, margin: float = 1.25,
+                 max_throttle: int = 90, margin: float = 1.25,
                  postcopy_tail: float = 0.2) -> None:
         if downtime_ms <= 0 or not 0 < initial_downtime_ms <= downtime_ms:
             raise ValueError("adaptive: need 0 < initial_downtime_ms <= downtime_ms "
@@ -382,7 +382,8 @@ class AdaptiveConvergence(ConvergencePolicy):
         return cls(downtime_ms=g.downtime,
                    initial_downtime_ms=max(1, g.downtime // g.downtime_steps),
                    permit_post_copy=g.permit_post_copy,
-                   timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action)
+                   timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action,
+                   max_throttle=g.max_throttle)
 
     def migration_flags(self) -> set[str]:
         # without post-copy QEMU's auto-converge (its default steps) is the safety net
