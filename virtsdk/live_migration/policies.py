@@ -321,9 +321,11 @@ class AdaptiveConvergence(ConvergencePolicy):
     1. raises the allowed downtime to what the remainder needs (``R / B`` plus a
        margin) when that is within the operator's limit ``downtime_ms``: QEMU switches
        over now;
-    2. otherwise notes "converging" when ``rho < 1`` and the predicted time fits before
-       the completion timeout (with post-copy permitted: only while that time is within
-       ``postcopy_tail`` of the time spent so far, post-copy being the faster end);
+    2. otherwise, when ``rho < 1`` and the predicted time fits before the completion
+       timeout (with post-copy permitted: only while that time is within
+       ``postcopy_tail`` of the time spent so far, post-copy being the faster end),
+       allows the operator's limit at once, so QEMU switches over the moment the
+       remainder fits, mid-pass too, rather than after another pass;
     3. otherwise, only where post-copy is permitted, switches to post-copy at once;
     4. otherwise sets the downtime to the limit and asks to throttle the guest's CPU by
        as much as brings ``rho`` down to ``target_ratio`` (``1 - target * B /
@@ -539,6 +541,13 @@ class AdaptiveConvergence(ConvergencePolicy):
             return [*actions, Action(Action.NOTE, reason=(
                 f"adaptive: the remainder fits in {self._downtime} ms; {numbers}"))]
         if m["rho"] < 1 and m["eta_s"] <= time_left:
+            if self._downtime < self.downtime_ms:
+                # QEMU switches over as soon as the remainder fits what it may take,
+                # mid-pass too: no pass the limit would have spared
+                self._downtime = self.downtime_ms
+                return [*actions, Action(Action.SET_DOWNTIME, self._downtime, (
+                    f"adaptive: converging in ~{m['eta_s']:.0f}s, switch as soon as the "
+                    f"remainder fits {self.downtime_ms} ms; {numbers}"))]
             return [*actions, Action(Action.NOTE, reason=(
                 f"adaptive: converging in ~{m['eta_s']:.0f}s; {numbers}"))]
         if self.permit_post_copy:
