@@ -197,8 +197,8 @@ def test_start_parameters_from_a_measured_dirty_rate():
     assert policy.migration_params(8 * MiB, 2 * MiB) == {}
     assert policy.migration_params(4 * MiB, 16 * MiB) == {
         "cpu_limit": 88, "cpu_throttle_initial": 5, "cpu_throttle_increment": 5}
-    # never more than max_throttle (default 90%): 1 - 1/16 would be 94%
-    assert policy.migration_params(2 * MiB, 16 * MiB)["cpu_limit"] == 90
+    # never more than max_throttle (default 88%): 1 - 1/16 would be 94%
+    assert policy.migration_params(2 * MiB, 16 * MiB)["cpu_limit"] == 88
     assert AdaptiveConvergence(max_throttle=99).migration_params(
         2 * MiB, 16 * MiB)["cpu_limit"] == 94
 
@@ -206,7 +206,7 @@ def test_start_parameters_from_a_measured_dirty_rate():
 def test_a_limit_that_does_not_bind_is_raised_from_the_rate_measured_under_it():
     """A guest using a third of its CPU keeps its rate under a 67% limit: the rate
     measured under the limit, per share of CPU, sets the next one."""
-    policy = AdaptiveConvergence()
+    policy = AdaptiveConvergence(max_throttle=90)
     assert policy.migration_params(4 * MiB, 6 * MiB)["cpu_limit"] == 67  # 1 - 2/6
     # still 6 MiB/s on a third of the CPU: 18 MiB/s at full speed -> 1 - 2/18
     assert policy.limit_measured(67, 6 * MiB) == 89

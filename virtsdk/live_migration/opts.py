@@ -84,11 +84,11 @@ opts: list[cfg.Opt] = [
              "on the lab a 2 MiB/s cap turned a 0.2 s guest pause into 3.8 s.",
     ),
     cfg.IntOpt(
-        "max_throttle", default=90, min=0, max=99,
+        "max_throttle", default=88, min=0, max=99,
         help="The largest share of a guest's CPU time, in percent, the adaptive policy "
              "takes away to make pre-copy converge (its CPU limit for the migration).  "
              "A guest held much lower stalls: on the lab a guest limited to 3% of its "
-             "CPU for 80 s stopped answering and never recovered; at 10% it ran on.",
+             "CPU for 80 s stopped answering and never recovered; at 10-12% it ran on.",
     ),
     cfg.BoolOpt(
         "permit_post_copy", default=False,

@@ -343,7 +343,7 @@ class AdaptiveConvergence(ConvergencePolicy):
     def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
                  permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
                  timeout_action: str = "abort", target_ratio: float = 0.5,
-                 max_throttle: int = 90, margin: float = 1.25,
+                 max_throttle: int = 88, margin: float = 1.25,
                  postcopy_tail: float = 0.2) -> None:
         if downtime_ms <= 0 or not 0 < initial_downtime_ms <= downtime_ms:
             raise ValueError("adaptive: need 0 < initial_downtime_ms <= downtime_ms "
