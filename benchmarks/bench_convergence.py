@@ -64,7 +64,7 @@ import libvirt
 import pytest
 from virtsdk_libvirt import xmlutil
 from virtsdk_libvirt.live_migration.job import job_stats_from_libvirt
-from virtsdk_libvirt.live_migration.source import destination_spec
+from virtsdk_libvirt.live_migration.source import destination_spec, limit_vcpus
 from virtsdk_libvirt.live_migration.xml_rewrite import rewrite_for_destination
 
 from benchmarks.lab_migration import (
@@ -84,6 +84,10 @@ CAPS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_CAPS", "2,4,8,24").split("
 MODES = os.environ.get("VIRTSDK_BENCH_MODES",
                        "virsh,nova,adaptive,adaptive+pc,adaptive+pc-capped").split(",")
 BOUND_S = float(os.environ.get("VIRTSDK_BENCH_BOUND", "90"))
+#: ``[live_migration] max_throttle`` for the driver's runs (the option's default unless set)
+MAX_THROTTLE = int(os.environ.get(
+    "VIRTSDK_BENCH_MAX_THROTTLE",
+    next(o.default for o in lm_opts.opts if o.name == "max_throttle")))
 MEMORY_MIB = 256
 RING_MIB = 32
 DIRTY_KBPS = 16384
@@ -109,6 +113,11 @@ class Run:
 
 
 RESULTS: list[Run] = []
+#: CPU limits (percent of the vCPU's time taken away) the frontier test holds the guest at
+LIMITS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_LIMITS",
+                                         "0,50,70,80,85,90,95").split(",")]
+#: (limit %, dirty rate bytes/s, longest heartbeat gap s, median gap s) per limit
+FRONTIER: list[tuple[int, float, float, float]] = []
 
 
 class HeartbeatWatch:
@@ -220,6 +229,7 @@ def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
     timer = threading.Timer(BOUND_S, _abort_quietly, (src, inst))
     with configured(src, live_migration__policies=policies,
                     live_migration__permit_post_copy=postcopy,
+                    live_migration__max_throttle=MAX_THROTTLE,
                     live_migration__postcopy_bandwidth=(
                         run.cap if run.mode == "adaptive+pc-capped" else 0),
                     libvirt__live_migration_bandwidth=run.cap):
@@ -344,6 +354,48 @@ def guest(lab: Any, drivers: tuple[Any, Any], guest_image: Any) -> Iterator[Gues
             d.destroy(CTX, inst, NET)
 
 
+_DIRTYSTAT = re.compile(r"DIRTYSTAT (\d+) (\d+)")
+
+
+def _dirtystats(log: Path) -> list[tuple[int, int]]:
+    """(KiB rewritten, centiseconds) of every report of the guest's dirtier so far."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [(int(m.group(1)), int(m.group(2))) for m in _DIRTYSTAT.finditer(text)]
+
+
+@pytest.mark.timeout(600)
+def test_cpu_limit_frontier(guest: Guest) -> None:
+    """What slowing the guest costs it, without any migration: for each CPU limit the
+    rate the guest's dirtier achieved (its own count, reported every 5 s of its time)
+    and the longest interval between its heartbeats.  Pre-copy converges only where
+    the dirty rate is under the link; this shows what heartbeat gap that rate costs
+    on this guest, whatever the controller."""
+    driver = guest.here[0]
+    dom = driver._lookup(guest.inst)  # noqa: SLF001
+    log = Path(driver._paths.console_log(guest.inst))  # noqa: SLF001
+    for limit in LIMITS:
+        restore = limit_vcpus(dom, limit) if limit else None
+        try:
+            time.sleep(2)  # the guest settles at its new speed
+            seen = len(_dirtystats(log))
+            with HeartbeatWatch(guest.logs, guest.boot) as watch:
+                deadline = time.monotonic() + 30
+                while len(_dirtystats(log)) < seen + 2 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            gaps = watch.gaps() or [0.0]
+        finally:
+            if restore:
+                restore()
+        stats = _dirtystats(log)[seen:]
+        (kib0, cs0), (kib1, cs1) = (stats[0], stats[-1]) if len(stats) >= 2 else ((0, 0),
+                                                                                 (0, 1))
+        dirty = (kib1 - kib0) * 1024 * 100 / max(1, cs1 - cs0)
+        FRONTIER.append((limit, dirty, max(gaps), statistics.median(gaps)))
+        print(f"\nCPU limit {limit}%: dirty {dirty / MiB:.1f} MiB/s, heartbeat gaps "
+              f"max {max(gaps):.2f} s, median {statistics.median(gaps):.2f} s", flush=True)
+        time.sleep(3)
+
+
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("cap", CAPS)
 def test_convergence_cell(guest: Guest, cap: int) -> None:
@@ -359,7 +411,14 @@ def test_convergence_cell(guest: Guest, cap: int) -> None:
                 via_virsh(src, dst, guest.inst, dst_host, run)
             else:
                 via_driver(src, dst, guest.inst, run)
-            time.sleep(2)  # heartbeats after the switch reach the file
+            ended = time.monotonic()
+            # the guest must go on beating wherever it is now (heartbeats after the
+            # switch reach the file within a few seconds)
+            while not any(t > ended + 1 for t in watch.arrivals.values()) \
+                    and time.monotonic() < ended + 20:
+                time.sleep(0.2)
+            assert any(t > ended + 1 for t in watch.arrivals.values()), (
+                f"the guest stopped beating after the {cap} MiB/s {mode} run")
         gaps = watch.gaps()  # none: no two consecutive heartbeats were seen
         run.pause_ms = max(0.0, 1000 * (max(gaps) - normal)) if gaps else None
         run.load = (load0, os.getloadavg()[0])
@@ -375,8 +434,23 @@ def _fmt_bool(run: Run) -> str:
     return "yes (post-copy)" if run.postcopy else "yes"
 
 
+def _frontier_lines() -> list[str]:
+    if not FRONTIER:
+        return []
+    normal = FRONTIER[0][3] if FRONTIER[0][0] == 0 else 0.5
+    lines = ["", "The guest held at a CPU limit, no migration (dirty rate: what the "
+             "guest's dirtier rewrote over 5 s of its time; pause: longest heartbeat "
+             "interval minus the normal one):", "",
+             "| CPU limit | dirty rate (MiB/s) | longest heartbeat gap beyond normal (ms) |",
+             "|---|---|---|"]
+    for limit, dirty, longest, _median in FRONTIER:
+        lines.append(f"| {limit}% | {dirty / MiB:.1f} | "
+                     f"{max(0.0, 1000 * (longest - normal)):.0f} |")
+    return lines
+
+
 def teardown_module() -> None:
-    if not RESULTS:
+    if not RESULTS and not FRONTIER:
         return
     by_cell = {(r.cap, r.mode): r for r in RESULTS}
     lines = [
@@ -419,6 +493,7 @@ def teardown_module() -> None:
             lines.append(f"- {run.cap} MiB/s {run.mode}: bytes sent {run.bytes_sent / MiB:.0f}"
                          f" MiB vs virsh {v.bytes_sent / MiB:.0f} MiB "
                          f"({run.bytes_sent / max(1, v.bytes_sent):.2f}x)")
+    lines += _frontier_lines()
     lines += ["", "Decisions (adaptive):"]
     for run in RESULTS:
         if run.mode.startswith("adaptive"):

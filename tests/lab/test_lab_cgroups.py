@@ -26,9 +26,13 @@ def test_the_cpu_hierarchy_is_found_with_its_exact_controllers():
 
 
 def test_script_mounts_the_same_hierarchy_and_joins_the_hosts_own_cgroup():
-    [line] = cgroups.script_lines("vsdk7-b", (Path("/sys/fs/cgroup/cpu"), "cpu"))
+    [plain, line] = cgroups.script_lines("vsdk7-b", (Path("/sys/fs/cgroup/cpu"), "cpu"))
+    assert plain == 'cgns() { "$@"; }'  # without the controller a daemon runs as it is
     assert "mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu" in line
     assert "echo $$ > /sys/fs/cgroup/cpu/virtsdk-lab/vsdk7-b/cgroup.procs" in line
+    # libvirtd runs in a cgroup namespace rooted at the host's cgroup, so its absolute
+    # /machine/... paths are the host's own
+    assert "cgns() { unshare --cgroup sh -c" in line
     assert line.endswith("fi")  # a failure is a warning, never a failed host start
 
 

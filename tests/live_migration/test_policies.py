@@ -208,6 +208,9 @@ def test_configured_policies_follow_the_permit_options(conf):
                                              "postcopy", "auto_converge"]
     flags = required_flags(load_configured_policies(conf))
     assert flags == {"postcopy", "auto_converge"}
+    # adaptive switches to post-copy itself: no iteration-count post-copy policy beside it
+    conf.set_override("policies", ["adaptive"], group="live_migration")
+    assert configured_policy_names(conf) == ["adaptive", "auto_converge"]
 
 
 def test_options_have_novas_defaults_and_are_listed_by_virtsdk_conf(conf):

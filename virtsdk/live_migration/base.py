@@ -86,6 +86,14 @@ class ConvergencePolicy(Plugin, abc.ABC):
         before :meth:`start`; default: none."""
         return {}
 
+    def limit_measured(self, cpu_limit: int, dirty_rate_bps: float) -> int:
+        """The guest's dirty rate measured again before the start, with the
+        ``cpu_limit`` start parameter applied; returns the limit to use (the same value
+        keeps it; the driver applies a higher one and asks again, a few times at most).
+        A guest's dirty rate falls with its CPU time only once the limit is below what
+        it uses, so the first limit is a guess this corrects.  Default: keep."""
+        return cpu_limit
+
     def params_refused(self, name: str, reason: str) -> None:
         """The driver could not apply the start parameter ``name`` (from
         :meth:`migration_params`) and the migration runs without it; default: ignore."""

@@ -53,11 +53,12 @@ def load_policies(names: list[str], conf: cfg.ConfigOpts) -> list[ConvergencePol
 
 def configured_policy_names(conf: cfg.ConfigOpts) -> list[str]:
     """``[live_migration] policies`` plus ``postcopy`` when ``permit_post_copy`` and
-    ``auto_converge`` when ``permit_auto_converge`` are set."""
+    ``auto_converge`` when ``permit_auto_converge`` are set (``adaptive`` decides on
+    post-copy itself: no ``postcopy`` policy beside it)."""
     _ensure_opts(conf)
     group = conf.live_migration
     names = list(group.policies)
-    if group.permit_post_copy and "postcopy" not in names:
+    if group.permit_post_copy and "postcopy" not in names and "adaptive" not in names:
         names.append("postcopy")
     if group.permit_auto_converge and "auto_converge" not in names:
         names.append("auto_converge")

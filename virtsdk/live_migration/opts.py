@@ -83,6 +83,13 @@ opts: list[cfg.Opt] = [
              "A cap here makes the guest's page faults wait behind the capped stream: "
              "on the lab a 2 MiB/s cap turned a 0.2 s guest pause into 3.8 s.",
     ),
+    cfg.IntOpt(
+        "max_throttle", default=88, min=0, max=99,
+        help="The largest share of a guest's CPU time, in percent, the adaptive policy "
+             "takes away to make pre-copy converge (its CPU limit for the migration).  "
+             "A guest held much lower stalls: on the lab a guest limited to 3% of its "
+             "CPU for 80 s stopped answering and never recovered; at 10-12% it ran on.",
+    ),
     cfg.BoolOpt(
         "permit_post_copy", default=False,
         help="Allow switching to post-copy; adds the postcopy policy to `policies` "

@@ -284,6 +284,10 @@ def required_flags(policies: list[ConvergencePolicy]) -> set[str]:
     return flags
 
 
+#: QEMU's auto-converge steps (percent) under a CPU limit of the ``adaptive`` controller
+SAFETY_STEP = 5
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -304,19 +308,24 @@ class AdaptiveConvergence(ConvergencePolicy):
     driver measured, it asks for the CPU limit that brings ``D`` down to
     ``target_ratio * B`` (``cpu_limit``: the guest's vCPUs get ``100 - limit`` percent
     of their time, in slices of milliseconds: the libvirt driver sets the vCPUs' CFS
-    bandwidth, which libvirt can only change while no migration job runs), and starts
-    the job with QEMU's auto-converge as the safety net for a guest busier than that
-    measurement (QEMU then adds its own throttle steps).  Neither when post-copy is
-    permitted: post-copy finishes without slowing the guest down.
+    bandwidth, which libvirt can only change while no migration job runs).  The driver
+    then measures the rate again under that limit (:meth:`limit_measured`) and the
+    controller raises the limit while it does not bring the rate to the target: a guest
+    that uses only part of its CPU slows down only once the limit cuts into that part.
+    The job starts with QEMU's auto-converge as the safety net for a guest that turns
+    busier later, in small steps (``SAFETY_STEP``) on top of the limit.  Neither when
+    post-copy is permitted: post-copy finishes without slowing the guest down.
 
     Each time a new pass starts (a new dirty-rate measurement) the controller:
 
     1. raises the allowed downtime to what the remainder needs (``R / B`` plus a
        margin) when that is within the operator's limit ``downtime_ms``: QEMU switches
        over now;
-    2. otherwise notes "converging" when ``rho < 1`` and the predicted time fits before
-       the completion timeout (with post-copy permitted: only while that time is within
-       ``postcopy_tail`` of the time spent so far, post-copy being the faster end);
+    2. otherwise, when ``rho < 1`` and the predicted time fits before the completion
+       timeout (with post-copy permitted: only while that time is within
+       ``postcopy_tail`` of the time spent so far, post-copy being the faster end),
+       allows the operator's limit at once, so QEMU switches over the moment the
+       remainder fits, mid-pass too, rather than after another pass;
     3. otherwise, only where post-copy is permitted, switches to post-copy at once;
     4. otherwise sets the downtime to the limit and asks to throttle the guest's CPU by
        as much as brings ``rho`` down to ``target_ratio`` (``1 - target * B /
@@ -334,7 +343,7 @@ class AdaptiveConvergence(ConvergencePolicy):
     def __init__(self, downtime_ms: int = 500, initial_downtime_ms: int = 50,
                  permit_post_copy: bool = False, timeout_per_gib: float = 800.0,
                  timeout_action: str = "abort", target_ratio: float = 0.5,
-                 max_throttle: int = 99, margin: float = 1.25,
+                 max_throttle: int = 88, margin: float = 1.25,
                  postcopy_tail: float = 0.2) -> None:
         if downtime_ms <= 0 or not 0 < initial_downtime_ms <= downtime_ms:
             raise ValueError("adaptive: need 0 < initial_downtime_ms <= downtime_ms "
@@ -375,7 +384,8 @@ class AdaptiveConvergence(ConvergencePolicy):
         return cls(downtime_ms=g.downtime,
                    initial_downtime_ms=max(1, g.downtime // g.downtime_steps),
                    permit_post_copy=g.permit_post_copy,
-                   timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action)
+                   timeout_per_gib=g.completion_timeout, timeout_action=g.timeout_action,
+                   max_throttle=g.max_throttle)
 
     def migration_flags(self) -> set[str]:
         # without post-copy QEMU's auto-converge (its default steps) is the safety net
@@ -406,7 +416,32 @@ class AdaptiveConvergence(ConvergencePolicy):
             f"adaptive: measured before the start: dirty {_mib(dirty_rate_bps)}/s, "
             f"bandwidth cap {_mib(bandwidth_bps) + '/s' if bandwidth_bps else 'none'}; "
             + plan]
-        return {"cpu_limit": throttle} if throttle > 0 else {}
+        if throttle <= 0:
+            return {}
+        # QEMU's auto-converge stays the safety net, in small steps: the limit (checked
+        # by measuring under it before the start) does the slowing down
+        return {"cpu_limit": throttle, "cpu_throttle_initial": SAFETY_STEP,
+                "cpu_throttle_increment": SAFETY_STEP}
+
+    def limit_measured(self, cpu_limit: int, dirty_rate_bps: float) -> int:
+        """Raise the limit when the rate measured under it is still above
+        ``target_ratio * B``: the guest's rate at full CPU is taken to be what it
+        manages per share of CPU now (it runs CPU-bound under a limit that binds)."""
+        if self.permit_post_copy or cpu_limit <= 0 or self._cap <= 0 \
+                or dirty_rate_bps <= 0:
+            return cpu_limit
+        target = self.target_ratio * self._cap
+        share = (100 - cpu_limit) / 100.0
+        measured = (f"adaptive: measured under the {cpu_limit}% CPU limit: dirty "
+                    f"{_mib(dirty_rate_bps)}/s (target {_mib(target)}/s)")
+        wanted = self.needed_throttle(dirty_rate_bps / share, self._cap)
+        if dirty_rate_bps <= target or wanted <= cpu_limit:
+            self._start_notes.append(measured + "; kept")
+            return cpu_limit
+        self._probe_dirty = max(self._probe_dirty, dirty_rate_bps / share)
+        self._limit = self._throttle_asked = wanted
+        self._start_notes.append(f"{measured}; CPU limit {wanted}% for the migration")
+        return wanted
 
     def params_refused(self, name: str, reason: str) -> None:
         if name == "cpu_limit" and self._limit:
@@ -506,6 +541,13 @@ class AdaptiveConvergence(ConvergencePolicy):
             return [*actions, Action(Action.NOTE, reason=(
                 f"adaptive: the remainder fits in {self._downtime} ms; {numbers}"))]
         if m["rho"] < 1 and m["eta_s"] <= time_left:
+            if self._downtime < self.downtime_ms:
+                # QEMU switches over as soon as the remainder fits what it may take,
+                # mid-pass too: no pass the limit would have spared
+                self._downtime = self.downtime_ms
+                return [*actions, Action(Action.SET_DOWNTIME, self._downtime, (
+                    f"adaptive: converging in ~{m['eta_s']:.0f}s, switch as soon as the "
+                    f"remainder fits {self.downtime_ms} ms; {numbers}"))]
             return [*actions, Action(Action.NOTE, reason=(
                 f"adaptive: converging in ~{m['eta_s']:.0f}s; {numbers}"))]
         if self.permit_post_copy:

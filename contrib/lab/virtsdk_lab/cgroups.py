@@ -55,20 +55,32 @@ def host_cgroup(netns: str) -> str:
 
 def script_lines(netns: str, mount: tuple[Path, str] | None = None) -> list[str]:
     """Shell lines for the host's launch script: mount the cpu hierarchy at its usual
-    place and move the shell into the host's own cgroup.  A failure leaves the host
-    without the controller (a warning in the daemon output), never without a lab."""
+    place, move the shell into the host's own cgroup and define ``cgns``, the prefix
+    that starts a daemon in a cgroup namespace rooted there (with the hierarchy mounted
+    again from inside it).  libvirt puts a domain's cgroup at the absolute path
+    ``/machine/qemu-<id>-<name>.libvirt-qemu``; without the namespace that path is the
+    same for every lab host, so two hosts' domains of one name and id (the source and
+    the destination of a migration) shared one cgroup, and with it a CPU limit.  A
+    failure leaves the host without the controller (a warning in the daemon output),
+    never without a lab: ``cgns`` then runs the daemon as it is."""
     mount = mount if mount is not None else cpu_mount()
+    lines = ['cgns() { "$@"; }']
     if mount is None:
-        return []
+        return lines
     point, controllers = mount
     q = shlex.quote
     mine = f"{point}/{host_cgroup(netns)}"
+    remount = f"mount -t cgroup -o {q(controllers)} cgroup {q(str(point))}"
+    inside = (f"{remount} || echo 'virtsdk-lab: no cpu cgroup in the namespace' >&2; "
+              'exec "$@"')
     return [
+        *lines,
         f"if mount -t tmpfs -o mode=0755 virtsdk-lab-cgroup {q(str(point.parent))} && "
-        f"mkdir -p {q(str(point))} && "
-        f"mount -t cgroup -o {q(controllers)} cgroup {q(str(point))} && "
-        f"mkdir -p {q(mine)} && echo $$ > {q(mine + '/cgroup.procs')}; "
-        "then :; else echo 'virtsdk-lab: no cpu cgroup controller for libvirtd' >&2; fi",
+        f"mkdir -p {q(str(point))} && {remount} && "
+        f"mkdir -p {q(mine)} && echo $$ > {q(mine + '/cgroup.procs')} && "
+        f"umount {q(str(point))}; "
+        f"then cgns() {{ unshare --cgroup sh -c {q(inside)} cgns \"$@\"; }}; "
+        "else echo 'virtsdk-lab: no cpu cgroup controller for libvirtd' >&2; fi",
     ]
 
 

@@ -136,7 +136,7 @@ def launch_script(host: LabHost) -> str:
         f"virtlogd -d -p {q(str(host.virtlogd_pidfile))} </dev/null >>{daemon_log} 2>&1"
     )
     steps.append(
-        f"taskset -c 0 libvirtd -d --listen -p {q(str(host.libvirtd_pidfile))} "
+        f"cgns taskset -c 0 libvirtd -d --listen -p {q(str(host.libvirtd_pidfile))} "
         f"</dev/null >>{daemon_log} 2>&1"
     )
     return "\n".join(steps) + "\n"

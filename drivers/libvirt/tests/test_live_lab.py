@@ -450,10 +450,25 @@ def vcpu_bandwidth(dom: libvirt.virDomain) -> tuple[str | None, str | None]:
     return root.findtext("cputune/period"), root.findtext("cputune/quota")
 
 
-def test_adaptive_cpu_limit_holds_during_the_migration_and_is_lifted_after_it(drivers,
+def host_vcpu_quotas(host, inst: Instance) -> list[int]:
+    """``cpu.cfs_quota_us`` of the instance's vCPU cgroups under the lab host's own
+    cgroup (the host's libvirtd runs in a cgroup namespace rooted there)."""
+    from virtsdk_lab import cgroups
+
+    mount = cgroups.cpu_mount()
+    assert mount is not None
+    top = mount[0] / cgroups.host_cgroup(host.netns) / "machine"
+    return [int(p.read_text()) for p in
+            top.glob(f"qemu-*-{inst.name}.libvirt-qemu/vcpu*/cpu.cfs_quota_us")]
+
+
+def test_adaptive_cpu_limit_holds_during_the_migration_and_is_lifted_after_it(hosts,
+                                                                             drivers,
                                                                              guests):
     """The adaptive controller's CPU limit is the vCPUs' CFS bandwidth, set before the
-    job (libvirt refuses it during one) and lifted when the guest stays."""
+    job (libvirt refuses it during one) and lifted when the guest stays; it is the
+    source host's cgroup only (the destination's QEMU, a domain of the same name, has
+    its own)."""
     from virtsdk_libvirt.live_migration.source import cpu_limit_bandwidth
 
     a, b = drivers
@@ -463,21 +478,28 @@ def test_adaptive_cpu_limit_holds_during_the_migration_and_is_lifted_after_it(dr
     # the lab's libvirtd has the cgroup cpu controller
     assert dom.schedulerParameters()["vcpu_quota"] == -1
     seen: list[tuple[str | None, str | None]] = []
+    quotas: list[tuple[list[int], list[int]]] = []
 
     def on_sample(stats: JobStats) -> None:
         if stats.memory_iteration >= 1 and stats.timeline and not seen:
             seen.append(vcpu_bandwidth(dom))
+            quotas.append((host_vcpu_quotas(hosts[0], inst), host_vcpu_quotas(hosts[1], inst)))
             threading.Thread(target=a.live_migration_abort, args=(inst,)).start()
 
     # a 1 MiB/s cap for a guest dirtying ~4 MiB/s: the limit is far above zero
     with overrides(a, live_migration_bandwidth=1, live_migration__policies=["adaptive"]):
         out = migrate(a, b, inst, on_sample=on_sample)
     assert out.calls == ["recover"] and isinstance(out.error, LiveMigrationAborted)
-    [note] = [e for e in out.final.timeline if "measured before the start" in e["reason"]]
-    limit = int(re.search(r"CPU limit (\d+)%", note["reason"]).group(1))
-    assert 50 <= limit <= 99, note
+    # the limit chosen before the start, raised while it did not bind
+    limits = [int(m.group(1)) for e in out.final.timeline
+              for m in [re.search(r"CPU limit (\d+)% for the migration", e["reason"])] if m]
+    assert limits and limits == sorted(limits), out.final.timeline
+    limit = limits[-1]
+    assert 50 <= limit <= 99, out.final.timeline
     period, quota = cpu_limit_bandwidth(limit)
     assert seen == [(str(period), str(quota))]
+    # the limit is in the source host's cgroup; the destination's vCPU is unlimited
+    assert quotas == [([quota], [-1])]
     assert vcpu_bandwidth(dom)[1] in (None, "-1")  # lifted
     assert dom.schedulerParameters()["vcpu_quota"] == -1
     assert runs_on(a, inst) and left_nothing(b, inst)

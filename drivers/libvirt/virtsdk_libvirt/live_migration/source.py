@@ -92,6 +92,38 @@ def cpu_limit_bandwidth(percent: int) -> tuple[int, int]:
     return period, max(_MIN_QUOTA_US, round(period * share))
 
 
+def _set_vcpu_limit(dom: libvirt.virDomain, percent: int) -> None:
+    period, quota = cpu_limit_bandwidth(percent)
+    dom.setSchedulerParametersFlags({"vcpu_period": period, "vcpu_quota": quota},
+                                    libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    LOG.info("vCPUs of %s limited to %d us of every %d us for the migration", dom.name(),
+             quota, period)
+
+
+#: rounds of "measure the dirty rate under the limit, raise it" before the start, and
+#: the seconds each measurement covers
+CALIBRATION_ROUNDS = 3
+CALIBRATION_S = 2
+
+
+def calibrate_vcpu_limit(dom: libvirt.virDomain, percent: int,
+                         policies: Sequence[ConvergencePolicy]) -> int:
+    """Measure the limited guest's dirty rate and let the policies raise the limit
+    (:meth:`ConvergencePolicy.limit_measured`), a few rounds at most; returns the limit
+    in force.  A guest that uses part of its CPU slows down only once the limit cuts
+    into that part, which no measurement at full speed shows."""
+    for _round in range(CALIBRATION_ROUNDS):
+        dirty = measure_dirty_rate(dom, CALIBRATION_S)
+        if dirty <= 0:
+            break
+        wanted = max(p.limit_measured(percent, dirty) for p in policies)
+        if wanted <= percent:
+            break
+        _set_vcpu_limit(dom, wanted)
+        percent = wanted
+    return percent
+
+
 def limit_vcpus(dom: libvirt.virDomain, percent: int) -> Callable[[], None]:
     """Limit the running guest's vCPUs to ``100 - percent`` of their time through their
     CFS bandwidth (``virDomainSetSchedulerParameters``, live only; libvirt refuses it
@@ -100,10 +132,7 @@ def limit_vcpus(dom: libvirt.virDomain, percent: int) -> Callable[[], None]:
     cgroup cpu controller."""
     live = libvirt.VIR_DOMAIN_AFFECT_LIVE
     before = dom.schedulerParametersFlags(live)
-    period, quota = cpu_limit_bandwidth(percent)
-    dom.setSchedulerParametersFlags({"vcpu_period": period, "vcpu_quota": quota}, live)
-    LOG.info("vCPUs of %s limited to %d us of every %d us for the migration", dom.name(),
-             quota, period)
+    _set_vcpu_limit(dom, percent)
     old = {k: before[k] for k in ("vcpu_period", "vcpu_quota") if k in before}
 
     def restore() -> None:
@@ -310,8 +339,10 @@ class SourceMigration:
         if cpu_limit:
             try:
                 job.restore_source = limit_vcpus(dom, cpu_limit)
+                calibrate_vcpu_limit(dom, cpu_limit, policies)
             except libvirt.libvirtError as exc:
                 LOG.warning("CPU limit of %s refused: %s", instance.uuid, exc)
+                job.lift_source_limits()
                 for policy in policies:
                     policy.params_refused("cpu_limit", str(exc))
         return job
