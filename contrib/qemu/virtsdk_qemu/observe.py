@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,28 @@ def own_socket(drv: QemuHost, proc: QemuProcess) -> Path | None:
     return sock if sock.parent.parent == drv.paths.root else None
 
 
+#: seconds a QEMU whose QMP socket is gone is given to exit before it counts as a copy
+EXIT_WAIT_S = 3.0
+
+
+def ending(pid: int, sock: Path, wait: float = EXIT_WAIT_S) -> bool:
+    """True when process ``pid`` has ended or is ending: gone, a zombie, or gone within
+    ``wait`` seconds once its QMP socket has disappeared (QEMU removes it as it quits:
+    a source that just finished a migration is on its way out, not a paused copy).  A
+    QEMU that keeps its socket but does not answer is not ending."""
+    deadline = time.monotonic() + (0.0 if sock.exists() else wait)
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[-1].split()[:1] in (["Z"], ["X"]):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def guests(drv: QemuHost, qmp_timeout: float) -> dict[str, PowerState]:
     """uuid -> RUNNING / PAUSED of every QEMU process of this host.  A process that
     does not run its guest (paused, waiting for a migration, finished one, or not
@@ -100,8 +123,8 @@ def guests(drv: QemuHost, qmp_timeout: float) -> dict[str, PowerState]:
             status = QmpSocket(sock, qmp_timeout).execute("query-status")
             running = status.get("status") == "running"
         except (QmpUnavailable, QmpCommandError):
-            if not Path(f"/proc/{proc.pid}").exists():
-                continue  # it ended while we asked
+            if ending(proc.pid, sock):
+                continue  # it ended, or is ending, while we asked
             running = False
         if out.get(uuid) != PowerState.RUNNING:
             out[uuid] = PowerState.RUNNING if running else PowerState.PAUSED
