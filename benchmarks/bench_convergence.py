@@ -84,10 +84,8 @@ CAPS = [int(c) for c in os.environ.get("VIRTSDK_BENCH_CAPS", "2,4,8,24").split("
 MODES = os.environ.get("VIRTSDK_BENCH_MODES",
                        "virsh,nova,adaptive,adaptive+pc,adaptive+pc-capped").split(",")
 BOUND_S = float(os.environ.get("VIRTSDK_BENCH_BOUND", "90"))
-#: ``[live_migration] max_throttle`` for the driver's runs (the option's default unless set)
-MAX_THROTTLE = int(os.environ.get(
-    "VIRTSDK_BENCH_MAX_THROTTLE",
-    next(o.default for o in lm_opts.opts if o.name == "max_throttle")))
+#: ``[live_migration] max_throttle`` for the driver's runs (unset: the option's default)
+MAX_THROTTLE = os.environ.get("VIRTSDK_BENCH_MAX_THROTTLE")
 MEMORY_MIB = 256
 RING_MIB = 32
 DIRTY_KBPS = 16384
@@ -229,7 +227,8 @@ def via_driver(src: Any, dst: Any, inst: Instance, run: Run) -> None:
     timer = threading.Timer(BOUND_S, _abort_quietly, (src, inst))
     with configured(src, live_migration__policies=policies,
                     live_migration__permit_post_copy=postcopy,
-                    live_migration__max_throttle=MAX_THROTTLE,
+                    **({"live_migration__max_throttle": int(MAX_THROTTLE)}
+                       if MAX_THROTTLE else {}),
                     live_migration__postcopy_bandwidth=(
                         run.cap if run.mode == "adaptive+pc-capped" else 0),
                     libvirt__live_migration_bandwidth=run.cap):

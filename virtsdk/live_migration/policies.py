@@ -388,9 +388,9 @@ class AdaptiveConvergence(ConvergencePolicy):
                    max_throttle=g.max_throttle)
 
     def migration_flags(self) -> set[str]:
-        # without post-copy QEMU's auto-converge (its default steps) is the safety net
-        # for a guest that turns out busier than measured before the start: a CPU
-        # limit cannot change while the job runs
+        # without post-copy QEMU's auto-converge is the safety net for a guest that
+        # turns out busier than measured before the start (a CPU limit cannot change
+        # while the job runs): its default steps, or SAFETY_STEP under a limit
         return {"postcopy"} if self.permit_post_copy else {"auto_converge"}
 
     def needed_throttle(self, dirty_free_bps: float, bandwidth_bps: float) -> int:

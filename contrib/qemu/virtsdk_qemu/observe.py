@@ -99,10 +99,11 @@ def ending(pid: int, sock: Path, wait: float = EXIT_WAIT_S) -> bool:
     deadline = time.monotonic() + (0.0 if sock.exists() else wait)
     while True:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+            # the state follows the command name, which may itself hold ")"
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             return True
-        if stat.rsplit(")", 1)[-1].split()[:1] in (["Z"], ["X"]):
+        if state in ("Z", "X"):  # a zombie, or dead
             return True
         if time.monotonic() >= deadline:
             return False
