@@ -68,19 +68,20 @@ class ComputeService:
         interval = self.conf.compute.reconcile_interval
         last_reconcile = time.monotonic()
         ctx = RequestContext(request_id=f"req-reconcile-{self.host}")
-        while not self._stop.wait(self.conf.compute.report_interval):
-            try:
-                self.manager._report_resources()  # noqa: SLF001
-            except Exception:  # the next beat retries
-                LOG.exception("heartbeat of %s failed", self.host)
-            if interval and time.monotonic() - last_reconcile >= interval:
-                last_reconcile = time.monotonic()
+        try:
+            while not self._stop.wait(self.conf.compute.report_interval):
                 try:
-                    self.manager.reconciler.run(ctx)
-                except ServiceFenced:
-                    return
-                except Exception:  # noqa: BLE001 - the next pass retries
-                    LOG.exception("reconcile of %s failed", self.host)
+                    self.manager._report_resources()  # noqa: SLF001
+                except Exception:  # the next beat retries
+                    LOG.exception("heartbeat of %s failed", self.host)
+                if interval and time.monotonic() - last_reconcile >= interval:
+                    last_reconcile = time.monotonic()
+                    try:
+                        self.manager.reconciler.run(ctx)
+                    except Exception:  # noqa: BLE001 - the next pass retries
+                        LOG.exception("reconcile of %s failed", self.host)
+        except ServiceFenced:
+            return  # this generation of the service was stopped: it beats no more
 
     def drain(self) -> None:
         """Stop taking requests and wait until those being handled are done (their
